@@ -1,0 +1,34 @@
+# Factory: `make run` sets up and runs 14 simulated days; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup run test ui bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,ui]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/factory demo --days 14
+
+test: setup
+	$(BIN)/python -m pytest
+
+ui: setup
+	$(BIN)/factory ui
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+lint: setup
+	$(BIN)/ruff check factory_dagster tests benchmarks
+	$(BIN)/ruff format --check factory_dagster tests benchmarks
+
+clean:
+	rm -rf $(VENV) data dbt_project/target

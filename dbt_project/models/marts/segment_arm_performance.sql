@@ -1,0 +1,44 @@
+-- Outcomes per campaign, segment and arm: what the planner and the allocator learn from.
+
+with per_arm as (
+
+    select
+        campaign_id,
+        segment,
+        arm_id,
+        angle,
+        arm_prompt_version as prompt_version,
+        arm_model as model,
+        count(*) as sends,
+        count(*) filter (where delivered) as delivered,
+        count(*) filter (where replied) as replies,
+        count(*) filter (where positive_reply) as positive_replies,
+        count(*) filter (where booked) as booked,
+        count(*) filter (where unsubscribed) as unsubscribes,
+        count(*) filter (where complained) as complaints,
+        min(partition_day) as first_send_day,
+        max(partition_day) as last_send_day
+    from {{ ref('int_send_outcomes') }}
+    group by all
+
+)
+
+select
+    campaign_id,
+    segment,
+    arm_id,
+    angle,
+    prompt_version,
+    model,
+    sends,
+    delivered,
+    replies,
+    positive_replies,
+    booked,
+    unsubscribes,
+    complaints,
+    replies / sends as reply_rate,
+    positive_replies / sends as positive_reply_rate,
+    first_send_day,
+    last_send_day
+from per_arm

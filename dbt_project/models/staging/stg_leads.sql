@@ -1,0 +1,20 @@
+select
+    lead_id,
+    cast(partition_day as date) as partition_day,
+    run_id,
+    campaign_id,
+    source_file,
+    cast(source_row as integer) as source_row,
+    lower(trim(email)) as email,
+    first_name,
+    last_name,
+    company,
+    industry,
+    cast(company_size as integer) as company_size,
+    role,
+    seniority,
+    region,
+    note,
+    segment,
+    cast(imported_at as timestamp) as imported_at
+from {{ source('raw', 'leads') }}

@@ -1,0 +1,21 @@
+select
+    call_id,
+    run_id,
+    cast(partition_day as date) as partition_day,
+    campaign_id,
+    stage,
+    provider,
+    model,
+    prompt_version,
+    lead_id,
+    cast(tokens_in as integer) as tokens_in,
+    cast(tokens_out as integer) as tokens_out,
+    cast(cost_usd as double) as cost_usd,
+    cast(latency_ms as double) as latency_ms,
+    status,
+    cast(retries as integer) as retries,
+    cast(cache_hit as boolean) as cache_hit,
+    cast(fallback_used as boolean) as fallback_used,
+    error,
+    cast(created_at as timestamp) as created_at
+from {{ source('raw', 'llm_calls') }}

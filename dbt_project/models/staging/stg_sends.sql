@@ -1,0 +1,21 @@
+select
+    send_id,
+    message_id,
+    cast(partition_day as date) as partition_day,
+    cast(message_day as date) as message_day,
+    run_id,
+    campaign_id,
+    spec_version,
+    lead_id,
+    lower(trim(to_email)) as to_email,
+    segment,
+    arm_id,
+    angle,
+    prompt_version,
+    model,
+    subject,
+    body_sha256,
+    transport,
+    transport_ref,
+    cast(sent_at as timestamp) as sent_at
+from {{ source('raw', 'sends') }}

@@ -1,0 +1,12 @@
+-- Every raw send is counted in exactly one daily_kpis row.
+with mart as (
+    select coalesce(sum(sends), 0) as sends from {{ ref('daily_kpis') }}
+),
+
+raw_sends as (
+    select count(*) as sends from {{ source('raw', 'sends') }}
+)
+
+select mart.sends as mart_sends, raw_sends.sends as raw_sends
+from mart cross join raw_sends
+where mart.sends != raw_sends.sends

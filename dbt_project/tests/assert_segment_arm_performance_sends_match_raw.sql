@@ -1,0 +1,12 @@
+-- Every raw send falls in exactly one segment x arm row.
+with mart as (
+    select coalesce(sum(sends), 0) as sends from {{ ref('segment_arm_performance') }}
+),
+
+raw_sends as (
+    select count(*) as sends from {{ source('raw', 'sends') }}
+)
+
+select mart.sends as mart_sends, raw_sends.sends as raw_sends
+from mart cross join raw_sends
+where mart.sends != raw_sends.sends

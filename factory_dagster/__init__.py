@@ -1,0 +1,1 @@
+"""Factory: an AI production line for outreach and content generation."""

@@ -1,0 +1,1 @@
+"""Assignment: which lead gets which arm (angle × prompt version × model), with what probability."""

@@ -1,0 +1,193 @@
+"""Campaign spec (YAML) validated by pydantic.
+
+The spec is the human-set contract of a campaign: the offer, who is in which
+segment, which angles (hypotheses) may make which claims, the voice, what every
+message must and must not contain, the daily limits and which model serves each
+stage. An invalid spec stops the run with the file and field that are wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SpecError(ValueError):
+    """A campaign spec that cannot be used; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sender(_Strict):
+    company: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    postal_address: str = Field(min_length=10)
+
+
+class SegmentRule(_Strict):
+    """All given conditions must hold; an empty rule matches every lead (catch-all)."""
+
+    industry_in: list[str] | None = None
+    seniority_in: list[str] | None = None
+    region_in: list[str] | None = None
+    company_size_min: int | None = Field(default=None, ge=1)
+    company_size_max: int | None = Field(default=None, ge=1)
+
+    def matches(self, lead: Mapping[str, Any]) -> bool:
+        size = lead.get("company_size")
+        return (
+            (self.industry_in is None or lead.get("industry") in self.industry_in)
+            and (self.seniority_in is None or lead.get("seniority") in self.seniority_in)
+            and (self.region_in is None or lead.get("region") in self.region_in)
+            and (self.company_size_min is None or (size is not None and size >= self.company_size_min))
+            and (self.company_size_max is None or (size is not None and size <= self.company_size_max))
+        )
+
+    @property
+    def is_catch_all(self) -> bool:
+        return all(value is None for value in self.model_dump().values())
+
+
+class Segment(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    rules: SegmentRule = SegmentRule()
+
+
+class Angle(_Strict):
+    """A named hypothesis about what makes this audience reply, and the claims it may make."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    hypothesis: str = Field(min_length=1)
+    claims: list[str] = Field(min_length=1)
+
+    @property
+    def allowed_numbers(self) -> frozenset[str]:
+        """Every number that appears in this angle's claims (others are invented)."""
+        return frozenset(n for claim in self.claims for n in re.findall(r"\d+(?:[.,]\d+)?", claim))
+
+
+class Voice(_Strict):
+    tone: str = Field(min_length=1)
+    rules: list[str] = []
+
+
+class Required(_Strict):
+    call_to_action: str = Field(min_length=5)
+    unsubscribe_footer: str = Field(min_length=10)
+
+
+class Limits(_Strict):
+    min_words: int = Field(default=40, ge=1)
+    max_words: int = Field(default=150, ge=10)
+    max_subject_chars: int = Field(default=70, ge=10)
+    daily_send_cap: int = Field(ge=0)
+    daily_budget_usd: float = Field(gt=0)
+    max_quarantine_ratio: float = Field(default=0.2, gt=0, le=1)
+    min_gate_pass_rate: float = Field(default=0.8, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _words_in_order(self) -> Limits:
+        if self.min_words >= self.max_words:
+            raise ValueError("min_words must be below max_words")
+        return self
+
+
+class Drafting(_Strict):
+    candidates: int = Field(default=3, ge=1, le=10)
+    prompt_versions: list[str] = Field(default=["draft-v1"], min_length=1)
+    max_repair_attempts: int = Field(default=1, ge=0, le=5)
+
+
+class Allocation(_Strict):
+    exploration_floor: float = Field(default=0.1, ge=0, le=1)
+    prior_sends: int = Field(default=20, ge=1)
+    prior_reply_rate: float = Field(default=0.03, gt=0, lt=1)
+
+
+class CampaignSpec(_Strict):
+    campaign_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    version: str = Field(min_length=1)
+    language: str = Field(default="en", pattern=r"^[a-z]{2}$")
+    offer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    sender: Sender
+    segments: list[Segment] = Field(min_length=1)
+    angles: list[Angle] = Field(min_length=1)
+    voice: Voice
+    banned_phrases: list[str] = []
+    required: Required
+    limits: Limits
+    drafting: Drafting = Drafting()
+    allocation: Allocation = Allocation()
+    routing: dict[str, str] = Field(min_length=1)
+    # Filled in by load_spec: the declared version plus a hash of the file, so any edit is a new version.
+    spec_version: str = ""
+
+    @field_validator("segments")
+    @classmethod
+    def _segments_end_with_catch_all(cls, segments: list[Segment]) -> list[Segment]:
+        names = [s.name for s in segments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"segment names must be unique, got {names}")
+        if not segments[-1].rules.is_catch_all:
+            raise ValueError("the last segment must have empty rules so that every lead has a segment")
+        return segments
+
+    @field_validator("angles")
+    @classmethod
+    def _unique_angles(cls, angles: list[Angle]) -> list[Angle]:
+        names = [a.name for a in angles]
+        if len(set(names)) != len(names):
+            raise ValueError(f"angle names must be unique, got {names}")
+        return angles
+
+    @field_validator("routing")
+    @classmethod
+    def _routing_covers_stages(cls, routing: dict[str, str]) -> dict[str, str]:
+        missing = sorted({"plan", "draft", "escalate"} - routing.keys())
+        if missing:
+            raise ValueError(f"routing needs a model for stages {missing}")
+        return routing
+
+    def segment_for(self, lead: Mapping[str, Any]) -> str:
+        """The first segment whose rules the lead meets (the last one is a catch-all)."""
+        return next(s.name for s in self.segments if s.rules.matches(lead))
+
+    def angle(self, name: str) -> Angle:
+        return next(a for a in self.angles if a.name == name)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<root>"
+
+
+def load_spec(path: str | Path) -> CampaignSpec:
+    """Read and validate a spec file; raise SpecError naming the file and field on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read campaign spec: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a campaign spec must be a YAML mapping, got {type(data).__name__}")
+    try:
+        spec = CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"field '{_field_path(e['loc'])}': {e['msg']}" for e in exc.errors())
+        raise SpecError(f"{path}: invalid campaign spec: {problems}") from exc
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+    return spec.model_copy(update={"spec_version": f"{spec.version}+{digest}"})

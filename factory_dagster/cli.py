@@ -1,0 +1,106 @@
+"""The `factory` command: `demo`, `ui` and `kill-switch`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import shutil
+import sys
+import warnings
+from datetime import date
+from pathlib import Path
+
+from factory_dagster.campaign.spec import SpecError, load_spec
+from factory_dagster.settings import PROJECT_ROOT, Paths
+
+
+def _demo(args: argparse.Namespace, paths: Paths) -> int:
+    if args.fresh and paths.home.exists():
+        shutil.rmtree(paths.home)
+    # Import late: building the definitions parses the dbt project when needed.
+    from factory_dagster.definitions import build_definitions
+    from factory_dagster.demo import daily_summary, format_summary, prepare_dagster_home, run_days
+
+    instance = prepare_dagster_home(paths)
+    print(
+        f"Factory demo: {args.days} days from {args.start}, {args.leads_per_day} sample leads a day, offline models (no language model runs)"
+    )
+    print(f"data folder: {paths.home}")
+    results = run_days(build_definitions(paths), instance, paths, args.start, args.days, args.leads_per_day)
+    if results:
+        print()
+        print(format_summary(daily_summary(paths, results[0].day, results[-1].day)))
+        print(
+            f"\n{sum(r.success for r in results)}/{args.days} days ran in {sum(r.seconds for r in results):.0f}s; runs are in the Dagster instance at {paths.dagster_home} (make ui)"
+        )
+    print(f"warehouse: {paths.warehouse}")
+    return 0 if results and all(r.success for r in results) and len(results) == args.days else 1
+
+
+def _ui(args: argparse.Namespace, paths: Paths) -> int:
+    from factory_dagster.demo import prepare_dagster_home
+
+    prepare_dagster_home(paths)
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port), "-h", args.host]
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def _kill_switch(args: argparse.Namespace, paths: Paths) -> int:
+    from factory_dagster.controls.kill_switch import kill_switch_state, set_kill_switch
+    from factory_dagster.warehouse.store import connect
+
+    with connect(paths.warehouse) as con:
+        if args.state == "status":
+            state = kill_switch_state(con)
+        elif not args.reason:
+            print("error: --reason is required to change the kill switch", file=sys.stderr)
+            return 2
+        else:
+            state = set_kill_switch(con, args.state == "on", args.actor, args.reason)
+    print(f"kill switch: {'ENGAGED' if state.engaged else 'off'} ({state.actor}: {state.reason})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="factory", description="Factory: an AI production line for outreach, on Dagster, dbt and DuckDB."
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run N simulated days of the whole line and print a per-day table")
+    demo.add_argument("--days", type=int, default=14, help="number of consecutive daily partitions (default 14)")
+    demo.add_argument(
+        "--start", type=date.fromisoformat, default=date(2026, 1, 1), help="first day, YYYY-MM-DD (default 2026-01-01)"
+    )
+    demo.add_argument("--leads-per-day", type=int, default=200, help="sample leads dropped in the inbox per day (default 200)")
+    demo.add_argument("--fresh", action="store_true", help="delete the data folder first")
+    demo.set_defaults(run=_demo)
+    ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on the same data folder")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.set_defaults(run=_ui)
+    switch = commands.add_parser("kill-switch", help="show, engage (on) or release (off) the send kill switch")
+    switch.add_argument("state", choices=["status", "on", "off"])
+    switch.add_argument("--reason", help="why (required for on/off)")
+    switch.add_argument("--actor", default=getpass.getuser())
+    switch.set_defaults(run=_kill_switch)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    paths = Paths.from_env()
+    try:
+        load_spec(paths.spec_path())
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # Dagster's beta/preview notices are for developers, not for the operator's terminal.
+    warnings.filterwarnings("ignore")
+    return args.run(args, paths)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

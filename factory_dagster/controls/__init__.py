@@ -1,0 +1,1 @@
+"""Operator controls: the kill switch and the incident log."""

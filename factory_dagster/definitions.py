@@ -1,0 +1,74 @@
+"""Factory's Dagster code location, assembled from the per-stage modules."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from factory_dagster.assignment.assets import allocation_is_valid, assignments
+from factory_dagster.controls.jobs import kill_switch
+from factory_dagster.delivery.assets import sends, sends_are_safe
+from factory_dagster.drafting.assets import drafts
+from factory_dagster.feedback.assets import events_accounted_for, outcome_events, suppression_list
+from factory_dagster.gates.assets import gate_pass_rate_above_floor, messages, messages_match_schema
+from factory_dagster.intake.assets import leads, leads_accounted_for, leads_match_schema
+from factory_dagster.learning.assets import PRIOR_DAYS, dbt_marts, send_guard
+from factory_dagster.learning.dbt_project import dbt_resource
+from factory_dagster.partitions import DAILY
+from factory_dagster.planning.assets import campaign_plan, plan_is_valid
+from factory_dagster.resources import FactoryResource
+from factory_dagster.settings import Paths
+
+LINE = dg.AssetSelection.assets(
+    outcome_events, suppression_list, dbt_marts, send_guard, leads, campaign_plan, assignments, drafts, messages, sends
+)
+
+
+def build_definitions(paths: Paths | None = None, **factory_overrides: object) -> dg.Definitions:
+    """The whole line over one data folder (tests pass a temporary one)."""
+    paths = paths or Paths.from_env()
+    daily_line = dg.define_asset_job(
+        "daily_line",
+        selection=LINE,
+        partitions_def=DAILY,
+        # One process for the whole day: steps share the DuckDB pool anyway, and the
+        # multiprocess executor would re-import the code location for every step.
+        executor_def=dg.in_process_executor,
+        description="Observe → learn → intake → plan → assign → draft → gate → send, for one day.",
+    )
+    refresh_marts = dg.define_asset_job(
+        "refresh_marts", selection=dg.AssetSelection.assets(dbt_marts), executor_def=dg.in_process_executor
+    )
+    return dg.Definitions(
+        assets=[
+            outcome_events,
+            suppression_list,
+            dbt_marts,
+            *PRIOR_DAYS,
+            send_guard,
+            leads,
+            campaign_plan,
+            assignments,
+            drafts,
+            messages,
+            sends,
+        ],
+        asset_checks=[
+            events_accounted_for,
+            leads_match_schema,
+            leads_accounted_for,
+            plan_is_valid,
+            allocation_is_valid,
+            messages_match_schema,
+            gate_pass_rate_above_floor,
+            sends_are_safe,
+        ],
+        jobs=[daily_line, refresh_marts, kill_switch],
+        schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0)],
+        resources={
+            "factory": FactoryResource.from_paths(paths, **factory_overrides),
+            "dbt": dbt_resource(),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,78 @@
+"""Dagster wiring of the send stage: `sends` through the transport, and its blocking check."""
+
+import dagster as dg
+
+from factory_dagster.controls.incidents import record_incident
+from factory_dagster.delivery.eml import FileTransport
+from factory_dagster.delivery.outbox import deliver_batch, plan_sends
+from factory_dagster.gates.assets import messages
+from factory_dagster.learning.assets import send_guard
+from factory_dagster.market.simulated import SimulatedMarket
+from factory_dagster.partitions import DAILY
+from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.warehouse.store import fetch_one, insert_rows, transaction
+
+
+@dg.asset(partitions_def=DAILY, pool=POOL, group_name="send", deps=[messages, send_guard, "suppression_list"], kinds={"duckdb"})
+def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
+    """Accepted messages delivered through the file transport (.eml), at most once each, within the daily cap."""
+    spec = factory.spec()
+    run = factory.run_context(context, spec)
+    with factory.warehouse() as con:
+        plan = plan_sends(con, spec, run.partition_day)
+        with transaction(con):
+            # The rows commit only if every delivery in the batch returned; the transport is idempotent per send_id.
+            sent = deliver_batch(plan.batch, spec, run.partition_day, FileTransport(factory.paths.outbox))
+            insert_rows(con, "sends", run.stamp(sent, "sent_at"))
+            if plan.hold_reason:
+                record_incident(con, run, "sends_held", "critical", plan.hold_reason)
+            elif plan.deferred:
+                record_incident(
+                    con,
+                    run,
+                    "send_cap_reached",
+                    "info",
+                    f"{plan.deferred} messages deferred to the next day by the daily cap of {spec.limits.daily_send_cap}",
+                )
+        todays = con.execute(
+            """SELECT s.*, m.body FROM raw.sends s JOIN raw.messages m USING (message_id)
+               WHERE s.partition_day = ? AND s.campaign_id = ?""",
+            [run.partition_day, spec.campaign_id],
+        ).df()
+    if plan.hold_reason:
+        context.log.error(f"sending held: {plan.hold_reason}")
+    if factory.simulate_market:
+        # The market answers every send of the day; it remembers what it saw, so this is idempotent.
+        SimulatedMarket(factory.paths.market, seed=factory.market_seed).receive(
+            todays.rename(columns={"partition_day": "sent_day"})
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "sent": len(sent),
+            "deferred": plan.deferred,
+            "held": plan.hold_reason or "no",
+            "sent_today_total": len(todays),
+            "outbox": dg.MetadataValue.path(str(factory.paths.outbox / run.partition_day.isoformat())),
+        }
+    )
+
+
+@dg.asset_check(
+    asset=sends, blocking=True, description="Today's sends: within the cap, each from a message that passed the gate."
+)
+def sends_are_safe(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
+    spec = factory.spec()
+    with factory.warehouse(read_only=True) as con:
+        count, ungated = fetch_one(
+            con,
+            """SELECT count(*),
+                      count(*) FILTER (WHERE s.message_id NOT IN (
+                          SELECT m.message_id FROM raw.messages m JOIN raw.gate_results g
+                            ON g.draft_id = m.draft_id AND g.passed AND g.selected))
+               FROM raw.sends s WHERE s.partition_day = ? AND s.campaign_id = ?""",
+            [partition_day(context), spec.campaign_id],
+        )
+    return dg.AssetCheckResult(
+        passed=count <= spec.limits.daily_send_cap and ungated == 0,
+        metadata={"sends": count, "cap": spec.limits.daily_send_cap, "sends_without_passing_gate": ungated},
+    )

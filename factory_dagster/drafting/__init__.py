@@ -1,0 +1,1 @@
+"""Drafting: the cheap model writes N candidate messages per lead."""

@@ -1,0 +1,30 @@
+"""Dagster wiring of the draft stage: N cheap candidates per lead."""
+
+import dagster as dg
+
+from factory_dagster.assignment.assets import assignments
+from factory_dagster.drafting.draft import draft_candidates
+from factory_dagster.drafting.work import clear_unsent, unsent_work
+from factory_dagster.models.ledger import write_ledger
+from factory_dagster.partitions import DAILY
+from factory_dagster.resources import POOL, FactoryResource
+from factory_dagster.warehouse.store import insert_rows, transaction
+
+
+@dg.asset(partitions_def=DAILY, pool=POOL, group_name="draft", deps=[assignments], kinds={"duckdb"})
+def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
+    """Candidate messages from the cheap model for every assigned, unsent lead of the day."""
+    spec = factory.spec()
+    gateway = factory.gateway(context, spec)
+    day = gateway.run.partition_day
+    with factory.warehouse(read_only=True) as con:
+        work = unsent_work(con, day, spec.campaign_id)
+    candidates = draft_candidates(gateway, spec, work)
+    with factory.warehouse() as con, transaction(con):
+        clear_unsent(con, "drafts", day, spec.campaign_id)
+        insert_rows(con, "drafts", gateway.run.stamp(candidates))
+        write_ledger(con, gateway)
+    parse_failures = int(candidates.parse_error.notna().sum()) if not candidates.empty else 0
+    return dg.MaterializeResult(
+        metadata={"leads": len(work), "drafts": len(candidates), "unparseable": parse_failures, **gateway.usage()}
+    )

@@ -1,0 +1,73 @@
+"""Dagster wiring of the observe stage: outcome events and the suppression list."""
+
+import dagster as dg
+
+from factory_dagster.feedback.importer import import_event_files
+from factory_dagster.feedback.suppression import import_suppression_files, suppress_from_events
+from factory_dagster.market.simulated import SimulatedMarket
+from factory_dagster.partitions import DAILY
+from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.warehouse.store import fetch_one
+
+
+@dg.asset(partitions_def=DAILY, pool=POOL, group_name="observe", kinds={"duckdb", "pandera"})
+def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
+    """Outcome events (delivered … complained) from the event inbox; bad rows quarantined with reasons."""
+    spec = factory.spec()
+    run = factory.run_context(context, spec)
+    if factory.simulate_market:
+        exported = SimulatedMarket(factory.paths.market, seed=factory.market_seed).export_events(
+            run.partition_day, factory.paths.events_inbox
+        )
+        context.log.info(f"simulated market exported {len(exported)} event files")
+    with factory.warehouse() as con:
+        summary = import_event_files(con, factory.paths.events_inbox, run)
+    for path, error in summary.rejected_files.items():
+        context.log.warning(f"rejected event file {path}: {error}")
+    return dg.MaterializeResult(
+        metadata={
+            "files_imported": len(summary.files),
+            "files_rejected": len(summary.rejected_files),
+            "events": summary.accepted,
+            "quarantined": summary.quarantined,
+            "already_imported": summary.already_imported,
+        }
+    )
+
+
+@dg.asset_check(
+    asset=outcome_events,
+    blocking=True,
+    description="Every row of the day's event files is imported, quarantined or a known repeat.",
+)
+def events_accounted_for(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
+    with factory.warehouse(read_only=True) as con:
+        files = con.execute(
+            """SELECT f.file_path, f.rows_total, f.rows_accepted, f.rows_quarantined,
+                      (SELECT count(*) FROM raw.events e WHERE e.source_file = f.file_path) AS stored
+               FROM raw.intake_files f WHERE f.kind = 'events' AND f.status = 'imported' AND f.partition_day = ?""",
+            [partition_day(context)],
+        ).df()
+    lost = files[(files.rows_accepted + files.rows_quarantined > files.rows_total) | (files.stored < files.rows_accepted)]
+    return dg.AssetCheckResult(
+        passed=lost.empty,
+        metadata={
+            "files": len(files),
+            "rows": int(files.rows_total.sum()),
+            "files_with_lost_rows": dg.MetadataValue.json(lost.file_path.tolist()),
+        },
+    )
+
+
+@dg.asset(partitions_def=DAILY, pool=POOL, group_name="observe", deps=[outcome_events], kinds={"duckdb"})
+def suppression_list(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
+    """Addresses never to write to again: from unsubscribes, complaints, bounces and do-not-contact files."""
+    spec = factory.spec()
+    run = factory.run_context(context, spec)
+    with factory.warehouse() as con:
+        from_events = suppress_from_events(con, run)
+        from_files = import_suppression_files(con, factory.paths.suppression_inbox, run)
+        total = fetch_one(con, "SELECT count(*) FROM raw.suppression")[0]
+    return dg.MaterializeResult(
+        metadata={"added_from_events": from_events, "added_from_files": from_files, "suppressed_total": total}
+    )

@@ -1,0 +1,59 @@
+"""Import outcome-event files (ESP exports, the simulated market) into `raw.events`.
+
+Each file is imported once (by content hash). Rows for unknown sends, with bad types
+or timestamps are quarantined with reasons; events already imported are skipped, so
+a re-delivered export is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from factory_dagster.controls.incidents import record_incident
+from factory_dagster.feedback.events import EventFileError, read_event_file, validate_events
+from factory_dagster.models.gateway import RunContext
+from factory_dagster.warehouse.file_registry import file_sha256, register_file, registered_hashes
+from factory_dagster.warehouse.store import insert_rows, transaction
+
+
+@dataclass
+class EventImportSummary:
+    files: list[str] = field(default_factory=list)
+    rejected_files: dict[str, str] = field(default_factory=dict)
+    accepted: int = 0
+    quarantined: int = 0
+    already_imported: int = 0
+
+
+def import_event_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: RunContext) -> EventImportSummary:
+    summary = EventImportSummary()
+    seen = registered_hashes(con)
+    send_ids = {r[0] for r in con.execute("SELECT send_id FROM raw.sends WHERE campaign_id = ?", [run.campaign_id]).fetchall()}
+    event_ids = {r[0] for r in con.execute("SELECT event_id FROM raw.events").fetchall()}
+    for path in sorted(Path(inbox).glob("*.csv")) if Path(inbox).exists() else []:
+        sha = file_sha256(path)
+        if sha in seen:
+            continue
+        seen.add(sha)
+        try:
+            raw = read_event_file(path)
+        except EventFileError as exc:
+            with transaction(con):
+                register_file(con, run, "events", path, sha, error=str(exc))
+                record_incident(con, run, "event_file_rejected", "warning", str(exc))
+            summary.rejected_files[str(path)] = str(exc)
+            continue
+        result = validate_events(raw, send_ids, event_ids)
+        event_ids |= set(result.accepted["event_id"])
+        with transaction(con):
+            insert_rows(con, "events", run.stamp(result.accepted, "imported_at"))
+            insert_rows(con, "events_quarantine", run.stamp(result.quarantined, "imported_at"))
+            register_file(con, run, "events", path, sha, (len(raw), len(result.accepted), len(result.quarantined)))
+        summary.files.append(str(path))
+        summary.accepted += len(result.accepted)
+        summary.quarantined += len(result.quarantined)
+        summary.already_imported += result.already_imported
+    return summary

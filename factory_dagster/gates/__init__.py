@@ -1,0 +1,1 @@
+"""Quality gates: rule checks, candidate agreement, repair/escalation and Pandera schemas."""

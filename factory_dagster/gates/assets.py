@@ -1,0 +1,91 @@
+"""Dagster wiring of the gate stage: `messages` and the blocking checks before sending."""
+
+import dagster as dg
+
+from factory_dagster.drafting.assets import drafts
+from factory_dagster.drafting.work import clear_unsent, unsent_work
+from factory_dagster.gates.pipeline import run_gates
+from factory_dagster.gates.schemas import message_failures
+from factory_dagster.models.ledger import write_ledger
+from factory_dagster.partitions import DAILY
+from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.warehouse.store import fetch_one, insert_rows, transaction
+
+
+@dg.asset(partitions_def=DAILY, pool=POOL, group_name="gate", deps=[drafts], kinds={"duckdb", "pandera"})
+def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
+    """The one message per lead that passed every rule; repaired, escalated or quarantined otherwise."""
+    spec = factory.spec()
+    gateway = factory.gateway(context, spec)
+    day = gateway.run.partition_day
+    with factory.warehouse(read_only=True) as con:
+        work = unsent_work(con, day, spec.campaign_id)
+        candidates = con.execute(
+            "SELECT * FROM raw.drafts WHERE partition_day = ? AND campaign_id = ? AND attempt = 0", [day, spec.campaign_id]
+        ).df()
+    frames = run_gates(gateway, spec, work, candidates).frames()
+    frames["messages"] = frames["messages"].assign(spec_version=spec.spec_version)
+    with factory.warehouse() as con, transaction(con):
+        clear_unsent(con, "drafts", day, spec.campaign_id, where="attempt > 0")
+        for table in ("gate_results", "messages", "messages_quarantine"):
+            clear_unsent(con, table, day, spec.campaign_id)
+        for table, rows in frames.items():
+            insert_rows(con, table, gateway.run.stamp(rows))
+        write_ledger(con, gateway)
+    results = frames["gate_results"]
+    return dg.MaterializeResult(
+        metadata={
+            "leads": len(work),
+            "messages": len(frames["messages"]),
+            "quarantined": len(frames["messages_quarantine"]),
+            "draft_pass_rate": float(results.passed.mean()) if not results.empty else 0.0,
+            "repair_or_escalation_drafts": len(frames["drafts"]),
+            **gateway.usage(),
+        }
+    )
+
+
+@dg.asset_check(asset=messages, blocking=True, description="Stored messages pass the Pandera message schema built from the spec.")
+def messages_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
+    spec = factory.spec()
+    with factory.warehouse(read_only=True) as con:
+        stored = con.execute(
+            "SELECT * FROM raw.messages WHERE partition_day = ? AND campaign_id = ?", [partition_day(context), spec.campaign_id]
+        ).df()
+    failures = message_failures(stored, spec)
+    return dg.AssetCheckResult(
+        passed=failures.empty,
+        metadata={
+            "rows_checked": len(stored),
+            "failures": len(failures),
+            "failure_cases": dg.MetadataValue.md(failures.head(20).to_markdown() if not failures.empty else "none"),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=messages,
+    blocking=True,
+    description="Share of the day's leads that got a message stays above the spec's pass-rate floor.",
+)
+def gate_pass_rate_above_floor(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
+    spec = factory.spec()
+    with factory.warehouse(read_only=True) as con:
+        accepted, quarantined = fetch_one(
+            con,
+            """SELECT (SELECT count(*) FROM raw.messages WHERE partition_day = $day AND campaign_id = $campaign),
+                      (SELECT count(*) FROM raw.messages_quarantine WHERE partition_day = $day AND campaign_id = $campaign)""",
+            {"day": partition_day(context), "campaign": spec.campaign_id},
+        )
+    total = accepted + quarantined
+    rate = accepted / total if total else 1.0
+    return dg.AssetCheckResult(
+        passed=rate >= spec.limits.min_gate_pass_rate,
+        metadata={
+            "leads": total,
+            "messages": accepted,
+            "quarantined": quarantined,
+            "pass_rate": rate,
+            "floor": spec.limits.min_gate_pass_rate,
+        },
+    )

@@ -1,0 +1,131 @@
+"""Rule checks a draft must pass before it may become a message, each with a reason code.
+
+The rules come from the campaign spec: length bounds, required elements, banned
+phrases, and claims — a number, price, discount or URL that the angle's claims do
+not contain is an invented claim. Personal data must be the lead's own.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from factory_dagster.campaign.spec import Angle, CampaignSpec
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_PLACEHOLDER = re.compile(r"\{\{?[^{}\n]*\}\}?|\[[A-Z][A-Za-z _]*\]|<<[^>]*>>|%\([a-z_]+\)s")
+_URL = re.compile(r"https?://|www\.|\b[a-z0-9-]+\.(?:com|io|net|org|example)/", re.IGNORECASE)
+_GREETING = re.compile(r"^\s*(?:hi|hello|dear|hey)\s+([^,\n]+),", re.IGNORECASE)
+_SPAMMY_SUBJECT = re.compile(r"!{2,}|\$|\bfree\b|\burgent\b|\bre:|\bfwd?:|\bact now\b", re.IGNORECASE)
+_SHOUTING = re.compile(r"\b[A-Z]{4,}\b")
+_MONEY_WORDS = re.compile(r"\b(?:discount|free|cheaper|price|pricing|refund)\b|% off", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Violation:
+    code: str
+    detail: str
+
+
+def _norm(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def allowed_numbers(spec: CampaignSpec, angle: Angle, lead: Mapping[str, Any]) -> frozenset[str]:
+    """Numbers a message may contain: the angle's claims, the fixed texts, the lead's own fields."""
+    fixed = [
+        spec.required.call_to_action,
+        spec.required.unsubscribe_footer,
+        spec.sender.postal_address,
+        spec.sender.company,
+        str(lead.get("company", "")),
+        str(lead.get("first_name", "")),
+    ]
+    return angle.allowed_numbers | frozenset(n for text in fixed for n in _NUMBER.findall(text))
+
+
+def check_draft(
+    subject: str | None, body: str | None, lead: Mapping[str, Any], spec: CampaignSpec, angle: Angle
+) -> list[Violation]:
+    """Every rule the draft breaks (empty list: it passes)."""
+    if not subject or not body:
+        return [Violation("parse_error", "the answer had no subject or no body")]
+    found: list[Violation] = []
+    text = f"{subject}\n{body}"
+    norm_body, norm_text = _norm(body), _norm(text)
+    limits = spec.limits
+
+    words = word_count(body)
+    if words > limits.max_words:
+        found.append(Violation("too_long", f"{words} words, limit {limits.max_words}"))
+    if words < limits.min_words:
+        found.append(Violation("too_short", f"{words} words, minimum {limits.min_words}"))
+    if len(subject) > limits.max_subject_chars:
+        found.append(Violation("subject_too_long", f"subject has {len(subject)} characters, limit {limits.max_subject_chars}"))
+    # The lead's own company name may be written in capitals; that is not shouting.
+    if match := _SPAMMY_SUBJECT.search(subject) or _SHOUTING.search(subject.replace(str(lead.get("company", "")), "")):
+        found.append(Violation("spammy_subject", f"subject contains {match.group(0)!r}"))
+    for code, required in (
+        ("missing_cta", spec.required.call_to_action),
+        ("missing_unsubscribe", spec.required.unsubscribe_footer),
+        ("missing_postal_address", spec.sender.postal_address),
+    ):
+        if _norm(required) not in norm_body:
+            found.append(Violation(code, f"body lacks {required!r}"))
+    for phrase in spec.banned_phrases:
+        if _norm(phrase) in norm_text:
+            found.append(Violation("banned_phrase", f"contains banned phrase {phrase!r}"))
+    if match := _PLACEHOLDER.search(text):
+        found.append(Violation("unfilled_placeholder", f"unfilled placeholder {match.group(0)!r}"))
+    invented = sorted(set(_NUMBER.findall(text)) - allowed_numbers(spec, angle, lead))
+    if invented:
+        found.append(Violation("unsupported_number", f"numbers not in the angle's claims: {', '.join(invented)}"))
+    claims_text = _norm(" ".join(angle.claims))
+    money = sorted({m.group(0).lower() for m in _MONEY_WORDS.finditer(text)} - set(claims_text.split()))
+    if money:
+        found.append(Violation("unsupported_offer", f"offer words not in the angle's claims: {', '.join(money)}"))
+    if match := _URL.search(text):
+        found.append(Violation("unsupported_url", f"link {match.group(0)!r} is not allowed"))
+    greeting = _GREETING.match(body)
+    first_name = str(lead.get("first_name", ""))
+    if greeting is None:
+        found.append(Violation("missing_greeting", "body does not open with a greeting by first name"))
+    elif _norm(greeting.group(1)) != _norm(first_name):
+        found.append(Violation("wrong_name", f"greets {greeting.group(1)!r}, the lead is {first_name!r}"))
+    company = str(lead.get("company", ""))
+    if company and _norm(company) not in norm_text:
+        found.append(Violation("missing_company", f"does not mention the lead's company {company!r}"))
+    return found
+
+
+def key_facts(subject: str | None, body: str | None) -> frozenset[str]:
+    """The facts a message commits to (greeting, numbers, links, required parts), for agreement scoring."""
+    if not subject or not body:
+        return frozenset()
+    greeting = _GREETING.match(body)
+    facts = {f"num:{n}" for n in _NUMBER.findall(body)}
+    facts |= {f"url:{m.group(0).lower()}" for m in _URL.finditer(body)}
+    facts |= {f"placeholder:{m.group(0)}" for m in _PLACEHOLDER.finditer(body)}
+    if greeting:
+        facts.add(f"greets:{_norm(greeting.group(1))}")
+    return frozenset(facts)
+
+
+def agreement(facts: list[frozenset[str]]) -> list[float]:
+    """Each candidate's mean Jaccard similarity with the others (1.0 when it stands alone)."""
+    scores = []
+    for i, own in enumerate(facts):
+        others = [f for j, f in enumerate(facts) if j != i]
+        if not others:
+            scores.append(1.0)
+            continue
+        sims = [len(own & o) / len(own | o) if own | o else 1.0 for o in others]
+        scores.append(sum(sims) / len(sims))
+    return scores

@@ -1,0 +1,319 @@
+"""A simulated B2B market: it answers sends with delayed outcome events from a hidden model.
+
+Why: the line must close its loop (send -> observe -> learn -> assign) without real
+recipients, and the learn stage must be testable against a known truth. The model is
+"hidden" because nothing else in Factory reads these constants: the marts and the
+allocation policy have to rediscover them from the events alone.
+
+The hidden response model, per send (every draw is a hash of seed + ids, never global
+random state, so two markets with the same seed answer identically):
+
+1. Bounce: 2% of recipient *addresses* hard-bounce. The draw is keyed on the address,
+   not the send, so an address that bounced once bounces every time. A bounced send
+   gets `bounced` on day +1 and nothing else; every other send gets `delivered` on day +1.
+2. Opened with 45%, on day +1..+3.
+3. Reply probability p = REPLY_RATE[segment][angle] x PROMPT_LIFT[prompt_version]
+   (x 0.4 for a defective message). Only opened messages are replied to, with
+   P(reply | opened) = p / 0.45, so p is the reply rate per delivered send. Replies come
+   0..6 days after the open (sooner is likelier), never later than day +7.
+   `positive_reply` follows 45% of replies minutes later; `booked` follows 35% of positive
+   replies, on the same day or later (at most day +7).
+4. Non-repliers may complain (0.08%) or unsubscribe (0.6%); a defective message
+   multiplies these by 6 and 3. They follow the open, or come on day +1..+3 unopened.
+5. The model used to draft a message has no direct effect: a cheap model shows through
+   the defects it lets through (see `find_defects`).
+
+Segments, angles and prompt versions the table does not know get DEFAULT_REPLY_RATE and
+a fixed, seed-derived lift in [0.85, 1.15): a new prompt version has a real but unknown
+effect that an experiment can find.
+
+Storage under `root`: one parquet file per `receive` call (`received/batch-NNNNNN.parquet`,
+the future events of that call's new sends) and `export_state.json`, which records the
+(day, batch) pairs already exported. A day's first export is `events_<D>.csv`; events of
+batches received after that day was exported follow as `events_<D>_<n>.csv`, so late
+sends still get out and nothing is exported twice.
+
+Exports carry rare junk rows (JUNK_ROW_RATE, deterministic): extra rows with an unknown
+send_id, an unsupported event_type or a malformed timestamp, so the importer's
+quarantine is exercised on every realistic run. The real event is always exported too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+# Reply rate per delivered send (draft-v1, clean message). Each segment prefers a different
+# angle, so a learner has to learn per segment rather than find one global winner.
+REPLY_RATE: dict[str, dict[str, float]] = {
+    #                          close_speed  fewer_errors  team_time
+    "scaleup_finance_leaders": {"close_speed": 0.065, "fewer_errors": 0.035, "team_time": 0.040},
+    "enterprise_finance": {"close_speed": 0.025, "fewer_errors": 0.050, "team_time": 0.020},
+    "operations_heavy": {"close_speed": 0.030, "fewer_errors": 0.040, "team_time": 0.060},
+    "general": {"close_speed": 0.020, "fewer_errors": 0.025, "team_time": 0.030},
+}
+DEFAULT_REPLY_RATE = 0.02
+PROMPT_LIFT: dict[str, float] = {"draft-v1": 1.00, "draft-v2": 1.15}
+UNKNOWN_PROMPT_LIFT = (0.85, 1.15)
+
+BOUNCE_RATE = 0.02
+OPEN_RATE = 0.45
+POSITIVE_SHARE = 0.45
+BOOKED_SHARE = 0.35
+COMPLAINT_RATE = 0.0008
+UNSUBSCRIBE_RATE = 0.006
+DEFECT_PENALTY = {"replied": 0.4, "complained": 6.0, "unsubscribed": 3.0}
+JUNK_ROW_RATE = 0.003
+
+MAX_WORDS = 170
+HYPE_PHRASES = ("guaranteed", "guarantee", "act now", "risk-free", "limited time", "game-changer", "revolutionary")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{[A-Za-z_][A-Za-z0-9_ ]*\}|\[[A-Za-z][A-Za-z _]*\]")
+
+REQUIRED_COLUMNS = ("send_id", "sent_day", "to_email", "segment", "angle", "prompt_version", "subject", "body")
+EXPORT_COLUMNS = ["event_id", "send_id", "event_type", "occurred_at"]
+_DAY = 24 * 60  # minutes
+_WORK_START, _WORK_END = 8 * 60, 20 * 60
+_JUNK_EVENT_TYPES = ("clicked", "deferred", "open")
+
+
+def find_defects(subject: str, body: str) -> list[str]:
+    """The market's own reading of a message: what makes real recipients ignore or report it."""
+    defects = []
+    if _PLACEHOLDER.search(subject) or _PLACEHOLDER.search(body):
+        defects.append("placeholder")
+    if "unsubscribe" not in body.lower():
+        defects.append("no_unsubscribe")
+    if len(body.split()) > MAX_WORDS:
+        defects.append("too_long")
+    text = f"{subject}\n{body}".lower()
+    if any(phrase in text for phrase in HYPE_PHRASES):
+        defects.append("hype")
+    return defects
+
+
+class SimulatedMarket:
+    """Recipients that answer sends: `receive` what was sent, `export_events` what happened by a day."""
+
+    def __init__(self, root: Path, seed: int = 11) -> None:
+        self.root = Path(root)
+        self.seed = seed
+
+    # -- the hidden model ---------------------------------------------------------------
+
+    def reply_rate(self, segment: str, angle: str, prompt_version: str, defective: bool) -> float:
+        """P(reply | delivered) for one send: the truth the learn stage tries to estimate."""
+        base = REPLY_RATE.get(segment, {}).get(angle, DEFAULT_REPLY_RATE)
+        return base * self._prompt_lift(prompt_version) * (DEFECT_PENALTY["replied"] if defective else 1.0)
+
+    def _prompt_lift(self, prompt_version: str) -> float:
+        if prompt_version in PROMPT_LIFT:
+            return PROMPT_LIFT[prompt_version]
+        low, high = UNKNOWN_PROMPT_LIFT
+        return low + (high - low) * _unit(self.seed, "prompt_lift", prompt_version)
+
+    def _outcome(self, send_id: str, to_email: str, reply_p: float, defective: bool) -> list[tuple[str, int]]:
+        """(event_type, minutes after sent_day 00:00) for one send, in the order they happen."""
+
+        def draw(name: str) -> float:
+            return _unit(self.seed, send_id, name)
+
+        delivered_at = _DAY + 6 * 60 + int(draw("delivered_at") * 180)  # day +1, 06:00-09:00
+        if _unit(self.seed, "bounce", to_email.strip().lower()) < BOUNCE_RATE:
+            return [("bounced", delivered_at)]
+        events = [("delivered", delivered_at)]
+        opened = draw("open") < OPEN_RATE
+        open_day = 1 + int(draw("open_day") * 3)
+        opened_at = _minute_after(delivered_at, open_day, draw("opened_at"))
+        if opened:
+            events.append(("opened", opened_at))
+        if opened and draw("reply") < reply_p / OPEN_RATE:
+            return events + self._reply_events(draw, open_day, opened_at)
+        complaint_p = COMPLAINT_RATE * (DEFECT_PENALTY["complained"] if defective else 1.0)
+        unsubscribe_p = UNSUBSCRIBE_RATE * (DEFECT_PENALTY["unsubscribed"] if defective else 1.0)
+        negative = draw("negative")
+        if negative >= complaint_p + unsubscribe_p:
+            return events
+        kind = "complained" if negative < complaint_p else "unsubscribed"
+        if opened:
+            return events + [(kind, _minute_after(opened_at, open_day, draw("negative_at")))]
+        day = 1 + int(draw("negative_day") * 3)
+        return events + [(kind, _minute_after(delivered_at, day, draw("negative_at")))]
+
+    @staticmethod
+    def _reply_events(draw: Callable[[str], float], open_day: int, opened_at: int) -> list[tuple[str, int]]:
+        reply_day = open_day + _decaying_delay(draw("reply_delay"), 7 - open_day)
+        replied_at = _minute_after(opened_at, reply_day, draw("replied_at"))
+        events = [("replied", replied_at)]
+        if draw("positive") >= POSITIVE_SHARE:
+            return events
+        positive_at = replied_at + 1 + int(draw("positive_at") * 30)
+        events.append(("positive_reply", positive_at))
+        if draw("booked") >= BOOKED_SHARE:
+            return events
+        booked_day = reply_day + _decaying_delay(draw("booked_delay"), 7 - reply_day)
+        return events + [("booked", _minute_after(positive_at, booked_day, draw("booked_at")))]
+
+    # -- receiving sends ----------------------------------------------------------------
+
+    def receive(self, deliveries: pd.DataFrame) -> int:
+        """Decide and store the future events of sends not seen before; return how many were new.
+
+        Extra columns (e.g. `model`) are ignored: the model acts only through the text.
+        """
+        missing = [c for c in REQUIRED_COLUMNS if c not in deliveries.columns]
+        if missing:
+            raise ValueError(f"deliveries lack column(s): {', '.join(missing)}")
+        new = deliveries.drop_duplicates("send_id")
+        new = new[~new["send_id"].isin(self._received_send_ids())]
+        if new.empty:
+            return 0
+        events = self._simulate(new)
+        batches = self.root / "received"
+        batches.mkdir(parents=True, exist_ok=True)
+        path = batches / f"batch-{len(list(batches.glob('batch-*.parquet'))) + 1:06d}.parquet"
+        _write_atomically(path, lambda tmp: events.to_parquet(tmp, index=False))
+        return len(new)
+
+    def _simulate(self, sends: pd.DataFrame) -> pd.DataFrame:
+        rows = []
+        sent_days = pd.to_datetime(sends["sent_day"]).dt.date
+        for send, sent_day in zip(sends[list(REQUIRED_COLUMNS)].itertuples(index=False), sent_days, strict=True):
+            defective = bool(find_defects(send.subject, send.body))
+            reply_p = self.reply_rate(send.segment, send.angle, send.prompt_version, defective)
+            start = datetime.combine(sent_day, datetime.min.time())
+            for event_type, minute in self._outcome(send.send_id, send.to_email, reply_p, defective):
+                occurred_at = start + timedelta(minutes=minute)
+                rows.append((_event_id(send.send_id, event_type), send.send_id, event_type, occurred_at))
+        frame = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
+        frame["occurred_at"] = pd.to_datetime(frame["occurred_at"])
+        return frame
+
+    def _received_send_ids(self) -> set[str]:
+        return set(self._stored_events()["send_id"])
+
+    def _stored_events(self) -> pd.DataFrame:
+        frames = [
+            pd.read_parquet(path).assign(batch=path.stem) for path in sorted((self.root / "received").glob("batch-*.parquet"))
+        ]
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype="object") for c in [*EXPORT_COLUMNS, "batch"]})
+        return pd.concat(frames, ignore_index=True)
+
+    # -- exporting events ---------------------------------------------------------------
+
+    def export_events(self, until_day: date | str, inbox: Path) -> list[Path]:
+        """Write the not yet exported events of every day <= `until_day`, one CSV per day and batch group.
+
+        `until_day` may be anything pandas reads as a day (a date, a partition key string).
+        """
+        until_day = pd.Timestamp(until_day).date()
+        events = self._stored_events()
+        if events.empty:
+            return []
+        events["day"] = events["occurred_at"].dt.date
+        state = self._load_state()
+        inbox = Path(inbox)
+        inbox.mkdir(parents=True, exist_ok=True)
+        written = []
+        for day, day_events in events[events["day"] <= until_day].groupby("day", sort=True):
+            done = state.setdefault(day.isoformat(), {"batches": [], "files": []})
+            pending = day_events[~day_events["batch"].isin(done["batches"])]
+            if pending.empty:
+                continue
+            suffix = f"_{len(done['files']) + 1}" if done["files"] else ""
+            path = inbox / f"events_{day.isoformat()}{suffix}.csv"
+            export = self._with_junk(pending)
+            _write_atomically(path, lambda tmp, frame=export: frame.to_csv(tmp, index=False))
+            done["batches"] = sorted({*done["batches"], *pending["batch"]})
+            done["files"].append(path.name)
+            self._save_state(state)
+            written.append(path)
+        return written
+
+    def _with_junk(self, events: pd.DataFrame) -> pd.DataFrame:
+        """The export rows in time order, each rare junk row right after the real row it imitates."""
+        events = events.sort_values(["occurred_at", "event_id"])
+        rows = []
+        for event in events.itertuples(index=False):
+            row = {
+                "event_id": event.event_id,
+                "send_id": event.send_id,
+                "event_type": event.event_type,
+                "occurred_at": event.occurred_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+            rows.append(row)
+            if _unit(self.seed, "junk", event.event_id) < JUNK_ROW_RATE:
+                rows.append(self._junk_row(row, event.occurred_at))
+        return pd.DataFrame(rows, columns=EXPORT_COLUMNS)
+
+    def _junk_row(self, row: dict[str, str], occurred_at: datetime) -> dict[str, str]:
+        """A corrupt copy of `row` under its own event_id: one broken field, as ESP exports have."""
+        junk = {**row, "event_id": _event_id(row["event_id"], "junk")}
+        pick = _unit(self.seed, "junk_kind", row["event_id"])
+        if pick < 1 / 3:
+            junk["send_id"] = "unknown-" + _digest("ghost", row["send_id"])[:12]
+        elif pick < 2 / 3:
+            junk["event_type"] = _JUNK_EVENT_TYPES[int(pick * 9) % len(_JUNK_EVENT_TYPES)]
+        else:
+            junk["occurred_at"] = f"{occurred_at:%d/%m/%Y} 25:61"
+        return junk
+
+    def _load_state(self) -> dict[str, dict[str, list[str]]]:
+        path = self.root / "export_state.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def _save_state(self, state: dict[str, dict[str, list[str]]]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(state, indent=1, sort_keys=True)
+        _write_atomically(self.root / "export_state.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).hexdigest()
+
+
+def _unit(*parts: object) -> float:
+    """A uniform draw in [0, 1) fixed by `parts`: reproducible without any random state."""
+    return int(_digest(*parts), 16) / 2**64
+
+
+def _event_id(send_id: str, event_type: str) -> str:
+    return f"evt_{_digest(send_id, event_type)}"
+
+
+def _minute_after(previous: int, day: int, u: float) -> int:
+    """A minute during working hours on `day` (days after sent_day), strictly after `previous`."""
+    start = max(day * _DAY + _WORK_START, previous + 1)
+    end = day * _DAY + _WORK_END
+    return start + int(u * max(end - start, 0))
+
+
+def _decaying_delay(u: float, max_days: int) -> int:
+    """0..max_days, each day half as likely as the one before: most answers come quickly."""
+    weights = [0.5**k for k in range(max_days + 1)]
+    threshold = u * sum(weights)
+    for days, weight in enumerate(weights):
+        threshold -= weight
+        if threshold < 0:
+            return days
+    return max_days
+
+
+def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
+    """Let `write` fill a temp file beside `path`, then rename it: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

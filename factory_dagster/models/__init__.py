@@ -1,0 +1,1 @@
+"""The model layer: registry, providers (offline for now) and the call ledger."""

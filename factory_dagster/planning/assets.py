@@ -1,0 +1,63 @@
+"""Dagster wiring of the plan stage: `campaign_plan` and its blocking check."""
+
+import dagster as dg
+import pandas as pd
+
+from factory_dagster.controls.incidents import record_incident
+from factory_dagster.learning.marts import segment_angle_performance
+from factory_dagster.models.ledger import write_ledger
+from factory_dagster.models.prompts import build_messages
+from factory_dagster.partitions import DAILY
+from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanError, parse_plan, plan_brief, plan_violations
+from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.warehouse.store import replace_partition, transaction
+
+PLAN_ATTEMPTS = 2
+SEGMENT_ARM_PERFORMANCE = dg.AssetKey(["marts", "segment_arm_performance"])
+
+
+@dg.asset(partitions_def=DAILY, pool=POOL, group_name="plan", deps=[SEGMENT_ARM_PERFORMANCE], kinds={"duckdb"})
+def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
+    """Per-segment plan (angles, hooks, claims) by the premium model, from the spec and the marts."""
+    spec = factory.spec()
+    gateway = factory.gateway(context, spec)
+    with factory.warehouse(read_only=True) as con:
+        performance = segment_angle_performance(con, spec.campaign_id)
+    messages = build_messages(PLAN_PROMPT_VERSION, plan_brief(spec, performance))
+    problems: list[str] = []
+    plan = pd.DataFrame()
+    for attempt in range(PLAN_ATTEMPTS):
+        answer = gateway.complete("plan", spec.routing["plan"], PLAN_PROMPT_VERSION, messages, seed_key=str(attempt))
+        try:
+            plan = parse_plan(answer.text)
+            problems = plan_violations(plan, spec)
+        except PlanError as exc:
+            problems = [str(exc)]
+        if not problems:
+            break
+    routing = pd.DataFrame([{"stage": stage, "model": model, "source": "spec"} for stage, model in spec.routing.items()])
+    with factory.warehouse() as con, transaction(con):
+        write_ledger(con, gateway)
+        replace_partition(con, "routing", gateway.run.partition_day, gateway.run.stamp(routing, "recorded_at"), spec.campaign_id)
+        if problems:
+            record_incident(con, gateway.run, "plan_rejected", "error", "; ".join(problems))
+        else:
+            rows = plan.assign(spec_version=spec.spec_version, model=spec.routing["plan"], prompt_version=PLAN_PROMPT_VERSION)
+            replace_partition(con, "plans", gateway.run.partition_day, gateway.run.stamp(rows), spec.campaign_id)
+    if problems:
+        raise dg.Failure(description=f"the plan failed its checks after {PLAN_ATTEMPTS} attempts: " + "; ".join(problems))
+    return dg.MaterializeResult(metadata={"segments": plan.segment.nunique(), "rows": len(plan), **gateway.usage()})
+
+
+@dg.asset_check(
+    asset=campaign_plan, blocking=True, description="Every segment covered, every angle known, only the spec's claims."
+)
+def plan_is_valid(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
+    spec = factory.spec()
+    with factory.warehouse(read_only=True) as con:
+        plan = con.execute(
+            "SELECT segment, angle, hook, claims FROM raw.plans WHERE partition_day = ? AND campaign_id = ?",
+            [partition_day(context), spec.campaign_id],
+        ).df()
+    problems = plan_violations(plan, spec)
+    return dg.AssetCheckResult(passed=not problems, metadata={"rows": len(plan), "problems": dg.MetadataValue.json(problems)})

@@ -1,0 +1,79 @@
+"""Per-segment campaign plan: which angles, which hooks, which claims.
+
+The premium model plans; this module builds its brief, parses its answer and
+checks it (every segment covered, every angle known, only the spec's claims).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from factory_dagster.campaign.spec import CampaignSpec
+
+PLAN_PROMPT_VERSION = "plan-v1"
+
+
+class PlanError(ValueError):
+    """The planner's answer cannot be used."""
+
+
+def plan_brief(spec: CampaignSpec, performance: pd.DataFrame) -> dict[str, Any]:
+    """The planner's brief: spec essentials plus last known reply rates per segment and angle."""
+    perf = {
+        f"{row.segment}/{row.angle}": {"sends": int(row.sends), "replies": int(row.replies)} for row in performance.itertuples()
+    }
+    return {
+        "task": "plan",
+        "offer": spec.offer,
+        "audience": spec.audience,
+        "voice": spec.voice.tone,
+        "segments": [{"name": s.name, "description": s.description} for s in spec.segments],
+        "angles": [{"name": a.name, "hypothesis": a.hypothesis, "claims": a.claims} for a in spec.angles],
+        "performance": perf,
+    }
+
+
+def parse_plan(text: str) -> pd.DataFrame:
+    """Rows (segment, angle, hook, claims) from the planner's JSON; PlanError when malformed."""
+    try:
+        data = json.loads(text)
+        rows = [
+            {
+                "segment": str(seg["segment"]),
+                "angle": str(a["angle"]),
+                "hook": str(a["hook"]),
+                "claims": [str(c) for c in a["claims"]],
+            }
+            for seg in data["segments"]
+            for a in seg["angles"]
+        ]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PlanError(f"planner answer is not a plan: {exc!r}: {text[:200]!r}") from exc
+    return pd.DataFrame(rows, columns=["segment", "angle", "hook", "claims"])
+
+
+def plan_violations(plan: pd.DataFrame, spec: CampaignSpec) -> list[str]:
+    """What makes a plan unusable: a segment without angles, an unknown angle, a claim the spec does not allow, an empty hook."""
+    problems = [f"segment '{s.name}' has no angle" for s in spec.segments if s.name not in set(plan["segment"])]
+    segment_names = {s.name for s in spec.segments}
+    angles = {a.name: set(a.claims) for a in spec.angles}
+    for row in plan.itertuples():
+        claims = list(row.claims)  # a list from the planner, an array when read back from DuckDB
+        if row.segment not in segment_names:
+            problems.append(f"unknown segment '{row.segment}'")
+        if row.angle not in angles:
+            problems.append(f"segment '{row.segment}': unknown angle '{row.angle}'")
+            continue
+        problems += [
+            f"segment '{row.segment}', angle '{row.angle}': claim not allowed: {c!r}"
+            for c in claims
+            if c not in angles[row.angle]
+        ]
+        if not claims:
+            problems.append(f"segment '{row.segment}', angle '{row.angle}': no claims")
+        if not str(row.hook).strip():
+            problems.append(f"segment '{row.segment}', angle '{row.angle}': empty hook")
+    return problems

@@ -1,0 +1,65 @@
+"""The one Dagster resource every stage shares: where the files are, the spec, the models.
+
+It holds paths and names only; connections, the spec and the model gateway are made
+per use, so nothing (and no usage count) is shared between assets of one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from pydantic import Field
+
+from factory_dagster.campaign.spec import CampaignSpec, SpecError, load_spec
+from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.registry import ModelRegistry, load_registry
+from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH, Paths
+from factory_dagster.warehouse.store import connect
+
+POOL = "duckdb"  # every DuckDB-touching step runs in this pool (limit 1): one writer at a time
+
+
+class FactoryResource(dg.ConfigurableResource):
+    home: str = Field(description="Factory's data folder (warehouse, inboxes, outbox, market).")
+    spec_path: str = Field(description="Campaign spec YAML file.")
+    registry_path: str = Field(default=str(DEFAULT_MODEL_REGISTRY_PATH), description="Model registry YAML file.")
+    simulate_market: bool = Field(default=True, description="Answer sends from the simulated market.")
+    market_seed: int = Field(default=11, description="Seed of the simulated market's hidden response model.")
+
+    @classmethod
+    def from_paths(cls, paths: Paths, **overrides: object) -> FactoryResource:
+        return cls(home=str(paths.home), spec_path=str(paths.spec_path()), **overrides)
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(Path(self.home))
+
+    def spec(self) -> CampaignSpec:
+        """The campaign spec; an invalid one fails the step with the file and field in the message."""
+        try:
+            return load_spec(self.spec_path)
+        except SpecError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+
+    def registry(self) -> ModelRegistry:
+        return load_registry(Path(self.registry_path))
+
+    def gateway(self, context: dg.AssetExecutionContext, spec: CampaignSpec) -> ModelGateway:
+        return ModelGateway(self.registry(), self.run_context(context, spec))
+
+    def run_context(self, context: dg.AssetExecutionContext, spec: CampaignSpec) -> RunContext:
+        return RunContext(context.run.run_id, partition_day(context), spec.campaign_id)
+
+    @contextmanager
+    def warehouse(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with connect(self.paths.warehouse, read_only=read_only) as con:
+            yield con
+
+
+def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> date:
+    return date.fromisoformat(context.partition_key)

@@ -1,0 +1,1 @@
+"""The DuckDB warehouse: the `raw` data contracts and connection helpers."""

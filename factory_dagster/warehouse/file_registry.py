@@ -1,0 +1,57 @@
+"""The register of dropped files (`raw.intake_files`): each file content is imported once.
+
+Leads, outcome events and suppression lists all arrive as files in an inbox; the
+register keys them by SHA-256 so a re-run, a copy or a rename never imports twice,
+and a rejected file keeps its error until a corrected file (new hash) arrives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import duckdb
+
+from factory_dagster.models.gateway import RunContext, utcnow
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def registered_hashes(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute("SELECT file_sha256 FROM raw.intake_files").fetchall()}
+
+
+def register_file(
+    con: duckdb.DuckDBPyConnection,
+    run: RunContext,
+    kind: str,
+    path: Path,
+    sha: str,
+    counts: tuple[int, int, int] = (0, 0, 0),
+    error: str | None = None,
+) -> None:
+    """Record a file as imported (counts: total, accepted, quarantined) or, with an error, rejected."""
+    total, accepted, quarantined = counts
+    con.execute(
+        "INSERT INTO raw.intake_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            kind,
+            str(path),
+            sha,
+            run.partition_day,
+            run.run_id,
+            run.campaign_id,
+            total,
+            accepted,
+            quarantined,
+            "rejected" if error else "imported",
+            error,
+            utcnow(),
+        ],
+    )

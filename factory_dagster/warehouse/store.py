@@ -1,0 +1,95 @@
+"""DuckDB access for the line: one short-lived connection per unit of work.
+
+DuckDB allows a single writing process, so connections are opened late, closed
+early, and opening retries while another process (dbt, the UI) holds the lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from factory_dagster.warehouse.contracts import RAW_TABLES
+
+LOCK_RETRY_SECONDS = 60.0
+
+
+def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the `raw` contract tables that do not exist yet (idempotent)."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    for name, columns in RAW_TABLES.items():
+        con.execute(f"CREATE TABLE IF NOT EXISTS raw.{name} ({columns})")
+
+
+@contextmanager
+def connect(path: Path, read_only: bool = False, wait_s: float = LOCK_RETRY_SECONDS) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse (creating it and its `raw` schema on first use)."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = _open(path, read_only, wait_s)
+    try:
+        if not read_only:
+            ensure_raw_schema(con)
+        yield con
+    finally:
+        con.close()
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame) -> int:
+    """Append a frame to `raw.<table>`, matching columns by name."""
+    if rows.empty:
+        return 0
+    con.register("_rows", rows)
+    try:
+        con.execute(f"INSERT INTO raw.{table} BY NAME SELECT * FROM _rows")
+    finally:
+        con.unregister("_rows")
+    return len(rows)
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: commit on success, roll back on any error."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, rows: pd.DataFrame, campaign_id: str) -> int:
+    """Overwrite one day of one campaign in `raw.<table>` (call inside a transaction)."""
+    con.execute(f"DELETE FROM raw.{table} WHERE partition_day = ? AND campaign_id = ?", [day, campaign_id])
+    return insert_rows(con, table, rows)
+
+
+def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> tuple | None:
+    """The first row of a query, with the result fully consumed.
+
+    DuckDB 2 refuses `register` on a connection whose last result was only partly
+    fetched, so the line never leaves a result half-read.
+    """
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
