@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     paths = Paths.from_env()
     try:
-        load_spec(paths.spec_path())
+        load_spec(paths.spec)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

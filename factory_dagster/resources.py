@@ -25,7 +25,9 @@ POOL = "duckdb"  # every DuckDB-touching step runs in this pool (limit 1): one w
 
 
 class FactoryResource(dg.ConfigurableResource):
-    home: str = Field(description="Factory's data folder (warehouse, inboxes, outbox, market).")
+    home: str = Field(description="Factory's data folder (inboxes, outbox, market, dbt target).")
+    warehouse_path: str = Field(description="The DuckDB warehouse file.")
+    leads_inbox: str = Field(description="Folder where lead files (CSV, Parquet) are dropped.")
     spec_path: str = Field(description="Campaign spec YAML file.")
     registry_path: str = Field(default=str(DEFAULT_MODEL_REGISTRY_PATH), description="Model registry YAML file.")
     simulate_market: bool = Field(default=True, description="Answer sends from the simulated market.")
@@ -33,11 +35,17 @@ class FactoryResource(dg.ConfigurableResource):
 
     @classmethod
     def from_paths(cls, paths: Paths, **overrides: object) -> FactoryResource:
-        return cls(home=str(paths.home), spec_path=str(paths.spec_path()), **overrides)
+        return cls(
+            home=str(paths.home),
+            warehouse_path=str(paths.warehouse),
+            leads_inbox=str(paths.leads_inbox),
+            spec_path=str(paths.spec),
+            **overrides,
+        )
 
     @property
     def paths(self) -> Paths:
-        return Paths(Path(self.home))
+        return Paths(Path(self.home), Path(self.warehouse_path), Path(self.leads_inbox), Path(self.spec_path))
 
     def spec(self) -> CampaignSpec:
         """The campaign spec; an invalid one fails the step with the file and field in the message."""

@@ -1,7 +1,8 @@
 """Where Factory keeps its files: one data folder, overridable from the environment.
 
 Every path the line reads or writes is derived here so that the CLI, the Dagster
-definitions, dbt and the tests agree on one layout.
+definitions, dbt and the tests agree on one layout. The environment is read once,
+in `Paths.from_env`; a `Paths` value never changes afterwards.
 """
 
 from __future__ import annotations
@@ -18,23 +19,29 @@ DEFAULT_MODEL_REGISTRY_PATH = PROJECT_ROOT / "factory_dagster" / "models" / "reg
 
 @dataclass(frozen=True)
 class Paths:
-    """The data folder's layout. `FACTORY_HOME` moves the whole folder."""
+    """The data folder's layout; the warehouse, lead inbox and spec may live elsewhere."""
 
     home: Path
+    warehouse: Path
+    leads_inbox: Path
+    spec: Path
+
+    @classmethod
+    def under(cls, home: Path | str, spec: Path | str = DEFAULT_SPEC_PATH) -> Paths:
+        """The default layout below one folder."""
+        home = Path(home).resolve()
+        return cls(home, home / "warehouse.duckdb", home / "inbox" / "leads", Path(spec).resolve())
 
     @classmethod
     def from_env(cls) -> Paths:
-        return cls(Path(os.environ.get("FACTORY_HOME", PROJECT_ROOT / "data")).resolve())
-
-    @property
-    def warehouse(self) -> Path:
-        override = os.environ.get("FACTORY_WAREHOUSE")
-        return Path(override).resolve() if override else self.home / "warehouse.duckdb"
-
-    @property
-    def leads_inbox(self) -> Path:
-        override = os.environ.get("FACTORY_LEADS_INBOX")
-        return Path(override).resolve() if override else self.home / "inbox" / "leads"
+        """`FACTORY_HOME`, `FACTORY_WAREHOUSE`, `FACTORY_LEADS_INBOX` and `FACTORY_SPEC` override the defaults."""
+        base = cls.under(os.environ.get("FACTORY_HOME", PROJECT_ROOT / "data"), os.environ.get("FACTORY_SPEC", DEFAULT_SPEC_PATH))
+        return cls(
+            base.home,
+            Path(os.environ.get("FACTORY_WAREHOUSE", base.warehouse)).resolve(),
+            Path(os.environ.get("FACTORY_LEADS_INBOX", base.leads_inbox)).resolve(),
+            base.spec,
+        )
 
     @property
     def events_inbox(self) -> Path:
@@ -54,7 +61,4 @@ class Paths:
 
     @property
     def dagster_home(self) -> Path:
-        return Path(os.environ.get("DAGSTER_HOME", self.home / "dagster_home")).resolve()
-
-    def spec_path(self) -> Path:
-        return Path(os.environ.get("FACTORY_SPEC", DEFAULT_SPEC_PATH)).resolve()
+        return self.home / "dagster_home"

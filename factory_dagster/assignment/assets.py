@@ -4,7 +4,7 @@ import dagster as dg
 
 from factory_dagster.assignment.policy import POLICY_VERSION, allocation_problems, arm_shares, assign_leads, candidate_arms
 from factory_dagster.learning.marts import segment_arm_performance
-from factory_dagster.partitions import DAILY
+from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.planning.assets import SEGMENT_ARM_PERFORMANCE, campaign_plan
 from factory_dagster.resources import POOL, FactoryResource, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
@@ -12,6 +12,7 @@ from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_part
 
 @dg.asset(
     partitions_def=DAILY,
+    backfill_policy=ONE_DAY_PER_RUN,
     pool=POOL,
     group_name="assign",
     deps=["leads", campaign_plan, SEGMENT_ARM_PERFORMANCE, "suppression_list"],

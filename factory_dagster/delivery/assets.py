@@ -8,12 +8,19 @@ from factory_dagster.delivery.outbox import deliver_batch, plan_sends
 from factory_dagster.gates.assets import messages
 from factory_dagster.learning.assets import send_guard
 from factory_dagster.market.simulated import SimulatedMarket
-from factory_dagster.partitions import DAILY
+from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.resources import POOL, FactoryResource, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, transaction
 
 
-@dg.asset(partitions_def=DAILY, pool=POOL, group_name="send", deps=[messages, send_guard, "suppression_list"], kinds={"duckdb"})
+@dg.asset(
+    partitions_def=DAILY,
+    backfill_policy=ONE_DAY_PER_RUN,
+    pool=POOL,
+    group_name="send",
+    deps=[messages, send_guard, "suppression_list"],
+    kinds={"duckdb"},
+)
 def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Accepted messages delivered through the file transport (.eml), at most once each, within the daily cap."""
     spec = factory.spec()

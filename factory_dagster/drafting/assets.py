@@ -6,12 +6,14 @@ from factory_dagster.assignment.assets import assignments
 from factory_dagster.drafting.draft import draft_candidates
 from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.models.ledger import write_ledger
-from factory_dagster.partitions import DAILY
+from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.resources import POOL, FactoryResource
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
-@dg.asset(partitions_def=DAILY, pool=POOL, group_name="draft", deps=[assignments], kinds={"duckdb"})
+@dg.asset(
+    partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL, group_name="draft", deps=[assignments], kinds={"duckdb"}
+)
 def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Candidate messages from the cheap model for every assigned, unsent lead of the day."""
     spec = factory.spec()

@@ -7,12 +7,19 @@ from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.ledger import write_ledger
-from factory_dagster.partitions import DAILY
+from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.resources import POOL, FactoryResource, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, transaction
 
 
-@dg.asset(partitions_def=DAILY, pool=POOL, group_name="gate", deps=[drafts], kinds={"duckdb", "pandera"})
+@dg.asset(
+    partitions_def=DAILY,
+    backfill_policy=ONE_DAY_PER_RUN,
+    pool=POOL,
+    group_name="gate",
+    deps=[drafts],
+    kinds={"duckdb", "pandera"},
+)
 def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """The one message per lead that passed every rule; repaired, escalated or quarantined otherwise."""
     spec = factory.spec()

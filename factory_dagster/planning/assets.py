@@ -7,7 +7,7 @@ from factory_dagster.controls.incidents import record_incident
 from factory_dagster.learning.marts import segment_angle_performance
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.models.prompts import build_messages
-from factory_dagster.partitions import DAILY
+from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanError, parse_plan, plan_brief, plan_violations
 from factory_dagster.resources import POOL, FactoryResource, partition_day
 from factory_dagster.warehouse.store import replace_partition, transaction
@@ -16,7 +16,14 @@ PLAN_ATTEMPTS = 2
 SEGMENT_ARM_PERFORMANCE = dg.AssetKey(["marts", "segment_arm_performance"])
 
 
-@dg.asset(partitions_def=DAILY, pool=POOL, group_name="plan", deps=[SEGMENT_ARM_PERFORMANCE], kinds={"duckdb"})
+@dg.asset(
+    partitions_def=DAILY,
+    backfill_policy=ONE_DAY_PER_RUN,
+    pool=POOL,
+    group_name="plan",
+    deps=[SEGMENT_ARM_PERFORMANCE],
+    kinds={"duckdb"},
+)
 def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Per-segment plan (angles, hooks, claims) by the premium model, from the spec and the marts."""
     spec = factory.spec()

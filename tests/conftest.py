@@ -1,0 +1,19 @@
+"""Session-wide fixtures: the dbt manifest is parsed once, the line runs once per module that asks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Never let a developer's own environment point the tests at their data.
+for _name in ("FACTORY_HOME", "FACTORY_WAREHOUSE", "FACTORY_LEADS_INBOX", "FACTORY_SPEC", "OPENAI_API_KEY"):
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest():
+    """Parse the dbt project once per session (a few seconds) and share the manifest."""
+    from factory_dagster.learning.dbt_project import ensure_manifest
+
+    return ensure_manifest()

@@ -1,0 +1,195 @@
+"""The whole daily line, materialized in-process through Dagster on a temporary DuckDB.
+
+One module-scoped run of three days (observe → learn → intake → plan → assign →
+draft → gate → send) backs most assertions; the re-run, kill-switch and bad-input
+tests then run further days on the same warehouse.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from factory_dagster.controls.kill_switch import set_kill_switch
+from factory_dagster.definitions import build_definitions
+from factory_dagster.demo import daily_summary, run_days
+from factory_dagster.intake.reading import list_lead_files, read_lead_file
+from factory_dagster.settings import DEFAULT_SPEC_PATH, Paths
+from factory_dagster.warehouse.store import connect
+
+START = date(2026, 3, 2)
+DAYS = 3
+LEADS_PER_DAY = 200  # above the example spec's daily cap of 150, so the cap defers some
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory, dbt_manifest):
+    paths = Paths.under(tmp_path_factory.mktemp("factory"))
+    defs = build_definitions(paths)
+    instance = dg.DagsterInstance.ephemeral()
+    results = run_days(defs, instance, paths, START, DAYS, LEADS_PER_DAY, progress=lambda _: None)
+    assert [r.success for r in results] == [True] * DAYS, [r.error for r in results]
+    return paths, defs, instance
+
+
+def query(paths: Paths, sql: str, params: list | None = None) -> pd.DataFrame:
+    with connect(paths.warehouse) as con:
+        return con.execute(sql, params or []).df()
+
+
+def run_day(defs: dg.Definitions, instance: dg.DagsterInstance, day: date) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("daily_line").execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
+
+
+def test_every_input_lead_row_is_accepted_or_quarantined_exactly_once(line):
+    paths, _, _ = line
+    files = list_lead_files(paths.leads_inbox)
+    assert len(files) == DAYS
+    stored = query(
+        paths,
+        """SELECT source_file, source_row, 'accepted' AS fate FROM raw.leads
+           UNION ALL SELECT source_file, source_row, 'quarantined' FROM raw.leads_quarantine""",
+    )
+    assert not stored.duplicated(["source_file", "source_row"]).any()
+    for path in files:
+        rows = read_lead_file(path)
+        mine = stored[stored.source_file == str(path)]
+        assert sorted(mine.source_row) == sorted(rows.source_row), path
+    quarantine = query(paths, "SELECT reason_code, reason FROM raw.leads_quarantine")
+    assert len(quarantine) > 0 and (quarantine.reason.str.len() > 0).all()
+
+
+def test_no_send_for_a_message_that_failed_a_gate(line):
+    paths, _, _ = line
+    sends = query(
+        paths,
+        """SELECT s.send_id, g.passed, g.selected, q.lead_id AS quarantined_lead
+           FROM raw.sends s
+           LEFT JOIN raw.messages m USING (message_id)
+           LEFT JOIN raw.gate_results g ON g.draft_id = m.draft_id
+           LEFT JOIN raw.messages_quarantine q ON q.lead_id = s.lead_id""",
+    )
+    assert len(sends) > 0
+    assert sends.passed.fillna(False).all() and sends.selected.fillna(False).all()
+    assert sends.quarantined_lead.isna().all()
+    # The cheap model does make mistakes, and they were caught rather than sent.
+    failed = query(paths, "SELECT count(*) AS n FROM raw.gate_results WHERE NOT passed").n[0]
+    assert failed > 0
+
+
+def test_sends_respect_the_daily_cap_and_defer_the_rest(line):
+    paths, _, _ = line
+    per_day = query(paths, "SELECT partition_day, count(*) AS n FROM raw.sends GROUP BY 1 ORDER BY 1")
+    assert (per_day.n <= 150).all() and per_day.n.iloc[0] == 150
+    deferred = query(paths, "SELECT count(*) AS n FROM raw.incidents WHERE kind = 'send_cap_reached'").n[0]
+    assert deferred >= 1
+    late = query(paths, "SELECT count(*) AS n FROM raw.sends WHERE message_day < partition_day").n[0]
+    assert late > 0, "messages held back by the cap go out on a later day"
+
+
+def test_every_model_call_and_decision_is_logged(line):
+    paths, _, _ = line
+    calls = query(paths, "SELECT stage, count(*) AS n, sum(cost_usd) AS cost FROM raw.llm_calls GROUP BY stage")
+    assert {"plan", "draft"} <= set(calls.stage) and (calls.cost > 0).all()
+    assignments = query(paths, "SELECT propensity, reason, policy_version FROM raw.assignments")
+    assert assignments.propensity.between(0, 1).all() and (assignments.reason.str.len() > 20).all()
+    shares = query(paths, "SELECT partition_day, segment, sum(share) AS total FROM raw.allocations GROUP BY 1, 2")
+    assert (shares.total - 1).abs().max() < 1e-9
+    assert query(paths, "SELECT count(*) AS n FROM raw.prompt_versions").n[0] >= 2
+
+
+def test_outcomes_come_back_and_reach_the_marts(line):
+    paths, _, _ = line
+    events = query(paths, "SELECT event_type, count(*) AS n FROM raw.events GROUP BY 1")
+    assert {"delivered", "opened"} <= set(events.event_type)
+    assert query(paths, "SELECT count(*) AS n FROM raw.events_quarantine").n[0] >= 0
+    kpis = daily_summary(paths, START, START + timedelta(days=DAYS - 1))
+    assert len(kpis) == DAYS
+
+
+def test_marts_agree_with_raw_counts(line):
+    paths, _, _ = line
+    kpis = query(paths, "SELECT * FROM marts.daily_kpis ORDER BY day")
+    raw = query(
+        paths,
+        """SELECT d.day,
+                  (SELECT count(*) FROM raw.leads WHERE partition_day = d.day) AS leads_accepted,
+                  (SELECT count(*) FROM raw.leads_quarantine WHERE partition_day = d.day) AS leads_quarantined,
+                  (SELECT count(*) FROM raw.drafts WHERE partition_day = d.day) AS drafts,
+                  (SELECT count(*) FROM raw.sends WHERE partition_day = d.day) AS sends,
+                  (SELECT coalesce(sum(cost_usd), 0) FROM raw.llm_calls WHERE partition_day = d.day) AS cost_usd
+           FROM (SELECT DISTINCT partition_day AS day FROM raw.leads) d ORDER BY d.day""",
+    )
+    merged = raw.merge(kpis, on="day", suffixes=("_raw", "_mart"))
+    assert len(merged) == DAYS
+    for column in ("leads_accepted", "leads_quarantined", "drafts", "sends"):
+        assert (merged[f"{column}_raw"] == merged[f"{column}_mart"]).all(), column
+    assert (merged.cost_usd_raw - merged.cost_usd_mart).abs().max() < 1e-9
+    performance = query(paths, "SELECT sum(sends) AS n FROM marts.segment_arm_performance").n[0]
+    assert performance == query(paths, "SELECT count(*) AS n FROM raw.sends").n[0]
+
+
+def test_dagster_records_the_runs_and_materializations(line):
+    _, _, instance = line
+    runs = instance.get_runs(dg.RunsFilter(job_name="daily_line"))
+    assert len(runs) >= DAYS and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    for key in ("leads", "messages", "sends", "outcome_events"):
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+        assert event is not None, key
+
+
+def test_rerunning_a_day_sends_nothing_twice(line):
+    paths, defs, instance = line
+    before = query(paths, "SELECT count(*) AS n FROM raw.sends").n[0]
+    emails_before = sorted(p.name for p in paths.outbox.rglob("*.eml"))
+    result = run_day(defs, instance, START + timedelta(days=1))
+    assert result.success
+    after = query(paths, "SELECT send_id FROM raw.sends")
+    assert len(after) == before and after.send_id.is_unique
+    assert sorted(p.name for p in paths.outbox.rglob("*.eml")) == emails_before
+    assert query(paths, "SELECT count(*) - count(DISTINCT event_id) AS dupes FROM raw.events").dupes[0] == 0
+
+
+def test_kill_switch_holds_every_send_and_says_why(line):
+    paths, defs, instance = line
+    day = START + timedelta(days=DAYS)
+    with connect(paths.warehouse) as con:
+        set_kill_switch(con, True, "test-operator", "checking the hold")
+    try:
+        Path(paths.leads_inbox).mkdir(parents=True, exist_ok=True)
+        from factory_dagster.intake.sample_leads import write_sample_file
+
+        write_sample_file(paths.leads_inbox, day, n=50)
+        assert run_day(defs, instance, day).success
+        assert query(paths, "SELECT count(*) AS n FROM raw.sends WHERE partition_day = ?", [day]).n[0] == 0
+        held = query(paths, "SELECT detail FROM raw.incidents WHERE kind = 'sends_held' AND partition_day = ?", [day])
+        assert "test-operator" in held.detail[0] and "checking the hold" in held.detail[0]
+    finally:
+        with connect(paths.warehouse) as con:
+            set_kill_switch(con, False, "test-operator", "done")
+
+
+def test_a_broken_lead_file_is_rejected_by_name_and_the_line_goes_on(line):
+    paths, defs, instance = line
+    bad = paths.leads_inbox / "crm_export_broken.csv"
+    bad.write_text("email,first_name\nx@y.example,Ann\n", encoding="utf-8")
+    assert run_day(defs, instance, START + timedelta(days=DAYS + 1)).success
+    rejected = query(paths, "SELECT status, error FROM raw.intake_files WHERE file_path = ?", [str(bad)])
+    assert rejected.status[0] == "rejected"
+    assert "crm_export_broken.csv" in rejected.error[0] and "company" in rejected.error[0]
+    assert query(paths, "SELECT count(*) AS n FROM raw.incidents WHERE kind = 'lead_file_rejected'").n[0] == 1
+
+
+def test_an_invalid_spec_fails_the_run_naming_file_and_field(tmp_path, dbt_manifest):
+    spec = tmp_path / "broken.yaml"
+    spec.write_text(DEFAULT_SPEC_PATH.read_text().replace("max_words: 140", "max_words: lots"), encoding="utf-8")
+    defs = build_definitions(Paths.under(tmp_path / "home", spec=spec))
+    result = run_day(defs, dg.DagsterInstance.ephemeral(), START)
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    message = failures[0].step_failure_data.user_failure_data.description
+    assert str(spec) in message and "limits.max_words" in message
