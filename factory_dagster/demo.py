@@ -64,12 +64,19 @@ class DayResult:
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The first failure in words an operator can act on (the root cause, not the wrapper)."""
     for event in result.all_events:
         if event.is_step_failure:
-            error = event.step_failure_data.error
+            data = event.step_failure_data
+            if data.user_failure_data and data.user_failure_data.description:
+                return f"step '{event.step_key}' failed: {data.user_failure_data.description}"
+            error = data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
             return f"step '{event.step_key}' failed: {error.message.strip() if error else 'unknown error'}"
         if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
-            return f"blocking check '{event.event_specific_data.check_name}' failed on {event.event_specific_data.asset_key.to_user_string()}"
+            check = event.event_specific_data
+            return f"blocking check '{check.check_name}' failed on {check.asset_key.to_user_string()}"
     return "the run failed"
 
 

@@ -6,6 +6,7 @@ per use, so nothing (and no usage count) is shared between assets of one run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -18,6 +19,7 @@ from pydantic import Field
 from factory_dagster.campaign.spec import CampaignSpec, SpecError, load_spec
 from factory_dagster.models.gateway import ModelGateway, RunContext
 from factory_dagster.models.registry import ModelRegistry, load_registry
+from factory_dagster.models.routing import Route, resolve_routes, with_served_models
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH, Paths
 from factory_dagster.warehouse.store import connect
 
@@ -48,11 +50,24 @@ class FactoryResource(dg.ConfigurableResource):
         return Paths(Path(self.home), Path(self.warehouse_path), Path(self.leads_inbox), Path(self.spec_path))
 
     def spec(self) -> CampaignSpec:
-        """The campaign spec; an invalid one fails the step with the file and field in the message."""
+        """The campaign spec, routed to the models that really serve (offline stand-ins without a key).
+
+        An invalid spec fails the step with the file and field in the message.
+        """
+        spec = self.configured_spec()
+        return with_served_models(spec, self.routes(spec))
+
+    def configured_spec(self) -> CampaignSpec:
         try:
             return load_spec(self.spec_path)
         except SpecError as exc:
             raise dg.Failure(description=str(exc)) from exc
+
+    def routes(self, spec: CampaignSpec) -> list[Route]:
+        try:
+            return resolve_routes(spec, self.registry(), os.environ)
+        except SpecError as exc:
+            raise dg.Failure(description=f"{self.spec_path}: {exc}") from exc
 
     def registry(self) -> ModelRegistry:
         return load_registry(Path(self.registry_path))

@@ -50,10 +50,14 @@ def import_suppression_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: R
         sha = file_sha256(path)
         if sha in seen:
             continue
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        seen.add(sha)  # the same list dropped twice under two names is imported once
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            error = None if "email" in frame.columns else f"{path}: missing column 'email'; found {', '.join(frame.columns)}"
+        except ValueError as exc:  # empty, not UTF-8 or malformed: pandas raises ValueError subclasses
+            error = f"{path}: cannot read the file as CSV: {exc}"
         with transaction(con):
-            if "email" not in frame.columns:
-                error = f"{path}: missing column 'email'; found {', '.join(frame.columns)}"
+            if error:
                 register_file(con, run, "suppression", path, sha, error=error)
                 record_incident(con, run, "suppression_file_rejected", "warning", error)
                 continue

@@ -17,7 +17,8 @@ from factory_dagster.campaign.spec import Angle, CampaignSpec
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _PLACEHOLDER = re.compile(r"\{\{?[^{}\n]*\}\}?|\[[A-Z][A-Za-z _]*\]|<<[^>]*>>|%\([a-z_]+\)s")
-_URL = re.compile(r"https?://|www\.|\b[a-z0-9-]+\.(?:com|io|net|org|example)/", re.IGNORECASE)
+# The whole link (trailing sentence punctuation is stripped by _links), so that links can be compared.
+_URL = re.compile(r"(?:https?://|www\.|\b[a-z0-9-]+\.(?:com|io|net|org|example)/)[^\s<>\"'()]*", re.IGNORECASE)
 _GREETING = re.compile(r"^\s*(?:hi|hello|dear|hey)\s+([^,\n]+),", re.IGNORECASE)
 _SPAMMY_SUBJECT = re.compile(r"!{2,}|\$|\bfree\b|\burgent\b|\bre:|\bfwd?:|\bact now\b", re.IGNORECASE)
 _SHOUTING = re.compile(r"\b[A-Z]{4,}\b")
@@ -38,16 +39,18 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
+def _spec_texts(spec: CampaignSpec) -> list[str]:
+    """The spec's texts a message must or may quote verbatim."""
+    return [spec.required.call_to_action, spec.required.unsubscribe_footer, spec.sender.postal_address, spec.sender.company]
+
+
+def _links(text: str) -> set[str]:
+    return {m.group(0).rstrip(".,;:!?").lower() for m in _URL.finditer(text)}
+
+
 def allowed_numbers(spec: CampaignSpec, angle: Angle, lead: Mapping[str, Any]) -> frozenset[str]:
     """Numbers a message may contain: the angle's claims, the fixed texts, the lead's own fields."""
-    fixed = [
-        spec.required.call_to_action,
-        spec.required.unsubscribe_footer,
-        spec.sender.postal_address,
-        spec.sender.company,
-        str(lead.get("company", "")),
-        str(lead.get("first_name", "")),
-    ]
+    fixed = [*_spec_texts(spec), str(lead.get("company", "")), str(lead.get("first_name", ""))]
     return angle.allowed_numbers | frozenset(n for text in fixed for n in _NUMBER.findall(text))
 
 
@@ -60,6 +63,10 @@ def check_draft(
     found: list[Violation] = []
     text = f"{subject}\n{body}"
     norm_body, norm_text = _norm(body), _norm(text)
+    # The lead's own company name may contain capitals or words the rules look for ("Free Now", "Synergy Health").
+    company = str(lead.get("company", ""))
+    own_subject, own_text = (subject.replace(company, " "), text.replace(company, " ")) if company else (subject, text)
+    allowed_texts = [*angle.claims, *_spec_texts(spec)]
     limits = spec.limits
 
     words = word_count(body)
@@ -69,8 +76,7 @@ def check_draft(
         found.append(Violation("too_short", f"{words} words, minimum {limits.min_words}"))
     if len(subject) > limits.max_subject_chars:
         found.append(Violation("subject_too_long", f"subject has {len(subject)} characters, limit {limits.max_subject_chars}"))
-    # The lead's own company name may be written in capitals; that is not shouting.
-    if match := _SPAMMY_SUBJECT.search(subject) or _SHOUTING.search(subject.replace(str(lead.get("company", "")), "")):
+    if match := _SPAMMY_SUBJECT.search(own_subject) or _SHOUTING.search(own_subject):
         found.append(Violation("spammy_subject", f"subject contains {match.group(0)!r}"))
     for code, required in (
         ("missing_cta", spec.required.call_to_action),
@@ -79,27 +85,28 @@ def check_draft(
     ):
         if _norm(required) not in norm_body:
             found.append(Violation(code, f"body lacks {required!r}"))
+    norm_own_text = _norm(own_text)
     for phrase in spec.banned_phrases:
-        if _norm(phrase) in norm_text:
+        if _norm(phrase) in norm_own_text:
             found.append(Violation("banned_phrase", f"contains banned phrase {phrase!r}"))
     if match := _PLACEHOLDER.search(text):
         found.append(Violation("unfilled_placeholder", f"unfilled placeholder {match.group(0)!r}"))
     invented = sorted(set(_NUMBER.findall(text)) - allowed_numbers(spec, angle, lead))
     if invented:
         found.append(Violation("unsupported_number", f"numbers not in the angle's claims: {', '.join(invented)}"))
-    claims_text = _norm(" ".join(angle.claims))
-    money = sorted({m.group(0).lower() for m in _MONEY_WORDS.finditer(text)} - set(claims_text.split()))
+    allowed_money = {m.group(0).lower() for t in allowed_texts for m in _MONEY_WORDS.finditer(t)}
+    money = sorted({m.group(0).lower() for m in _MONEY_WORDS.finditer(own_text)} - allowed_money)
     if money:
         found.append(Violation("unsupported_offer", f"offer words not in the angle's claims: {', '.join(money)}"))
-    if match := _URL.search(text):
-        found.append(Violation("unsupported_url", f"link {match.group(0)!r} is not allowed"))
+    links = sorted(_links(text) - {link for t in allowed_texts for link in _links(t)})
+    if links:
+        found.append(Violation("unsupported_url", f"link {links[0]!r} is not allowed"))
     greeting = _GREETING.match(body)
     first_name = str(lead.get("first_name", ""))
     if greeting is None:
         found.append(Violation("missing_greeting", "body does not open with a greeting by first name"))
     elif _norm(greeting.group(1)) != _norm(first_name):
         found.append(Violation("wrong_name", f"greets {greeting.group(1)!r}, the lead is {first_name!r}"))
-    company = str(lead.get("company", ""))
     if company and _norm(company) not in norm_text:
         found.append(Violation("missing_company", f"does not mention the lead's company {company!r}"))
     return found
@@ -111,7 +118,7 @@ def key_facts(subject: str | None, body: str | None) -> frozenset[str]:
         return frozenset()
     greeting = _GREETING.match(body)
     facts = {f"num:{n}" for n in _NUMBER.findall(body)}
-    facts |= {f"url:{m.group(0).lower()}" for m in _URL.finditer(body)}
+    facts |= {f"url:{link}" for link in _links(body)}
     facts |= {f"placeholder:{m.group(0)}" for m in _PLACEHOLDER.finditer(body)}
     if greeting:
         facts.add(f"greets:{_norm(greeting.group(1))}")

@@ -1,12 +1,13 @@
-"""Model registry: which models exist, their tier and what a token costs."""
+"""Model registry: which models exist, who serves them, their tier and what a token costs."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH
 
@@ -14,11 +15,14 @@ from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: Literal["offline"]
+    provider: Literal["offline", "openai"]
     tier: Literal["cheap", "premium"]
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
-    defect_rate: float = Field(default=0.0, ge=0, le=1)
+    defect_rate: float = Field(default=0.0, ge=0, le=1, description="offline models only: share of flawed answers")
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    offline_stand_in: str | None = None
 
     def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
         return (tokens_in * self.input_per_mtok + tokens_out * self.output_per_mtok) / 1_000_000
@@ -29,11 +33,28 @@ class ModelRegistry(BaseModel):
 
     models: dict[str, ModelEntry] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _stand_ins_are_offline(self) -> ModelRegistry:
+        for name, entry in self.models.items():
+            stand_in = entry.offline_stand_in
+            if stand_in is not None and (stand_in not in self.models or self.models[stand_in].provider != "offline"):
+                raise ValueError(f"model '{name}': offline_stand_in '{stand_in}' must be an offline model of this registry")
+        return self
+
     def entry(self, name: str) -> ModelEntry:
         try:
             return self.models[name]
         except KeyError:
             raise KeyError(f"model '{name}' is not in the model registry (known: {sorted(self.models)})") from None
+
+    def serving(self, name: str, environ: Mapping[str, str]) -> str:
+        """The model that actually serves `name`: itself, or its offline stand-in while its key is unset."""
+        entry = self.entry(name)
+        if entry.provider == "offline" or environ.get(entry.api_key_env):
+            return name
+        if entry.offline_stand_in is None:
+            raise KeyError(f"model '{name}' needs ${entry.api_key_env} and has no offline_stand_in")
+        return entry.offline_stand_in
 
 
 def load_registry(path: Path = DEFAULT_MODEL_REGISTRY_PATH) -> ModelRegistry:

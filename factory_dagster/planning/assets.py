@@ -7,6 +7,7 @@ from factory_dagster.controls.incidents import record_incident
 from factory_dagster.learning.marts import segment_angle_performance
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.models.prompts import build_messages
+from factory_dagster.models.routing import routes_frame
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanError, parse_plan, plan_brief, plan_violations
 from factory_dagster.resources import POOL, FactoryResource, partition_day
@@ -42,7 +43,7 @@ def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -
             problems = [str(exc)]
         if not problems:
             break
-    routing = pd.DataFrame([{"stage": stage, "model": model, "source": "spec"} for stage, model in spec.routing.items()])
+    routing = routes_frame(factory.routes(factory.configured_spec()))
     with factory.warehouse() as con, transaction(con):
         write_ledger(con, gateway)
         replace_partition(con, "routing", gateway.run.partition_day, gateway.run.stamp(routing, "recorded_at"), spec.campaign_id)

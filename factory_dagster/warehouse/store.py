@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date
 from pathlib import Path
 
@@ -63,7 +63,10 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame) 
     try:
         con.execute(f"INSERT INTO raw.{table} BY NAME SELECT * FROM _rows")
     finally:
-        con.unregister("_rows")
+        # After a failed INSERT inside a transaction, unregister raises "transaction is aborted"
+        # and would hide the real error; the caller's ROLLBACK drops the view anyway.
+        with suppress(duckdb.TransactionException):
+            con.unregister("_rows")
     return len(rows)
 
 
