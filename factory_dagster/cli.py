@@ -74,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--start", type=date.fromisoformat, default=date(2026, 1, 1), help="first day, YYYY-MM-DD (default 2026-01-01)"
     )
-    demo.add_argument("--leads-per-day", type=int, default=200, help="sample leads dropped in the inbox per day (default 200)")
+    demo.add_argument("--leads-per-day", type=int, default=180, help="sample leads dropped in the inbox per day (default 180)")
     demo.add_argument("--fresh", action="store_true", help="delete the data folder first")
     demo.set_defaults(run=_demo)
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on the same data folder")

@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from factory_dagster.campaign.spec import load_spec
 from factory_dagster.controls.kill_switch import set_kill_switch
 from factory_dagster.definitions import build_definitions
 from factory_dagster.demo import daily_summary, run_days
@@ -23,7 +24,7 @@ from factory_dagster.warehouse.store import connect
 
 START = date(2026, 3, 2)
 DAYS = 3
-LEADS_PER_DAY = 200  # above the example spec's daily cap of 150, so the cap defers some
+LEADS_PER_DAY = 200  # above the example spec's daily cap of 180, so the cap defers some
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,9 @@ def test_no_send_for_a_message_that_failed_a_gate(line):
 
 def test_sends_respect_the_daily_cap_and_defer_the_rest(line):
     paths, _, _ = line
+    cap = load_spec(DEFAULT_SPEC_PATH).limits.daily_send_cap
     per_day = query(paths, "SELECT partition_day, count(*) AS n FROM raw.sends GROUP BY 1 ORDER BY 1")
-    assert (per_day.n <= 150).all() and per_day.n.iloc[0] == 150
+    assert (per_day.n <= cap).all() and per_day.n.iloc[0] == cap
     deferred = query(paths, "SELECT count(*) AS n FROM raw.incidents WHERE kind = 'send_cap_reached'").n[0]
     assert deferred >= 1
     late = query(paths, "SELECT count(*) AS n FROM raw.sends WHERE message_day < partition_day").n[0]

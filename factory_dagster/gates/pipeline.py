@@ -76,7 +76,8 @@ def _evaluate(drafts: list[dict[str, Any]], lead: Any, spec: CampaignSpec) -> li
 def gate_lead(gateway: ModelGateway, spec: CampaignSpec, lead: Any, candidates: list[dict[str, Any]], out: GateOutput) -> None:
     """Run one lead through the gate, appending its drafts, results and message or quarantine row to `out`."""
     attempt_drafts = candidates
-    attempt = 0
+    # Without candidates (drafting did not cover this lead) there is nothing to repair: escalate right away.
+    attempt = 0 if candidates else spec.drafting.max_repair_attempts
     brief = draft_brief(spec, lead.angle, lead.hook, list(lead.claims), lead.prompt_version)
     while True:
         results = _evaluate(attempt_drafts, lead, spec)
@@ -92,9 +93,11 @@ def gate_lead(gateway: ModelGateway, spec: CampaignSpec, lead: Any, candidates: 
         out.results += results
         attempt += 1
         if attempt <= spec.drafting.max_repair_attempts:
-            # Repair the candidate closest to passing, telling the model what was wrong with it.
+            # Repair the candidate closest to passing (a parsed one before an unparseable one),
+            # telling the model what was wrong with it.
             closest, closest_draft = min(
-                zip(results, attempt_drafts, strict=True), key=lambda pair: len(pair[0]["violation_codes"])
+                zip(results, attempt_drafts, strict=True),
+                key=lambda pair: (pair[1]["parse_error"] is not None, len(pair[0]["violation_codes"])),
             )
             repair_brief = {
                 **brief,
@@ -113,7 +116,8 @@ def gate_lead(gateway: ModelGateway, spec: CampaignSpec, lead: Any, candidates: 
                 {
                     "lead_id": lead.lead_id,
                     "arm_id": lead.arm_id,
-                    "attempts": attempt,
+                    # Attempts after the candidates: the repairs and the escalation (the last draft's `attempt`).
+                    "attempts": attempt - 1,
                     "reason_codes": codes,
                     "reason": "; ".join(dict.fromkeys(d for r in results for d in r["violation_details"])),
                 }

@@ -16,7 +16,7 @@ from typing import Any
 from factory_dagster.campaign.spec import Angle, CampaignSpec
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-_PLACEHOLDER = re.compile(r"\{\{?[^{}\n]*\}\}?|\[[A-Z][A-Za-z _]*\]|<<[^>]*>>|%\([a-z_]+\)s")
+_PLACEHOLDER = re.compile(r"\{\{?[^{}\n]*\}\}?|\[[A-Za-z][A-Za-z _]*\]|<<[^>]*>>|%\([a-z_]+\)s")
 # The whole link (trailing sentence punctuation is stripped by _links), so that links can be compared.
 _URL = re.compile(r"(?:https?://|www\.|\b[a-z0-9-]+\.(?:com|io|net|org|example)/)[^\s<>\"'()]*", re.IGNORECASE)
 _GREETING = re.compile(r"^\s*(?:hi|hello|dear|hey)\s+([^,\n]+),", re.IGNORECASE)
@@ -63,9 +63,11 @@ def check_draft(
     found: list[Violation] = []
     text = f"{subject}\n{body}"
     norm_body, norm_text = _norm(body), _norm(text)
-    # The lead's own company name may contain capitals or words the rules look for ("Free Now", "Synergy Health").
+    # The lead's own names may contain capitals or words the rules look for ("Free Now", "Synergy Health", "JEAN").
     company = str(lead.get("company", ""))
-    own_subject, own_text = (subject.replace(company, " "), text.replace(company, " ")) if company else (subject, text)
+    names = [re.escape(n) for n in (company, str(lead.get("first_name", ""))) if n]
+    own = re.compile(rf"(?<!\w)(?:{'|'.join(names)})(?!\w)") if names else None
+    own_subject, own_text = (own.sub(" ", subject), own.sub(" ", text)) if own else (subject, text)
     allowed_texts = [*angle.claims, *_spec_texts(spec)]
     limits = spec.limits
 

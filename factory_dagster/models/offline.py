@@ -122,5 +122,8 @@ def _draft(brief: dict[str, Any], lead: dict[str, Any], rng: random.Random, defe
     paragraphs.append(f"Best,\n{sender['name']}\n{sender['company']}")
     footer = [brief["unsubscribe_footer"]] if defect != "missing_unsubscribe" else []
     paragraphs.append("\n".join([*footer, sender["postal_address"]]))
-    subject = rng.choice(_SUBJECTS.get(style, _SUBJECTS["draft-v1"])).format(company=company, first_name=first_name)
+    subjects = [t.format(company=company, first_name=first_name) for t in _SUBJECTS.get(style, _SUBJECTS["draft-v1"])]
+    fitting = [s for s in subjects if len(s) <= brief.get("max_subject_chars", 70)]
+    # Like a model told the limit: pick among subjects that fit, else the shortest one.
+    subject = rng.choice(fitting) if fitting else min(subjects, key=len)
     return {"subject": subject, "body": "\n\n".join(paragraphs)}

@@ -45,7 +45,7 @@ def parse_plan(text: str) -> pd.DataFrame:
                 "segment": str(seg["segment"]),
                 "angle": str(a["angle"]),
                 "hook": str(a["hook"]),
-                "claims": [str(c) for c in a["claims"]],
+                "claims": _string_list(a["claims"]),
             }
             for seg in data["segments"]
             for a in seg["angles"]
@@ -53,6 +53,12 @@ def parse_plan(text: str) -> pd.DataFrame:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise PlanError(f"planner answer is not a plan: {exc!r}: {text[:200]!r}") from exc
     return pd.DataFrame(rows, columns=["segment", "angle", "hook", "claims"])
+
+
+def _string_list(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise TypeError(f"claims must be a list, got {type(value).__name__}")
+    return [str(item) for item in value]
 
 
 def plan_violations(plan: pd.DataFrame, spec: CampaignSpec) -> list[str]:

@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory figures, written to benchmarks/results.json."""

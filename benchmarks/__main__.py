@@ -1,0 +1,44 @@
+"""`make bench`: run the benchmarks and merge their figures into benchmarks/results.json.
+
+Each benchmark owns one key of the results file; running a subset keeps the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks import line_demo
+
+RESULTS = Path(__file__).with_name("results.json")
+BENCHMARKS: dict[str, Callable[[], dict]] = {"line_demo": line_demo.run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run, of {sorted(BENCHMARKS)} (default: all)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - BENCHMARKS.keys())
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {sorted(BENCHMARKS)}")
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name in args.names or BENCHMARKS:
+        print(f"benchmark {name} …", flush=True)
+        figures = BENCHMARKS[name]()
+        figures["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        figures["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": sys.platform}
+        results[name] = figures
+        print(json.dumps({name: figures}, indent=2), flush=True)
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"written: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
