@@ -17,7 +17,6 @@ from factory_dagster.intake.reading import (
     LEAD_COLUMNS,
     SOURCE_COLUMNS,
     LeadFileError,
-    file_sha256,
     list_lead_files,
     read_lead_file,
 )
@@ -39,6 +38,7 @@ from factory_dagster.intake.validation import (
     validate_leads,
 )
 from factory_dagster.settings import DEFAULT_SPEC_PATH
+from factory_dagster.warehouse.file_registry import file_sha256
 
 DAY = dt.date(2026, 3, 2)
 LOOKBACK = 3  # cross-day duplicates copy a lead from up to this many days earlier

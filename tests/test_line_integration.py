@@ -43,7 +43,9 @@ def query(paths: Paths, sql: str, params: list | None = None) -> pd.DataFrame:
 
 
 def run_day(defs: dg.Definitions, instance: dg.DagsterInstance, day: date) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def("daily_line").execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
+    return defs.resolve_job_def("daily_line").execute_in_process(
+        partition_key=day.isoformat(), instance=instance, raise_on_error=False
+    )
 
 
 def test_every_input_lead_row_is_accepted_or_quarantined_exactly_once(line):

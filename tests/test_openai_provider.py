@@ -37,7 +37,12 @@ def plan_messages() -> list[dict[str, str]]:
 
 def test_without_a_key_the_offline_stand_ins_serve():
     routes = resolve_routes(load_spec(DEFAULT_SPEC_PATH), load_registry(), environ={})
-    assert {r.stage: r.served for r in routes} == {"plan": "offline-premium", "draft": "offline-cheap", "repair": "offline-cheap", "escalate": "offline-premium"}
+    assert {r.stage: r.served for r in routes} == {
+        "plan": "offline-premium",
+        "draft": "offline-cheap",
+        "repair": "offline-cheap",
+        "escalate": "offline-premium",
+    }
     assert all("offline stand-in" in r.source for r in routes)
 
 
@@ -47,7 +52,9 @@ def test_with_a_key_the_registry_models_serve():
 
 
 def test_routing_to_an_unknown_model_names_the_field():
-    spec = load_spec(DEFAULT_SPEC_PATH).model_copy(update={"routing": {"plan": "gpt-9", "draft": "gpt-4o-mini", "escalate": "gpt-4o"}})
+    spec = load_spec(DEFAULT_SPEC_PATH).model_copy(
+        update={"routing": {"plan": "gpt-9", "draft": "gpt-4o-mini", "escalate": "gpt-4o"}}
+    )
     with pytest.raises(SpecError, match=r"routing\.plan.*gpt-9"):
         resolve_routes(spec, load_registry(), environ={})
 
@@ -87,8 +94,10 @@ def test_one_day_of_the_line_runs_against_the_openai_compatible_server(server, t
     paths = Paths.under(tmp_path)
     day = date(2026, 2, 2)
     write_sample_file(paths.leads_inbox, day, n=40)
-    result = build_definitions(paths).resolve_job_def("daily_line").execute_in_process(
-        partition_key=day.isoformat(), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    result = (
+        build_definitions(paths)
+        .resolve_job_def("daily_line")
+        .execute_in_process(partition_key=day.isoformat(), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     )
     assert result.success
     with connect(paths.warehouse) as con:

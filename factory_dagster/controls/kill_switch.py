@@ -22,7 +22,7 @@ class KillSwitchState:
 
 
 def kill_switch_state(con: duckdb.DuckDBPyConnection) -> KillSwitchState:
-    row = fetch_one(con, "SELECT engaged, actor, reason FROM raw.kill_switch ORDER BY changed_at DESC LIMIT 1")
+    row = fetch_one(con, "SELECT engaged, actor, reason FROM raw.kill_switch ORDER BY changed_at DESC, rowid DESC LIMIT 1")
     return KillSwitchState(*row) if row else KillSwitchState(False, "default", "never engaged")
 
 

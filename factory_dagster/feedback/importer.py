@@ -15,7 +15,7 @@ import duckdb
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.feedback.events import EventFileError, read_event_file, validate_events
 from factory_dagster.models.gateway import RunContext
-from factory_dagster.warehouse.file_registry import file_sha256, register_file, registered_hashes
+from factory_dagster.warehouse.file_registry import inbox_files, register_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
@@ -30,14 +30,9 @@ class EventImportSummary:
 
 def import_event_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: RunContext) -> EventImportSummary:
     summary = EventImportSummary()
-    seen = registered_hashes(con)
     send_ids = {r[0] for r in con.execute("SELECT send_id FROM raw.sends WHERE campaign_id = ?", [run.campaign_id]).fetchall()}
     event_ids = {r[0] for r in con.execute("SELECT event_id FROM raw.events").fetchall()}
-    for path in sorted(Path(inbox).glob("*.csv")) if Path(inbox).exists() else []:
-        sha = file_sha256(path)
-        if sha in seen:
-            continue
-        seen.add(sha)
+    for path, sha in unregistered_files(con, "events", inbox_files(inbox, {".csv"})):
         try:
             raw = read_event_file(path)
         except EventFileError as exc:

@@ -14,20 +14,10 @@ import pandas as pd
 
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.models.gateway import RunContext, utcnow
-from factory_dagster.warehouse.file_registry import file_sha256, register_file, registered_hashes
-from factory_dagster.warehouse.store import fetch_one, transaction
+from factory_dagster.warehouse.file_registry import inbox_files, register_file, unregistered_files
+from factory_dagster.warehouse.store import insert_rows, transaction
 
 SUPPRESSING_EVENTS = ("unsubscribed", "complained", "bounced")
-
-
-def _add(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> int:
-    before = fetch_one(con, "SELECT count(*) FROM raw.suppression")[0]
-    con.register("_suppress", rows)
-    try:
-        con.execute("INSERT INTO raw.suppression BY NAME SELECT * FROM _suppress ON CONFLICT DO NOTHING")
-    finally:
-        con.unregister("_suppress")
-    return fetch_one(con, "SELECT count(*) FROM raw.suppression")[0] - before
 
 
 def suppress_from_events(con: duckdb.DuckDBPyConnection, run: RunContext) -> int:
@@ -39,18 +29,13 @@ def suppress_from_events(con: duckdb.DuckDBPyConnection, run: RunContext) -> int
             WHERE e.event_type IN {SUPPRESSING_EVENTS}
             ORDER BY lower(s.to_email), e.occurred_at""",
     ).df()
-    return _add(con, rows.assign(partition_day=run.partition_day, added_at=utcnow()))
+    return insert_rows(con, "suppression", rows.assign(partition_day=run.partition_day, added_at=utcnow()), skip_existing=True)
 
 
 def import_suppression_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: RunContext) -> int:
     """Suppress the addresses of every new do-not-contact file; a file without `email` is rejected."""
     added = 0
-    seen = registered_hashes(con)
-    for path in sorted(Path(inbox).glob("*.csv")) if Path(inbox).exists() else []:
-        sha = file_sha256(path)
-        if sha in seen:
-            continue
-        seen.add(sha)  # the same list dropped twice under two names is imported once
+    for path, sha in unregistered_files(con, "suppression", inbox_files(inbox, {".csv"})):
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
             error = None if "email" in frame.columns else f"{path}: missing column 'email'; found {', '.join(frame.columns)}"
@@ -73,6 +58,8 @@ def import_suppression_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: R
                     "source": f"file:{path.name}",
                 }
             ).drop_duplicates("email")
-            added += _add(con, rows.assign(partition_day=run.partition_day, added_at=utcnow()))
+            added += insert_rows(
+                con, "suppression", rows.assign(partition_day=run.partition_day, added_at=utcnow()), skip_existing=True
+            )
             register_file(con, run, "suppression", path, sha, (len(frame), int(keep.sum()), int((~keep).sum())))
     return added

@@ -17,7 +17,7 @@ from factory_dagster.controls.incidents import record_incident
 from factory_dagster.intake.reading import LeadFileError, list_lead_files, read_lead_file
 from factory_dagster.intake.validation import validate_leads
 from factory_dagster.models.gateway import RunContext
-from factory_dagster.warehouse.file_registry import file_sha256, register_file, registered_hashes
+from factory_dagster.warehouse.file_registry import register_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
@@ -32,13 +32,8 @@ class IntakeSummary:
 
 def import_lead_files(con: duckdb.DuckDBPyConnection, inbox: Path, spec: CampaignSpec, run: RunContext) -> IntakeSummary:
     summary = IntakeSummary()
-    seen = registered_hashes(con)
     known_emails = {row[0] for row in con.execute("SELECT email FROM raw.leads").fetchall()}
-    for path in list_lead_files(inbox):
-        sha = file_sha256(path)
-        if sha in seen:
-            continue
-        seen.add(sha)
+    for path, sha in unregistered_files(con, "leads", list_lead_files(inbox)):
         try:
             raw = read_lead_file(path)
         except LeadFileError as exc:

@@ -10,7 +10,6 @@ failed instead of silently importing part of it.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 import re
@@ -19,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from factory_dagster.warehouse.file_registry import inbox_files
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "email",
@@ -57,21 +58,7 @@ class LeadFileError(ValueError):
 
 def list_lead_files(inbox: Path) -> list[Path]:
     """Lead files waiting in the inbox, by name; hidden and partial files are not leads yet."""
-    inbox = Path(inbox)
-    if not inbox.is_dir():
-        return []
-    return sorted(
-        p for p in inbox.iterdir() if p.is_file() and p.suffix.lower() in LEAD_FILE_SUFFIXES and not p.name.startswith(".")
-    )
-
-
-def file_sha256(path: Path) -> str:
-    """Content hash, so the same file dropped twice (even renamed) is imported once."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return inbox_files(inbox, LEAD_FILE_SUFFIXES)
 
 
 def read_lead_file(path: Path) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import openai
 import pandas as pd
@@ -28,7 +28,7 @@ OPENAI_MAX_RETRIES = 3
 
 def utcnow() -> datetime:
     """Naive UTC, as DuckDB TIMESTAMP columns store it."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,9 @@ class RunContext:
 
     def stamp(self, rows: pd.DataFrame, time_column: str = "created_at") -> pd.DataFrame:
         """The rows with this run's ids and a timestamp, ready for a `raw` table."""
-        return rows.assign(run_id=self.run_id, partition_day=self.partition_day, campaign_id=self.campaign_id, **{time_column: utcnow()})
+        return rows.assign(
+            run_id=self.run_id, partition_day=self.partition_day, campaign_id=self.campaign_id, **{time_column: utcnow()}
+        )
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,19 @@ class ModelGateway:
     ) -> CallResult:
         entry = self.registry.entry(model)
         started = time.perf_counter()
-        answer = self._offline(model, entry, messages, seed_key) if entry.provider == "offline" else self._openai(model, entry, messages)
+        answer = (
+            self._offline(model, entry, messages, seed_key)
+            if entry.provider == "offline"
+            else self._openai(model, entry, messages)
+        )
         latency_ms = (time.perf_counter() - started) * 1000
         cost = entry.cost_usd(answer.tokens_in, answer.tokens_out)
-        call_id = "call_" + hashlib.sha256(f"{self.run.run_id}|{stage}|{model}|{lead_id}|{seed_key}|{len(self._calls)}".encode()).hexdigest()[:20]
+        call_id = (
+            "call_"
+            + hashlib.sha256(f"{self.run.run_id}|{stage}|{model}|{lead_id}|{seed_key}|{len(self._calls)}".encode()).hexdigest()[
+                :20
+            ]
+        )
         self._calls.append(
             {
                 "call_id": call_id,

@@ -27,9 +27,5 @@ def write_ledger(con: duckdb.DuckDBPyConnection, gateway: ModelGateway) -> int:
             for v in sorted(calls.prompt_version.unique())
         ]
     )
-    con.register("_versions", versions)
-    try:
-        con.execute("INSERT INTO raw.prompt_versions BY NAME SELECT * FROM _versions ON CONFLICT DO NOTHING")
-    finally:
-        con.unregister("_versions")
+    insert_rows(con, "prompt_versions", versions, skip_existing=True)
     return insert_rows(con, "llm_calls", calls)

@@ -36,7 +36,13 @@ class LocalOpenAIServer(ThreadingHTTPServer):
     def answer(self, body: dict) -> tuple[int, dict]:
         model = body.get("model")
         if model not in self.models:
-            return 404, {"error": {"message": f"The model '{model}' does not exist", "type": "invalid_request_error", "code": "model_not_found"}}
+            return 404, {
+                "error": {
+                    "message": f"The model '{model}' does not exist",
+                    "type": "invalid_request_error",
+                    "code": "model_not_found",
+                }
+            }
         messages = body.get("messages") or []
         text = OfflineModel(model, self.models[model]).complete(messages, seed_key=str(body.get("seed", "")))
         prompt_tokens = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
@@ -47,7 +53,11 @@ class LocalOpenAIServer(ThreadingHTTPServer):
             "created": int(time.time()),
             "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
 

@@ -22,7 +22,7 @@ RAW_TABLES: dict[str, str] = {
         status VARCHAR NOT NULL,
         error VARCHAR,
         imported_at TIMESTAMP NOT NULL,
-        PRIMARY KEY (file_sha256)
+        PRIMARY KEY (kind, file_sha256)
     """,
     "leads": """
         lead_id VARCHAR NOT NULL PRIMARY KEY,

@@ -8,6 +8,7 @@ and a rejected file keeps its error until a corrected file (new hash) arrives.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import duckdb
@@ -23,8 +24,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def registered_hashes(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {row[0] for row in con.execute("SELECT file_sha256 FROM raw.intake_files").fetchall()}
+def inbox_files(inbox: Path, suffixes: Collection[str]) -> list[Path]:
+    """Files waiting in an inbox, by name, any case of suffix; hidden and partial files are not ready yet."""
+    inbox = Path(inbox)
+    if not inbox.is_dir():
+        return []
+    return sorted(p for p in inbox.iterdir() if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+
+
+def registered_hashes(con: duckdb.DuckDBPyConnection, kind: str) -> set[str]:
+    return {row[0] for row in con.execute("SELECT file_sha256 FROM raw.intake_files WHERE kind = ?", [kind]).fetchall()}
+
+
+def unregistered_files(con: duckdb.DuckDBPyConnection, kind: str, paths: list[Path]) -> Iterator[tuple[Path, str]]:
+    """(path, sha256) of each file whose content is not registered yet; a copy in the same batch counts once."""
+    seen = registered_hashes(con, kind)
+    for path in paths:
+        sha = file_sha256(path)
+        if sha not in seen:
+            seen.add(sha)
+            yield path, sha
 
 
 def register_file(

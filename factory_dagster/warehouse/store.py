@@ -55,19 +55,23 @@ def connect(path: Path, read_only: bool = False, wait_s: float = LOCK_RETRY_SECO
         con.close()
 
 
-def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame) -> int:
-    """Append a frame to `raw.<table>`, matching columns by name."""
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame, skip_existing: bool = False) -> int:
+    """Append a frame to `raw.<table>`, matching columns by name; the number of rows written.
+
+    With `skip_existing`, rows that collide with a key already present are left out
+    (append-only registers such as the suppression list and prompt versions).
+    """
     if rows.empty:
         return 0
+    conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
     con.register("_rows", rows)
     try:
-        con.execute(f"INSERT INTO raw.{table} BY NAME SELECT * FROM _rows")
+        return con.execute(f"INSERT INTO raw.{table} BY NAME SELECT * FROM _rows{conflict}").fetchall()[0][0]
     finally:
         # After a failed INSERT inside a transaction, unregister raises "transaction is aborted"
         # and would hide the real error; the caller's ROLLBACK drops the view anyway.
         with suppress(duckdb.TransactionException):
             con.unregister("_rows")
-    return len(rows)
 
 
 @contextmanager

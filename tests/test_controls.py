@@ -1,0 +1,191 @@
+"""Operator controls and the marts the line's decisions read: kill switch, incidents, halt reasons."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from helpers_db import CAMPAIGN, DAY, OTHER_CAMPAIGN, count, query, run_for
+
+from factory_dagster.controls.incidents import record_incident
+from factory_dagster.controls.kill_switch import KillSwitchState, kill_switch_state, set_kill_switch
+from factory_dagster.learning.marts import halt_reason, segment_angle_performance, segment_arm_performance
+from factory_dagster.warehouse.store import connect
+
+
+@pytest.fixture
+def con(tmp_path: Path):
+    with connect(tmp_path / "warehouse.duckdb") as connection:
+        yield connection
+
+
+# --- kill switch -------------------------------------------------------------------------------
+
+
+def test_the_kill_switch_is_off_until_someone_engages_it(con) -> None:
+    state = kill_switch_state(con)
+    assert state == KillSwitchState(False, "default", "never engaged")
+    assert count(con, "kill_switch") == 0  # reading does not write
+
+
+def test_the_latest_change_of_the_kill_switch_wins(con, tmp_path: Path) -> None:
+    engaged = set_kill_switch(con, True, "anomaly-guard", "complaint spike: 0.42% over 7 days")
+    assert engaged == KillSwitchState(True, "anomaly-guard", "complaint spike: 0.42% over 7 days")
+    assert kill_switch_state(con) == engaged
+
+    released = set_kill_switch(con, False, "maya@brightwave-ledger.example", "bad list removed, complaints explained")
+    assert kill_switch_state(con) == released
+
+    set_kill_switch(con, True, "maya@brightwave-ledger.example", "pausing over the holiday")
+    assert kill_switch_state(con) == KillSwitchState(True, "maya@brightwave-ledger.example", "pausing over the holiday")
+
+    # The history is kept, in order.
+    assert query(con, "SELECT engaged, actor FROM raw.kill_switch ORDER BY changed_at") == [
+        (True, "anomaly-guard"),
+        (False, "maya@brightwave-ledger.example"),
+        (True, "maya@brightwave-ledger.example"),
+    ]
+
+
+def test_the_kill_switch_state_survives_reopening_the_warehouse(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    with connect(path) as con:
+        set_kill_switch(con, True, "ops", "incident INC-1042 under investigation")
+    with connect(path, read_only=True) as con:
+        assert kill_switch_state(con).engaged is True
+        assert kill_switch_state(con).reason == "incident INC-1042 under investigation"
+
+
+def test_many_quick_toggles_always_read_back_the_last_one(con) -> None:
+    for i in range(60):
+        set_kill_switch(con, i % 2 == 0, "ops", f"toggle {i}")
+        assert kill_switch_state(con) == KillSwitchState(i % 2 == 0, "ops", f"toggle {i}")
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\n\t"])
+def test_a_kill_switch_change_without_a_reason_is_refused(con, reason: str) -> None:
+    set_kill_switch(con, True, "anomaly-guard", "bounce spike")
+    with pytest.raises(ValueError, match="reason"):
+        set_kill_switch(con, False, "ops", reason)
+    assert count(con, "kill_switch") == 1
+    assert kill_switch_state(con).engaged is True
+
+
+# --- incidents ---------------------------------------------------------------------------------
+
+
+def test_record_incident_writes_the_run_ids_and_is_idempotent(con) -> None:
+    run = run_for()
+    detail = "/srv/factory/inbox/leads/crm.csv: missing required column(s) 'company_size'"
+
+    first = record_incident(con, run, "lead_file_rejected", "warning", detail)
+    second = record_incident(con, run, "lead_file_rejected", "warning", detail)
+
+    assert first == second and first.startswith("inc_")
+    assert query(con, "SELECT incident_id, partition_day, run_id, campaign_id, kind, severity, detail FROM raw.incidents") == [
+        (first, DAY, run.run_id, CAMPAIGN, "lead_file_rejected", "warning", detail)
+    ]
+
+
+def test_different_incidents_are_all_kept(con) -> None:
+    run = run_for()
+    ids = {
+        record_incident(con, run, "sends_held", "critical", "kill switch engaged by ops: maintenance"),
+        record_incident(con, run, "sends_held", "critical", "model spend $2.0500 exceeded the daily budget $2.00"),
+        record_incident(con, run, "send_cap_reached", "info", "kill switch engaged by ops: maintenance"),
+        record_incident(
+            con, run_for(run_id="run-2026-03-02-retry"), "sends_held", "critical", "kill switch engaged by ops: maintenance"
+        ),
+        record_incident(
+            con,
+            run_for(DAY + timedelta(days=1), run_id=run.run_id),
+            "sends_held",
+            "critical",
+            "kill switch engaged by ops: maintenance",
+        ),
+    }
+    assert len(ids) == 5
+    assert count(con, "incidents") == 5
+
+
+# --- marts readers -----------------------------------------------------------------------------
+
+
+def test_mart_readers_answer_nothing_learned_before_dbt_has_built(con) -> None:
+    assert query(con, "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'marts'") == [(0,)]
+
+    performance = segment_arm_performance(con, CAMPAIGN)
+    assert performance.empty
+    assert list(performance.columns) == ["segment", "arm_id", "angle", "sends", "replies"]
+    assert segment_angle_performance(con, CAMPAIGN).empty
+    assert halt_reason(con, CAMPAIGN, DAY) is None
+
+    con.execute("CREATE SCHEMA marts")  # the schema alone (a partial build) is not enough either
+    assert segment_arm_performance(con, CAMPAIGN).empty
+    assert halt_reason(con, CAMPAIGN, DAY) is None
+
+
+def test_mart_readers_work_on_a_read_only_warehouse_without_marts(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    with connect(path):
+        pass
+    with connect(path, read_only=True) as con:
+        assert segment_arm_performance(con, CAMPAIGN).empty
+        assert halt_reason(con, CAMPAIGN, DAY) is None
+
+
+def create_anomalies(con) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS marts")
+    con.execute(
+        """CREATE TABLE marts.anomalies (
+               campaign_id VARCHAR, day DATE, sends_7d BIGINT, bounces_7d BIGINT, complaints_7d BIGINT,
+               bounce_rate_7d DOUBLE, complaint_rate_7d DOUBLE,
+               complaint_spike BOOLEAN, bounce_spike BOOLEAN, halt_sending BOOLEAN)"""
+    )
+
+
+def test_halt_reason_names_the_spike_and_the_rates(con) -> None:
+    create_anomalies(con)
+    yesterday = DAY - timedelta(days=1)
+    con.execute(
+        """INSERT INTO marts.anomalies VALUES
+           (?, ?, 950, 12, 4, 12 / 950, 4 / 950, true, false, true),
+           (?, ?, 820, 9, 1, 9 / 820, 1 / 820, false, false, false),
+           (?, ?, 400, 40, 0, 0.1, 0.0, false, true, true)""",
+        [CAMPAIGN, DAY, CAMPAIGN, yesterday, OTHER_CAMPAIGN, DAY],
+    )
+
+    reason = halt_reason(con, CAMPAIGN, DAY)
+
+    assert reason == "complaint spike over the last 7 days: complaint rate 0.421%, bounce rate 1.263% on 950 sends"
+    assert halt_reason(con, CAMPAIGN, yesterday) is None  # a day that does not halt
+    assert halt_reason(con, CAMPAIGN, DAY - timedelta(days=5)) is None  # a day with no row
+    assert halt_reason(con, OTHER_CAMPAIGN, DAY).startswith("bounce spike over the last 7 days")
+
+
+def test_halt_reason_names_both_spikes(con) -> None:
+    create_anomalies(con)
+    con.execute("INSERT INTO marts.anomalies VALUES (?, ?, 600, 30, 3, 0.05, 0.005, true, true, true)", [CAMPAIGN, DAY])
+    reason = halt_reason(con, CAMPAIGN, DAY)
+    assert reason.startswith("complaint and bounce spike")
+    assert "complaint rate 0.500%" in reason and "bounce rate 5.000%" in reason and "600 sends" in reason
+
+
+def test_segment_arm_performance_sums_a_hand_made_mart(con) -> None:
+    con.execute("CREATE SCHEMA marts")
+    con.execute(
+        """CREATE TABLE marts.segment_arm_performance AS SELECT * FROM (VALUES
+             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', 40, 1),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', 35, 2),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', 30, 0),
+             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', 99, 9)
+           ) AS t(campaign_id, day, segment, arm_id, angle, sends, replies)"""
+    )
+    performance = segment_arm_performance(con, CAMPAIGN)
+    assert performance.to_dict("records") == [
+        {"segment": "general", "arm_id": "team_time|draft-v1|offline-cheap", "angle": "team_time", "sends": 75, "replies": 3},
+        {"segment": "general", "arm_id": "team_time|draft-v2|offline-cheap", "angle": "team_time", "sends": 30, "replies": 0},
+    ]
+    by_angle = segment_angle_performance(con, CAMPAIGN)
+    assert by_angle.to_dict("records") == [{"segment": "general", "angle": "team_time", "sends": 105, "replies": 3}]
