@@ -11,7 +11,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import line_demo
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or BENCHMARKS:
         print(f"benchmark {name} …", flush=True)
         figures = BENCHMARKS[name]()
-        figures["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        figures["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         figures["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": sys.platform}
         results[name] = figures
         print(json.dumps({name: figures}, indent=2), flush=True)

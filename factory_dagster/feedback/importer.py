@@ -12,10 +12,9 @@ from pathlib import Path
 
 import duckdb
 
-from factory_dagster.controls.incidents import record_incident
 from factory_dagster.feedback.events import EventFileError, read_event_file, validate_events
 from factory_dagster.models.gateway import RunContext
-from factory_dagster.warehouse.file_registry import inbox_files, register_file, unregistered_files
+from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
@@ -36,9 +35,7 @@ def import_event_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: RunCont
         try:
             raw = read_event_file(path)
         except EventFileError as exc:
-            with transaction(con):
-                register_file(con, run, "events", path, sha, error=str(exc))
-                record_incident(con, run, "event_file_rejected", "warning", str(exc))
+            reject_file(con, run, "events", path, sha, str(exc))
             summary.rejected_files[str(path)] = str(exc)
             continue
         result = validate_events(raw, send_ids, event_ids)

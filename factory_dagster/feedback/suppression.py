@@ -12,9 +12,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from factory_dagster.controls.incidents import record_incident
 from factory_dagster.models.gateway import RunContext, utcnow
-from factory_dagster.warehouse.file_registry import inbox_files, register_file, unregistered_files
+from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 SUPPRESSING_EVENTS = ("unsubscribed", "complained", "bounced")
@@ -41,11 +40,10 @@ def import_suppression_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: R
             error = None if "email" in frame.columns else f"{path}: missing column 'email'; found {', '.join(frame.columns)}"
         except ValueError as exc:  # empty, not UTF-8 or malformed: pandas raises ValueError subclasses
             error = f"{path}: cannot read the file as CSV: {exc}"
+        if error:
+            reject_file(con, run, "suppression", path, sha, error)
+            continue
         with transaction(con):
-            if error:
-                register_file(con, run, "suppression", path, sha, error=error)
-                record_incident(con, run, "suppression_file_rejected", "warning", error)
-                continue
             emails = frame.email.str.strip().str.lower()
             # Even a malformed address is suppressed: suppressing too much is the safe side.
             keep = emails != ""

@@ -13,11 +13,10 @@ from pathlib import Path
 import duckdb
 
 from factory_dagster.campaign.spec import CampaignSpec
-from factory_dagster.controls.incidents import record_incident
 from factory_dagster.intake.reading import LeadFileError, list_lead_files, read_lead_file
 from factory_dagster.intake.validation import validate_leads
 from factory_dagster.models.gateway import RunContext
-from factory_dagster.warehouse.file_registry import register_file, unregistered_files
+from factory_dagster.warehouse.file_registry import register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
@@ -37,9 +36,7 @@ def import_lead_files(con: duckdb.DuckDBPyConnection, inbox: Path, spec: Campaig
         try:
             raw = read_lead_file(path)
         except LeadFileError as exc:
-            with transaction(con):
-                register_file(con, run, "leads", path, sha, error=str(exc))
-                record_incident(con, run, "lead_file_rejected", "warning", str(exc))
+            reject_file(con, run, "leads", path, sha, str(exc))
             summary.rejected_files[str(path)] = str(exc)
             continue
         accepted, quarantined = validate_leads(raw, spec, known_emails)

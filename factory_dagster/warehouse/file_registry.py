@@ -13,7 +13,11 @@ from pathlib import Path
 
 import duckdb
 
+from factory_dagster.controls.incidents import record_incident
 from factory_dagster.models.gateway import RunContext, utcnow
+from factory_dagster.warehouse.store import transaction
+
+_INCIDENT_KIND = {"leads": "lead_file_rejected", "events": "event_file_rejected", "suppression": "suppression_file_rejected"}
 
 
 def file_sha256(path: Path) -> str:
@@ -74,3 +78,10 @@ def register_file(
             utcnow(),
         ],
     )
+
+
+def reject_file(con: duckdb.DuckDBPyConnection, run: RunContext, kind: str, path: Path, sha: str, error: str) -> None:
+    """Register a file that cannot be imported, with an incident naming it; the inbox's other files go on."""
+    with transaction(con):
+        register_file(con, run, kind, path, sha, error=error)
+        record_incident(con, run, _INCIDENT_KIND[kind], "warning", error)
