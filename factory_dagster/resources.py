@@ -17,7 +17,10 @@ import duckdb
 from pydantic import Field
 
 from factory_dagster.campaign.spec import CampaignSpec, SpecError, load_spec
+from factory_dagster.models.budget import Budget
+from factory_dagster.models.cache import CachedAnswer, lookup
 from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.ledger import spent_today
 from factory_dagster.models.registry import ModelRegistry, load_registry
 from factory_dagster.models.routing import Route, resolve_routes, with_served_models
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH, Paths
@@ -63,9 +66,10 @@ class FactoryResource(dg.ConfigurableResource):
         except SpecError as exc:
             raise dg.Failure(description=str(exc)) from exc
 
-    def routes(self, spec: CampaignSpec) -> list[Route]:
+    def routes(self, spec: CampaignSpec | None = None) -> dict[str, Route]:
+        """Each model stage's chain and mode, from the routing table and the spec's overrides."""
         try:
-            return resolve_routes(spec, self.registry(), os.environ)
+            return resolve_routes(spec or self.configured_spec(), self.registry(), os.environ)
         except SpecError as exc:
             raise dg.Failure(description=f"{self.spec_path}: {exc}") from exc
 
@@ -73,7 +77,19 @@ class FactoryResource(dg.ConfigurableResource):
         return load_registry(Path(self.registry_path))
 
     def gateway(self, context: dg.AssetExecutionContext, spec: CampaignSpec) -> ModelGateway:
-        return ModelGateway(self.registry(), self.run_context(context, spec))
+        """A fresh gateway for one asset execution: its ledger and usage are this asset's alone.
+
+        It holds the day's budget (what earlier stages and runs of the day spent counts) and
+        reads the response cache from the warehouse, one query per batch of calls.
+        """
+        run = self.run_context(context, spec)
+        with self.warehouse() as con:
+            budget = Budget(spec.limits.daily_budget_usd, spent_today(con, run))
+        return ModelGateway(self.registry(), self.routes(), run, budget=budget, cache_loader=self._cached_answers)
+
+    def _cached_answers(self, keys: list[str]) -> dict[str, CachedAnswer]:
+        with self.warehouse() as con:
+            return lookup(con, keys)
 
     def run_context(self, context: dg.AssetExecutionContext, spec: CampaignSpec) -> RunContext:
         return RunContext(context.run.run_id, partition_day(context), spec.campaign_id)

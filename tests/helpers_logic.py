@@ -15,9 +15,10 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec, load_spec
 from factory_dagster.drafting.draft import draft_brief
-from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.gateway import CallRequest, ModelGateway, RunContext
 from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.registry import ModelRegistry
+from factory_dagster.models.routing import resolve_routes
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, parse_plan, plan_brief
 from factory_dagster.settings import DEFAULT_SPEC_PATH
 
@@ -105,14 +106,17 @@ def registry(cheap: float = 0.15, premium: float = 0.01) -> ModelRegistry:
 
 
 def gateway(reg: ModelRegistry, run_id: str = "run-test", day: dt.date = DAY, campaign_id: str | None = None) -> ModelGateway:
-    return ModelGateway(reg, RunContext(run_id=run_id, partition_day=day, campaign_id=campaign_id or example_spec().campaign_id))
+    """A gateway over `reg`, routed as the example spec routes offline (no API key in its environment)."""
+    routes = resolve_routes(example_spec(), reg, environ={})
+    run = RunContext(run_id=run_id, partition_day=day, campaign_id=campaign_id or example_spec().campaign_id)
+    return ModelGateway(reg, routes, run, environ={})
 
 
 def offline_plan(spec: CampaignSpec) -> pd.DataFrame:
     """The premium offline planner's plan for the spec (no performance history)."""
     gw = gateway(registry(premium=0.0), campaign_id=spec.campaign_id)
     messages = build_messages(PLAN_PROMPT_VERSION, plan_brief(spec, pd.DataFrame()))
-    return parse_plan(gw.complete("plan", spec.routing["plan"], PLAN_PROMPT_VERSION, messages).text)
+    return parse_plan(gw.complete(CallRequest("plan", PLAN_PROMPT_VERSION, messages)).text)
 
 
 def make_leads(n: int, spec: CampaignSpec | None = None) -> list[dict[str, Any]]:

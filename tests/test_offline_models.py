@@ -13,7 +13,7 @@ from helpers_logic import DAY, brief_for, example_spec, gateway, lead_fields, ma
 
 from factory_dagster.drafting.draft import lead_payload, parse_draft
 from factory_dagster.gates.rules import check_draft, word_count
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.models.gateway import CallRequest, RunContext
 from factory_dagster.models.offline import DEFECT_TYPES, OfflineModel, _draft, estimate_tokens
 from factory_dagster.models.prompts import PROMPTS, build_messages, parse_tagged_json, prompt
 from factory_dagster.models.registry import load_registry
@@ -242,8 +242,8 @@ def test_gateway_ledger_costs_and_usage() -> None:
     gw = gateway(reg, run_id="run-ledger")
     row = next(_work().itertuples())
     messages = _messages(row)
-    first = gw.complete("draft", "offline-cheap", "draft-v1", messages, lead_id=row.lead_id, seed_key="0|0")
-    second = gw.complete("draft", "offline-cheap", "draft-v1", messages, lead_id=row.lead_id, seed_key="0|0")
+    request = CallRequest("draft", "draft-v1", messages, lead_id=row.lead_id)
+    first, second = gw.complete(request), gw.complete(request)
     assert first.text == second.text  # same answer ...
     assert first.call_id != second.call_id  # ... but two calls, two ledger rows
     ledger = gw.ledger()
@@ -259,8 +259,8 @@ def test_gateway_ledger_costs_and_usage() -> None:
     usage = gw.usage()
     assert usage["llm_calls"] == 2 and usage["tokens_in"] == 2 * tokens_in
     assert usage["cost_usd"] == pytest.approx(2 * expected, abs=1e-6)
-    with pytest.raises(KeyError, match="not in the model registry"):
-        gw.complete("draft", "gpt-imaginary", "draft-v1", messages)
+    with pytest.raises(KeyError):
+        gw.complete(CallRequest("audit", "draft-v1", messages))  # a stage without a route
 
 
 def test_run_context_stamps_rows() -> None:

@@ -11,12 +11,12 @@ import pytest
 from factory_dagster.campaign.spec import SpecError, load_spec
 from factory_dagster.definitions import build_definitions
 from factory_dagster.intake.sample_leads import write_sample_file
-from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.gateway import CallRequest, ModelGateway, RunContext
 from factory_dagster.models.local_server import serving
 from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.registry import ModelRegistry, load_registry
 from factory_dagster.models.routing import resolve_routes
-from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, parse_plan, plan_brief, plan_violations
+from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanAnswer, parse_plan, plan_brief, plan_violations
 from factory_dagster.settings import DEFAULT_SPEC_PATH, Paths
 from factory_dagster.warehouse.store import connect
 
@@ -37,18 +37,26 @@ def plan_messages() -> list[dict[str, str]]:
 
 def test_without_a_key_the_offline_stand_ins_serve():
     routes = resolve_routes(load_spec(DEFAULT_SPEC_PATH), load_registry(), environ={})
-    assert {r.stage: r.served for r in routes} == {
+    assert {stage: r.primary for stage, r in routes.items()} == {
         "plan": "offline-premium",
         "draft": "offline-cheap",
         "repair": "offline-cheap",
         "escalate": "offline-premium",
     }
-    assert all("offline stand-in" in r.source for r in routes)
+    assert all("offline stand-in" in r.source for r in routes.values())
+    assert routes["draft"].served == ("offline-cheap", "offline-premium")  # the chain keeps its fallback
 
 
 def test_with_a_key_the_registry_models_serve():
     routes = resolve_routes(load_spec(DEFAULT_SPEC_PATH), load_registry(), environ={"OPENAI_API_KEY": "sk-anything"})
-    assert {r.served for r in routes} == {"gpt-4o", "gpt-4o-mini"} and all(r.source == "spec" for r in routes)
+    assert routes["draft"].served == ("gpt-4o-mini", "gpt-4o") and routes["escalate"].served == ("gpt-4o",)
+    assert all(r.source == "spec" for r in routes.values())
+
+
+def test_the_routing_table_serves_stages_the_spec_does_not_override():
+    spec = load_spec(DEFAULT_SPEC_PATH).model_copy(update={"routing": {}})
+    routes = resolve_routes(spec, load_registry(), environ={"OPENAI_API_KEY": "sk-anything"})
+    assert routes["plan"].served == ("gpt-4o", "gpt-4o-mini") and routes["plan"].source == "routing table"
 
 
 def test_routing_to_an_unknown_model_names_the_field():
@@ -59,33 +67,35 @@ def test_routing_to_an_unknown_model_names_the_field():
         resolve_routes(spec, load_registry(), environ={})
 
 
+def online_gateway(server, key: str = KEY, registry: ModelRegistry | None = None) -> ModelGateway:
+    environ = {"OPENAI_API_KEY": key, "OPENAI_BASE_URL": server.base_url}
+    registry = registry or load_registry()
+    routes = resolve_routes(load_spec(DEFAULT_SPEC_PATH), registry, environ)
+    return ModelGateway(registry, routes, RUN, environ=environ)
+
+
+def plan_request(seed: int = 0) -> CallRequest:
+    return CallRequest("plan", PLAN_PROMPT_VERSION, plan_messages(), seed=seed, response_model=PlanAnswer)
+
+
 def test_a_call_goes_over_http_and_is_priced_from_the_registry(server):
-    gateway = ModelGateway(load_registry(), RUN, environ={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.base_url})
+    gateway = online_gateway(server)
     before = server.requests
-    result = gateway.complete("plan", "gpt-4o", PLAN_PROMPT_VERSION, plan_messages())
-    assert server.requests == before + 1 and result.status == "ok"
+    result = gateway.complete(plan_request())
+    assert server.requests == before + 1 and result.status == "ok" and result.model == "gpt-4o"
     assert plan_violations(parse_plan(result.text), load_spec(DEFAULT_SPEC_PATH)) == []
     row = gateway.ledger().iloc[0]
-    assert row.provider == "openai" and row.tokens_in > 0 and row.tokens_out > 0
+    assert row.provider == "openai" and row["mode"] == "online" and row.tokens_in > 0 and row.tokens_out > 0
     assert row.cost_usd == pytest.approx((row.tokens_in * 2.50 + row.tokens_out * 10.00) / 1e6)
 
 
 def test_a_failing_call_is_logged_as_an_error_not_raised_and_never_leaks_the_key(server):
     secret = "sk-this-must-never-be-logged"
-    gateway = ModelGateway(load_registry(), RUN, environ={"OPENAI_API_KEY": secret, "OPENAI_BASE_URL": server.base_url})
-    result = gateway.complete("plan", "gpt-4o", PLAN_PROMPT_VERSION, plan_messages())
+    gateway = online_gateway(server, key=secret)
+    result = gateway.complete(plan_request())
     assert result.status == "error" and result.text == ""
     row = gateway.ledger().iloc[0]
     assert "401" in row.error and secret not in row.error and row.cost_usd == 0
-
-
-def test_an_unknown_model_on_the_server_is_an_error_row(server):
-    registry = ModelRegistry.model_validate(
-        {"models": {"gpt-x": {"provider": "openai", "tier": "cheap", "input_per_mtok": 1, "output_per_mtok": 1}}}
-    )
-    gateway = ModelGateway(registry, RUN, environ={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.base_url})
-    assert gateway.complete("draft", "gpt-x", "draft-v1", plan_messages()).status == "error"
-    assert "model_not_found" in gateway.ledger().error[0] or "404" in gateway.ledger().error[0]
 
 
 def test_one_day_of_the_line_runs_against_the_openai_compatible_server(server, tmp_path, monkeypatch, dbt_manifest):

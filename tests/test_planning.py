@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from helpers_logic import example_spec, gateway, offline_plan, registry
 
+from factory_dagster.models.gateway import CallRequest
 from factory_dagster.models.prompts import build_messages
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanError, parse_plan, plan_brief, plan_violations
 
@@ -45,7 +46,7 @@ def test_plan_through_the_gateway_is_logged() -> None:
     spec = example_spec()
     gw = gateway(registry())
     messages = build_messages(PLAN_PROMPT_VERSION, plan_brief(spec, pd.DataFrame()))
-    result = gw.complete("plan", spec.routing["plan"], PLAN_PROMPT_VERSION, messages)
+    result = gw.complete(CallRequest("plan", PLAN_PROMPT_VERSION, messages))
     assert plan_violations(parse_plan(result.text), spec) == []
     ledger = gw.ledger()
     assert ledger.stage.tolist() == ["plan"] and ledger.model.tolist() == ["offline-premium"]

@@ -39,7 +39,11 @@ def test_example_spec_loads() -> None:
     assert [s.name for s in spec.segments][-1] == "general"
     assert spec.segments[-1].rules.is_catch_all
     assert {a.name for a in spec.angles} == {"close_speed", "fewer_errors", "team_time"}
-    assert {"plan", "draft", "escalate"} <= spec.routing.keys()
+    assert (
+        {"plan", "draft", "escalate"} <= spec.routing.keys()
+        and spec.chain("draft") == ["gpt-4o-mini", "gpt-4o"]
+        and spec.chain("escalate") == ["gpt-4o"]
+    )
     assert spec.limits.min_words < spec.limits.max_words
     assert spec.drafting.prompt_versions == ["draft-v1", "draft-v2"]
 
@@ -89,7 +93,7 @@ def _delete(data: dict[str, Any], dotted: str) -> None:
         (lambda d: d["segments"].append({"name": "late", "rules": {"industry_in": ["Software"]}}), "segments", "last segment"),
         (lambda d: d["segments"].append(copy.deepcopy(d["segments"][-1])), "segments", "unique"),
         (lambda d: d["angles"].append(copy.deepcopy(d["angles"][0])), "angles", "unique"),
-        (lambda d: _delete(d, "routing.escalate"), "routing", "escalate"),
+        (lambda d: _set(d, "routing.negotiate", "gpt-4o"), "routing", "negotiate"),
         (lambda d: _set(d, "limits.min_words", 140), "limits", "min_words must be below max_words"),
         (lambda d: _set(d, "limits.min_words", 200), "limits", "min_words must be below max_words"),
         (lambda d: _set(d, "angles", []), "angles", "at least 1"),
@@ -107,7 +111,7 @@ def _delete(data: dict[str, Any], dotted: str) -> None:
         "last_segment_not_catch_all",
         "duplicate_segment",
         "duplicate_angle",
-        "routing_missing_stage",
+        "routing_unknown_stage",
         "min_equals_max_words",
         "min_above_max_words",
         "no_angles",

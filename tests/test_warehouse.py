@@ -29,7 +29,10 @@ def con(tmp_path: Path):
 def routing_rows(day: date, campaign_id: str, model: str, source: str = "spec") -> pd.DataFrame:
     stages = ("plan", "draft", "escalate")
     return run_for(day, campaign_id=campaign_id).stamp(
-        pd.DataFrame({"stage": stages, "model": [model] * len(stages), "source": source}), "recorded_at"
+        pd.DataFrame(
+            {"stage": stages, "model": [model] * len(stages), "fallbacks": [[]] * len(stages), "mode": "online", "source": source}
+        ),
+        "recorded_at",
     )
 
 

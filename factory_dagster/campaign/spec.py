@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate"})
+
 
 class SpecError(ValueError):
     """A campaign spec that cannot be used; the message names the file and field."""
@@ -129,7 +131,8 @@ class CampaignSpec(_Strict):
     limits: Limits
     drafting: Drafting = Drafting()
     allocation: Allocation = Allocation()
-    routing: dict[str, str] = Field(min_length=1)
+    # Overrides of the routing table (factory_dagster/models/routing.yaml): stage -> model or fallback chain.
+    routing: dict[str, str | list[str]] = {}
     # Filled in by load_spec: the declared version plus a hash of the file, so any edit is a new version.
     spec_version: str = ""
 
@@ -153,11 +156,19 @@ class CampaignSpec(_Strict):
 
     @field_validator("routing")
     @classmethod
-    def _routing_covers_stages(cls, routing: dict[str, str]) -> dict[str, str]:
-        missing = sorted({"plan", "draft", "escalate"} - routing.keys())
-        if missing:
-            raise ValueError(f"routing needs a model for stages {missing}")
+    def _routing_names_known_stages(cls, routing: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        unknown = sorted(routing.keys() - MODEL_STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; the stages that call models are {sorted(MODEL_STAGES)}")
+        empty = sorted(stage for stage, chain in routing.items() if not chain)
+        if empty:
+            raise ValueError(f"stages {empty} name no model")
         return routing
+
+    def chain(self, stage: str) -> list[str]:
+        """This spec's model chain for a stage (empty when the routing table decides)."""
+        value = self.routing.get(stage, [])
+        return [value] if isinstance(value, str) else list(value)
 
     def segment_for(self, lead: Mapping[str, Any]) -> str:
         """The first segment whose rules the lead meets (the last one is a catch-all)."""

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from factory_dagster.assignment.assets import assignments
+from factory_dagster.controls.incidents import record_incident
 from factory_dagster.drafting.draft import draft_candidates
 from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.models.ledger import write_ledger
@@ -15,18 +16,32 @@ from factory_dagster.warehouse.store import insert_rows, transaction
     partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL, group_name="draft", deps=[assignments], kinds={"duckdb"}
 )
 def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
-    """Candidate messages from the cheap model for every assigned, unsent lead of the day."""
+    """Candidate messages from the cheap model for every assigned lead still waiting for a message."""
     spec = factory.spec()
     gateway = factory.gateway(context, spec)
     day = gateway.run.partition_day
-    with factory.warehouse(read_only=True) as con:
+    with factory.warehouse() as con:
         work = unsent_work(con, day, spec.campaign_id)
-    candidates = draft_candidates(gateway, spec, work)
+    candidates, deferred = draft_candidates(gateway, spec, work)
     with factory.warehouse() as con, transaction(con):
         clear_unsent(con, "drafts", day, spec.campaign_id)
         insert_rows(con, "drafts", gateway.run.stamp(candidates))
         write_ledger(con, gateway)
+        if deferred:
+            record_incident(
+                con, gateway.run, "budget_reached", "warning", deferral_detail("drafting", deferred, spec.limits.daily_budget_usd)
+            )
     parse_failures = int(candidates.parse_error.notna().sum()) if not candidates.empty else 0
     return dg.MaterializeResult(
-        metadata={"leads": len(work), "drafts": len(candidates), "unparseable": parse_failures, **gateway.usage()}
+        metadata={
+            "leads": len(work),
+            "drafts": len(candidates),
+            "unparseable": parse_failures,
+            "leads_deferred_by_budget": len(deferred),
+            **gateway.usage(),
+        }
     )
+
+
+def deferral_detail(stage: str, lead_ids: list[str], budget_usd: float) -> str:
+    return f"{stage}: the daily budget of ${budget_usd:.2f} is reached; {len(lead_ids)} leads wait for the next day (first: {', '.join(lead_ids[:5])})"

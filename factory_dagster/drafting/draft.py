@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
+from datetime import date
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, ValidationError
 
 from factory_dagster.campaign.spec import CampaignSpec
-from factory_dagster.models.gateway import ModelGateway
+from factory_dagster.models.gateway import DEFERRED, CallRequest, CallResult, ModelGateway
 from factory_dagster.models.prompts import build_messages
 
 LEAD_FIELDS = ("first_name", "last_name", "company", "role", "industry", "note")
@@ -42,43 +43,55 @@ def lead_payload(lead: Any) -> dict[str, str]:
     return {field: "" if getattr(lead, field) is None else str(getattr(lead, field)) for field in LEAD_FIELDS}
 
 
+class DraftAnswer(BaseModel):
+    """What a drafting model must answer (JSON schema for servers that support it)."""
+
+    subject: str
+    body: str
+
+
 def parse_draft(text: str) -> tuple[str | None, str | None, str | None]:
     """(subject, body, parse_error) from a model answer that should be {"subject", "body"}."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, None, f"not JSON: {exc.msg}"
-    if not isinstance(data, dict) or not isinstance(data.get("subject"), str) or not isinstance(data.get("body"), str):
-        return None, None, "JSON lacks string fields 'subject' and 'body'"
-    return data["subject"].strip(), data["body"].strip(), None
+        answer = DraftAnswer.model_validate_json(text)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        return None, None, f"not a draft: {problem['msg']} at {'.'.join(map(str, problem['loc'])) or 'top level'}"
+    return answer.subject.strip(), answer.body.strip(), None
 
 
-def draft_id(campaign_id: str, lead_id: str, attempt: int, candidate: int) -> str:
-    return "drf_" + hashlib.sha256(f"{campaign_id}|{lead_id}|{attempt}|{candidate}".encode()).hexdigest()[:20]
+def draft_id(campaign_id: str, day: date, lead_id: str, attempt: int, candidate: int) -> str:
+    return "drf_" + hashlib.sha256(f"{campaign_id}|{day}|{lead_id}|{attempt}|{candidate}".encode()).hexdigest()[:20]
 
 
-def request_draft(
-    gateway: ModelGateway,
-    stage: str,
-    model: str,
-    prompt_version: str,
-    brief: dict[str, Any],
-    lead: Any,
-    attempt: int,
-    candidate: int,
+def draft_request(stage: str, prompt_version: str, brief: dict[str, Any], lead: Any, attempt: int, candidate: int) -> CallRequest:
+    """One completion for one lead; the lead's calls share a budget group (all of them, or none today)."""
+    return CallRequest(
+        stage=stage,
+        prompt_version=prompt_version,
+        messages=build_messages(prompt_version, brief, lead_payload(lead)),
+        lead_id=lead.lead_id,
+        seed=attempt * 100 + candidate,
+        group=lead.lead_id,
+        response_model=DraftAnswer,
+    )
+
+
+def draft_row(
+    gateway: ModelGateway, lead: Any, request: CallRequest, result: CallResult, attempt: int, candidate: int
 ) -> dict[str, Any]:
-    """One completion turned into a draft row (kept even when it does not parse)."""
-    messages = build_messages(prompt_version, brief, lead_payload(lead))
-    result = gateway.complete(stage, model, prompt_version, messages, lead_id=lead.lead_id, seed_key=f"{attempt}|{candidate}")
-    subject, body, error = parse_draft(result.text)
+    """The `raw.drafts` row of one answer (kept even when it does not parse: it was paid for)."""
+    subject, body, error = (
+        parse_draft(result.text) if result.status in {"ok", "invalid"} else (None, None, f"model call {result.status}")
+    )
     return {
-        "draft_id": draft_id(gateway.run.campaign_id, lead.lead_id, attempt, candidate),
+        "draft_id": draft_id(gateway.run.campaign_id, gateway.run.partition_day, lead.lead_id, attempt, candidate),
         "lead_id": lead.lead_id,
         "arm_id": lead.arm_id,
         "candidate_index": candidate,
         "attempt": attempt,
-        "model": model,
-        "prompt_version": prompt_version,
+        "model": result.model,
+        "prompt_version": request.prompt_version,
         "llm_call_id": result.call_id,
         "subject": subject,
         "body": body,
@@ -86,13 +99,28 @@ def request_draft(
     }
 
 
-def draft_candidates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame) -> pd.DataFrame:
-    """N candidates per row of `work` (assignment joined with lead fields, hook and claims)."""
-    rows = []
-    for lead in work.itertuples():
-        brief = draft_brief(spec, lead.angle, lead.hook, list(lead.claims), lead.prompt_version)
-        rows += [
-            request_draft(gateway, "draft", lead.model, lead.prompt_version, brief, lead, attempt=0, candidate=i)
-            for i in range(spec.drafting.candidates)
-        ]
-    return pd.DataFrame(rows)
+def draft_candidates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """N candidates per row of `work`; also the leads the budget deferred to another day."""
+    leads = list(work.itertuples())
+    n = spec.drafting.candidates
+    requests = [
+        draft_request(
+            "draft",
+            lead.prompt_version,
+            draft_brief(spec, lead.angle, lead.hook, list(lead.claims), lead.prompt_version),
+            lead,
+            0,
+            i,
+        )
+        for lead in leads
+        for i in range(n)
+    ]
+    results = gateway.complete_many(requests)
+    rows, deferred = [], []
+    for k, lead in enumerate(leads):
+        mine = results[k * n : (k + 1) * n]
+        if any(r.status == DEFERRED for r in mine):
+            deferred.append(lead.lead_id)
+            continue
+        rows += [draft_row(gateway, lead, requests[k * n + i], r, 0, i) for i, r in enumerate(mine)]
+    return pd.DataFrame(rows), deferred

@@ -1,7 +1,9 @@
-"""The drafting work list: the day's assigned leads that have not been sent yet.
+"""The drafting work list: assigned leads of the day, or of earlier days, still waiting for a message.
 
-Leads already sent are left alone by re-runs, so their drafts, gate results and
-message stay exactly as they were when the message went out.
+A lead is done once it has a message or a quarantine verdict on some *other* day, or
+has been sent. So a re-run of the day rewrites that day's own outputs, while leads the
+budget deferred on earlier days come back until they get their verdict. Leads already
+sent are left alone, so their drafts, gate results and message stay as they were sent.
 """
 
 from __future__ import annotations
@@ -12,20 +14,24 @@ import duckdb
 import pandas as pd
 
 UNSENT = "a.lead_id NOT IN (SELECT lead_id FROM raw.sends WHERE campaign_id = $campaign)"
+NOT_DONE_ELSEWHERE = """a.lead_id NOT IN (
+    SELECT lead_id FROM raw.messages WHERE campaign_id = $campaign AND partition_day <> $day
+    UNION ALL
+    SELECT lead_id FROM raw.messages_quarantine WHERE campaign_id = $campaign AND partition_day <> $day)"""
 
 
 def unsent_work(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> pd.DataFrame:
-    """Assignment + lead fields + the plan's hook and claims, one row per lead to draft."""
+    """Assignment + lead fields + today's plan hook and claims, one row per lead to draft."""
     return con.execute(
-        f"""SELECT a.lead_id, a.segment, a.arm_id, a.angle, a.prompt_version, a.model,
+        f"""SELECT a.lead_id, a.partition_day AS assigned_day, a.segment, a.arm_id, a.angle, a.prompt_version, a.model,
                    l.email, l.first_name, l.last_name, l.company, l.role, l.industry, l.note,
                    p.hook, p.claims
             FROM raw.assignments a
             JOIN raw.leads l USING (lead_id)
-            JOIN raw.plans p ON p.partition_day = a.partition_day AND p.campaign_id = a.campaign_id
+            JOIN raw.plans p ON p.partition_day = $day AND p.campaign_id = a.campaign_id
                              AND p.segment = a.segment AND p.angle = a.angle
-            WHERE a.partition_day = $day AND a.campaign_id = $campaign AND {UNSENT}
-            ORDER BY a.lead_id""",
+            WHERE a.partition_day <= $day AND a.campaign_id = $campaign AND {UNSENT} AND {NOT_DONE_ELSEWHERE}
+            ORDER BY a.partition_day, a.lead_id""",
         {"day": day, "campaign": campaign_id},
     ).df()
 

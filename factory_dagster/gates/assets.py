@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from factory_dagster.drafting.assets import drafts
+from factory_dagster.controls.incidents import record_incident
+from factory_dagster.drafting.assets import deferral_detail, drafts
 from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.gates.schemas import message_failures
@@ -25,12 +26,13 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
     spec = factory.spec()
     gateway = factory.gateway(context, spec)
     day = gateway.run.partition_day
-    with factory.warehouse(read_only=True) as con:
+    with factory.warehouse() as con:
         work = unsent_work(con, day, spec.campaign_id)
         candidates = con.execute(
             "SELECT * FROM raw.drafts WHERE partition_day = ? AND campaign_id = ? AND attempt = 0", [day, spec.campaign_id]
         ).df()
-    frames = run_gates(gateway, spec, work, candidates).frames()
+    output = run_gates(gateway, spec, work, candidates)
+    frames = output.frames()
     frames["messages"] = frames["messages"].assign(spec_version=spec.spec_version)
     with factory.warehouse() as con, transaction(con):
         clear_unsent(con, "drafts", day, spec.campaign_id, where="attempt > 0")
@@ -39,6 +41,14 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
         for table, rows in frames.items():
             insert_rows(con, table, gateway.run.stamp(rows))
         write_ledger(con, gateway)
+        if output.deferred:
+            record_incident(
+                con,
+                gateway.run,
+                "budget_reached",
+                "warning",
+                deferral_detail("gating", output.deferred, spec.limits.daily_budget_usd),
+            )
     results = frames["gate_results"]
     return dg.MaterializeResult(
         metadata={
@@ -47,6 +57,7 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
             "quarantined": len(frames["messages_quarantine"]),
             "draft_pass_rate": float(results.passed.mean()) if not results.empty else 0.0,
             "repair_or_escalation_drafts": len(frames["drafts"]),
+            "leads_deferred_by_budget": len(output.deferred),
             **gateway.usage(),
         }
     )

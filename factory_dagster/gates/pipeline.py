@@ -1,10 +1,12 @@
 """The gate between drafting and sending: check, pick, repair, escalate, or quarantine.
 
 For each lead: score every candidate by the rules and by agreement with the other
-candidates; the best passing one becomes the message. If none passes, the cheap
-model is re-asked with the violations (up to `max_repair_attempts`), then the premium
-model drafts it; if that fails too the lead is quarantined with the reasons.
-Every attempt is a draft row, a gate result and a ledger row.
+candidates; the best passing one becomes the message. Leads with no passing draft go
+through rounds together (so remote calls run concurrently): re-asked with their
+violations (up to `max_repair_attempts` rounds), then drafted by the escalation model;
+a lead still failing is quarantined with the reasons. A lead the budget cannot cover
+is deferred to the next day, neither sent nor quarantined. Every attempt is a draft
+row, a gate result and a ledger row.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import Any
 import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
-from factory_dagster.drafting.draft import draft_brief, request_draft
+from factory_dagster.drafting.draft import draft_brief, draft_request, draft_row
 from factory_dagster.gates.rules import Violation, agreement, check_draft, key_facts
-from factory_dagster.models.gateway import ModelGateway
+from factory_dagster.models.gateway import DEFERRED, ModelGateway
 
 REPAIR_PROMPT_VERSION = "repair-v1"
 
@@ -34,6 +36,7 @@ class GateOutput:
     results: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         return {
@@ -73,56 +76,93 @@ def _evaluate(drafts: list[dict[str, Any]], lead: Any, spec: CampaignSpec) -> li
     return results
 
 
-def gate_lead(gateway: ModelGateway, spec: CampaignSpec, lead: Any, candidates: list[dict[str, Any]], out: GateOutput) -> None:
-    """Run one lead through the gate, appending its drafts, results and message or quarantine row to `out`."""
-    attempt_drafts = candidates
-    # Without candidates (drafting did not cover this lead) there is nothing to repair: escalate right away.
-    attempt = 0 if candidates else spec.drafting.max_repair_attempts
-    brief = draft_brief(spec, lead.angle, lead.hook, list(lead.claims), lead.prompt_version)
-    while True:
-        results = _evaluate(attempt_drafts, lead, spec)
-        if attempt > 0:
-            out.drafts += attempt_drafts
-        passing = [(r, d) for r, d in zip(results, attempt_drafts, strict=True) if r["passed"]]
-        if passing:
-            best_result, best = max(passing, key=lambda pair: (pair[0]["agreement"], -pair[1]["candidate_index"]))
-            best_result["selected"] = True
-            out.results += results
-            out.messages.append(_message(gateway, lead, best))
-            return
-        out.results += results
-        attempt += 1
-        if attempt <= spec.drafting.max_repair_attempts:
-            # Repair the candidate closest to passing (a parsed one before an unparseable one),
-            # telling the model what was wrong with it.
-            closest, closest_draft = min(
-                zip(results, attempt_drafts, strict=True),
-                key=lambda pair: (pair[1]["parse_error"] is not None, len(pair[0]["violation_codes"])),
-            )
-            repair_brief = {
-                **brief,
-                "task": "repair",
-                "previous_draft": {"subject": closest_draft["subject"], "body": closest_draft["body"]},
-                "violations": closest["violation_details"],
-            }
-            model = spec.routing.get("repair", lead.model)
-            attempt_drafts = [request_draft(gateway, "repair", model, REPAIR_PROMPT_VERSION, repair_brief, lead, attempt, 0)]
-        elif attempt == spec.drafting.max_repair_attempts + 1:
-            model = spec.routing["escalate"]
-            attempt_drafts = [request_draft(gateway, "escalate", model, lead.prompt_version, brief, lead, attempt, 0)]
+def _settle(
+    lead: Any, drafts: list[dict[str, Any]], gateway: ModelGateway, spec: CampaignSpec, out: GateOutput
+) -> list[dict[str, Any]] | None:
+    """Record one round's drafts of a lead; the message if one passes, else the results to repair from."""
+    results = _evaluate(drafts, lead, spec)
+    out.results += results
+    passing = [(r, d) for r, d in zip(results, drafts, strict=True) if r["passed"]]
+    if passing:
+        best_result, best = max(passing, key=lambda pair: (pair[0]["agreement"], -pair[1]["candidate_index"]))
+        best_result["selected"] = True
+        out.messages.append(_message(gateway, lead, best))
+        return None
+    return results
+
+
+def _repair_brief(brief: dict[str, Any], results: list[dict[str, Any]], drafts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Re-ask with the candidate closest to passing (a parsed one before an unparseable one) and what was wrong."""
+    closest, closest_draft = min(
+        zip(results, drafts, strict=True),
+        key=lambda pair: (pair[1]["parse_error"] is not None, len(pair[0]["violation_codes"])),
+    )
+    return {
+        **brief,
+        "task": "repair",
+        "previous_draft": {"subject": closest_draft["subject"], "body": closest_draft["body"]},
+        "violations": closest["violation_details"],
+    }
+
+
+def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, drafts: pd.DataFrame) -> GateOutput:
+    """Gate every lead of `work` given its candidate drafts, in rounds of repair and escalation."""
+    out = GateOutput()
+    by_lead = {lead_id: g.sort_values("candidate_index").to_dict("records") for lead_id, g in drafts.groupby("lead_id")}
+    briefs = {
+        lead.lead_id: draft_brief(spec, lead.angle, lead.hook, list(lead.claims), lead.prompt_version)
+        for lead in work.itertuples()
+    }
+    failing: dict[str, tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    for lead in work.itertuples():
+        candidates = by_lead.get(lead.lead_id)
+        if not candidates:
+            out.deferred.append(lead.lead_id)  # drafting deferred it (budget): it waits for another day
+            continue
+        results = _settle(lead, candidates, gateway, spec, out)
+        if results is not None:
+            failing[lead.lead_id] = (lead, results, candidates)
+    last_attempt = spec.drafting.max_repair_attempts + 1
+    for attempt in range(1, last_attempt + 1):
+        if not failing:
+            break
+        leads = list(failing.values())
+        if attempt < last_attempt:
+            requests = [
+                draft_request(
+                    "repair", REPAIR_PROMPT_VERSION, _repair_brief(briefs[lead.lead_id], results, drafts), lead, attempt, 0
+                )
+                for lead, results, drafts in leads
+            ]
         else:
-            codes = sorted({c for r in results for c in r["violation_codes"]})
-            out.quarantine.append(
-                {
-                    "lead_id": lead.lead_id,
-                    "arm_id": lead.arm_id,
-                    # Attempts after the candidates: the repairs and the escalation (the last draft's `attempt`).
-                    "attempts": attempt - 1,
-                    "reason_codes": codes,
-                    "reason": "; ".join(dict.fromkeys(d for r in results for d in r["violation_details"])),
-                }
-            )
-            return
+            requests = [
+                draft_request("escalate", lead.prompt_version, briefs[lead.lead_id], lead, attempt, 0) for lead, _, _ in leads
+            ]
+        answers = gateway.complete_many(requests)
+        for (lead, _, _), request, answer in zip(leads, requests, answers, strict=True):
+            if answer.status == DEFERRED:
+                out.deferred.append(lead.lead_id)
+                del failing[lead.lead_id]
+                continue
+            drafts_now = [draft_row(gateway, lead, request, answer, attempt, 0)]
+            out.drafts += drafts_now
+            results = _settle(lead, drafts_now, gateway, spec, out)
+            if results is None:
+                del failing[lead.lead_id]
+            else:
+                failing[lead.lead_id] = (lead, results, drafts_now)
+    for lead, results, _ in failing.values():
+        codes = sorted({c for r in results for c in r["violation_codes"]})
+        out.quarantine.append(
+            {
+                "lead_id": lead.lead_id,
+                "arm_id": lead.arm_id,
+                "attempts": last_attempt,
+                "reason_codes": codes,
+                "reason": "; ".join(dict.fromkeys(d for r in results for d in r["violation_details"])),
+            }
+        )
+    return out
 
 
 def _message(gateway: ModelGateway, lead: Any, draft: dict[str, Any]) -> dict[str, Any]:
@@ -141,12 +181,3 @@ def _message(gateway: ModelGateway, lead: Any, draft: dict[str, Any]) -> dict[st
         "subject": draft["subject"],
         "body": draft["body"],
     }
-
-
-def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, drafts: pd.DataFrame) -> GateOutput:
-    """Gate every lead of `work` given its candidate drafts."""
-    out = GateOutput()
-    by_lead = {lead_id: g.sort_values("candidate_index").to_dict("records") for lead_id, g in drafts.groupby("lead_id")}
-    for lead in work.itertuples():
-        gate_lead(gateway, spec, lead, by_lead.get(lead.lead_id, []), out)
-    return out

@@ -1,43 +1,50 @@
-"""One door for all model traffic: routes a call to its provider and writes the ledger.
+"""One door for all model traffic: cache, budget, routing, providers and the ledger.
 
-Every call becomes a row for `raw.llm_calls` (stage, model, prompt version, tokens,
-cost from the registry, latency, status). A gateway is created per asset execution,
-so usage counts never leak between assets that run in one process. A failed call is
-not raised: it comes back with status "error" and empty text, and the stage decides
-(repair, escalate, quarantine) — it is never silently dropped.
+A stage hands the gateway a list of `CallRequest`s and gets one `CallResult` each, in
+order. On the way:
+
+- **Cache.** A request whose answer is in the response cache costs nothing; the hit is a ledger row.
+- **Budget.** Otherwise the call's worst-case cost is reserved against the day's budget. Work that
+  does not fit is `deferred`, never dropped: the stage leaves it for the next day.
+- **Providers.** Offline models answer inline. OpenAI-compatible models go through the resilient
+  async client: bounded concurrency, token buckets, retries, fallback chain, circuit breaker. A
+  stage routed in `batch` mode goes through the Batch API, and its failed items are retried online.
+- **Ledger.** Every call made is a row for `raw.llm_calls`, priced from the registry.
+
+A gateway is created per asset execution, so usage never leaks between assets that run
+in one process (see DESIGN.md on dagster-openai).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from itertools import groupby
 
 import openai
 import pandas as pd
+from pydantic import BaseModel, ValidationError
 
+from factory_dagster.models.batch import BatchRequest, run_batch
+from factory_dagster.models.budget import Budget, estimate_input_tokens, worst_case_cost
+from factory_dagster.models.cache import CachedAnswer, cache_key
+from factory_dagster.models.client import CallOutcome, ChatClient, Endpoint
 from factory_dagster.models.offline import OfflineModel, estimate_tokens
 from factory_dagster.models.registry import ModelEntry, ModelRegistry
+from factory_dagster.models.resilience import RetryPolicy
+from factory_dagster.models.routing import Route
 
-OPENAI_TIMEOUT_S = 60.0
-OPENAI_MAX_RETRIES = 3
+DEFERRED = "deferred"
 
 
 def utcnow() -> datetime:
     """Naive UTC, as DuckDB TIMESTAMP columns store it."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True)
-class CallResult:
-    call_id: str
-    text: str
-    model: str
-    cost_usd: float
-    status: str
 
 
 @dataclass(frozen=True)
@@ -56,99 +63,86 @@ class RunContext:
 
 
 @dataclass(frozen=True)
-class _Answer:
+class CallRequest:
+    stage: str
+    prompt_version: str
+    messages: list[dict[str, str]]
+    lead_id: str | None = None
+    seed: int = 0  # tells candidates apart (sent as the API's `seed`, part of the cache key)
+    group: str | None = None  # calls that stand or fall together under the budget, e.g. one lead's candidates
+    response_model: type[BaseModel] | None = None
+
+
+@dataclass(frozen=True)
+class CallResult:
+    call_id: str | None  # None when no call was made (deferred by the budget)
     text: str
-    tokens_in: int
-    tokens_out: int
-    status: str = "ok"
-    error: str | None = None
+    parsed: BaseModel | None
+    model: str
+    status: str  # ok | error | refused | invalid | deferred
+    cost_usd: float
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    max_reasks: int = 1
+    max_concurrency: int = 50
+    timeout_s: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 30.0
+    batch_poll_s: float = 30.0
+    batch_timeout_s: float = 6 * 3600
 
 
 class ModelGateway:
-    def __init__(self, registry: ModelRegistry, run: RunContext, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        routes: Mapping[str, Route],
+        run: RunContext,
+        *,
+        environ: Mapping[str, str] | None = None,
+        budget: Budget | None = None,
+        cache_loader: Callable[[list[str]], Mapping[str, CachedAnswer]] | None = None,
+        settings: GatewaySettings | None = None,
+    ) -> None:
         self.registry = registry
+        self.routes = routes
         self.run = run
         self.environ = os.environ if environ is None else environ
+        self.budget = budget
+        self.cache_loader = cache_loader
+        self.cache: dict[str, CachedAnswer] = {}
+        self.settings = settings or GatewaySettings()
+        self.new_cache_entries: list[tuple[str, str, str, CachedAnswer]] = []
         self._calls: list[dict] = []
-        self._clients: dict[tuple[str | None, str], openai.OpenAI] = {}
 
-    def complete(
-        self,
-        stage: str,
-        model: str,
-        prompt_version: str,
-        messages: list[dict[str, str]],
-        lead_id: str | None = None,
-        seed_key: str = "",
-    ) -> CallResult:
-        entry = self.registry.entry(model)
-        started = time.perf_counter()
-        answer = (
-            self._offline(model, entry, messages, seed_key)
-            if entry.provider == "offline"
-            else self._openai(model, entry, messages)
-        )
-        latency_ms = (time.perf_counter() - started) * 1000
-        cost = entry.cost_usd(answer.tokens_in, answer.tokens_out)
-        call_id = (
-            "call_"
-            + hashlib.sha256(f"{self.run.run_id}|{stage}|{model}|{lead_id}|{seed_key}|{len(self._calls)}".encode()).hexdigest()[
-                :20
-            ]
-        )
-        self._calls.append(
-            {
-                "call_id": call_id,
-                "run_id": self.run.run_id,
-                "partition_day": self.run.partition_day,
-                "campaign_id": self.run.campaign_id,
-                "stage": stage,
-                "provider": entry.provider,
-                "model": model,
-                "prompt_version": prompt_version,
-                "lead_id": lead_id,
-                "tokens_in": answer.tokens_in,
-                "tokens_out": answer.tokens_out,
-                "cost_usd": cost,
-                "latency_ms": latency_ms,
-                "status": answer.status,
-                "retries": 0,
-                "cache_hit": False,
-                "fallback_used": False,
-                "error": answer.error,
-                "created_at": utcnow(),
-            }
-        )
-        return CallResult(call_id=call_id, text=answer.text, model=model, cost_usd=cost, status=answer.status)
+    # -- public -----------------------------------------------------------------------
 
-    @staticmethod
-    def _offline(model: str, entry: ModelEntry, messages: list[dict[str, str]], seed_key: str) -> _Answer:
-        text = OfflineModel(model, entry.defect_rate).complete(messages, seed_key=seed_key)
-        return _Answer(text, sum(estimate_tokens(m["content"]) for m in messages), estimate_tokens(text))
+    def complete(self, request: CallRequest) -> CallResult:
+        return self.complete_many([request])[0]
 
-    def _client(self, entry: ModelEntry) -> openai.OpenAI:
-        key = (entry.base_url, entry.api_key_env)
-        if key not in self._clients:
-            # A model without its own base_url follows OPENAI_BASE_URL, as the openai package does.
-            self._clients[key] = openai.OpenAI(
-                api_key=self.environ[entry.api_key_env],
-                base_url=entry.base_url or self.environ.get("OPENAI_BASE_URL"),
-                timeout=OPENAI_TIMEOUT_S,
-                max_retries=OPENAI_MAX_RETRIES,
-            )
-        return self._clients[key]
-
-    def _openai(self, model: str, entry: ModelEntry, messages: list[dict[str, str]]) -> _Answer:
-        try:
-            response = self._client(entry).chat.completions.create(
-                model=model, messages=messages, response_format={"type": "json_object"}, temperature=0.7
-            )
-        except openai.OpenAIError as exc:
-            # The exception text names the status and the server's message, never the key.
-            return _Answer("", 0, 0, status="error", error=f"{type(exc).__name__}: {exc}"[:500])
-        usage = response.usage
-        text = (response.choices[0].message.content or "") if response.choices else ""
-        return _Answer(text, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+    def complete_many(self, requests: Sequence[CallRequest]) -> list[CallResult]:
+        """Answer every request, in order; what the budget cannot cover comes back `deferred`."""
+        results: list[CallResult | None] = [None] * len(requests)
+        keys = [self._key(r) for r in requests]
+        if self.cache_loader is not None:
+            self.cache.update(self.cache_loader([k for k in keys if k not in self.cache]))
+        todo = []
+        for index, request in enumerate(requests):
+            cached = self.cache.get(keys[index])
+            if cached is not None:
+                results[index] = self._from_cache(request, cached)
+            else:
+                todo.append(index)
+        groups = [list(g) for _, g in groupby(todo, key=lambda i: requests[i].group or f"#{i}")]
+        batch_mode = [g for g in groups if self._mode(requests[g[0]]) == "batch"]
+        online = [g for g in groups if self._mode(requests[g[0]]) != "batch"]
+        self._run_under_budget(requests, batch_mode, results, wave_size=len(batch_mode), batch=True)
+        self._run_under_budget(requests, online, results, wave_size=self.settings.max_concurrency, batch=False)
+        return [r for r in results if r is not None]
 
     def ledger(self) -> pd.DataFrame:
         """The calls made so far, shaped as `raw.llm_calls`."""
@@ -158,8 +152,289 @@ class ModelGateway:
         """Totals for the asset's Dagster metadata."""
         return {
             "llm_calls": len(self._calls),
+            "llm_cache_hits": sum(c["cache_hit"] for c in self._calls),
             "llm_errors": sum(c["status"] != "ok" for c in self._calls),
+            "llm_fallbacks": sum(c["fallback_used"] for c in self._calls),
+            "llm_retries": sum(c["retries"] for c in self._calls),
             "tokens_in": sum(c["tokens_in"] for c in self._calls),
             "tokens_out": sum(c["tokens_out"] for c in self._calls),
             "cost_usd": round(sum(c["cost_usd"] for c in self._calls), 6),
+            "deferred_by_budget": self.budget.deferred if self.budget else 0,
         }
+
+    # -- routing ------------------------------------------------------------------------
+
+    def _chain(self, request: CallRequest) -> list[str]:
+        return list(self.routes[request.stage].served)
+
+    def _mode(self, request: CallRequest) -> str:
+        route = self.routes[request.stage]
+        return route.mode if self.registry.entry(route.primary).provider == "openai" else "offline"
+
+    def _key(self, request: CallRequest) -> str:
+        schema = request.response_model.__name__ if request.response_model else None
+        return cache_key(
+            self._chain(request)[0], request.prompt_version, request.messages, {"seed": request.seed, "schema": schema}
+        )
+
+    # -- waves of groups under the budget ---------------------------------------------------
+
+    def _run_under_budget(
+        self, requests: Sequence[CallRequest], groups: list[list[int]], results: list, wave_size: int, batch: bool
+    ) -> None:
+        """Run the groups in waves of at most `wave_size`, each wave holding its worst case in reserve.
+
+        A group that does not fit waits for the wave in flight to settle; one that does not fit
+        even with nothing outstanding means the day's budget is spent: it and every later
+        group are deferred.
+        """
+        pending = list(groups)
+        while pending:
+            wave, reserved = [], {}
+            while pending and len(wave) < max(1, wave_size):
+                costs = {i: self.worst_case_usd(requests[i]) for i in pending[0]}
+                if self.budget is None or self.budget.reserve(sum(costs.values())):
+                    wave.append(pending.pop(0))
+                    reserved.update(costs)
+                elif wave:
+                    break
+                else:
+                    self.budget.exhaust(len(pending))
+                    for group in pending:
+                        for i in group:
+                            results[i] = CallResult(None, "", None, self._chain(requests[i])[0], DEFERRED, 0.0)
+                    pending = []
+            if wave:
+                self._run_wave(requests, [i for group in wave for i in group], results, reserved, batch)
+
+    def _run_wave(
+        self, requests: Sequence[CallRequest], runnable: list[int], results: list, reserved: dict[int, float], batch: bool
+    ) -> None:
+        offline = [i for i in runnable if self._mode(requests[i]) == "offline"]
+        remote = [i for i in runnable if self._mode(requests[i]) != "offline"]
+        for i in offline:
+            results[i] = self._offline(requests[i])
+        batch_costs: dict[int, float] = {}
+        if remote and batch:
+            remote, batch_costs = self._batch(requests, remote, results)
+        if remote:
+            outcomes = asyncio.run(self._online([requests[i] for i in remote]))
+            for i, outcome in zip(remote, outcomes, strict=True):
+                results[i] = self._record_online(requests[i], outcome)
+        if self.budget is not None:
+            retried = set(remote) & batch_costs.keys()
+            for i in runnable:
+                # A batch item that was retried online was paid for twice.
+                paid = results[i].cost_usd + (batch_costs[i] if i in retried else 0.0)
+                self.budget.settle(reserved[i], paid)
+
+    def worst_case_usd(self, request: CallRequest) -> float:
+        """The most this request can cost: what the budget holds in reserve while it runs."""
+        if self._mode(request) == "offline":
+            # An offline model answers once and never fails over: only its own answer is paid.
+            return worst_case_cost([self.registry.entry(self._chain(request)[0])], estimate_input_tokens(request.messages), 0)
+        entries = [self.registry.entry(m) for m in self._chain(request) if self.registry.entry(m).provider == "openai"]
+        return worst_case_cost(entries, estimate_input_tokens(request.messages), self.settings.max_reasks)
+
+    # -- providers ------------------------------------------------------------------------
+
+    def _offline(self, request: CallRequest) -> CallResult:
+        model = self._chain(request)[0]
+        entry = self.registry.entry(model)
+        started = time.perf_counter()
+        text = OfflineModel(model, entry.defect_rate).complete(request.messages, seed_key=str(request.seed))
+        parsed, status = _validate(text, request.response_model)
+        tokens_in, tokens_out = sum(estimate_tokens(m["content"]) for m in request.messages), estimate_tokens(text)
+        return self._record(
+            request,
+            model=model,
+            text=text,
+            parsed=parsed,
+            status=status,
+            usage={model: (tokens_in, tokens_out)},
+            latency_ms=(time.perf_counter() - started) * 1000,
+            mode="offline",
+        )
+
+    def _endpoint(self, model: str, entry: ModelEntry) -> Endpoint:
+        return Endpoint(
+            model=model,
+            base_url=entry.base_url or self.environ.get("OPENAI_BASE_URL"),
+            api_key=self.environ[entry.api_key_env],
+            supports_json_schema=entry.supports_json_schema,
+            rpm=entry.rpm,
+            tpm=entry.tpm,
+            max_output_tokens=entry.max_output_tokens,
+        )
+
+    def _endpoints(self, request: CallRequest) -> list[Endpoint]:
+        # Offline models cannot stand in mid-chain for a remote one: the remote chain is tried alone.
+        chain = [(m, self.registry.entry(m)) for m in self._chain(request)]
+        return [self._endpoint(m, e) for m, e in chain if e.provider == "openai"]
+
+    async def _online(self, requests: list[CallRequest]) -> list[CallOutcome]:
+        s = self.settings
+        client = ChatClient(
+            max_concurrency=s.max_concurrency,
+            timeout_s=s.timeout_s,
+            retry=s.retry,
+            breaker_threshold=s.breaker_threshold,
+            breaker_cooldown_s=s.breaker_cooldown_s,
+            max_reasks=s.max_reasks,
+        )
+        try:
+            return await asyncio.gather(
+                *(client.complete(self._endpoints(r), r.messages, r.response_model, seed=r.seed) for r in requests)
+            )
+        finally:
+            await client.aclose()
+
+    def _record_online(self, request: CallRequest, outcome: CallOutcome) -> CallResult:
+        return self._record(
+            request,
+            model=outcome.model,
+            text=outcome.text,
+            parsed=outcome.parsed,
+            status=outcome.status,
+            usage=outcome.usage_by_model,
+            latency_ms=outcome.latency_ms,
+            mode="online",
+            retries=outcome.retries,
+            reasks=outcome.reasks,
+            fallback_used=outcome.fallback_used,
+            error=outcome.error,
+        )
+
+    def _batch(self, requests: Sequence[CallRequest], indexes: list[int], results: list) -> tuple[list[int], dict[int, float]]:
+        """Send the requests through the Batch API (one stage, so one endpoint).
+
+        Returns the indexes that must be retried online (failed or invalid items: they get
+        retries, re-asks and fallback there) and what the batch items cost.
+        """
+        entry_of = {i: self.registry.entry(self._chain(requests[i])[0]) for i in indexes}
+        first = entry_of[indexes[0]]
+        batch_requests = [
+            BatchRequest(
+                custom_id=f"req-{i}",
+                model=self._chain(requests[i])[0],
+                messages=requests[i].messages,
+                response_format={"type": "json_object"} if requests[i].response_model else None,
+                max_tokens=entry_of[i].max_output_tokens,
+                seed=requests[i].seed,
+            )
+            for i in indexes
+        ]
+        with openai.OpenAI(
+            api_key=self.environ[first.api_key_env],
+            base_url=first.base_url or self.environ.get("OPENAI_BASE_URL"),
+            timeout=self.settings.timeout_s,
+        ) as client:
+            run = run_batch(
+                client,
+                batch_requests,
+                poll_interval_s=self.settings.batch_poll_s,
+                timeout_s=self.settings.batch_timeout_s,
+                metadata={"run_id": self.run.run_id, "stage": requests[indexes[0]].stage},
+            )
+        retry, costs = [], {}
+        for i in indexes:
+            item, request = run.results[f"req-{i}"], requests[i]
+            model = self._chain(request)[0]
+            parsed, status = _validate(item.text, request.response_model) if item.status == "ok" else (None, "error")
+            results[i] = self._record(
+                request,
+                model=model,
+                text=item.text,
+                parsed=parsed,
+                status=status,
+                usage={model: (item.tokens_in, item.tokens_out)},
+                latency_ms=0.0,
+                mode="batch",
+                error=item.error,
+            )
+            costs[i] = results[i].cost_usd
+            if status != "ok":
+                retry.append(i)
+        return retry, costs
+
+    # -- ledger ---------------------------------------------------------------------------
+
+    def _from_cache(self, request: CallRequest, cached: CachedAnswer) -> CallResult:
+        parsed, status = _validate(cached.text, request.response_model)
+        return self._record(
+            request,
+            model=cached.model,
+            text=cached.text,
+            parsed=parsed,
+            status=status,
+            usage={},
+            latency_ms=0.0,
+            mode="cache",
+            cache_hit=True,
+        )
+
+    def _record(
+        self,
+        request: CallRequest,
+        *,
+        model: str,
+        text: str,
+        parsed: BaseModel | None,
+        status: str,
+        usage: Mapping[str, tuple[int, int]],
+        latency_ms: float,
+        mode: str,
+        retries: int = 0,
+        reasks: int = 0,
+        fallback_used: bool = False,
+        cache_hit: bool = False,
+        error: str | None = None,
+    ) -> CallResult:
+        cost = sum(self.registry.entry(m).cost_usd(i, o, batch=mode == "batch") for m, (i, o) in usage.items())
+        call_id = (
+            "call_"
+            + hashlib.sha256(
+                f"{self.run.run_id}|{request.stage}|{request.lead_id}|{request.seed}|{len(self._calls)}".encode()
+            ).hexdigest()[:20]
+        )
+        self._calls.append(
+            {
+                "call_id": call_id,
+                "run_id": self.run.run_id,
+                "partition_day": self.run.partition_day,
+                "campaign_id": self.run.campaign_id,
+                "stage": request.stage,
+                "provider": self.registry.entry(model).provider,
+                "model": model,
+                "prompt_version": request.prompt_version,
+                "lead_id": request.lead_id,
+                "tokens_in": sum(i for i, _ in usage.values()),
+                "tokens_out": sum(o for _, o in usage.values()),
+                "cost_usd": cost,
+                "latency_ms": latency_ms,
+                "status": status,
+                "mode": mode,
+                "retries": retries,
+                "reasks": reasks,
+                "cache_hit": cache_hit,
+                "fallback_used": fallback_used,
+                "error": error,
+                "created_at": utcnow(),
+            }
+        )
+        if status == "ok" and not cache_hit:
+            tokens = usage.get(model, (0, 0))
+            self.new_cache_entries.append(
+                (self._key(request), model, request.prompt_version, CachedAnswer(text, tokens[0], tokens[1], model))
+            )
+        return CallResult(call_id, text, parsed, model, status, cost, cache_hit)
+
+
+def _validate(text: str, response_model: type[BaseModel] | None) -> tuple[BaseModel | None, str]:
+    """(parsed, status): status `invalid` when a schema was asked for and the text does not meet it."""
+    if response_model is None:
+        return None, "ok"
+    try:
+        return response_model.model_validate_json(text), "ok"
+    except ValidationError:
+        return None, "invalid"

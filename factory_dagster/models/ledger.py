@@ -1,18 +1,29 @@
-"""Persist a gateway's calls: `raw.llm_calls` rows and the prompt versions they used."""
+"""The model layer's DuckDB side: what the day has spent, and the ledger and cache after the calls."""
 
 from __future__ import annotations
 
 import duckdb
 import pandas as pd
 
-from factory_dagster.models.gateway import ModelGateway, utcnow
+from factory_dagster.models import cache
+from factory_dagster.models.gateway import ModelGateway, RunContext, utcnow
 from factory_dagster.models.prompts import prompt
 from factory_dagster.warehouse.store import insert_rows
 
 
+def spent_today(con: duckdb.DuckDBPyConnection, run: RunContext) -> float:
+    """What the campaign's model calls of this day have cost so far (every run of the day counts)."""
+    return con.execute(
+        "SELECT coalesce(sum(cost_usd), 0) FROM raw.llm_calls WHERE partition_day = ? AND campaign_id = ?",
+        [run.partition_day, run.campaign_id],
+    ).fetchall()[0][0]
+
+
 def write_ledger(con: duckdb.DuckDBPyConnection, gateway: ModelGateway) -> int:
-    """Append the calls (the ledger is append-only: every call made is spent) and register prompt versions."""
+    """After the calls: append them (the ledger is append-only: every call made is spent),
+    register the prompt versions and keep the new valid answers in the response cache."""
     calls = gateway.ledger()
+    cache.store(con, gateway.new_cache_entries)
     if calls.empty:
         return 0
     versions = pd.DataFrame(

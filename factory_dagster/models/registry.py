@@ -19,13 +19,25 @@ class ModelEntry(BaseModel):
     tier: Literal["cheap", "premium"]
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    batch_input_per_mtok: float | None = Field(default=None, ge=0)
+    batch_output_per_mtok: float | None = Field(default=None, ge=0)
+    context_tokens: int = Field(default=128_000, ge=1)
+    max_output_tokens: int = Field(default=1024, ge=1)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    supports_json_schema: bool = False
     defect_rate: float = Field(default=0.0, ge=0, le=1, description="offline models only: share of flawed answers")
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     offline_stand_in: str | None = None
 
-    def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input_per_mtok + tokens_out * self.output_per_mtok) / 1_000_000
+    def cost_usd(self, tokens_in: int, tokens_out: int, batch: bool = False) -> float:
+        """Price of a call; through the Batch API at the batch price where the registry gives one."""
+        price_in, price_out = self.input_per_mtok, self.output_per_mtok
+        if batch:
+            price_in = self.batch_input_per_mtok if self.batch_input_per_mtok is not None else price_in
+            price_out = self.batch_output_per_mtok if self.batch_output_per_mtok is not None else price_out
+        return (tokens_in * price_in + tokens_out * price_out) / 1_000_000
 
 
 class ModelRegistry(BaseModel):

@@ -5,11 +5,12 @@ import pandas as pd
 
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.learning.marts import segment_angle_performance
+from factory_dagster.models.gateway import DEFERRED, CallRequest
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.routing import routes_frame
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
-from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanError, parse_plan, plan_brief, plan_violations
+from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanAnswer, PlanError, parse_plan, plan_brief, plan_violations
 from factory_dagster.resources import POOL, FactoryResource, partition_day
 from factory_dagster.warehouse.store import replace_partition, transaction
 
@@ -29,28 +30,34 @@ def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -
     """Per-segment plan (angles, hooks, claims) by the premium model, from the spec and the marts."""
     spec = factory.spec()
     gateway = factory.gateway(context, spec)
-    with factory.warehouse(read_only=True) as con:
+    with factory.warehouse() as con:
         performance = segment_angle_performance(con, spec.campaign_id)
-    messages = build_messages(PLAN_PROMPT_VERSION, plan_brief(spec, performance))
+        messages = build_messages(PLAN_PROMPT_VERSION, plan_brief(spec, performance))
+    requests = [
+        CallRequest("plan", PLAN_PROMPT_VERSION, messages, seed=n, response_model=PlanAnswer) for n in range(PLAN_ATTEMPTS)
+    ]
     problems: list[str] = []
-    plan = pd.DataFrame()
-    for attempt in range(PLAN_ATTEMPTS):
-        answer = gateway.complete("plan", spec.routing["plan"], PLAN_PROMPT_VERSION, messages, seed_key=str(attempt))
+    plan, planner = pd.DataFrame(), spec.routing["plan"]
+    for request in requests:
+        answer = gateway.complete(request)
+        if answer.status == DEFERRED:
+            problems = ["the daily model budget is spent"]
+            break
         try:
-            plan = parse_plan(answer.text)
+            plan, planner = parse_plan(answer.text), answer.model
             problems = plan_violations(plan, spec)
         except PlanError as exc:
             problems = [str(exc)]
         if not problems:
             break
-    routing = routes_frame(factory.routes(factory.configured_spec()))
+    routing = routes_frame(gateway.routes)
     with factory.warehouse() as con, transaction(con):
         write_ledger(con, gateway)
         replace_partition(con, "routing", gateway.run.partition_day, gateway.run.stamp(routing, "recorded_at"), spec.campaign_id)
         if problems:
             record_incident(con, gateway.run, "plan_rejected", "error", "; ".join(problems))
         else:
-            rows = plan.assign(spec_version=spec.spec_version, model=spec.routing["plan"], prompt_version=PLAN_PROMPT_VERSION)
+            rows = plan.assign(spec_version=spec.spec_version, model=planner, prompt_version=PLAN_PROMPT_VERSION)
             replace_partition(con, "plans", gateway.run.partition_day, gateway.run.stamp(rows), spec.campaign_id)
     if problems:
         raise dg.Failure(description=f"the plan failed its checks after {PLAN_ATTEMPTS} attempts: " + "; ".join(problems))

@@ -6,10 +6,10 @@ checks it (every segment covered, every angle known, only the spec's claims).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, ValidationError
 
 from factory_dagster.campaign.spec import CampaignSpec
 
@@ -36,29 +36,35 @@ def plan_brief(spec: CampaignSpec, performance: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+class AnglePlan(BaseModel):
+    angle: str
+    hook: str
+    claims: list[str]
+
+
+class SegmentPlan(BaseModel):
+    segment: str
+    angles: list[AnglePlan]
+
+
+class PlanAnswer(BaseModel):
+    """What the planning model must answer (JSON schema for servers that support it)."""
+
+    segments: list[SegmentPlan]
+
+
 def parse_plan(text: str) -> pd.DataFrame:
     """Rows (segment, angle, hook, claims) from the planner's JSON; PlanError when malformed."""
     try:
-        data = json.loads(text)
-        rows = [
-            {
-                "segment": str(seg["segment"]),
-                "angle": str(a["angle"]),
-                "hook": str(a["hook"]),
-                "claims": _string_list(a["claims"]),
-            }
-            for seg in data["segments"]
-            for a in seg["angles"]
-        ]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise PlanError(f"planner answer is not a plan: {exc!r}: {text[:200]!r}") from exc
+        answer = PlanAnswer.model_validate_json(text)
+    except ValidationError as exc:
+        raise PlanError(f"planner answer is not a plan: {exc.errors()[0]['msg']}: {text[:200]!r}") from exc
+    rows = [
+        {"segment": seg.segment, "angle": a.angle, "hook": a.hook, "claims": list(a.claims)}
+        for seg in answer.segments
+        for a in seg.angles
+    ]
     return pd.DataFrame(rows, columns=["segment", "angle", "hook", "claims"])
-
-
-def _string_list(value: Any) -> list[str]:
-    if not isinstance(value, list):
-        raise TypeError(f"claims must be a list, got {type(value).__name__}")
-    return [str(item) for item in value]
 
 
 def plan_violations(plan: pd.DataFrame, spec: CampaignSpec) -> list[str]:

@@ -234,10 +234,21 @@ RAW_TABLES: dict[str, str] = {
         cost_usd DOUBLE NOT NULL,
         latency_ms DOUBLE NOT NULL,
         status VARCHAR NOT NULL,
+        mode VARCHAR NOT NULL,
         retries INTEGER NOT NULL,
+        reasks INTEGER NOT NULL,
         cache_hit BOOLEAN NOT NULL,
         fallback_used BOOLEAN NOT NULL,
         error VARCHAR,
+        created_at TIMESTAMP NOT NULL
+    """,
+    "llm_cache": """
+        cache_key VARCHAR NOT NULL PRIMARY KEY,
+        model VARCHAR NOT NULL,
+        prompt_version VARCHAR NOT NULL,
+        response_text VARCHAR NOT NULL,
+        tokens_in INTEGER NOT NULL,
+        tokens_out INTEGER NOT NULL,
         created_at TIMESTAMP NOT NULL
     """,
     "prompt_versions": """
@@ -253,6 +264,8 @@ RAW_TABLES: dict[str, str] = {
         campaign_id VARCHAR NOT NULL,
         stage VARCHAR NOT NULL,
         model VARCHAR NOT NULL,
+        fallbacks VARCHAR[] NOT NULL,
+        mode VARCHAR NOT NULL,
         source VARCHAR NOT NULL,
         recorded_at TIMESTAMP NOT NULL
     """,
