@@ -151,10 +151,11 @@ def test_the_rate_limiter_waits_for_the_tighter_of_requests_and_tokens():
     limiter = RateLimiter(rpm=600, tpm=6000, clock=clock, sleep=clock.sleep)  # 10 req/s, 100 tok/s
 
     async def go():
-        # 100-token requests: the token bucket (capacity 100) binds, one request a second.
+        # 100-token requests: the token bucket (burst 100, refilled at 6000 - 100 a minute) binds.
         return [await limiter.acquire(100) for _ in range(4)]
 
-    assert run(go()) == pytest.approx([0.0, 1.0, 1.0, 1.0])
+    step = 100 / ((6000 - 100) / 60)
+    assert run(go()) == pytest.approx([0.0, step, step, step])
 
 
 def test_the_rate_limiter_paces_requests_when_tokens_are_plentiful():
@@ -164,7 +165,27 @@ def test_the_rate_limiter_paces_requests_when_tokens_are_plentiful():
     async def go():
         return [await limiter.acquire(10) for _ in range(3)]
 
-    assert run(go()) == pytest.approx([0.0, 1.0, 1.0])
+    step = 60 / 59  # burst 1, refilled at 60 - 1 a minute
+    assert run(go()) == pytest.approx([0.0, step, step])
+
+
+@pytest.mark.parametrize("rpm", [1, 7, 60, 1200])
+def test_no_rolling_minute_ever_sees_more_requests_than_the_limit(rpm):
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=rpm, tpm=None, clock=clock, sleep=clock.sleep)
+
+    async def go():
+        stamps = []
+        for _ in range(3 * rpm + 2):
+            await limiter.acquire(0)
+            stamps.append(clock())
+        return stamps
+
+    stamps = run(go())
+    # A server counting the last 60 s at each request would never see more than `rpm`.
+    for k, t in enumerate(stamps):
+        in_window = sum(1 for u in stamps[: k + 1] if u > t - 60.0)
+        assert in_window <= rpm, (rpm, t, in_window)
 
 
 def test_an_unlimited_rate_limiter_never_waits():

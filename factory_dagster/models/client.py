@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from factory_dagster.models.resilience import CircuitBreaker, RateLimiter, RetryPolicy, parse_retry_after
@@ -414,7 +415,9 @@ class ChatClient:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
-                completion = await client.chat.completions.create(**kwargs)
+                # The body is already plain JSON: posting it directly skips the SDK's per-request
+                # TypedDict transform (about 1.6 ms of CPU a call, the client's largest cost).
+                completion = await client.post("/chat/completions", body=kwargs, cast_to=ChatCompletion)
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 if status in RETRYABLE_STATUS or status >= 500:

@@ -138,10 +138,13 @@ class ModelGateway:
             else:
                 todo.append(index)
         groups = [list(g) for _, g in groupby(todo, key=lambda i: requests[i].group or f"#{i}")]
-        batch_mode = [g for g in groups if self._mode(requests[g[0]]) == "batch"]
-        online = [g for g in groups if self._mode(requests[g[0]]) != "batch"]
-        self._run_under_budget(requests, batch_mode, results, wave_size=len(batch_mode), batch=True)
-        self._run_under_budget(requests, online, results, wave_size=self.settings.max_concurrency, batch=False)
+        by_mode: dict[str, list[list[int]]] = {"offline": [], "batch": [], "online": []}
+        for group in groups:
+            by_mode[self._mode(requests[group[0]])].append(group)
+        self._run_offline(requests, by_mode["offline"], results)
+        self._run_batches(requests, by_mode["batch"], results)
+        if by_mode["online"]:
+            asyncio.run(self._run_online(requests, by_mode["online"], results))
         return [r for r in results if r is not None]
 
     def ledger(self) -> pd.DataFrame:
@@ -177,56 +180,103 @@ class ModelGateway:
             self._chain(request)[0], request.prompt_version, request.messages, {"seed": request.seed, "schema": schema}
         )
 
-    # -- waves of groups under the budget ---------------------------------------------------
+    # -- running groups under the budget -----------------------------------------------------
 
-    def _run_under_budget(
-        self, requests: Sequence[CallRequest], groups: list[list[int]], results: list, wave_size: int, batch: bool
+    def _reserve(self, requests: Sequence[CallRequest], group: list[int]) -> dict[int, float] | None:
+        """Hold the group's worst case; None when it does not fit next to what is outstanding."""
+        costs = {i: self.worst_case_usd(requests[i]) for i in group}
+        if self.budget is None or self.budget.reserve(sum(costs.values())):
+            return costs
+        return None
+
+    def _defer(self, requests: Sequence[CallRequest], groups: list[list[int]], results: list) -> None:
+        """The day's budget is spent: these groups (and everything after them) wait for another day."""
+        if self.budget is not None:
+            self.budget.exhaust(len(groups))
+        for group in groups:
+            for i in group:
+                results[i] = CallResult(None, "", None, self._chain(requests[i])[0], DEFERRED, 0.0)
+
+    def _settle(self, reserved: float, paid: float) -> None:
+        if self.budget is not None:
+            self.budget.settle(reserved, paid)
+
+    def _run_offline(self, requests: Sequence[CallRequest], groups: list[list[int]], results: list) -> None:
+        """Offline models answer inline, one group at a time: reserve, answer, settle."""
+        for position, group in enumerate(groups):
+            reserved = self._reserve(requests, group)
+            if reserved is None:
+                self._defer(requests, groups[position:], results)
+                return
+            for i in group:
+                results[i] = self._offline(requests[i])
+                self._settle(reserved[i], results[i].cost_usd)
+
+    async def _run_online(
+        self, requests: Sequence[CallRequest], groups: list[list[int]], results: list, prepaid: dict[int, float] | None = None
     ) -> None:
-        """Run the groups in waves of at most `wave_size`, each wave holding its worst case in reserve.
+        """Stream the groups through one client: each group reserves its worst case in order
+        before its calls start; when it does not fit, dispatch waits for calls in flight to
+        settle, and defers only when nothing is outstanding. `prepaid`: indexes whose
+        reservation was already made (batch items retried online) and the cost already paid."""
+        s = self.settings
+        in_flight: set[asyncio.Task] = set()
 
-        A group that does not fit waits for the wave in flight to settle; one that does not fit
-        even with nothing outstanding means the day's budget is spent: it and every later
-        group are deferred.
-        """
+        async def call(client: ChatClient, i: int, reserved: float) -> None:
+            request = requests[i]
+            outcome = await client.complete(self._endpoints(request), request.messages, request.response_model, seed=request.seed)
+            results[i] = self._record_online(request, outcome)
+            self._settle(reserved, results[i].cost_usd + (prepaid or {}).get(i, 0.0))
+
+        async with ChatClient(
+            max_concurrency=s.max_concurrency,
+            timeout_s=s.timeout_s,
+            retry=s.retry,
+            breaker_threshold=s.breaker_threshold,
+            breaker_cooldown_s=s.breaker_cooldown_s,
+            max_reasks=s.max_reasks,
+        ) as client:
+            for position, group in enumerate(groups):
+                reserved = {i: 0.0 for i in group} if prepaid is not None else self._reserve(requests, group)
+                while reserved is None and in_flight:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    reserved = self._reserve(requests, group)
+                if reserved is None:
+                    self._defer(requests, groups[position:], results)
+                    break
+                for i in group:
+                    task = asyncio.create_task(call(client, i, reserved[i]))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+            if in_flight:
+                await asyncio.gather(*in_flight)
+
+    def _run_batches(self, requests: Sequence[CallRequest], groups: list[list[int]], results: list) -> None:
+        """Batch-mode groups: as many as the budget holds go in one batch; the rest in the next."""
         pending = list(groups)
         while pending:
-            wave, reserved = [], {}
-            while pending and len(wave) < max(1, wave_size):
-                costs = {i: self.worst_case_usd(requests[i]) for i in pending[0]}
-                if self.budget is None or self.budget.reserve(sum(costs.values())):
-                    wave.append(pending.pop(0))
-                    reserved.update(costs)
-                elif wave:
+            reserved: dict[int, float] = {}
+            taken = 0
+            for group in pending:
+                costs = self._reserve(requests, group)
+                if costs is None:
                     break
-                else:
-                    self.budget.exhaust(len(pending))
-                    for group in pending:
-                        for i in group:
-                            results[i] = CallResult(None, "", None, self._chain(requests[i])[0], DEFERRED, 0.0)
-                    pending = []
-            if wave:
-                self._run_wave(requests, [i for group in wave for i in group], results, reserved, batch)
-
-    def _run_wave(
-        self, requests: Sequence[CallRequest], runnable: list[int], results: list, reserved: dict[int, float], batch: bool
-    ) -> None:
-        offline = [i for i in runnable if self._mode(requests[i]) == "offline"]
-        remote = [i for i in runnable if self._mode(requests[i]) != "offline"]
-        for i in offline:
-            results[i] = self._offline(requests[i])
-        batch_costs: dict[int, float] = {}
-        if remote and batch:
-            remote, batch_costs = self._batch(requests, remote, results)
-        if remote:
-            outcomes = asyncio.run(self._online([requests[i] for i in remote]))
-            for i, outcome in zip(remote, outcomes, strict=True):
-                results[i] = self._record_online(requests[i], outcome)
-        if self.budget is not None:
-            retried = set(remote) & batch_costs.keys()
-            for i in runnable:
-                # A batch item that was retried online was paid for twice.
-                paid = results[i].cost_usd + (batch_costs[i] if i in retried else 0.0)
-                self.budget.settle(reserved[i], paid)
+                reserved.update(costs)
+                taken += 1
+            if not taken:
+                self._defer(requests, pending, results)
+                return
+            indexes = [i for group in pending[:taken] for i in group]
+            pending = pending[taken:]
+            retry, paid = self._batch(requests, indexes, results)
+            if retry:
+                # Failed or invalid items get the online path (retries, re-asks, fallback) under the same reservation.
+                asyncio.run(self._run_online(requests, [[i] for i in retry], results, prepaid={i: paid[i] for i in retry}))
+            for i in indexes:
+                if i not in retry:
+                    self._settle(reserved[i], paid[i])
+            for i in retry:
+                self._settle(reserved[i], 0.0)  # what the retry cost was settled by the online call itself
 
     def worst_case_usd(self, request: CallRequest) -> float:
         """The most this request can cost: what the budget holds in reserve while it runs."""
@@ -271,23 +321,6 @@ class ModelGateway:
         # Offline models cannot stand in mid-chain for a remote one: the remote chain is tried alone.
         chain = [(m, self.registry.entry(m)) for m in self._chain(request)]
         return [self._endpoint(m, e) for m, e in chain if e.provider == "openai"]
-
-    async def _online(self, requests: list[CallRequest]) -> list[CallOutcome]:
-        s = self.settings
-        client = ChatClient(
-            max_concurrency=s.max_concurrency,
-            timeout_s=s.timeout_s,
-            retry=s.retry,
-            breaker_threshold=s.breaker_threshold,
-            breaker_cooldown_s=s.breaker_cooldown_s,
-            max_reasks=s.max_reasks,
-        )
-        try:
-            return await asyncio.gather(
-                *(client.complete(self._endpoints(r), r.messages, r.response_model, seed=r.seed) for r in requests)
-            )
-        finally:
-            await client.aclose()
 
     def _record_online(self, request: CallRequest, outcome: CallOutcome) -> CallResult:
         return self._record(

@@ -561,6 +561,9 @@ def _parse_multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | Non
 class _Handler(BaseHTTPRequestHandler):
     server: LocalOpenAIServer
     protocol_version = "HTTP/1.1"  # keep-alive, as the openai client's connection pool expects
+    # Headers and body leave in two writes; with Nagle's algorithm on, the body waits for the
+    # client's delayed ACK (~40 ms a response). Real API servers set TCP_NODELAY too.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._dispatch("GET")

@@ -97,8 +97,21 @@ class TokenBucket:
         return max(0.0, self._clock() - started)
 
 
+def _window_safe(limit_per_minute: float, capacity: float | None, clock: Clock, sleep: Sleep) -> TokenBucket:
+    """A bucket that never lets more than `limit_per_minute` through in any rolling minute.
+
+    A bucket of capacity c refilled at r per minute passes up to c + r in a minute, so
+    the refill is the limit less the burst. Servers count per-minute limits over rolling
+    windows: a bucket refilled at the full limit overshoots every window by its burst.
+    """
+    burst = capacity if capacity is not None else min(max(1.0, limit_per_minute / 60.0), limit_per_minute / 2.0)
+    return TokenBucket(limit_per_minute - burst, burst, clock=clock, sleep=sleep)
+
+
 class RateLimiter:
-    """A request bucket (`rpm`) and a token bucket (`tpm`); either may be None (unlimited)."""
+    """A request bucket (`rpm`) and a token bucket (`tpm`); either may be None (unlimited).
+
+    Both keep under their limit over any rolling minute (see `_window_safe`)."""
 
     def __init__(
         self,
@@ -111,8 +124,8 @@ class RateLimiter:
         token_capacity: float | None = None,
     ) -> None:
         self._clock = clock
-        self.requests = TokenBucket(rpm, request_capacity, clock=clock, sleep=sleep) if rpm else None
-        self.tokens = TokenBucket(tpm, token_capacity, clock=clock, sleep=sleep) if tpm else None
+        self.requests = _window_safe(rpm, request_capacity, clock, sleep) if rpm else None
+        self.tokens = _window_safe(tpm, token_capacity, clock, sleep) if tpm else None
 
     async def acquire(self, tokens: int) -> float:
         """Wait for one request slot and `tokens` tokens; return the seconds waited."""
