@@ -146,12 +146,27 @@ def test_dagster_records_the_runs_and_materializations(line):
         assert event is not None, key
 
 
-def test_rerunning_a_day_sends_nothing_twice(line):
+def test_each_asset_reports_its_own_model_usage_in_a_shared_run(line):
+    paths, _, instance = line
+    run = instance.get_runs(dg.RunsFilter(job_name="daily_line"), limit=1)[0]
+    ledger = query(paths, "SELECT stage, count(*) AS n FROM raw.llm_calls WHERE run_id = ? GROUP BY stage", [run.run_id])
+    calls = dict(zip(ledger.stage, ledger.n, strict=True))
+    for asset, stages in (("campaign_plan", {"plan"}), ("drafts", {"draft"}), ("messages", {"repair", "escalate"})):
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        assert event.run_id == run.run_id
+        reported = event.asset_materialization.metadata["llm_calls"].value
+        assert reported == sum(calls.get(stage, 0) for stage in stages), asset
+
+
+def test_rerunning_a_day_sends_nothing_twice_and_costs_nothing(line):
     paths, defs, instance = line
     before = query(paths, "SELECT count(*) AS n FROM raw.sends").n[0]
     emails_before = sorted(p.name for p in paths.outbox.rglob("*.eml"))
     result = run_day(defs, instance, START + timedelta(days=1))
     assert result.success
+    # Every answer the re-run needed was cached by the first run: the ledger logs the hits, at no cost.
+    rerun = query(paths, "SELECT cache_hit, cost_usd FROM raw.llm_calls WHERE run_id = ?", [result.run_id])
+    assert len(rerun) > 0 and rerun.cache_hit.all() and rerun.cost_usd.sum() == 0
     after = query(paths, "SELECT send_id FROM raw.sends")
     assert len(after) == before and after.send_id.is_unique
     assert sorted(p.name for p in paths.outbox.rglob("*.eml")) == emails_before
@@ -186,6 +201,39 @@ def test_a_broken_lead_file_is_rejected_by_name_and_the_line_goes_on(line):
     assert rejected.status[0] == "rejected"
     assert "crm_export_broken.csv" in rejected.error[0] and "company" in rejected.error[0]
     assert query(paths, "SELECT count(*) AS n FROM raw.incidents WHERE kind = 'lead_file_rejected'").n[0] == 1
+
+
+def test_a_spent_budget_defers_leads_to_the_next_day_never_drops_them(tmp_path, dbt_manifest):
+    spec_text = DEFAULT_SPEC_PATH.read_text()
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(spec_text.replace("daily_budget_usd: 2.00", "daily_budget_usd: 0.05"), encoding="utf-8")
+    paths = Paths.under(tmp_path / "home", spec=tight)
+    instance = dg.DagsterInstance.ephemeral()
+    first, second = START, START + timedelta(days=1)
+    from factory_dagster.intake.sample_leads import write_sample_file
+
+    write_sample_file(paths.leads_inbox, first, n=120)
+    assert run_day(build_definitions(paths), instance, first).success
+    cost = query(paths, "SELECT sum(cost_usd) AS usd FROM raw.llm_calls WHERE partition_day = ?", [first]).usd[0]
+    assert cost <= 0.05
+    incident = query(paths, "SELECT detail FROM raw.incidents WHERE kind = 'budget_reached' AND partition_day = ?", [first])
+    assert len(incident) >= 1 and "wait for the next day" in incident.detail[0]
+    waiting = query(
+        paths,
+        """SELECT lead_id FROM raw.assignments WHERE lead_id NOT IN (SELECT lead_id FROM raw.messages)
+           AND lead_id NOT IN (SELECT lead_id FROM raw.messages_quarantine)""",
+    )
+    assert len(waiting) > 0
+    # The next day, with the budget restored, the deferred leads come first.
+    paths_next = Paths.under(tmp_path / "home")
+    assert run_day(build_definitions(paths_next), instance, second).success
+    done = query(
+        paths,
+        """SELECT lead_id FROM raw.messages WHERE partition_day = ?
+           UNION ALL SELECT lead_id FROM raw.messages_quarantine WHERE partition_day = ?""",
+        [second, second],
+    )
+    assert set(waiting.lead_id) <= set(done.lead_id)
 
 
 def test_an_invalid_spec_fails_the_run_naming_file_and_field(tmp_path, dbt_manifest):

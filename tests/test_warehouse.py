@@ -259,3 +259,25 @@ def test_file_register_records_imported_and_rejected_files(con, tmp_path: Path) 
     # The same content cannot be registered twice, whatever its name.
     with pytest.raises(duckdb.ConstraintException):
         register_file(con, run, "leads", tmp_path / "renamed.csv", good_sha, (1, 1, 0))
+
+
+def test_connect_adds_columns_a_newer_contract_introduced(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute("CREATE SCHEMA raw")
+    old.execute(
+        "CREATE TABLE raw.routing (partition_day DATE NOT NULL, run_id VARCHAR, campaign_id VARCHAR, stage VARCHAR, model VARCHAR, source VARCHAR, recorded_at TIMESTAMP)"
+    )
+    old.execute("INSERT INTO raw.routing VALUES ('2026-01-01', 'r', 'c', 'draft', 'm', 'spec', now()::TIMESTAMP)")
+    old.close()
+    with connect(path) as con:
+        columns = dict(
+            query(
+                con,
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'routing'",
+            )
+        )
+        assert columns["fallbacks"] == "VARCHAR[]" and columns["mode"] == "VARCHAR"
+        assert count(con, "routing") == 1  # the old row is kept
+        tables = {r[0] for r in query(con, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")}
+    assert tables == set(RAW_TABLES)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate"})
+MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate", "audit"})
 
 
 class SpecError(ValueError):
@@ -110,6 +110,23 @@ class Drafting(_Strict):
     max_repair_attempts: int = Field(default=1, ge=0, le=5)
 
 
+class Audit(_Strict):
+    """The sampled premium audit: a judge scores a share of the day's messages against a rubric."""
+
+    sample_rate: float = Field(default=0.05, gt=0, le=1)
+    min_sample: int = Field(default=5, ge=1, description="audit at least this many messages (or all, if fewer)")
+    pass_score: int = Field(default=3, ge=1, le=5, description="every rubric score must reach this (scale 1-5)")
+    max_failure_rate: float = Field(default=0.2, ge=0, le=1, description="above this share of failed audits the day's sends are held")
+    rubric: dict[str, str] = Field(
+        default={
+            "relevance": "The message fits this reader's role, company and segment, and the angle's hypothesis.",
+            "tone": "The message follows the campaign voice: plain, specific, warm, no hype or pressure.",
+            "truthfulness": "Every claim is one of the angle's allowed claims; nothing is invented or promised for the reader.",
+        },
+        min_length=1,
+    )
+
+
 class Allocation(_Strict):
     exploration_floor: float = Field(default=0.1, ge=0, le=1)
     prior_sends: int = Field(default=20, ge=1)
@@ -131,6 +148,7 @@ class CampaignSpec(_Strict):
     limits: Limits
     drafting: Drafting = Drafting()
     allocation: Allocation = Allocation()
+    audit: Audit = Audit()
     # Overrides of the routing table (factory_dagster/models/routing.yaml): stage -> model or fallback chain.
     routing: dict[str, str | list[str]] = {}
     # Filled in by load_spec: the declared version plus a hash of the file, so any edit is a new version.

@@ -167,6 +167,22 @@ RAW_TABLES: dict[str, str] = {
         reason VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL
     """,
+    "audits": """
+        audit_id VARCHAR NOT NULL PRIMARY KEY,
+        partition_day DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        message_id VARCHAR NOT NULL,
+        lead_id VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        prompt_version VARCHAR NOT NULL,
+        llm_call_id VARCHAR,
+        status VARCHAR NOT NULL,
+        scores MAP(VARCHAR, INTEGER) NOT NULL,
+        passed BOOLEAN NOT NULL,
+        reasons VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL
+    """,
     "sends": """
         send_id VARCHAR NOT NULL PRIMARY KEY,
         message_id VARCHAR NOT NULL,

@@ -33,11 +33,42 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
             delay = min(delay * 2, 1.0)
 
 
+def _column_definitions(columns: str) -> dict[str, str]:
+    """name -> type of a contract's column list (table constraints such as PRIMARY KEY (...) left out)."""
+    parts, depth, current = [], 0, ""
+    for char in columns:
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    definitions = {}
+    for part in (p.strip() for p in parts if p.strip()):
+        name, rest = part.split(None, 1)
+        if name.upper() not in {"PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}:
+            # The type is everything before the first column constraint.
+            definitions[name] = rest.split(" NOT NULL")[0].split(" PRIMARY KEY")[0].split(" UNIQUE")[0].strip()
+    return definitions
+
+
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the `raw` contract tables that do not exist yet (idempotent)."""
+    """Create the `raw` contract tables that do not exist yet, and add columns a newer contract
+    introduced to tables an older version created (nullable there: old rows have no value)."""
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    existing: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw'"
+    ).fetchall():
+        existing.setdefault(table, set()).add(column)
     for name, columns in RAW_TABLES.items():
-        con.execute(f"CREATE TABLE IF NOT EXISTS raw.{name} ({columns})")
+        if name not in existing:
+            con.execute(f"CREATE TABLE raw.{name} ({columns})")
+            continue
+        for column, column_type in _column_definitions(columns).items():
+            if column not in existing[name]:
+                con.execute(f"ALTER TABLE raw.{name} ADD COLUMN {column} {column_type}")
 
 
 @contextmanager
