@@ -115,14 +115,15 @@ def test_different_incidents_are_all_kept(con) -> None:
 def test_mart_readers_answer_nothing_learned_before_dbt_has_built(con) -> None:
     assert query(con, "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'marts'") == [(0,)]
 
-    performance = segment_arm_performance(con, CAMPAIGN)
+    performance = segment_arm_performance(con, CAMPAIGN, DAY)
     assert performance.empty
     assert list(performance.columns) == ["segment", "arm_id", "angle", "sends", "replies"]
-    assert segment_angle_performance(con, CAMPAIGN).empty
+    assert segment_angle_performance(con, CAMPAIGN, DAY).empty
     assert halt_reason(con, CAMPAIGN, DAY) is None
 
-    con.execute("CREATE SCHEMA marts")  # the schema alone (a partial build) is not enough either
-    assert segment_arm_performance(con, CAMPAIGN).empty
+    con.execute("CREATE SCHEMA intermediate")  # the schema alone (a partial build) is not enough either
+    con.execute("CREATE SCHEMA marts")
+    assert segment_arm_performance(con, CAMPAIGN, DAY).empty
     assert halt_reason(con, CAMPAIGN, DAY) is None
 
 
@@ -131,7 +132,7 @@ def test_mart_readers_work_on_a_read_only_warehouse_without_marts(tmp_path: Path
     with connect(path):
         pass
     with connect(path, read_only=True) as con:
-        assert segment_arm_performance(con, CAMPAIGN).empty
+        assert segment_arm_performance(con, CAMPAIGN, DAY).empty
         assert halt_reason(con, CAMPAIGN, DAY) is None
 
 
@@ -172,20 +173,21 @@ def test_halt_reason_names_both_spikes(con) -> None:
     assert "complaint rate 0.500%" in reason and "bounce rate 5.000%" in reason and "600 sends" in reason
 
 
-def test_segment_arm_performance_sums_a_hand_made_mart(con) -> None:
-    con.execute("CREATE SCHEMA marts")
+def test_segment_arm_performance_counts_only_sends_before_the_day(con) -> None:
+    con.execute("CREATE SCHEMA intermediate")
     con.execute(
-        """CREATE TABLE marts.segment_arm_performance AS SELECT * FROM (VALUES
-             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', 40, 1),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', 35, 2),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', 30, 0),
-             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', 99, 9)
-           ) AS t(campaign_id, day, segment, arm_id, angle, sends, replies)"""
+        """CREATE TABLE intermediate.int_send_outcomes AS SELECT * FROM (VALUES
+             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', true),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', false),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', true),
+             ('brightwave-close', DATE '2026-03-02', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', true),
+             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', true)
+           ) AS t(campaign_id, partition_day, segment, arm_id, angle, replied)"""
     )
-    performance = segment_arm_performance(con, CAMPAIGN)
+    performance = segment_arm_performance(con, CAMPAIGN, DAY)  # DAY is 2026-03-02: its own sends do not count
     assert performance.to_dict("records") == [
-        {"segment": "general", "arm_id": "team_time|draft-v1|offline-cheap", "angle": "team_time", "sends": 75, "replies": 3},
-        {"segment": "general", "arm_id": "team_time|draft-v2|offline-cheap", "angle": "team_time", "sends": 30, "replies": 0},
+        {"segment": "general", "arm_id": "team_time|draft-v1|offline-cheap", "angle": "team_time", "sends": 2, "replies": 1},
+        {"segment": "general", "arm_id": "team_time|draft-v2|offline-cheap", "angle": "team_time", "sends": 1, "replies": 1},
     ]
-    by_angle = segment_angle_performance(con, CAMPAIGN)
-    assert by_angle.to_dict("records") == [{"segment": "general", "angle": "team_time", "sends": 105, "replies": 3}]
+    by_angle = segment_angle_performance(con, CAMPAIGN, DAY)
+    assert by_angle.to_dict("records") == [{"segment": "general", "angle": "team_time", "sends": 3, "replies": 2}]

@@ -5,7 +5,7 @@ import dagster as dg
 from factory_dagster.assignment.policy import POLICY_VERSION, allocation_problems, arm_shares, assign_leads, candidate_arms
 from factory_dagster.learning.marts import segment_arm_performance
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
-from factory_dagster.planning.assets import SEGMENT_ARM_PERFORMANCE, campaign_plan
+from factory_dagster.planning.assets import SEND_OUTCOMES, campaign_plan
 from factory_dagster.resources import POOL, FactoryResource, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
 
@@ -15,7 +15,7 @@ from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_part
     backfill_policy=ONE_DAY_PER_RUN,
     pool=POOL,
     group_name="assign",
-    deps=["leads", campaign_plan, SEGMENT_ARM_PERFORMANCE, "suppression_list"],
+    deps=["leads", campaign_plan, SEND_OUTCOMES, "suppression_list"],
     kinds={"duckdb"},
 )
 def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
@@ -31,7 +31,7 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
             "SELECT segment, angle FROM raw.plans WHERE partition_day = ? AND campaign_id = ?",
             [run.partition_day, spec.campaign_id],
         ).df()
-        performance = segment_arm_performance(con, spec.campaign_id)
+        performance = segment_arm_performance(con, spec.campaign_id, run.partition_day)
         todo = con.execute(
             """SELECT l.lead_id, l.segment FROM raw.leads l
                WHERE l.partition_day = ? AND l.campaign_id = ?

@@ -24,20 +24,28 @@ def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
     )
 
 
-def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str) -> pd.DataFrame:
-    """Sends and replies per segment and arm, from `marts.segment_arm_performance`."""
-    if not _table_exists(con, "marts", "segment_arm_performance"):
+def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
+    """Sends and replies per segment and arm, counting the sends made before `before`.
+
+    What the day's decisions learn from is what was known when the day began: a re-run
+    of the day sees the same figures (and so makes the same, cached, model calls), even
+    though the learn stage now also counts that day's own sends.
+    """
+    if not _table_exists(con, "intermediate", "int_send_outcomes"):
         return pd.DataFrame(columns=_PERFORMANCE_COLUMNS)
     return con.execute(
-        """SELECT segment, arm_id, any_value(angle) AS angle, sum(sends)::INTEGER AS sends, sum(replies)::INTEGER AS replies
-           FROM marts.segment_arm_performance WHERE campaign_id = ? GROUP BY segment, arm_id ORDER BY segment, arm_id""",
-        [campaign_id],
+        """SELECT segment, arm_id, any_value(angle) AS angle, count(*)::INTEGER AS sends,
+                  (count(*) FILTER (WHERE replied))::INTEGER AS replies
+           FROM intermediate.int_send_outcomes
+           WHERE campaign_id = ? AND partition_day < ?
+           GROUP BY segment, arm_id ORDER BY segment, arm_id""",
+        [campaign_id, before],
     ).df()
 
 
-def segment_angle_performance(con: duckdb.DuckDBPyConnection, campaign_id: str) -> pd.DataFrame:
+def segment_angle_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
     """The same, summed over prompt versions and models: what the planner sees."""
-    perf = segment_arm_performance(con, campaign_id)
+    perf = segment_arm_performance(con, campaign_id, before)
     return perf.groupby(["segment", "angle"], as_index=False)[["sends", "replies"]].sum()
 
 

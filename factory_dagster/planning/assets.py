@@ -15,7 +15,7 @@ from factory_dagster.resources import POOL, FactoryResource, partition_day
 from factory_dagster.warehouse.store import replace_partition, transaction
 
 PLAN_ATTEMPTS = 2
-SEGMENT_ARM_PERFORMANCE = dg.AssetKey(["marts", "segment_arm_performance"])
+SEND_OUTCOMES = dg.AssetKey(["intermediate", "int_send_outcomes"])
 
 
 @dg.asset(
@@ -23,7 +23,7 @@ SEGMENT_ARM_PERFORMANCE = dg.AssetKey(["marts", "segment_arm_performance"])
     backfill_policy=ONE_DAY_PER_RUN,
     pool=POOL,
     group_name="plan",
-    deps=[SEGMENT_ARM_PERFORMANCE],
+    deps=[SEND_OUTCOMES],
     kinds={"duckdb"},
 )
 def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
@@ -31,7 +31,7 @@ def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -
     spec = factory.spec()
     gateway = factory.gateway(context, spec)
     with factory.warehouse() as con:
-        performance = segment_angle_performance(con, spec.campaign_id)
+        performance = segment_angle_performance(con, spec.campaign_id, gateway.run.partition_day)
         messages = build_messages(PLAN_PROMPT_VERSION, plan_brief(spec, performance))
     requests = [
         CallRequest("plan", PLAN_PROMPT_VERSION, messages, seed=n, response_model=PlanAnswer) for n in range(PLAN_ATTEMPTS)
