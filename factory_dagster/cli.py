@@ -64,6 +64,29 @@ def _kill_switch(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+def _holds(args: argparse.Namespace, paths: Paths) -> int:
+    from factory_dagster.controls.holds import open_holds, release_day
+    from factory_dagster.warehouse.store import connect
+
+    campaign_id = load_spec(paths.spec).campaign_id
+    with connect(paths.warehouse) as con:
+        if args.action == "release":
+            if not (args.day and args.reason):
+                print("error: release needs --day and --reason", file=sys.stderr)
+                return 2
+            if not release_day(con, args.day, campaign_id, args.actor, args.reason):
+                print(f"no open hold on {args.day} for {campaign_id}", file=sys.stderr)
+                return 1
+            print(f"released {args.day}: its messages go out with the next send")
+            return 0
+        holds = open_holds(con, campaign_id)
+    for day, reason in holds:
+        print(f"{day}  HELD  {reason}")
+    if not holds:
+        print("no days are held")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="factory", description="Factory: an AI production line for outreach, on Dagster, dbt and DuckDB."
@@ -86,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
     switch.add_argument("--reason", help="why (required for on/off)")
     switch.add_argument("--actor", default=getpass.getuser())
     switch.set_defaults(run=_kill_switch)
+    holds = commands.add_parser("holds", help="list the days whose messages are held, or release one")
+    holds.add_argument("action", choices=["list", "release"])
+    holds.add_argument("--day", type=date.fromisoformat, help="the held day, YYYY-MM-DD (release)")
+    holds.add_argument("--reason", help="why it may go out now (release)")
+    holds.add_argument("--actor", default=getpass.getuser())
+    holds.set_defaults(run=_holds)
     return root
 
 

@@ -191,3 +191,20 @@ def test_segment_arm_performance_counts_only_sends_before_the_day(con) -> None:
     ]
     by_angle = segment_angle_performance(con, CAMPAIGN, DAY)
     assert by_angle.to_dict("records") == [{"segment": "general", "angle": "team_time", "sends": 3, "replies": 2}]
+
+
+# --- send holds --------------------------------------------------------------------------------
+
+
+def test_a_hold_is_kept_until_a_person_releases_it_with_a_reason(con) -> None:
+    from factory_dagster.controls.holds import hold_day, open_holds, release_day
+
+    run = run_for()
+    hold_day(con, run, "4 of 9 audited messages failed")
+    hold_day(con, run, "5 of 9 audited messages failed")  # a failing re-run refreshes the same hold
+    assert open_holds(con, CAMPAIGN) == [(DAY, "5 of 9 audited messages failed")]
+    with pytest.raises(ValueError):
+        release_day(con, DAY, CAMPAIGN, "ann", " ")
+    assert release_day(con, DAY, CAMPAIGN, "ann", "read them all, fine") is True
+    assert release_day(con, DAY, CAMPAIGN, "ann", "again") is False
+    assert open_holds(con, CAMPAIGN) == []

@@ -97,6 +97,17 @@ def test_pending_orders_by_day_then_message_id(con) -> None:
     assert pending["message_id"].iloc[1:].tolist() == sorted(pending["message_id"].iloc[1:])
 
 
+def test_a_held_day_stays_in_the_outbox_until_released(con, outbox) -> None:
+    from factory_dagster.controls.holds import hold_day, release_day
+
+    hold_day(con, run_for(YESTERDAY), "the sampled audit failed")
+    assert send_ids(pending_messages(con, DAY, CAMPAIGN)) == [outbox[k]["send_id"] for k in ("two_days_ago", "today")]
+    release_day(con, YESTERDAY, CAMPAIGN, "ann", "reviewed")
+    assert send_ids(pending_messages(con, DAY, CAMPAIGN)) == [
+        outbox[k]["send_id"] for k in ("two_days_ago", "yesterday", "today")
+    ]
+
+
 def test_a_message_leaves_the_outbox_once_its_send_is_recorded(con, outbox) -> None:
     add_send(con, outbox["two_days_ago"], DAY)
     assert send_ids(pending_messages(con, DAY, CAMPAIGN)) == [outbox[k]["send_id"] for k in ("yesterday", "today")]

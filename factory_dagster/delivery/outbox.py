@@ -28,12 +28,15 @@ class SendPlan:
 
 
 def pending_messages(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> pd.DataFrame:
-    """Accepted messages up to `day` that were never sent and whose recipient is not suppressed, oldest first."""
+    """Accepted messages up to `day` that were never sent, are not from a held day and whose
+    recipient is not suppressed, oldest first."""
     return con.execute(
         """SELECT m.*, a.segment FROM raw.messages m
            JOIN raw.assignments a ON a.campaign_id = m.campaign_id AND a.lead_id = m.lead_id
            WHERE m.campaign_id = $campaign AND m.partition_day <= $day
              AND m.send_id NOT IN (SELECT send_id FROM raw.sends)
+             AND m.partition_day NOT IN (
+                 SELECT partition_day FROM raw.send_holds WHERE campaign_id = $campaign AND released_at IS NULL)
              AND lower(m.to_email) NOT IN (SELECT lower(email) FROM raw.suppression)
            ORDER BY m.partition_day, m.message_id""",
         {"campaign": campaign_id, "day": day},

@@ -295,6 +295,17 @@ RAW_TABLES: dict[str, str] = {
         detail VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL
     """,
+    "send_holds": """
+        partition_day DATE NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        held_at TIMESTAMP NOT NULL,
+        released_at TIMESTAMP,
+        released_by VARCHAR,
+        release_reason VARCHAR,
+        PRIMARY KEY (partition_day, campaign_id)
+    """,
     "kill_switch": """
         changed_at TIMESTAMP NOT NULL,
         engaged BOOLEAN NOT NULL,
