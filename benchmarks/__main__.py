@@ -14,10 +14,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import line_demo, model_layer
+from benchmarks import gates, line_demo, model_layer
 
 RESULTS = Path(__file__).with_name("results.json")
-BENCHMARKS: dict[str, Callable[[], dict]] = {"line_demo": line_demo.run, "model_layer_throughput": model_layer.run}
+BENCHMARKS: dict[str, Callable[[], dict]] = {
+    "line_demo": line_demo.run,
+    "model_layer_throughput": model_layer.run,
+    "gates": gates.run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

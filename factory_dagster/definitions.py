@@ -7,9 +7,15 @@ import dagster as dg
 from factory_dagster.assignment.assets import allocation_is_valid, assignments
 from factory_dagster.controls.jobs import kill_switch
 from factory_dagster.delivery.assets import sends, sends_are_safe
-from factory_dagster.drafting.assets import drafts
+from factory_dagster.drafting.assets import drafts, drafts_match_schema
 from factory_dagster.feedback.assets import events_accounted_for, outcome_events, suppression_list
-from factory_dagster.gates.assets import gate_pass_rate_above_floor, messages, messages_match_schema
+from factory_dagster.gates.assets import (
+    audit_failure_rate_below_limit,
+    gate_pass_rate_above_floor,
+    message_audit,
+    messages,
+    messages_match_schema,
+)
 from factory_dagster.intake.assets import leads, leads_accounted_for, leads_match_schema
 from factory_dagster.learning.assets import PRIOR_DAYS, dbt_marts, send_guard
 from factory_dagster.learning.dbt_project import dbt_resource
@@ -19,7 +25,17 @@ from factory_dagster.resources import FactoryResource
 from factory_dagster.settings import Paths
 
 LINE = dg.AssetSelection.assets(
-    outcome_events, suppression_list, dbt_marts, send_guard, leads, campaign_plan, assignments, drafts, messages, sends
+    outcome_events,
+    suppression_list,
+    dbt_marts,
+    send_guard,
+    leads,
+    campaign_plan,
+    assignments,
+    drafts,
+    messages,
+    message_audit,
+    sends,
 )
 
 
@@ -50,6 +66,7 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
             assignments,
             drafts,
             messages,
+            message_audit,
             sends,
         ],
         asset_checks=[
@@ -58,8 +75,10 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
             leads_accounted_for,
             plan_is_valid,
             allocation_is_valid,
+            drafts_match_schema,
             messages_match_schema,
             gate_pass_rate_above_floor,
+            audit_failure_rate_below_limit,
             sends_are_safe,
         ],
         jobs=[daily_line, refresh_marts, kill_switch],

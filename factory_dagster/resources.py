@@ -17,6 +17,7 @@ import duckdb
 from pydantic import Field
 
 from factory_dagster.campaign.spec import CampaignSpec, SpecError, load_spec
+from factory_dagster.gates.audit import audit_reserve_usd
 from factory_dagster.models.budget import Budget
 from factory_dagster.models.cache import CachedAnswer, lookup
 from factory_dagster.models.gateway import ModelGateway, RunContext
@@ -76,16 +77,19 @@ class FactoryResource(dg.ConfigurableResource):
     def registry(self) -> ModelRegistry:
         return load_registry(Path(self.registry_path))
 
-    def gateway(self, context: dg.AssetExecutionContext, spec: CampaignSpec) -> ModelGateway:
+    def gateway(self, context: dg.AssetExecutionContext, spec: CampaignSpec, *, audit: bool = False) -> ModelGateway:
         """A fresh gateway for one asset execution: its ledger and usage are this asset's alone.
 
         It holds the day's budget (what earlier stages and runs of the day spent counts) and
-        reads the response cache from the warehouse, one query per batch of calls.
+        reads the response cache from the warehouse, one query per batch of calls. Every stage
+        but the audit leaves the audit's worst case unspent, so the audit can always run.
         """
         run = self.run_context(context, spec)
+        gateway = ModelGateway(self.registry(), self.routes(), run, cache_loader=self._cached_answers)
+        limit = spec.limits.daily_budget_usd - (0.0 if audit else audit_reserve_usd(gateway, spec))
         with self.warehouse() as con:
-            budget = Budget(spec.limits.daily_budget_usd, spent_today(con, run))
-        return ModelGateway(self.registry(), self.routes(), run, budget=budget, cache_loader=self._cached_answers)
+            gateway.budget = Budget(max(0.0, limit), spent_today(con, run))
+        return gateway
 
     def _cached_answers(self, keys: list[str]) -> dict[str, CachedAnswer]:
         with self.warehouse() as con:

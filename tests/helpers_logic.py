@@ -73,7 +73,13 @@ SIZES: tuple[int, ...] = (30, 120, 800, 2500)
 
 
 # The offline line: the shipped registry's offline models (what serves every stage without an API key).
-OFFLINE_ROUTING = {"plan": "offline-premium", "draft": "offline-cheap", "repair": "offline-cheap", "escalate": "offline-premium"}
+OFFLINE_ROUTING = {
+    "plan": "offline-premium",
+    "draft": "offline-cheap",
+    "repair": "offline-cheap",
+    "escalate": "offline-premium",
+    "audit": "offline-premium",
+}
 
 
 @cache

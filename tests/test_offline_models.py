@@ -9,7 +9,7 @@ from functools import cache
 
 import pandas as pd
 import pytest
-from helpers_logic import DAY, brief_for, example_spec, gateway, lead_fields, make_leads, registry, work_frame
+from helpers_logic import DAY, brief_for, example_spec, gateway, make_leads, registry, work_frame
 
 from factory_dagster.drafting.draft import lead_payload, parse_draft
 from factory_dagster.gates.rules import check_draft, word_count
@@ -27,12 +27,15 @@ PRIMARY: dict[str, set[str]] = {
     "invented_number": {"unsupported_number", "unsupported_offer", "unsupported_url"},
     "missing_unsubscribe": {"missing_unsubscribe"},
     "wrong_name": {"wrong_name"},
+    "wrong_language": {"wrong_language"},
 }
 ALSO_ALLOWED: dict[str, set[str]] = {
     # "{first_name}" in the greeting is also the wrong name; "[Company]" leaves the company out.
     "unfilled_placeholder": {"missing_company", "wrong_name"},
     # "risk-free" is a banned phrase and an offer word.
     "banned_phrase": {"unsupported_offer"},
+    # "Hallo Anna," / "Hola Anna," is not one of the greetings the rules know.
+    "wrong_language": {"missing_greeting"},
 }
 N_LEADS = 400
 CANDIDATES = 5  # 400 leads x 5 seeds = 2000 drafts per model
@@ -50,7 +53,8 @@ def _messages(row) -> list[dict[str, str]]:
 
 def _codes(subject: str, body: str, row) -> set[str]:
     spec = example_spec()
-    return {v.code for v in check_draft(subject, body, lead_fields(row), spec, spec.angle(row.angle))}
+    # Every field the model saw, as the gate pipeline passes them.
+    return {v.code for v in check_draft(subject, body, lead_payload(row), spec, spec.angle(row.angle))}
 
 
 def classify(body: str, clean_body: str) -> str | None:
@@ -59,6 +63,8 @@ def classify(body: str, clean_body: str) -> str | None:
     got, clean = body.split("\n\n"), clean_body.split("\n\n")
     if got == clean:
         return None
+    if got[0].startswith(("Hallo ", "Hola ")):
+        return "wrong_language"
     if got[0] != clean[0]:  # the greeting
         return "unfilled_placeholder" if "{" in got[0] else "wrong_name"
     if spec.required.call_to_action in clean and spec.required.call_to_action not in body:
@@ -224,7 +230,7 @@ def test_plan_answer_covers_brief() -> None:
 
 
 def test_prompts_are_versioned_and_lead_is_delimited_data() -> None:
-    assert set(PROMPTS) == {"plan-v1", "draft-v1", "draft-v2", "repair-v1"}
+    assert set(PROMPTS) == {"plan-v1", "draft-v1", "draft-v2", "repair-v2", "audit-v1"}
     assert prompt("draft-v1").sha256 != prompt("draft-v2").sha256
     with pytest.raises(KeyError, match="unknown prompt version"):
         prompt("draft-v9")
@@ -260,7 +266,7 @@ def test_gateway_ledger_costs_and_usage() -> None:
     assert usage["llm_calls"] == 2 and usage["tokens_in"] == 2 * tokens_in
     assert usage["cost_usd"] == pytest.approx(2 * expected, abs=1e-6)
     with pytest.raises(KeyError):
-        gw.complete(CallRequest("audit", "draft-v1", messages))  # a stage without a route
+        gw.complete(CallRequest("improve", "draft-v1", messages))  # a stage without a route
 
 
 def test_run_context_stamps_rows() -> None:

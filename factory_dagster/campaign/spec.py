@@ -116,7 +116,9 @@ class Audit(_Strict):
     sample_rate: float = Field(default=0.05, gt=0, le=1)
     min_sample: int = Field(default=5, ge=1, description="audit at least this many messages (or all, if fewer)")
     pass_score: int = Field(default=3, ge=1, le=5, description="every rubric score must reach this (scale 1-5)")
-    max_failure_rate: float = Field(default=0.2, ge=0, le=1, description="above this share of failed audits the day's sends are held")
+    max_failure_rate: float = Field(
+        default=0.2, ge=0, le=1, description="above this share of failed audits the day's sends are held"
+    )
     rubric: dict[str, str] = Field(
         default={
             "relevance": "The message fits this reader's role, company and segment, and the angle's hypothesis.",

@@ -5,7 +5,7 @@ import dagster as dg
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.delivery.eml import FileTransport
 from factory_dagster.delivery.outbox import deliver_batch, plan_sends
-from factory_dagster.gates.assets import messages
+from factory_dagster.gates.assets import message_audit, messages
 from factory_dagster.learning.assets import send_guard
 from factory_dagster.market.simulated import SimulatedMarket
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
@@ -18,7 +18,7 @@ from factory_dagster.warehouse.store import fetch_one, insert_rows, transaction
     backfill_policy=ONE_DAY_PER_RUN,
     pool=POOL,
     group_name="send",
-    deps=[messages, send_guard, "suppression_list"],
+    deps=[messages, message_audit, send_guard, "suppression_list"],
     kinds={"duckdb"},
 )
 def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:

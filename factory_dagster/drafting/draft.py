@@ -64,12 +64,20 @@ def draft_id(campaign_id: str, day: date, lead_id: str, attempt: int, candidate:
     return "drf_" + hashlib.sha256(f"{campaign_id}|{day}|{lead_id}|{attempt}|{candidate}".encode()).hexdigest()[:20]
 
 
-def draft_request(stage: str, prompt_version: str, brief: dict[str, Any], lead: Any, attempt: int, candidate: int) -> CallRequest:
+def draft_request(
+    stage: str,
+    prompt_version: str,
+    brief: dict[str, Any],
+    lead: Any,
+    attempt: int,
+    candidate: int,
+    data: dict[str, dict[str, Any]] | None = None,
+) -> CallRequest:
     """One completion for one lead; the lead's calls share a budget group (all of them, or none today)."""
     return CallRequest(
         stage=stage,
         prompt_version=prompt_version,
-        messages=build_messages(prompt_version, brief, lead_payload(lead)),
+        messages=build_messages(prompt_version, brief, lead_payload(lead), data),
         lead_id=lead.lead_id,
         seed=attempt * 100 + candidate,
         group=lead.lead_id,

@@ -2,15 +2,17 @@
 
 import dagster as dg
 
+from factory_dagster.controls.holds import hold_day
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.drafting.assets import deferral_detail, drafts
 from factory_dagster.drafting.work import clear_unsent, unsent_work
+from factory_dagster.gates.audit import audit_messages, audit_sample, hold_reason
 from factory_dagster.gates.pipeline import run_gates
-from factory_dagster.gates.schemas import message_failures
+from factory_dagster.gates.schemas import failures_markdown, message_failures
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.resources import POOL, FactoryResource, partition_day
-from factory_dagster.warehouse.store import fetch_one, insert_rows, transaction
+from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
 
 
 @dg.asset(
@@ -76,7 +78,7 @@ def messages_match_schema(context: dg.AssetCheckExecutionContext, factory: Facto
         metadata={
             "rows_checked": len(stored),
             "failures": len(failures),
-            "failure_cases": dg.MetadataValue.md(failures.head(20).to_markdown() if not failures.empty else "none"),
+            "failing_rows": dg.MetadataValue.md(failures_markdown(failures)),
         },
     )
 
@@ -105,5 +107,77 @@ def gate_pass_rate_above_floor(context: dg.AssetCheckExecutionContext, factory: 
             "quarantined": quarantined,
             "pass_rate": rate,
             "floor": spec.limits.min_gate_pass_rate,
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=DAILY,
+    backfill_policy=ONE_DAY_PER_RUN,
+    pool=POOL,
+    group_name="gate",
+    deps=[messages],
+    kinds={"duckdb"},
+)
+def message_audit(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
+    """A premium judge scores a sample of the day's messages against the spec's rubric.
+
+    When more of the sample fails than the spec allows, the day is held: its messages stay in
+    the outbox until an operator releases them, and an incident says why.
+    """
+    spec = factory.spec()
+    gateway = factory.gateway(context, spec, audit=True)
+    day = gateway.run.partition_day
+    with factory.warehouse() as con:
+        todays = con.execute(
+            """SELECT m.*, l.first_name, l.last_name, l.company, l.role, l.industry, l.segment
+               FROM raw.messages m JOIN raw.leads l USING (lead_id)
+               WHERE m.partition_day = ? AND m.campaign_id = ?""",
+            [day, spec.campaign_id],
+        ).df()
+    audits = audit_messages(gateway, spec, audit_sample(todays, spec, day))
+    reason = hold_reason(audits, spec) if not audits.empty else None
+    with factory.warehouse() as con, transaction(con):
+        replace_partition(con, "audits", day, gateway.run.stamp(audits), spec.campaign_id)
+        write_ledger(con, gateway)
+        if reason:
+            hold_day(con, gateway.run, reason)
+            record_incident(con, gateway.run, "audit_hold", "critical", reason)
+    if reason:
+        context.log.error(reason)
+    return dg.MaterializeResult(
+        metadata={
+            "messages": len(todays),
+            "audited": len(audits),
+            "failed": int((~audits.passed).sum()) if not audits.empty else 0,
+            "held": reason or "no",
+            **gateway.usage(),
+        }
+    )
+
+
+@dg.asset_check(
+    asset=message_audit, blocking=True, description="The sampled premium audit's failure rate stays under the spec's limit."
+)
+def audit_failure_rate_below_limit(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
+    spec = factory.spec()
+    with factory.warehouse(read_only=True) as con:
+        audits = con.execute(
+            "SELECT * FROM raw.audits WHERE partition_day = ? AND campaign_id = ?", [partition_day(context), spec.campaign_id]
+        ).df()
+    reason = hold_reason(audits, spec) if not audits.empty else None
+    failing = audits[~audits.passed] if not audits.empty else audits
+    return dg.AssetCheckResult(
+        passed=reason is None,
+        metadata={
+            "audited": len(audits),
+            "failed": len(failing),
+            "limit": spec.audit.max_failure_rate,
+            "verdict": reason or "within the limit",
+            "failing_audits": dg.MetadataValue.md(
+                failing[["message_id", "lead_id", "status", "reasons"]].head(20).to_markdown(index=False)
+                if not failing.empty
+                else "none"
+            ),
         },
     )

@@ -22,7 +22,7 @@ from factory_dagster.drafting.draft import draft_brief, draft_request, draft_row
 from factory_dagster.gates.rules import Violation, agreement, check_draft, key_facts
 from factory_dagster.models.gateway import DEFERRED, ModelGateway
 
-REPAIR_PROMPT_VERSION = "repair-v1"
+REPAIR_PROMPT_VERSION = "repair-v2"
 
 
 def send_id_for(campaign_id: str, lead_id: str) -> str:
@@ -49,7 +49,7 @@ class GateOutput:
 
 def _evaluate(drafts: list[dict[str, Any]], lead: Any, spec: CampaignSpec) -> list[dict[str, Any]]:
     angle = spec.angle(lead.angle)
-    lead_fields = {"first_name": lead.first_name, "company": lead.company}
+    lead_fields = {f: getattr(lead, f, None) for f in ("first_name", "last_name", "company", "role", "industry", "note")}
     scores = agreement([key_facts(d["subject"], d["body"]) for d in drafts])
     results = []
     for d, score in zip(drafts, scores, strict=True):
@@ -91,16 +91,19 @@ def _settle(
     return results
 
 
-def _repair_brief(brief: dict[str, Any], results: list[dict[str, Any]], drafts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Re-ask with the candidate closest to passing (a parsed one before an unparseable one) and what was wrong."""
+def _draft_to_fix(results: list[dict[str, Any]], drafts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate closest to passing (a parsed one before an unparseable one) and what was wrong.
+
+    It goes to the repair model as a delimited data block, not inside the brief: the draft may
+    carry text planted in the lead's fields, which must never become instructions.
+    """
     closest, closest_draft = min(
         zip(results, drafts, strict=True),
         key=lambda pair: (pair[1]["parse_error"] is not None, len(pair[0]["violation_codes"])),
     )
     return {
-        **brief,
-        "task": "repair",
-        "previous_draft": {"subject": closest_draft["subject"], "body": closest_draft["body"]},
+        "subject": closest_draft["subject"],
+        "body": closest_draft["body"],
         "violations": closest["violation_details"],
     }
 
@@ -130,7 +133,13 @@ def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, dra
         if attempt < last_attempt:
             requests = [
                 draft_request(
-                    "repair", REPAIR_PROMPT_VERSION, _repair_brief(briefs[lead.lead_id], results, drafts), lead, attempt, 0
+                    "repair",
+                    REPAIR_PROMPT_VERSION,
+                    {**briefs[lead.lead_id], "task": "repair"},
+                    lead,
+                    attempt,
+                    0,
+                    data={"draft_to_fix": _draft_to_fix(results, drafts)},
                 )
                 for lead, results, drafts in leads
             ]

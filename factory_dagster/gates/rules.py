@@ -2,7 +2,9 @@
 
 The rules come from the campaign spec: length bounds, required elements, banned
 phrases, and claims — a number, price, discount or URL that the angle's claims do
-not contain is an invented claim. Personal data must be the lead's own.
+not contain is an invented claim. Personal data must be the lead's own. Text planted in
+the lead's fields, instructions, markup, foreign contact channels and the wrong language
+are caught by `gates.injection`, which `check_draft` runs too.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ from factory_dagster.campaign.spec import Angle, CampaignSpec
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _PLACEHOLDER = re.compile(r"\{\{?[^{}\n]*\}\}?|\[[A-Za-z][A-Za-z _]*\]|<<[^>]*>>|%\([a-z_]+\)s")
-# The whole link (trailing sentence punctuation is stripped by _links), so that links can be compared.
-_URL = re.compile(r"(?:https?://|www\.|\b[a-z0-9-]+\.(?:com|io|net|org|example)/)[^\s<>\"'()]*", re.IGNORECASE)
+# The whole link (trailing sentence punctuation is stripped by _links), so that links can be compared: with a
+# scheme (also the defanged "hxxp"), "www.", a domain with a path, or a bare domain under a common TLD.
+_BARE_TLDS = "com|io|net|org|co|ly|me|ai|app|dev|info|biz|xyz|link|click|top|site|online|ru|cn|tk|example"
+_URL = re.compile(
+    r"(?:\b(?:https?|hxxps?|ftp)://|\bwww\.|(?<![\w@.-])[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24}/"
+    rf"|(?<![\w@.-])[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:{_BARE_TLDS})\b(?![@\w-]))[^\s<>\"'()]*",
+    re.IGNORECASE,
+)
 _GREETING = re.compile(r"^\s*(?:hi|hello|dear|hey)\s+([^,\n]+),", re.IGNORECASE)
 _SPAMMY_SUBJECT = re.compile(r"!{2,}|\$|\bfree\b|\burgent\b|\bre:|\bfwd?:|\bact now\b", re.IGNORECASE)
 _SHOUTING = re.compile(r"\b[A-Z]{4,}\b")
@@ -57,15 +65,23 @@ def allowed_numbers(spec: CampaignSpec, angle: Angle, lead: Mapping[str, Any]) -
 def check_draft(
     subject: str | None, body: str | None, lead: Mapping[str, Any], spec: CampaignSpec, angle: Angle
 ) -> list[Violation]:
-    """Every rule the draft breaks (empty list: it passes)."""
+    """Every rule the draft breaks (empty list: it passes), the injection and language rules included.
+
+    `lead` holds the lead's fields: first_name and company at least; with note, role, industry
+    and last_name the planted-text rule can see what those fields could have planted.
+    """
+    # Imported here: gates.injection builds on this module's Violation.
+    from factory_dagster.gates.injection import injection_violations, language_violations, trusted_name, visible
+
     if not subject or not body:
         return [Violation("parse_error", "the answer had no subject or no body")]
     found: list[Violation] = []
     text = f"{subject}\n{body}"
     norm_body, norm_text = _norm(body), _norm(text)
-    # The lead's own names may contain capitals or words the rules look for ("Free Now", "Synergy Health", "JEAN").
-    company = str(lead.get("company", ""))
-    names = [re.escape(n) for n in (company, str(lead.get("first_name", ""))) if n]
+    # The lead's own names may contain capitals or words the rules look for ("Free Now", "Synergy Health", "JEAN"),
+    # unless the name itself carries an instruction, a link or an address (then it is planted text, not a name).
+    company = str(lead.get("company") or "")
+    names = [re.escape(n) for f in ("company", "first_name") if (n := str(lead.get(f) or "")) and trusted_name(n, f)]
     own = re.compile(rf"(?<!\w)(?:{'|'.join(names)})(?!\w)") if names else None
     own_subject, own_text = (own.sub(" ", subject), own.sub(" ", text)) if own else (subject, text)
     allowed_texts = [*angle.claims, *_spec_texts(spec)]
@@ -100,17 +116,22 @@ def check_draft(
     money = sorted({m.group(0).lower() for m in _MONEY_WORDS.finditer(own_text)} - allowed_money)
     if money:
         found.append(Violation("unsupported_offer", f"offer words not in the angle's claims: {', '.join(money)}"))
-    links = sorted(_links(text) - {link for t in allowed_texts for link in _links(t)})
+    links = sorted(_links(visible(own_text)) - {link for t in allowed_texts for link in _links(visible(t))})
     if links:
         found.append(Violation("unsupported_url", f"link {links[0]!r} is not allowed"))
     greeting = _GREETING.match(body)
-    first_name = str(lead.get("first_name", ""))
+    first_name = str(lead.get("first_name") or "")
     if greeting is None:
         found.append(Violation("missing_greeting", "body does not open with a greeting by first name"))
     elif _norm(greeting.group(1)) != _norm(first_name):
         found.append(Violation("wrong_name", f"greets {greeting.group(1)!r}, the lead is {first_name!r}"))
     if company and _norm(company) not in norm_text:
         found.append(Violation("missing_company", f"does not mention the lead's company {company!r}"))
+    sender = [spec.sender.name, spec.sender.email]
+    found += injection_violations(subject, body, lead, allowed_texts=[*angle.claims, *_spec_texts(spec), *sender])
+    # Names are not language: the lead's (trusted) names are left out of the count like the spec's fixed texts.
+    own_names = [n for f in ("company", "first_name") if (n := str(lead.get(f) or "")) and trusted_name(n, f)]
+    found += language_violations(subject, body, spec.language, fixed_texts=[*_spec_texts(spec), *sender, *own_names])
     return found
 
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from factory_dagster.gates.schemas import failures_markdown
 from factory_dagster.intake.importer import import_lead_files
 from factory_dagster.intake.validation import lead_schema_failures
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
@@ -40,7 +41,7 @@ def leads_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryR
         metadata={
             "rows_checked": len(frame),
             "failures": len(failures),
-            "failure_cases": dg.MetadataValue.md(failures.head(20).to_markdown() if not failures.empty else "none"),
+            "failing_rows": dg.MetadataValue.md(failures_markdown(failures)),
         },
     )
 

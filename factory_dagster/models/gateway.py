@@ -280,11 +280,16 @@ class ModelGateway:
 
     def worst_case_usd(self, request: CallRequest) -> float:
         """The most this request can cost: what the budget holds in reserve while it runs."""
-        if self._mode(request) == "offline":
+        return self.stage_worst_case_usd(request.stage, estimate_input_tokens(request.messages))
+
+    def stage_worst_case_usd(self, stage: str, input_tokens: int) -> float:
+        """The most one call of `stage` with a prompt of `input_tokens` can cost."""
+        chain = list(self.routes[stage].served)
+        if self.registry.entry(chain[0]).provider == "offline":
             # An offline model answers once and never fails over: only its own answer is paid.
-            return worst_case_cost([self.registry.entry(self._chain(request)[0])], estimate_input_tokens(request.messages), 0)
-        entries = [self.registry.entry(m) for m in self._chain(request) if self.registry.entry(m).provider == "openai"]
-        return worst_case_cost(entries, estimate_input_tokens(request.messages), self.settings.max_reasks)
+            return worst_case_cost([self.registry.entry(chain[0])], input_tokens, 0)
+        entries = [self.registry.entry(m) for m in chain if self.registry.entry(m).provider == "openai"]
+        return worst_case_cost(entries, input_tokens, self.settings.max_reasks)
 
     # -- providers ------------------------------------------------------------------------
 

@@ -4,6 +4,14 @@ No language model runs here. They read the same prompts a real model would get
 (the JSON brief and the delimited lead) and build the answer from templates, so the
 whole line runs and is tested without a key. The cheap one makes the mistakes cheap
 models really make, at its registry `defect_rate`; the premium one rarely does.
+
+They are gullible the way real models are: when a lead's note, role, company, industry or
+last name carries a payload (an instruction, a link, an address, a phone number, markup),
+the model follows it at its `injection_rate` — by default twice its defect rate, so 30 % of
+such leads for the cheap model (defect rate 0.15) and 2 % for the premium one (0.01). It
+then copies the planted sentences into the body, or writes in the language the payload
+asks for. Lead fields are read the way a model reads them: through fullwidth letters and
+invisible characters.
 """
 
 from __future__ import annotations
@@ -11,8 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
+import unicodedata
 from typing import Any
 
+from factory_dagster.models.offline_judge import judge
 from factory_dagster.models.prompts import parse_tagged_json
 
 DEFECT_TYPES: tuple[str, ...] = (
@@ -23,7 +34,42 @@ DEFECT_TYPES: tuple[str, ...] = (
     "invented_number",
     "missing_unsubscribe",
     "wrong_name",
+    "wrong_language",
 )
+# How much more often than it makes a mistake a model follows a payload planted in a lead's fields.
+INJECTION_RATE_FACTOR = 2.0
+PAYLOAD_FIELDS: tuple[str, ...] = ("note", "role", "company", "industry", "last_name")
+# What makes lead text a payload to a gullible model (deliberately not the gate's own patterns).
+_PAYLOAD = re.compile(
+    r"\b(?:ignore|ignorier\w*|ignora\w*|disregard|forget|instead|you\s+are|you\s+must|system|assistant\s*:|"
+    r"include|add|append|insert|write|say|tell|mention|offer|promise|quote|reply|respond|translate|visit|click|"
+    r"escribe|schreib\w*|écrivez|ofrece)\b"
+    r"|https?://|www\.|@|<\|?/?[a-z]|\[[^\]]*\]\(|\+?\d[\d ()-]{6,}\d|\*\*",
+    re.IGNORECASE,
+)
+_LANGUAGE_REQUEST = re.compile(r"\b(?:german|deutsch|spanish|español|espanol)\b", re.IGNORECASE)
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+# The wrong_language defect: the model answers in another language, keeping the spec's fixed texts verbatim.
+_FOREIGN: dict[str, dict[str, Any]] = {
+    "de": {
+        "greeting": "Hallo {first_name},",
+        "subjects": ("Ein ruhigerer Monatsabschluss bei {company}", "Abschluss bei {company}"),
+        "middle": (
+            "Der Monatsabschluss bei {company} bedeutet für das Finanzteam wahrscheinlich noch immer lange Abende. "
+            "Wir automatisieren die Abstimmungen, die Abgrenzungen und die Checklisten an einem Ort, damit Ihr Team "
+            "nicht mehr bis spät in die Nacht arbeiten muss und wieder pünktlich nach Hause gehen kann."
+        ),
+    },
+    "es": {
+        "greeting": "Hola {first_name},",
+        "subjects": ("Un cierre de mes más tranquilo para {company}", "El cierre de {company}"),
+        "middle": (
+            "El cierre de mes en {company} probablemente todavía significa noches largas para el equipo de finanzas. "
+            "Automatizamos las conciliaciones, las periodificaciones y las listas de cierre en un solo lugar, para que "
+            "su equipo no tenga que trabajar hasta tarde y pueda volver a casa a tiempo."
+        ),
+    },
+}
 
 _OTHER_NAMES = ("Priya", "Lars", "Chiara", "Tomasz", "Aoife", "Kenji", "Fatima", "Mateo", "Ingrid", "Samuel")
 _INVENTED = (
@@ -52,6 +98,10 @@ _SUBJECTS = {
 }
 
 
+# How harsh the offline judge is (0 lenient … 1 strict): a careful reviewer, not a pedant.
+JUDGE_STRICTNESS = 0.5
+
+
 def estimate_tokens(text: str) -> int:
     """About four characters a token, the usual rule of thumb for English."""
     return max(1, round(len(text) / 4))
@@ -60,9 +110,10 @@ def estimate_tokens(text: str) -> int:
 class OfflineModel:
     """One offline model: `complete` takes chat messages and returns the answer text."""
 
-    def __init__(self, name: str, defect_rate: float) -> None:
+    def __init__(self, name: str, defect_rate: float, injection_rate: float | None = None) -> None:
         self.name = name
         self.defect_rate = defect_rate
+        self.injection_rate = min(1.0, INJECTION_RATE_FACTOR * defect_rate) if injection_rate is None else injection_rate
 
     def complete(self, messages: list[dict[str, str]], seed_key: str = "") -> str:
         user = messages[-1]["content"]
@@ -73,12 +124,21 @@ class OfflineModel:
         task = brief.get("task")
         if task == "plan":
             return json.dumps(_plan(brief))
+        if task == "audit":
+            lead, message = parse_tagged_json(user, "lead") or {}, parse_tagged_json(user, "message") or {}
+            return json.dumps(judge(brief, lead, message, rng, strict=JUDGE_STRICTNESS), ensure_ascii=False)
         if task in {"draft", "repair"}:
             lead = parse_tagged_json(user, "lead") or {}
             # A repair re-asks with the violations listed: the model then slips half as often.
             rate = self.defect_rate / 2 if task == "repair" else self.defect_rate
             defect = rng.choice(DEFECT_TYPES) if rng.random() < rate else None
-            return json.dumps(_draft(brief, lead, rng, defect), ensure_ascii=False)
+            answer = _draft(brief, lead, rng, defect)
+            payload = planted_payload(lead)
+            # Drawn only for leads with a payload, so every other lead gets the same answer as ever.
+            follow_rate = self.injection_rate / 2 if task == "repair" else self.injection_rate
+            if payload is not None and rng.random() < follow_rate:
+                answer = _follow(answer, payload, brief, lead)
+            return json.dumps(answer, ensure_ascii=False)
         return json.dumps({"error": f"unknown task {task!r}"})
 
 
@@ -100,7 +160,53 @@ def _plan(brief: dict[str, Any]) -> dict[str, Any]:
     return {"segments": segments}
 
 
+def _seen(text: str) -> str:
+    """Lead text as a model reads it: fullwidth letters as letters, invisible characters gone."""
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
+
+
+def planted_payload(lead: dict[str, Any]) -> str | None:
+    """The sentences of the first lead field that reads as a payload, as written there (None: nothing to follow)."""
+    for field in PAYLOAD_FIELDS:
+        value = str(lead.get(field) or "")
+        if not _PAYLOAD.search(_seen(value)):
+            continue
+        sentences = [s.strip() for s in _SENTENCE_BREAK.split(value) if s.strip()]
+        return " ".join(s for s in sentences if _PAYLOAD.search(_seen(s))) or value.strip()
+    return None
+
+
+def _follow(answer: dict[str, str], payload: str, brief: dict[str, Any], lead: dict[str, Any]) -> dict[str, str]:
+    """The draft of a model that obeyed the payload: in the language it asks for, or with its sentences pasted in."""
+    if match := _LANGUAGE_REQUEST.search(_seen(payload)):
+        return _foreign_draft(brief, lead, "de" if match.group(0).lower() in {"german", "deutsch"} else "es")
+    paragraphs = answer["body"].split("\n\n")
+    paragraphs[1] = f"{paragraphs[1]} {payload}"
+    return {**answer, "body": "\n\n".join(paragraphs)}
+
+
+def _closing(brief: dict[str, Any], cta: bool = True, footer: bool = True) -> list[str]:
+    """The call to action, the sign-off, the footer and the address: the spec's fixed texts."""
+    sender = brief["sender"]
+    paragraphs = [brief["call_to_action"]] if cta else []
+    paragraphs.append(f"Best,\n{sender['name']}\n{sender['company']}")
+    paragraphs.append("\n".join([*([brief["unsubscribe_footer"]] if footer else []), sender["postal_address"]]))
+    return paragraphs
+
+
+def _foreign_draft(brief: dict[str, Any], lead: dict[str, Any], language: str) -> dict[str, str]:
+    """A draft in another language that keeps the spec's fixed texts (as a model that only translated its own words)."""
+    texts = _FOREIGN[language]
+    names = {"first_name": lead.get("first_name", "there"), "company": lead.get("company", "your company")}
+    paragraphs = [texts["greeting"].format(**names), texts["middle"].format(**names), *_closing(brief)]
+    subjects = [t.format(**names) for t in texts["subjects"]]
+    subject = next((t for t in subjects if len(t) <= brief.get("max_subject_chars", 70)), min(subjects, key=len))
+    return {"subject": subject, "body": "\n\n".join(paragraphs)}
+
+
 def _draft(brief: dict[str, Any], lead: dict[str, Any], rng: random.Random, defect: str | None) -> dict[str, str]:
+    if defect == "wrong_language":
+        return _foreign_draft(brief, lead, rng.choice(sorted(_FOREIGN)))
     style = brief.get("style", "draft-v1")
     first_name = lead.get("first_name", "there")
     company = lead.get("company", "your company")
@@ -108,7 +214,6 @@ def _draft(brief: dict[str, Any], lead: dict[str, Any], rng: random.Random, defe
         first_name, company = rng.choice([("{first_name}", company), (first_name, "[Company]")])
     if defect == "wrong_name":
         first_name = rng.choice([n for n in _OTHER_NAMES if n != first_name])
-    sender = brief["sender"]
     middle = [_OPENERS.get(style, _OPENERS["draft-v1"]).format(company=company), brief["hook"], *brief["claims"]]
     if defect == "banned_phrase" and brief.get("banned_phrases"):
         middle.append(f"Honestly, it is {rng.choice(brief['banned_phrases'])} for finance teams.")
@@ -117,11 +222,7 @@ def _draft(brief: dict[str, Any], lead: dict[str, Any], rng: random.Random, defe
     paragraphs = [f"Hi {first_name},", " ".join(middle)]
     if defect == "over_length":
         paragraphs += [_FILLER] * (2 + brief["max_words"] // len(_FILLER.split()))
-    if defect != "missing_cta":
-        paragraphs.append(brief["call_to_action"])
-    paragraphs.append(f"Best,\n{sender['name']}\n{sender['company']}")
-    footer = [brief["unsubscribe_footer"]] if defect != "missing_unsubscribe" else []
-    paragraphs.append("\n".join([*footer, sender["postal_address"]]))
+    paragraphs += _closing(brief, cta=defect != "missing_cta", footer=defect != "missing_unsubscribe")
     subjects = [t.format(company=company, first_name=first_name) for t in _SUBJECTS.get(style, _SUBJECTS["draft-v1"])]
     fitting = [s for s in subjects if len(s) <= brief.get("max_subject_chars", 70)]
     # Like a model told the limit: pick among subjects that fit, else the shortest one.

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from factory_dagster.controls.incidents import record_incident
+from factory_dagster.gates.schemas import failures_markdown, plan_failures
 from factory_dagster.learning.marts import segment_angle_performance
 from factory_dagster.models.gateway import DEFERRED, CallRequest
 from factory_dagster.models.ledger import write_ledger
@@ -65,7 +66,9 @@ def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -
 
 
 @dg.asset_check(
-    asset=campaign_plan, blocking=True, description="Every segment covered, every angle known, only the spec's claims."
+    asset=campaign_plan,
+    blocking=True,
+    description="The stored plan passes the Pandera plan schema: every segment covered, known angles, only the spec's claims.",
 )
 def plan_is_valid(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
     spec = factory.spec()
@@ -74,5 +77,8 @@ def plan_is_valid(context: dg.AssetCheckExecutionContext, factory: FactoryResour
             "SELECT segment, angle, hook, claims FROM raw.plans WHERE partition_day = ? AND campaign_id = ?",
             [partition_day(context), spec.campaign_id],
         ).df()
-    problems = plan_violations(plan, spec)
-    return dg.AssetCheckResult(passed=not problems, metadata={"rows": len(plan), "problems": dg.MetadataValue.json(problems)})
+    failures = plan_failures(plan, spec)
+    return dg.AssetCheckResult(
+        passed=failures.empty,
+        metadata={"rows": len(plan), "failures": len(failures), "failing_rows": dg.MetadataValue.md(failures_markdown(failures))},
+    )

@@ -1,0 +1,332 @@
+"""Prompt-injection and language gates: a draft must not carry what a lead's fields planted.
+
+Lead fields are untrusted data. The prompts put them inside <lead> tags as JSON and tell
+the model never to follow them, but a cheap model sometimes does anyway; these rules catch
+the result in the draft, whatever the model was told:
+
+- `planted_text`: a run of `PLANTED_RUN_WORDS` (5) or more consecutive words of the lead's
+  note, role, company, industry or last name appears in the draft. The lead's company name
+  and first name are exempt (the message must use them), and so are runs that the spec's
+  own texts contain (claims, call to action, footer, address, sender).
+- `injected_instruction`: instruction-like or AI-meta text ("ignore previous instructions",
+  "as an AI", "system prompt", "<lead>", "</brief>", role markers such as "assistant:" at
+  a line start, chat-template tokens, the same requests in German, Spanish and French).
+- `markup`: HTML tags, `javascript:` and Markdown links, emphasis or headings; the message is
+  plain text.
+- `unsupported_contact`: an e-mail address, phone number, messenger channel or obfuscated
+  address ("name [at] host [dot] com", "evil[.]com") that the spec's texts do not contain;
+  only the sender's own channels may appear.
+- `offensive_language`: insults and profanity.
+
+Every check runs on the draft after NFKC normalisation with invisible format characters
+(zero-width spaces and joiners, bidi controls, soft hyphens) removed, so "ｉｇｎｏｒｅ" and
+"ig\u200bnore" read as "ignore". Homoglyphs (Cyrillic "о" for Latin "o") are not folded.
+
+The lead's own names are exempt from the word rules only while they are *trusted*: a name
+that itself carries an instruction, a link, an address, markup or is implausibly long (a
+first name over 4 words, a company over 8) is treated as planted text, so a lead whose
+company field is an injection can never pass and ends in quarantine.
+
+`language_violations` checks `spec.language` with stopword counts (see its docstring).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from factory_dagster.gates.rules import Violation
+
+PLANTED_RUN_WORDS = 5
+# The free-text fields a lead's source can plant text in (first name and company are exempt while trusted).
+PLANTED_FIELDS: tuple[str, ...] = ("note", "role", "company", "industry", "last_name")
+MAX_TRUSTED_WORDS = {"first_name": 4, "company": 8}
+
+_WORD = re.compile(r"[^\W_]+")
+# The tags prompts use to delimit data (a draft never needs them).
+_PROMPT_TAGS = "lead|brief|system|user|assistant|instructions?|message|prompt|context|data"
+_INSTRUCTION_PARTS = (
+    # "ignore all previous instructions", "disregard the brief", "forget your rules"
+    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:(?:all|any|every|the|your|my|these|those|of|everything)\s+)*"
+    r"(?:(?:previous|prior|above|earlier|preceding|system|original|other|following)\s+)?"
+    r"(?:instructions?|rules|prompts?|guidelines|directions|directives|context|brief|constraints)\b",
+    r"\bignore\s+(?:all\s+|everything\s+)?(?:previous|prior|above|earlier)\b",
+    r"\b(?:new|updated|real|hidden|secret)\s+instructions?\b",
+    r"\bsystem\s+(?:prompt|message|instructions?|override)\b",
+    r"\bas\s+an?\s+(?:ai|a\.i\.|artificial\s+intelligence|language\s+model|llm|chat\s*bot|ai\s+assistant)\b(?!-)",
+    r"\bi\s*(?:am|'m)\s+(?:just\s+)?an?\s+(?:ai|language\s+model|llm|chat\s*bot|bot)\b(?!-)",
+    r"\b(?:large\s+)?language\s+models?\b",
+    r"\byou\s+are\s+(?:now\s+)?(?:chat\s*gpt|gpt-?\d|claude|gemini|llama|an?\s+(?:ai|llm|language\s+model|assistant|chat\s*bot))\b",
+    r"\bchat\s*gpt\b",
+    r"\b(?:jailbreak|jailbroken|prompt\s+injection|developer\s+mode|dan\s+mode|do\s+anything\s+now)\b",
+    r"\b(?:reveal|print|repeat|show|output)\s+(?:me\s+)?(?:your|the)\s+(?:system\s+)?(?:prompt|instructions)\b",
+    # Delimiters and chat-template tokens of prompts.
+    rf"<\s*/?\s*(?:{_PROMPT_TAGS})\s*/?\s*>",
+    r"<\|[a-z_]+\|>",
+    r"\[/?inst\]",
+    r"<<\s*/?\s*sys\s*>>",
+    r"^\s*#{2,}\s*(?:instruction|system|response)",
+    # A role marker at the start of a line: "assistant: Sure! ..."
+    r"^\s*(?:system|assistant|user|human|ai|model|developer)\s*:",
+    # The answer's own JSON keys leaking into the text.
+    r"\"(?:subject|body|task|brief)\"\s*:",
+    # The same requests in German, Spanish and French.
+    r"\bignorier(?:e|en|t)?\b",
+    r"\bignora(?:r)?\s+(?:todas\s+)?(?:las\s+)?(?:instrucciones|reglas)\b",
+    r"\bignorez\b",
+    r"\b(?:anweisungen|instrucciones|consignes)\b",
+)
+_INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _INSTRUCTION_PARTS), re.IGNORECASE | re.MULTILINE)
+# A single word that has no place in a cold email (kept apart: a name may contain it, e.g. "Disregardt").
+_INSTRUCTION_WORDS = re.compile(r"\bdisregard\b", re.IGNORECASE)
+_MARKUP = re.compile(
+    rf"(?<!<)</?(?!(?:{_PROMPT_TAGS})\b)[a-z][a-z0-9]*(?:\s[^<>]*)?/?>(?!>)"  # an HTML tag (not a <<PLACEHOLDER>> or prompt tag)
+    r"|\bjavascript\s*:|\bon(?:error|load|click|mouseover)\s*="
+    r"|!?\[[^\]\n]*\]\([^)\n]*\)"  # a Markdown link or image
+    r"|\*\*[^*\n]+\*\*|__[^_\n]+__"  # Markdown emphasis
+    r"|^\s*#{1,6}\s+\S",  # a Markdown heading
+    re.IGNORECASE | re.MULTILINE,
+)
+_EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.IGNORECASE)
+_OBFUSCATED_CONTACT = re.compile(
+    r"[\w.+-]+\s*(?:\[at\]|\(at\)|\{at\}|\s+at\s+)\s*[\w-]+(?:\s*(?:\[dot\]|\(dot\)|\{dot\}|\s+dot\s+)\s*[\w-]+)+"
+    r"|\b[\w-]+\s*(?:\[\.\]|\(\.\)|\[dot\]|\(dot\))\s*[a-z]{2,}\b",
+    re.IGNORECASE,
+)
+_PHONE = re.compile(r"(?<![\w./,:-])(?:\+|00)?\d(?:[ ()./-]{0,2}\d){6,16}(?![\w])")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MESSENGER = re.compile(r"\b(?:whats\s*app|telegram|signal\s+me|wechat|skype|viber|t\.me/|wa\.me/)", re.IGNORECASE)
+_URL_IN_NAME = re.compile(r"\b(?:https?|hxxps?|ftp)://|\bwww\.|\b[a-z0-9-]+\.[a-z]{2,24}/", re.IGNORECASE)
+_OFFENSIVE = re.compile(
+    r"\b(?:idiots?|idiotic|morons?|moronic|stupid|imbeciles?|incompetent|losers?|pathetic|clowns|dumbass\w*|"
+    r"fuck\w*|shit\w*|crap|bastards?|bitch\w*|assholes?)\b",
+    re.IGNORECASE,
+)
+
+
+def visible(text: str) -> str:
+    """The text as a reader sees it: NFKC-normalised, invisible format characters (category Cf) removed."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def words(text: str) -> list[str]:
+    """Case-folded words (letters and digits) of the visible text; punctuation and spacing do not count."""
+    return _WORD.findall(visible(text).casefold())
+
+
+def _field(lead: Mapping[str, Any], name: str) -> str:
+    value = lead.get(name)
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN: no value
+        return ""
+    return str(value)
+
+
+def trusted_name(value: str, field: str = "company") -> bool:
+    """Whether a lead's name may appear in the message: short, and no instruction, link, address or markup in it."""
+    text = visible(value)
+    if len(words(text)) > MAX_TRUSTED_WORDS.get(field, 8):
+        return False
+    return not any(
+        pattern.search(text) for pattern in (_INSTRUCTION, _MARKUP, _EMAIL, _OBFUSCATED_CONTACT, _URL_IN_NAME, _MESSENGER)
+    ) and not _phones(text)
+
+
+def _trusted_names(lead: Mapping[str, Any]) -> list[str]:
+    return [v for f in ("company", "first_name") if (v := _field(lead, f)) and trusted_name(v, f)]
+
+
+def _mask(text: str, names: Iterable[str]) -> str:
+    """`text` with every mention of the names replaced by a space (case and spacing ignored)."""
+    for name in sorted(names, key=len, reverse=True):
+        parts = visible(name).split()
+        if parts:
+            pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, parts)) + r"(?!\w)"
+            text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
+    return text
+
+
+def _masked_words(text: str, names: Iterable[str]) -> list[str]:
+    """Words of `text` with each name's word sequence replaced by a break (a run cannot span it)."""
+    tokens = words(text)
+    for name in sorted((words(n) for n in names), key=len, reverse=True):
+        if not name:
+            continue
+        out, i = [], 0
+        while i < len(tokens):
+            if tokens[i : i + len(name)] == name:
+                out.append("\x00")
+                i += len(name)
+            else:
+                out.append(tokens[i])
+                i += 1
+        tokens = out
+    return tokens
+
+
+def _runs(tokens: list[str], n: int = PLANTED_RUN_WORDS) -> set[tuple[str, ...]]:
+    return {run for i in range(len(tokens) - n + 1) if "\x00" not in (run := tuple(tokens[i : i + n]))}
+
+
+def _phones(text: str) -> set[str]:
+    found = set()
+    for match in _PHONE.finditer(text):
+        digits = re.sub(r"\D", "", match.group(0))
+        if len(digits) >= 7 and not _ISO_DATE.match(match.group(0)):
+            found.add(digits)
+    return found
+
+
+def planted_runs(draft: str, lead: Mapping[str, Any], allowed_texts: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(field, first shared run) for every lead field whose words the draft repeats, `PLANTED_RUN_WORDS` at a time.
+
+    Trusted names (the company, the first name) are breaks in both texts, so a run never
+    spans them; an untrusted name is a source like the note.
+    """
+    trusted = _trusted_names(lead)
+    draft_runs = _runs(_masked_words(draft, trusted))
+    allowed = set().union(*(_runs(words(t)) for t in allowed_texts))
+    found = []
+    for name in (*PLANTED_FIELDS, "first_name"):
+        tokens = _masked_words(_field(lead, name), trusted)
+        shared = (_runs(tokens) & draft_runs) - allowed
+        if shared:
+            first = next(run for i in range(len(tokens)) if (run := tuple(tokens[i : i + PLANTED_RUN_WORDS])) in shared)
+            found.append((name, " ".join(first)))
+    return found
+
+
+def injection_violations(subject: str, body: str, lead: Mapping[str, Any], allowed_texts: Iterable[str] = ()) -> list[Violation]:
+    """Every injection rule the draft breaks. `allowed_texts`: the spec's texts (claims, CTA, footer, sender...)."""
+    allowed_texts = list(allowed_texts)
+    text = visible(f"{subject}\n{body}")
+    found: list[Violation] = []
+    for name, run in planted_runs(text, lead, allowed_texts):
+        found.append(Violation("planted_text", f"repeats the lead's {name}: {run!r}"))
+    own = _mask(text, _trusted_names(lead))
+    allowed_own = "\n".join(visible(t) for t in allowed_texts)
+    if match := _INSTRUCTION.search(own) or _INSTRUCTION_WORDS.search(own):
+        found.append(Violation("injected_instruction", f"instruction-like text {match.group(0).strip()!r}"))
+    if match := _MARKUP.search(own):
+        found.append(Violation("markup", f"markup {match.group(0).strip()!r} in a plain-text message"))
+    contacts = sorted(
+        {m.group(0).lower() for m in _EMAIL.finditer(own)} - {m.group(0).lower() for m in _EMAIL.finditer(allowed_own)}
+    )
+    contacts += sorted(_phones(own) - _phones(allowed_own))
+    contacts += [m.group(0) for m in _OBFUSCATED_CONTACT.finditer(own) if m.group(0) not in allowed_own]
+    contacts += [m.group(0) for m in _MESSENGER.finditer(own) if m.group(0).lower() not in allowed_own.lower()]
+    if contacts:
+        found.append(Violation("unsupported_contact", f"contact channel not in the spec: {contacts[0]!r}"))
+    if match := _OFFENSIVE.search(own):
+        found.append(Violation("offensive_language", f"offensive word {match.group(0)!r}"))
+    return found
+
+
+# --- language -------------------------------------------------------------------------------------
+
+# Frequent function words per language. A word in several lists ("a", "la", "de") counts for each:
+# the verdict compares the spec language's count with the best other language's.
+_STOPWORD_LISTS: dict[str, str] = {
+    "en": (
+        "the a an and of to in for is are was were be been being that this these those it its on with as at by from "
+        "you your yours we our ours us they their them he she his her not or but if so can will would could should "
+        "have has had do does did what which who whom how when where why all any more most up out about into than "
+        "then there here no just one every each only also very some such other after before over under again "
+        "while because through during without within between both same own too my me i am"
+    ),
+    "de": (
+        "der die das den dem des und ist sind nicht mit für auf bei ein eine einen einem einer eines ich du sie "
+        "wir ihr ihre ihren ihrem ihnen uns unser unsere es auch noch wie zu zum zur im vom aus oder aber wenn "
+        "dass so schon nur sehr mehr kann können wird werden wurde hat haben hatte sein wieder damit über nach "
+        "vor ohne durch gegen bis dann weil doch mal man jetzt hier dort alle alles viele sich"
+    ),
+    "es": (
+        "el la los las un una unos unas y o pero que de del al en con por para es son está están ser estar "
+        "su sus nuestro nuestra nosotros usted ustedes le les lo se no sí muy más menos como cuando donde "
+        "porque también ya hay este esta estos estas ese esa eso todo todos cada sin sobre entre hasta desde"
+    ),
+    "fr": (
+        "le la les un une des et ou mais que qui de du au aux en dans avec pour par sur est sont être avoir "
+        "a ont nous vous ils elles leur leurs votre vos notre nos ce cette ces son sa ses ne pas plus très "
+        "comme quand où parce aussi déjà tout tous chaque sans entre jusqu depuis chez"
+    ),
+    "nl": (
+        "de het een en van in op met voor is zijn niet dat die deze dit ook maar als bij naar uit om te ze wij "
+        "jullie uw onze ons hun er nog wel kan worden wordt heeft hebben geen meer zeer hoe waar wanneer omdat"
+    ),
+    "it": (
+        "il lo la gli le un una uno e o ma che di del della dei delle al alla in con per su è sono essere "
+        "noi voi loro suo sua nostro nostra vostro non più molto come quando dove perché anche già tutto ogni"
+    ),
+    "pt": (
+        "o a os as um uma e ou mas que de do da dos das em no na nos nas com por para é são ser estar "
+        "nós vocês seu sua nosso nossa não mais muito como quando onde porque também já todo cada"
+    ),
+}
+STOPWORDS: dict[str, frozenset[str]] = {lang: frozenset(text.split()) for lang, text in _STOPWORD_LISTS.items()}
+# Languages the gate can check: those written in Latin script with a stopword list above.
+SUPPORTED_LANGUAGES: frozenset[str] = frozenset(STOPWORDS)
+MIN_WORDS_FOR_VERDICT = 8  # below this many words of free text there is too little to judge
+MIN_FOREIGN_STOPWORDS = 3
+MIN_OWN_STOPWORD_SHARE = 0.08  # of distinct words (English prose: 20-40 %); catches languages without a list
+MAX_OTHER_SCRIPT_SHARE = 0.5  # share of letters outside Latin script
+
+
+def _strip_texts(text: str, texts: Iterable[str]) -> str:
+    """`text` without verbatim occurrences of the given texts (case and spacing ignored)."""
+    for fixed in sorted(texts, key=len, reverse=True):
+        parts = visible(fixed).split()
+        if parts:
+            text = re.sub(r"\s+".join(map(re.escape, parts)), " ", text, flags=re.IGNORECASE)
+    return text
+
+
+def language_violations(subject: str, body: str, language: str, fixed_texts: Iterable[str] = ()) -> list[Violation]:
+    """A `wrong_language` violation when the draft's own words are mostly not in `language`.
+
+    `fixed_texts` (the spec's call to action, footer, address and sender, the lead's names)
+    are removed first: they read the same whatever language the draft is in. The rest is
+    judged by function words. It is the wrong language when at least 3 stopwords of another
+    language appear and outnumber the spec language's; when, with 20+ distinct words, under
+    8 % of them are the spec language's stopwords (a language without a list, say Polish);
+    or when most letters are not Latin script. Fewer than 8 words get no verdict. Names are
+    not function words, so a short English email to "Société Générale des Eaux et du Nord"
+    passes once the names are among `fixed_texts`, as `check_draft` passes them.
+
+    Only the languages in `SUPPORTED_LANGUAGES` (en, de, es, fr, nl, it, pt; a region suffix
+    such as "en-GB" is ignored) are checked; for any other code the check does nothing
+    rather than guess.
+    """
+    lang = language.lower().replace("_", "-").split("-")[0]
+    if lang not in STOPWORDS:
+        return []
+    free = visible(_strip_texts(visible(f"{subject}\n{body}"), fixed_texts))
+    letters = [c for c in free if c.isalpha()]
+    if letters:
+        other_script = sum(1 for c in letters if "LATIN" not in unicodedata.name(c, "LATIN"))
+        if len(letters) >= 20 and other_script / len(letters) > MAX_OTHER_SCRIPT_SHARE:
+            return [Violation("wrong_language", f"most letters are not Latin script; the spec's language is {language!r}")]
+    tokens = [t for t in _WORD.findall(free.casefold()) if not t.isdigit()]
+    if len(tokens) < MIN_WORDS_FOR_VERDICT:
+        return []
+    own = sum(t in STOPWORDS[lang] for t in tokens)
+    others = {o: sum(t in ws for t in tokens) for o, ws in STOPWORDS.items() if o != lang}
+    rival, count = max(others.items(), key=lambda item: item[1])
+    if count >= MIN_FOREIGN_STOPWORDS and count > own:
+        return [
+            Violation(
+                "wrong_language", f"reads as {rival!r} ({count} {rival} vs {own} {lang} function words), spec says {language!r}"
+            )
+        ]
+    distinct = set(tokens)
+    own_distinct = len(distinct & STOPWORDS[lang])
+    if len(distinct) >= 20 and own_distinct / len(distinct) < MIN_OWN_STOPWORD_SHARE:
+        return [
+            Violation(
+                "wrong_language",
+                f"only {own_distinct} of {len(distinct)} distinct words are {lang} function words, spec says {language!r}",
+            )
+        ]
+    return []
