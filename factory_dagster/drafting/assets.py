@@ -6,10 +6,11 @@ from factory_dagster.assignment.assets import assignments
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.drafting.draft import draft_candidates
 from factory_dagster.drafting.work import clear_unsent, unsent_work
-from factory_dagster.gates.schemas import draft_failures, failures_markdown
+from factory_dagster.gates.checks import stored_rows_check
+from factory_dagster.gates.schemas import draft_failures
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
-from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.resources import POOL, FactoryResource
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
@@ -50,20 +51,7 @@ def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Ma
     description="The day's stored drafts pass the Pandera draft schema (every answer kept, parsed or explained).",
 )
 def drafts_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    spec = factory.spec()
-    with factory.warehouse(read_only=True) as con:
-        stored = con.execute(
-            "SELECT * FROM raw.drafts WHERE partition_day = ? AND campaign_id = ?", [partition_day(context), spec.campaign_id]
-        ).df()
-    failures = draft_failures(stored, spec)
-    return dg.AssetCheckResult(
-        passed=failures.empty,
-        metadata={
-            "rows_checked": len(stored),
-            "failures": len(failures),
-            "failing_rows": dg.MetadataValue.md(failures_markdown(failures)),
-        },
-    )
+    return stored_rows_check(context, factory, "drafts", draft_failures)
 
 
 def deferral_detail(stage: str, lead_ids: list[str], budget_usd: float) -> str:

@@ -7,8 +7,9 @@ from factory_dagster.controls.incidents import record_incident
 from factory_dagster.drafting.assets import deferral_detail, drafts
 from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.gates.audit import audit_messages, audit_sample, hold_reason
+from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.gates.pipeline import run_gates
-from factory_dagster.gates.schemas import failures_markdown, message_failures
+from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.resources import POOL, FactoryResource, partition_day
@@ -67,20 +68,7 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
 
 @dg.asset_check(asset=messages, blocking=True, description="Stored messages pass the Pandera message schema built from the spec.")
 def messages_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    spec = factory.spec()
-    with factory.warehouse(read_only=True) as con:
-        stored = con.execute(
-            "SELECT * FROM raw.messages WHERE partition_day = ? AND campaign_id = ?", [partition_day(context), spec.campaign_id]
-        ).df()
-    failures = message_failures(stored, spec)
-    return dg.AssetCheckResult(
-        passed=failures.empty,
-        metadata={
-            "rows_checked": len(stored),
-            "failures": len(failures),
-            "failing_rows": dg.MetadataValue.md(failures_markdown(failures)),
-        },
-    )
+    return stored_rows_check(context, factory, "messages", message_failures)
 
 
 @dg.asset_check(

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from factory_dagster.gates.schemas import failures_markdown
+from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.intake.importer import import_lead_files
 from factory_dagster.intake.validation import lead_schema_failures
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
@@ -33,17 +33,7 @@ def leads(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
 
 @dg.asset_check(asset=leads, blocking=True, description="Accepted leads of the day pass the Pandera lead schema.")
 def leads_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    with factory.warehouse() as con:
-        frame = con.execute("SELECT * FROM raw.leads WHERE partition_day = ?", [partition_day(context)]).df()
-    failures = lead_schema_failures(frame)
-    return dg.AssetCheckResult(
-        passed=failures.empty,
-        metadata={
-            "rows_checked": len(frame),
-            "failures": len(failures),
-            "failing_rows": dg.MetadataValue.md(failures_markdown(failures)),
-        },
-    )
+    return stored_rows_check(context, factory, "leads", lambda frame, _spec: lead_schema_failures(frame))
 
 
 @dg.asset_check(

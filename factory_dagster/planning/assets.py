@@ -4,7 +4,8 @@ import dagster as dg
 import pandas as pd
 
 from factory_dagster.controls.incidents import record_incident
-from factory_dagster.gates.schemas import failures_markdown, plan_failures
+from factory_dagster.gates.checks import stored_rows_check
+from factory_dagster.gates.schemas import plan_failures
 from factory_dagster.learning.marts import segment_angle_performance
 from factory_dagster.models.gateway import DEFERRED, CallRequest
 from factory_dagster.models.ledger import write_ledger
@@ -12,7 +13,7 @@ from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.routing import routes_frame
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanAnswer, PlanError, parse_plan, plan_brief, plan_violations
-from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.resources import POOL, FactoryResource
 from factory_dagster.warehouse.store import replace_partition, transaction
 
 PLAN_ATTEMPTS = 2
@@ -71,14 +72,4 @@ def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -
     description="The stored plan passes the Pandera plan schema: every segment covered, known angles, only the spec's claims.",
 )
 def plan_is_valid(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    spec = factory.spec()
-    with factory.warehouse(read_only=True) as con:
-        plan = con.execute(
-            "SELECT segment, angle, hook, claims FROM raw.plans WHERE partition_day = ? AND campaign_id = ?",
-            [partition_day(context), spec.campaign_id],
-        ).df()
-    failures = plan_failures(plan, spec)
-    return dg.AssetCheckResult(
-        passed=failures.empty,
-        metadata={"rows": len(plan), "failures": len(failures), "failing_rows": dg.MetadataValue.md(failures_markdown(failures))},
-    )
+    return stored_rows_check(context, factory, "plans", plan_failures)
