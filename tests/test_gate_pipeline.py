@@ -337,3 +337,23 @@ def test_schema_on_empty_frame_and_missing_column(good_messages: pd.DataFrame) -
     assert message_failures(pd.DataFrame(), example_spec()).empty
     assert not message_failures(good_messages.drop(columns=["to_email"]), example_spec()).empty
     assert set(message_schema(example_spec()).columns) >= {"message_id", "send_id", "lead_id", "to_email", "subject", "body"}
+
+
+@pytest.mark.parametrize(("token_budget", "re_asks"), [(0, 0), (1, 1)])
+def test_the_repair_token_budget_stops_re_asking_and_quarantines_with_the_reason(token_budget: int, re_asks: int) -> None:
+    spec = spec_with(repairs=2)
+    spec = spec.model_copy(update={"drafting": spec.drafting.model_copy(update={"max_repair_tokens": token_budget})})
+    gw = gateway(registry(cheap=1.0, premium=1.0))
+    work = work_frame(spec, make_leads(6, spec), _plan())
+    candidates, _ = draft_candidates(gw, spec, work)
+    out = run_gates(gw, spec, work, candidates)
+    assert not out.messages or all(m["model"] for m in out.messages)
+    budget_stops = [q for q in out.quarantine if "repair_budget_spent" in q["reason_codes"]]
+    assert budget_stops, "with every draft defective some lead must hit the token budget"
+    for q in budget_stops:
+        assert q["attempts"] == re_asks
+        assert f"of {token_budget} tokens" in q["reason"]
+        assert len([d for d in out.drafts if d["lead_id"] == q["lead_id"]]) == re_asks
+    # Every lead still ends messaged or quarantined: the budget stops re-asks, it loses no lead.
+    done = {m["lead_id"] for m in out.messages} | {q["lead_id"] for q in out.quarantine}
+    assert done == set(work.lead_id)

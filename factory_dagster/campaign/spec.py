@@ -108,6 +108,9 @@ class Drafting(_Strict):
     candidates: int = Field(default=3, ge=1, le=10)
     prompt_versions: list[str] = Field(default=["draft-v1"], min_length=1)
     max_repair_attempts: int = Field(default=1, ge=0, le=5)
+    max_repair_tokens: int = Field(
+        default=8000, ge=0, description="per lead: tokens its repair and escalation calls may spend together"
+    )
 
 
 class Audit(_Strict):

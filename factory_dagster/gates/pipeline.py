@@ -126,7 +126,13 @@ def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, dra
         if results is not None:
             failing[lead.lead_id] = (lead, results, candidates)
     last_attempt = spec.drafting.max_repair_attempts + 1
+    repair_tokens: dict[str, int] = {}
+    attempts: dict[str, int] = {}
+    over_budget: dict[str, tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for attempt in range(1, last_attempt + 1):
+        # A lead whose re-asks have used up its token budget is not asked again.
+        for lead_id in [i for i in failing if repair_tokens.get(i, 0) >= spec.drafting.max_repair_tokens]:
+            over_budget[lead_id] = failing.pop(lead_id)
         if not failing:
             break
         leads = list(failing.values())
@@ -153,6 +159,8 @@ def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, dra
                 out.deferred.append(lead.lead_id)
                 del failing[lead.lead_id]
                 continue
+            repair_tokens[lead.lead_id] = repair_tokens.get(lead.lead_id, 0) + answer.tokens
+            attempts[lead.lead_id] = attempt
             drafts_now = [draft_row(gateway, lead, request, answer, attempt, 0)]
             out.drafts += drafts_now
             results = _settle(lead, drafts_now, gateway, spec, out)
@@ -160,15 +168,19 @@ def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, dra
                 del failing[lead.lead_id]
             else:
                 failing[lead.lead_id] = (lead, results, drafts_now)
-    for lead, results, _ in failing.values():
+    for lead_id, (lead, results, _) in [*failing.items(), *over_budget.items()]:
         codes = sorted({c for r in results for c in r["violation_codes"]})
+        reason = "; ".join(dict.fromkeys(d for r in results for d in r["violation_details"]))
+        if lead_id in over_budget:
+            codes = ["repair_budget_spent", *codes]
+            reason = f"re-asks used {repair_tokens.get(lead_id, 0)} of {spec.drafting.max_repair_tokens} tokens; " + reason
         out.quarantine.append(
             {
                 "lead_id": lead.lead_id,
                 "arm_id": lead.arm_id,
-                "attempts": last_attempt,
+                "attempts": attempts.get(lead_id, 0),
                 "reason_codes": codes,
-                "reason": "; ".join(dict.fromkeys(d for r in results for d in r["violation_details"])),
+                "reason": reason,
             }
         )
     return out

@@ -82,6 +82,7 @@ class CallResult:
     status: str  # ok | error | refused | invalid | deferred
     cost_usd: float
     cache_hit: bool = False
+    tokens: int = 0  # billed tokens, in and out
 
 
 @dataclass(frozen=True)
@@ -465,7 +466,7 @@ class ModelGateway:
             self.new_cache_entries.append(
                 (self._key(request), model, request.prompt_version, CachedAnswer(text, tokens[0], tokens[1], model))
             )
-        return CallResult(call_id, text, parsed, model, status, cost, cache_hit)
+        return CallResult(call_id, text, parsed, model, status, cost, cache_hit, sum(i + o for i, o in usage.values()))
 
 
 def _validate(text: str, response_model: type[BaseModel] | None) -> tuple[BaseModel | None, str]:
