@@ -6,6 +6,7 @@ per use, so nothing (and no usage count) is shared between assets of one run.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,10 +25,14 @@ from factory_dagster.models.gateway import ModelGateway, RunContext
 from factory_dagster.models.ledger import spent_today
 from factory_dagster.models.registry import ModelRegistry, load_registry
 from factory_dagster.models.routing import Route, resolve_routes, with_served_models
+from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH, Paths
 from factory_dagster.warehouse.store import connect
 
 POOL = "duckdb"  # every DuckDB-touching step runs in this pool (limit 1): one writer at a time
+
+# Every asset of the daily line: one partition a day, backfilled a day per run, in the DuckDB pool.
+line_asset = functools.partial(dg.asset, partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL)
 
 
 class FactoryResource(dg.ConfigurableResource):

@@ -4,16 +4,12 @@ import dagster as dg
 
 from factory_dagster.assignment.policy import POLICY_VERSION, allocation_problems, arm_shares, assign_leads, candidate_arms
 from factory_dagster.learning.marts import segment_arm_performance
-from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.planning.assets import SEND_OUTCOMES, campaign_plan
-from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
 
 
-@dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=ONE_DAY_PER_RUN,
-    pool=POOL,
+@line_asset(
     group_name="assign",
     deps=["leads", campaign_plan, SEND_OUTCOMES, "suppression_list"],
     kinds={"duckdb"},

@@ -8,15 +8,11 @@ from factory_dagster.delivery.outbox import deliver_batch, plan_sends
 from factory_dagster.gates.assets import message_audit, messages
 from factory_dagster.learning.assets import send_guard
 from factory_dagster.market.simulated import SimulatedMarket
-from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
-from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, transaction
 
 
-@dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=ONE_DAY_PER_RUN,
-    pool=POOL,
+@line_asset(
     group_name="send",
     deps=[messages, message_audit, send_guard, "suppression_list"],
     kinds={"duckdb"},

@@ -9,14 +9,11 @@ from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.gates.schemas import draft_failures
 from factory_dagster.models.ledger import write_ledger
-from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
-from factory_dagster.resources import POOL, FactoryResource
+from factory_dagster.resources import FactoryResource, line_asset
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
-@dg.asset(
-    partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL, group_name="draft", deps=[assignments], kinds={"duckdb"}
-)
+@line_asset(group_name="draft", deps=[assignments], kinds={"duckdb"})
 def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Candidate messages from the cheap model for every assigned lead still waiting for a message."""
     spec = factory.spec()

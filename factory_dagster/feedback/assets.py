@@ -5,12 +5,11 @@ import dagster as dg
 from factory_dagster.feedback.importer import import_event_files
 from factory_dagster.feedback.suppression import import_suppression_files, suppress_from_events
 from factory_dagster.market.simulated import SimulatedMarket
-from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
-from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, partition_day
 from factory_dagster.warehouse.store import fetch_one
 
 
-@dg.asset(partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL, group_name="observe", kinds={"duckdb", "pandera"})
+@line_asset(group_name="observe", kinds={"duckdb", "pandera"})
 def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Outcome events (delivered … complained) from the event inbox; bad rows quarantined with reasons."""
     spec = factory.spec()
@@ -59,10 +58,7 @@ def events_accounted_for(context: dg.AssetCheckExecutionContext, factory: Factor
     )
 
 
-@dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=ONE_DAY_PER_RUN,
-    pool=POOL,
+@line_asset(
     group_name="observe",
     deps=[outcome_events],
     kinds={"duckdb"},

@@ -11,15 +11,11 @@ from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.ledger import write_ledger
-from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
-from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
 
 
-@dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=ONE_DAY_PER_RUN,
-    pool=POOL,
+@line_asset(
     group_name="gate",
     deps=[drafts],
     kinds={"duckdb", "pandera"},
@@ -99,10 +95,7 @@ def gate_pass_rate_above_floor(context: dg.AssetCheckExecutionContext, factory: 
     )
 
 
-@dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=ONE_DAY_PER_RUN,
-    pool=POOL,
+@line_asset(
     group_name="gate",
     deps=[messages],
     kinds={"duckdb"},

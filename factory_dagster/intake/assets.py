@@ -5,12 +5,11 @@ import dagster as dg
 from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.intake.importer import import_lead_files
 from factory_dagster.intake.validation import lead_schema_failures
-from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
-from factory_dagster.resources import POOL, FactoryResource, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, partition_day
 from factory_dagster.warehouse.store import fetch_one
 
 
-@dg.asset(partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL, group_name="intake", kinds={"duckdb", "pandera"})
+@line_asset(group_name="intake", kinds={"duckdb", "pandera"})
 def leads(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """New lead files from the inbox, validated: good rows to `raw.leads`, bad rows to `raw.leads_quarantine`."""
     spec = factory.spec()

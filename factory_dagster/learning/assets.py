@@ -11,7 +11,7 @@ from factory_dagster.controls.kill_switch import kill_switch_state, set_kill_swi
 from factory_dagster.learning.dbt_project import FactoryDbtTranslator, ensure_manifest, prior_day_specs
 from factory_dagster.learning.marts import halt_reason
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
-from factory_dagster.resources import POOL, FactoryResource
+from factory_dagster.resources import POOL, FactoryResource, line_asset
 
 MANIFEST = ensure_manifest()
 ANOMALIES = dg.AssetKey(["marts", "anomalies"])
@@ -42,9 +42,7 @@ def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, factory: F
     yield from invocation.stream()
 
 
-@dg.asset(
-    partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL, group_name="learn", deps=[ANOMALIES], kinds={"duckdb"}
-)
+@line_asset(group_name="learn", deps=[ANOMALIES], kinds={"duckdb"})
 def send_guard(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Engages the kill switch when `marts.anomalies` flags a complaint or bounce spike for the day."""
     spec = factory.spec()

@@ -11,19 +11,15 @@ from factory_dagster.models.gateway import DEFERRED, CallRequest
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.routing import routes_frame
-from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanAnswer, PlanError, parse_plan, plan_brief, plan_violations
-from factory_dagster.resources import POOL, FactoryResource
+from factory_dagster.resources import FactoryResource, line_asset
 from factory_dagster.warehouse.store import replace_partition, transaction
 
 PLAN_ATTEMPTS = 2
 SEND_OUTCOMES = dg.AssetKey(["intermediate", "int_send_outcomes"])
 
 
-@dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=ONE_DAY_PER_RUN,
-    pool=POOL,
+@line_asset(
     group_name="plan",
     deps=[SEND_OUTCOMES],
     kinds={"duckdb"},
