@@ -61,7 +61,3 @@ class Budget:
         """Replace a reservation by what the call really cost (never more than was reserved)."""
         self.reserved_usd = max(0.0, self.reserved_usd - reserved)
         self.spent_usd += actual
-
-    @property
-    def remaining_usd(self) -> float:
-        return self.limit_usd - self.spent_usd - self.reserved_usd
