@@ -14,6 +14,7 @@ from factory_dagster.gates.assets import (
     gate_pass_rate_above_floor,
     message_audit,
     messages,
+    messages_consistent_with_earlier,
     messages_match_schema,
 )
 from factory_dagster.intake.assets import leads, leads_accounted_for, leads_match_schema
@@ -65,6 +66,7 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
             allocation_is_valid,
             drafts_match_schema,
             messages_match_schema,
+            messages_consistent_with_earlier,
             gate_pass_rate_above_floor,
             audit_failure_rate_below_limit,
             sends_are_safe,

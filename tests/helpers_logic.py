@@ -132,7 +132,7 @@ def make_leads(n: int, spec: CampaignSpec | None = None) -> list[dict[str, Any]]
     for i in range(n):
         lead = {
             "lead_id": f"lead_{i:05d}",
-            "email": f"person{i}@company{i % len(COMPANIES)}.example",
+            "email": f"person{i}@company{(i // 2) % len(COMPANIES)}.example",  # the company's own domain
             "first_name": FIRST_NAMES[i % len(FIRST_NAMES)],
             "last_name": LAST_NAMES[(i // 3) % len(LAST_NAMES)],
             "company": COMPANIES[(i // 2) % len(COMPANIES)],

@@ -53,8 +53,12 @@ LEAD_TEXT_FIELDS = ("first_name", "last_name", "company", "role", "industry", "n
 
 @cache
 def spec() -> CampaignSpec:
+    """The example spec on offline models, near-duplicate rule off: the corpus's 38 people all work at one
+    company, so most of them would wait for another day (that rule is tested in test_consistency.py)."""
     routing = {stage: "offline-cheap" if stage in {"draft", "repair"} else "offline-premium" for stage in MODEL_STAGES}
-    return load_spec(DEFAULT_SPEC_PATH).model_copy(update={"routing": routing})
+    base = load_spec(DEFAULT_SPEC_PATH)
+    consistency = base.consistency.model_copy(update={"max_similarity": 1.0})
+    return base.model_copy(update={"routing": routing, "consistency": consistency})
 
 
 def gateway(cheap: float, premium: float, run_id: str = "run-injection") -> ModelGateway:

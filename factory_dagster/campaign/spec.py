@@ -132,6 +132,20 @@ class Audit(_Strict):
     )
 
 
+class Consistency(_Strict):
+    """What a message must keep consistent with the messages its recipient's company already got."""
+
+    max_similarity: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="two messages to the same company going out the same day may share at most this share of their "
+        "own wording (Jaccard index of word 3-shingles, names and the spec's fixed texts left out); 1 turns the "
+        "rule off",
+    )
+    lookback_days: int = Field(default=365, ge=0, description="how far back earlier messages are read for contradictions (days)")
+
+
 class Allocation(_Strict):
     exploration_floor: float = Field(default=0.1, ge=0, le=1)
     prior_sends: int = Field(default=20, ge=1)
@@ -154,6 +168,7 @@ class CampaignSpec(_Strict):
     drafting: Drafting = Drafting()
     allocation: Allocation = Allocation()
     audit: Audit = Audit()
+    consistency: Consistency = Consistency()
     # Overrides of the routing table (factory_dagster/models/routing.yaml): stage -> model or fallback chain.
     routing: dict[str, str | list[str]] = {}
     # Filled in by load_spec: the declared version plus a hash of the file, so any edit is a new version.

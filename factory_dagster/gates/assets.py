@@ -8,6 +8,8 @@ from factory_dagster.drafting.assets import deferral_detail, drafts
 from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.gates.audit import audit_messages, audit_sample, hold_reason
 from factory_dagster.gates.checks import stored_rows_check
+from factory_dagster.gates.consistency import CODES as CONSISTENCY_CODES
+from factory_dagster.gates.consistency import load_earlier, stored_inconsistencies
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.ledger import write_ledger
@@ -30,7 +32,8 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
         candidates = con.execute(
             "SELECT * FROM raw.drafts WHERE partition_day = ? AND campaign_id = ? AND attempt = 0", [day, spec.campaign_id]
         ).df()
-    output = run_gates(gateway, spec, work, candidates)
+        history = load_earlier(con, spec, day, work)
+    output = run_gates(gateway, spec, work, candidates, history)
     frames = output.frames()
     frames["messages"] = frames["messages"].assign(spec_version=spec.spec_version)
     with factory.warehouse() as con, transaction(con):
@@ -48,7 +51,12 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
                 "warning",
                 deferral_detail("gating", output.deferred, spec.limits.daily_budget_usd),
             )
+    if output.postponed:
+        context.log.info(
+            f"{len(output.postponed)} leads wait for tomorrow: every draft read like a colleague's message going out today"
+        )
     results = frames["gate_results"]
+    codes = results.violation_codes.explode() if not results.empty else results
     return dg.MaterializeResult(
         metadata={
             "leads": len(work),
@@ -57,6 +65,8 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
             "draft_pass_rate": float(results.passed.mean()) if not results.empty else 0.0,
             "repair_or_escalation_drafts": len(frames["drafts"]),
             "leads_deferred_by_budget": len(output.deferred),
+            "leads_postponed_near_duplicate": len(output.postponed),
+            **{f"drafts_{code}": int((codes == code).sum()) if len(codes) else 0 for code in sorted(CONSISTENCY_CODES)},
             **gateway.usage(),
         }
     )
@@ -91,6 +101,27 @@ def gate_pass_rate_above_floor(context: dg.AssetCheckExecutionContext, factory: 
             "quarantined": quarantined,
             "pass_rate": rate,
             "floor": spec.limits.min_gate_pass_rate,
+        },
+    )
+
+
+@dg.asset_check(
+    asset=messages,
+    blocking=True,
+    description="No stored message repeats a colleague's message going out the same day or contradicts what its "
+    "company was already sent.",
+)
+def messages_consistent_with_earlier(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
+    spec = factory.spec()
+    with factory.warehouse(read_only=True) as con:
+        findings = stored_inconsistencies(con, spec, partition_day(context))
+    return dg.AssetCheckResult(
+        passed=findings.empty,
+        metadata={
+            "findings": len(findings),
+            "max_similarity": spec.consistency.max_similarity,
+            "lookback_days": spec.consistency.lookback_days,
+            "failing_messages": dg.MetadataValue.md(findings.head(20).to_markdown(index=False) if not findings.empty else "none"),
         },
     )
 

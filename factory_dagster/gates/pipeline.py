@@ -1,12 +1,16 @@
 """The gate between drafting and sending: check, pick, repair, escalate, or quarantine.
 
-For each lead: score every candidate by the rules and by agreement with the other
-candidates; the best passing one becomes the message. Leads with no passing draft go
-through rounds together (so remote calls run concurrently): re-asked with their
-violations (up to `max_repair_attempts` rounds), then drafted by the escalation model;
-a lead still failing is quarantined with the reasons. A lead the budget cannot cover
-is deferred to the next day, neither sent nor quarantined. Every attempt is a draft
-row, a gate result and a ledger row.
+For each lead: score every candidate by the rules, by consistency with what its company
+already got (`gates.consistency`) and by agreement with the other candidates; the best
+passing one becomes the message. Leads are settled one after another in work order, so each
+message is checked against the ones accepted before it today. Leads with no passing draft go
+through rounds together (so remote calls run concurrently): re-asked with their violations
+(up to `max_repair_attempts` rounds), then drafted by the escalation model, both shown what
+the company was already told when that was the problem; a lead still failing is quarantined
+with the reasons. A lead the budget cannot cover is deferred to the next day, neither sent
+nor quarantined; so is a lead whose only fault left is a near-duplicate of a colleague's
+message today (tomorrow it is not). Every attempt is a draft row, a gate result and a
+ledger row.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.drafting.draft import draft_brief, draft_request, draft_row
+from factory_dagster.gates import consistency
+from factory_dagster.gates.consistency import ConsistencyGate
 from factory_dagster.gates.rules import Violation, agreement, check_draft, key_facts
 from factory_dagster.models.gateway import DEFERRED, ModelGateway
+from factory_dagster.models.prompts import COLLEAGUE_TAG
 
-REPAIR_PROMPT_VERSION = "repair-v2"
+REPAIR_PROMPT_VERSION = "repair-v3"
 
 
 def send_id_for(campaign_id: str, lead_id: str) -> str:
@@ -37,6 +44,7 @@ class GateOutput:
     messages: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
+    postponed: list[str] = field(default_factory=list)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         return {
@@ -47,7 +55,7 @@ class GateOutput:
         }
 
 
-def _evaluate(drafts: list[dict[str, Any]], lead: Any, spec: CampaignSpec) -> list[dict[str, Any]]:
+def _evaluate(drafts: list[dict[str, Any]], lead: Any, spec: CampaignSpec, history: ConsistencyGate) -> list[dict[str, Any]]:
     angle = spec.angle(lead.angle)
     lead_fields = {f: getattr(lead, f, None) for f in ("first_name", "last_name", "company", "role", "industry", "note")}
     scores = agreement([key_facts(d["subject"], d["body"]) for d in drafts])
@@ -57,6 +65,7 @@ def _evaluate(drafts: list[dict[str, Any]], lead: Any, spec: CampaignSpec) -> li
             [Violation("parse_error", d["parse_error"])]
             if d["parse_error"]
             else check_draft(d["subject"], d["body"], lead_fields, spec, angle)
+            + history.violations(lead, d["subject"], d["body"])
         )
         results.append(
             {
@@ -77,18 +86,32 @@ def _evaluate(drafts: list[dict[str, Any]], lead: Any, spec: CampaignSpec) -> li
 
 
 def _settle(
-    lead: Any, drafts: list[dict[str, Any]], gateway: ModelGateway, spec: CampaignSpec, out: GateOutput
+    lead: Any,
+    drafts: list[dict[str, Any]],
+    gateway: ModelGateway,
+    spec: CampaignSpec,
+    history: ConsistencyGate,
+    out: GateOutput,
 ) -> list[dict[str, Any]] | None:
     """Record one round's drafts of a lead; the message if one passes, else the results to repair from."""
-    results = _evaluate(drafts, lead, spec)
+    results = _evaluate(drafts, lead, spec, history)
     out.results += results
     passing = [(r, d) for r, d in zip(results, drafts, strict=True) if r["passed"]]
     if passing:
         best_result, best = max(passing, key=lambda pair: (pair[0]["agreement"], -pair[1]["candidate_index"]))
         best_result["selected"] = True
         out.messages.append(_message(gateway, lead, best))
+        history.accept(lead, best["subject"], best["body"])
         return None
     return results
+
+
+def _context(lead: Any, results: list[dict[str, Any]], history: ConsistencyGate) -> dict[str, dict[str, Any]]:
+    """The colleague-messages block, when a consistency rule is among what went wrong."""
+    if not any(set(r["violation_codes"]) & consistency.CODES for r in results):
+        return {}
+    reference = history.reference(lead)
+    return {COLLEAGUE_TAG: reference} if reference else {}
 
 
 def _draft_to_fix(results: list[dict[str, Any]], drafts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,8 +131,18 @@ def _draft_to_fix(results: list[dict[str, Any]], drafts: list[dict[str, Any]]) -
     }
 
 
-def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, drafts: pd.DataFrame) -> GateOutput:
-    """Gate every lead of `work` given its candidate drafts, in rounds of repair and escalation."""
+def run_gates(
+    gateway: ModelGateway,
+    spec: CampaignSpec,
+    work: pd.DataFrame,
+    drafts: pd.DataFrame,
+    history: ConsistencyGate | None = None,
+) -> GateOutput:
+    """Gate every lead of `work` given its candidate drafts, in rounds of repair and escalation.
+
+    `history` holds what the leads' companies were already told (none: a first day).
+    """
+    history = history or ConsistencyGate(spec, gateway.run.partition_day)
     out = GateOutput()
     by_lead = {lead_id: g.sort_values("candidate_index").to_dict("records") for lead_id, g in drafts.groupby("lead_id")}
     briefs = {
@@ -122,7 +155,7 @@ def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, dra
         if not candidates:
             out.deferred.append(lead.lead_id)  # drafting deferred it (budget): it waits for another day
             continue
-        results = _settle(lead, candidates, gateway, spec, out)
+        results = _settle(lead, candidates, gateway, spec, history, out)
         if results is not None:
             failing[lead.lead_id] = (lead, results, candidates)
     last_attempt = spec.drafting.max_repair_attempts + 1
@@ -145,13 +178,22 @@ def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, dra
                     lead,
                     attempt,
                     0,
-                    data={"draft_to_fix": _draft_to_fix(results, drafts)},
+                    data={"draft_to_fix": _draft_to_fix(results, drafts), **_context(lead, results, history)},
                 )
                 for lead, results, drafts in leads
             ]
         else:
             requests = [
-                draft_request("escalate", lead.prompt_version, briefs[lead.lead_id], lead, attempt, 0) for lead, _, _ in leads
+                draft_request(
+                    "escalate",
+                    lead.prompt_version,
+                    briefs[lead.lead_id],
+                    lead,
+                    attempt,
+                    0,
+                    data=_context(lead, results, history) or None,
+                )
+                for lead, results, _ in leads
             ]
         answers = gateway.complete_many(requests)
         for (lead, _, _), request, answer in zip(leads, requests, answers, strict=True):
@@ -163,13 +205,16 @@ def run_gates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, dra
             attempts[lead.lead_id] = attempt
             drafts_now = [draft_row(gateway, lead, request, answer, attempt, 0)]
             out.drafts += drafts_now
-            results = _settle(lead, drafts_now, gateway, spec, out)
+            results = _settle(lead, drafts_now, gateway, spec, history, out)
             if results is None:
                 del failing[lead.lead_id]
             else:
                 failing[lead.lead_id] = (lead, results, drafts_now)
     for lead_id, (lead, results, _) in [*failing.items(), *over_budget.items()]:
         codes = sorted({c for r in results for c in r["violation_codes"]})
+        if codes == [consistency.NEAR_DUPLICATE]:
+            out.postponed.append(lead_id)  # tomorrow no colleague's message goes out with it
+            continue
         reason = "; ".join(dict.fromkeys(d for r in results for d in r["violation_details"]))
         if lead_id in over_budget:
             codes = ["repair_budget_spent", *codes]

@@ -24,7 +24,7 @@ import unicodedata
 from typing import Any
 
 from factory_dagster.models.offline_judge import judge
-from factory_dagster.models.prompts import parse_tagged_json
+from factory_dagster.models.prompts import COLLEAGUE_TAG, parse_tagged_json
 
 DEFECT_TYPES: tuple[str, ...] = (
     "over_length",
@@ -88,9 +88,18 @@ _HOOKS = (
     "{Topic} is where we see the quickest wins for teams like yours.",
     "When we ask teams like yours what would help most, {topic} comes up first.",
 )
+# Each style has a few openers, as a model at some temperature words the same idea differently.
 _OPENERS = {
-    "draft-v1": "Month-end at {company} probably still means late nights for the finance team.",
-    "draft-v2": "How many days does month-end take at {company} right now?",
+    "draft-v1": (
+        "Month-end at {company} probably still means late nights for the finance team.",
+        "For the finance team at {company}, the last days of the month are probably still the longest.",
+        "Closing the books at {company} likely still takes over the first week of every month.",
+    ),
+    "draft-v2": (
+        "How many days does month-end take at {company} right now?",
+        "What does the last week of the month look like for the finance team at {company}?",
+        "How much of the close at {company} still runs on spreadsheets?",
+    ),
 }
 _SUBJECTS = {
     "draft-v1": ("{company}'s month-end close", "A calmer close for {company}"),
@@ -132,7 +141,8 @@ class OfflineModel:
             # A repair re-asks with the violations listed: the model then slips half as often.
             rate = self.defect_rate / 2 if task == "repair" else self.defect_rate
             defect = rng.choice(DEFECT_TYPES) if rng.random() < rate else None
-            answer = _draft(brief, lead, rng, defect)
+            sent = [str(m.get("text", "")) for m in (parse_tagged_json(user, COLLEAGUE_TAG) or {}).get("messages", [])]
+            answer = _draft(brief, lead, rng, defect, sent)
             payload = planted_payload(lead)
             # Drawn only for leads with a payload, so every other lead gets the same answer as ever.
             follow_rate = self.injection_rate / 2 if task == "repair" else self.injection_rate
@@ -204,7 +214,18 @@ def _foreign_draft(brief: dict[str, Any], lead: dict[str, Any], language: str) -
     return {"subject": subject, "body": "\n\n".join(paragraphs)}
 
 
-def _draft(brief: dict[str, Any], lead: dict[str, Any], rng: random.Random, defect: str | None) -> dict[str, str]:
+def _masked(sentence: str) -> str:
+    return re.sub(r"\d+", "#", sentence)
+
+
+def _draft(
+    brief: dict[str, Any], lead: dict[str, Any], rng: random.Random, defect: str | None, sent: list[str] | None = None
+) -> dict[str, str]:
+    """A draft from the templates; `sent` are messages the company already got (the colleague block), to differ from.
+
+    Told what was sent, the model picks an opener none of them used and leaves out a claim
+    that says with other figures what one of them said, as a careful writer would.
+    """
     if defect == "wrong_language":
         return _foreign_draft(brief, lead, rng.choice(sorted(_FOREIGN)))
     style = brief.get("style", "draft-v1")
@@ -214,7 +235,12 @@ def _draft(brief: dict[str, Any], lead: dict[str, Any], rng: random.Random, defe
         first_name, company = rng.choice([("{first_name}", company), (first_name, "[Company]")])
     if defect == "wrong_name":
         first_name = rng.choice([n for n in _OTHER_NAMES if n != first_name])
-    middle = [_OPENERS.get(style, _OPENERS["draft-v1"]).format(company=company), brief["hook"], *brief["claims"]]
+    sent = sent or []
+    openers = [o.format(company=company) for o in _OPENERS.get(style, _OPENERS["draft-v1"])]
+    opener = rng.choice([o for o in openers if not any(o in text for text in sent)] or openers)
+    said = {_masked(s.strip()) for text in sent for s in _SENTENCE_BREAK.split(text)}
+    claims = [c for c in brief["claims"] if _masked(c) not in said or any(c in text for text in sent)]
+    middle = [opener, brief["hook"], *claims]
     if defect == "banned_phrase" and brief.get("banned_phrases"):
         middle.append(f"Honestly, it is {rng.choice(brief['banned_phrases'])} for finance teams.")
     if defect == "invented_number":
