@@ -1,14 +1,12 @@
 """The sampled premium audit (LLM-as-judge): sampling, the judge's prompt, verdicts, failures and the hold.
 
 Messages are real: the offline planner, drafting and gate pipeline produce them. The
-judge is the offline one behind the gateway's "audit" stage. Until
-`factory_dagster.models.offline` answers `task == "audit"` itself, the `offline_judge`
-fixture routes that task to `offline_judge.judge` (and does nothing once it is wired).
+judge is the offline premium model behind the gateway's "audit" stage
+(`factory_dagster.models.offline_judge`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import statistics
@@ -41,7 +39,7 @@ from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.models.budget import Budget
 from factory_dagster.models.gateway import CallRequest, GatewaySettings, ModelGateway, RunContext
 from factory_dagster.models.local_server import Faults, serving
-from factory_dagster.models.offline import OfflineModel
+from factory_dagster.models.offline import JUDGE_STRICTNESS, OfflineModel
 from factory_dagster.models.offline_judge import judge
 from factory_dagster.models.prompts import build_messages, parse_tagged_json, prompt
 from factory_dagster.models.registry import load_registry
@@ -51,7 +49,7 @@ from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, parse_plan, plan_
 
 # Offline premium drafts and judges (the shipped example spec routes them to gpt-4o, whose stand-in it is).
 SPEC = example_spec().model_copy(update={"routing": {**OFFLINE_ROUTING, "draft": "offline-premium", "audit": "offline-premium"}})
-STRICT = 0.5  # how harsh the stand-in judge is while offline.py does not answer audits itself
+STRICT = JUDGE_STRICTNESS  # as harsh as the offline premium model judges
 N_CLEAN = 200
 LEAD_COLUMNS = ["lead_id", "first_name", "last_name", "company", "role", "industry", "segment"]
 
@@ -76,35 +74,6 @@ def _clean_messages() -> pd.DataFrame:
 
 def clean_messages() -> pd.DataFrame:
     return _clean_messages().copy()
-
-
-def _offline_answers_audits() -> bool:
-    row = _clean_messages().iloc[0]
-    text = OfflineModel("offline-premium", 0.0).complete(audit_request(SPEC, row, row).messages)
-    try:
-        AuditAnswer.model_validate_json(text)
-    except ValidationError:
-        return False
-    return True
-
-
-@pytest.fixture(autouse=True)
-def offline_judge(monkeypatch):
-    """Serve task "audit" with the offline judge if the offline model does not yet (no-op once wired)."""
-    if _offline_answers_audits():
-        return
-    original = OfflineModel.complete
-
-    def complete(self, messages, seed_key=""):
-        user = messages[-1]["content"]
-        brief = parse_tagged_json(user, "brief")
-        if brief is not None and brief.get("task") == "audit":
-            rng = random.Random(hashlib.sha256(f"{self.name}|{seed_key}|{user}".encode()).hexdigest())
-            lead, message = parse_tagged_json(user, "lead") or {}, parse_tagged_json(user, "message") or {}
-            return json.dumps(judge(brief, lead, message, rng, STRICT))
-        return original(self, messages, seed_key)
-
-    monkeypatch.setattr(OfflineModel, "complete", complete)
 
 
 # -- defects a careful reviewer must catch -------------------------------------------------------
