@@ -245,6 +245,71 @@ def test_every_day_is_audited_by_the_premium_judge(line):
     assert calls >= audits.n.sum()
 
 
+def test_the_consistency_check_runs_and_passes_every_day(line):
+    _, _, instance = line
+    records = instance.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=1000)
+    days = {}
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if evaluation.check_name == "messages_consistent_with_earlier":
+            day = instance.get_run_by_id(record.event_log_entry.run_id).tags["dagster/partition"]
+            days[day] = days.get(day, True) and evaluation.passed
+    assert set(days) >= {(START + timedelta(days=d)).isoformat() for d in range(DAYS)}
+    assert all(days.values()), days
+
+
+def test_colleagues_in_one_export_get_differently_worded_messages(tmp_path, dbt_manifest):
+    """A CRM export with eight people at one company: none of them gets a colleague's text with the names swapped.
+
+    Those the gate cannot word apart from a colleague's message today wait a day; by the second day everyone has a
+    message or a quarantine verdict.
+    """
+    from factory_dagster.intake.sample_leads import write_sample_file
+
+    paths = Paths.under(tmp_path / "home")
+    instance = dg.DagsterInstance.ephemeral()
+    defs = build_definitions(paths)
+    names = ["Anna", "Ben", "Carla", "Dario", "Elif", "Femi", "Greta", "Hugo"]
+    team = pd.DataFrame(
+        {
+            "email": [f"{n.lower()}@kestrel-analytics.example" for n in names],
+            "first_name": names,
+            "last_name": "Lind",
+            "company": "Kestrel Analytics AB",
+            "industry": "Software",
+            "company_size": 400,
+            "role": "Finance Director",
+            "seniority": "Director",
+            "region": "Nordics",
+            "note": "",
+        }
+    )
+    paths.leads_inbox.mkdir(parents=True, exist_ok=True)
+    team.to_csv(paths.leads_inbox / "crm_team_export.csv", index=False)
+    for offset in range(2):
+        write_sample_file(paths.leads_inbox, START + timedelta(days=offset), n=30)
+        assert run_day(defs, instance, START + timedelta(days=offset)).success
+    messages = query(
+        paths,
+        """SELECT m.partition_day, l.first_name, m.body FROM raw.messages m JOIN raw.leads l USING (lead_id)
+           WHERE l.company = 'Kestrel Analytics AB'""",
+    )
+    quarantined = query(
+        paths,
+        "SELECT q.lead_id FROM raw.messages_quarantine q JOIN raw.leads l USING (lead_id) WHERE l.company = 'Kestrel Analytics AB'",
+    )
+    assert len(messages) + len(quarantined) == len(names)
+    for _, day in messages.groupby("partition_day"):
+        own = [r.body.replace(r.first_name, "") for r in day.itertuples()]
+        assert len(set(own)) == len(own), own
+    checked = query(
+        paths,
+        """SELECT count(*) AS n FROM raw.gate_results g JOIN raw.leads l USING (lead_id)
+           WHERE l.company = 'Kestrel Analytics AB' AND list_contains(g.violation_codes, 'near_duplicate')""",
+    ).n[0]
+    assert checked > 0, "eight colleagues on a handful of arms: some drafts repeat a colleague's and are caught"
+
+
 def test_a_failed_audit_holds_the_day_until_a_person_releases_it(tmp_path, dbt_manifest):
     from factory_dagster.controls.holds import release_day
     from factory_dagster.intake.sample_leads import write_sample_file
