@@ -20,7 +20,11 @@ language requests, markup), as a CRM export or web form can carry.
    over the shipped registry and routing with no API key (offline stand-ins, their prices):
    leads × candidates drafts, repairs, escalations, messages, quarantine, ledger cost, and how
    many sent messages differ from every clean rendering for their lead.
+   A clean draft rejected only for consistency (it repeats a colleague's message going out
+   the same day) is not a false reject: those are counted apart, with the leads postponed.
 3. Premium only: every lead drafted once by the premium model, checked by the same rules.
+4. Consistency (`benchmarks.consistency`): near-duplicates between colleagues and contradictions
+   with what was sent, each with planted ground truth.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks import consistency
 from factory_dagster.assignment.policy import arm_id
 from factory_dagster.campaign.spec import CampaignSpec, load_spec
 from factory_dagster.drafting.draft import draft_brief, draft_candidates, lead_payload
+from factory_dagster.gates.consistency import CODES as CONSISTENCY_CODES
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.gates.rules import check_draft
 from factory_dagster.gates.schemas import message_failures
@@ -54,7 +60,7 @@ from factory_dagster.settings import DEFAULT_SPEC_PATH
 N_LEADS = 3_400  # × 3 candidates: 10,200 drafts at each level
 DAY = date(2026, 3, 2)
 SEED = "gates-bench"
-CLEAN_RENDERINGS = 32  # rng states tried to find the clean renderings of a lead (subjects are picked at random)
+CLEAN_RENDERINGS = 96  # rng states tried to find the clean renderings of a lead (3 openers x 2 subjects, picked at random)
 TARGETS = {"catch_rate": 0.99, "false_reject_rate": 0.02}
 EXAMPLES = 3
 NO_KEY: Mapping[str, str] = {}  # no API key: every configured model is served by its offline stand-in
@@ -88,6 +94,7 @@ def run() -> dict:
     rules = _rule_level(spec, work, cheap, registry.entry(cheap).defect_rate)
     line = _end_to_end(spec, gateway, work)
     premium = _premium_only(spec, registry, work)
+    consistent = consistency.run(spec, work, plan, DAY)
     cost, premium_cost = line.pop("cost_per_accepted_usd"), premium["cost_per_accepted_usd"]
     shortfalls = [
         {"defect": defect, "missed": row["drafts"] - row["caught"], "rate": row["rate"], "codes": row["codes"]}
@@ -111,6 +118,7 @@ def run() -> dict:
         "rule_level": {k: v for k, v in rules.items() if k not in {"confusion", "drafts", "catch_rate", "false_reject_rate"}},
         "end_to_end": line,
         "premium_only": premium,
+        "consistency": consistent,
         "cheap_model": cheap,
         "premium_model": premium["model"],
         "defect_types": list(offline.DEFECT_TYPES),
@@ -409,6 +417,8 @@ def _end_to_end(spec: CampaignSpec, gateway: ModelGateway, work: pd.DataFrame) -
     renderings = CleanRenderings()
     drafts["flawed"] = _ground_truth(spec, work, drafts, renderings)
     drafts["passed"] = drafts.draft_id.map(results["passed"])
+    codes = drafts.draft_id.map(results["violation_codes"]).map(set)
+    drafts["rule_rejected"] = codes.map(lambda c: bool(c - CONSISTENCY_CODES))
     flawed, clean = drafts[drafts.flawed], drafts[~drafts.flawed]
     sent_flawed = (
         drafts.set_index("draft_id").loc[messages.draft_id, "flawed"] if not messages.empty else pd.Series([], dtype=bool)
@@ -436,13 +446,29 @@ def _end_to_end(spec: CampaignSpec, gateway: ModelGateway, work: pd.DataFrame) -
         "calls_by_stage": calls_by_stage,
         "cost_per_accepted_usd": round(cost / len(messages), 8) if len(messages) else None,
         "draft_catch_rate": round(float((~flawed.passed).mean()), 4) if len(flawed) else None,
-        "draft_false_reject_rate": round(float((~clean.passed).mean()), 4) if len(clean) else None,
+        "draft_false_reject_rate": round(float(clean.rule_rejected.mean()), 4) if len(clean) else None,
+        "clean_drafts_rejected_for_consistency_only": int((~clean.passed & ~clean.rule_rejected).sum()),
+        "leads_postponed_near_duplicate": len(out.postponed),
+        "sent_copies_between_colleagues": _copies_between_colleagues(messages, work),
         "flawed_drafts": len(flawed),
         "sent_flawed": int(sent_flawed.sum()),
         "sent_flawed_rate": round(float(sent_flawed.mean()), 6) if len(sent_flawed) else None,
         "messages_schema_failures": len(message_failures(messages, spec)),
         "wall_s": round(elapsed, 1),
     }
+
+
+def _copies_between_colleagues(messages: pd.DataFrame, work: pd.DataFrame) -> int:
+    """Accepted messages whose body, names taken out, equals another's to someone at the same e-mail domain."""
+    if messages.empty:
+        return 0
+    people = work.set_index("lead_id")
+    seen: Counter = Counter()
+    for m in messages.itertuples():
+        person = people.loc[m.lead_id]
+        own = m.body.replace(person.first_name, "").replace(person.company, "")
+        seen[(m.to_email.rpartition("@")[2], own)] += 1
+    return sum(n - 1 for n in seen.values())
 
 
 def _premium_only(spec: CampaignSpec, registry: ModelRegistry, work: pd.DataFrame) -> dict[str, Any]:
