@@ -142,7 +142,7 @@ def run_gates(
 
     `history` holds what the leads' companies were already told (none: a first day).
     """
-    history = history or ConsistencyGate(spec, gateway.run.partition_day)
+    history = ConsistencyGate(spec, gateway.run.partition_day) if history is None else history
     out = GateOutput()
     by_lead = {lead_id: g.sort_values("candidate_index").to_dict("records") for lead_id, g in drafts.groupby("lead_id")}
     briefs = {
