@@ -136,6 +136,32 @@ def test_banned_phrase_case_insensitive(phrase: str) -> None:
     assert "banned_phrase" in found
 
 
+@pytest.mark.parametrize(
+    ("sentence", "phrase"),
+    [
+        ("We guarantee you a shorter close.", "guaranteed"),
+        ("Results are guaranteed.", "guaranteed"),
+        ("It is game changing for controllers.", "game-changer"),
+        ("The synergies are obvious.", "synergy"),
+        ("This offer is for a limited time only.", "limited time"),
+        ("Try it risk free.", "risk-free"),
+        ("We are revolutionizing the close.", "revolutionary"),
+    ],
+)
+def test_banned_phrase_in_another_form(sentence: str, phrase: str) -> None:
+    found = check_draft(
+        SUBJECT, body(middle=f"{OPENER} {CLAIMS} {sentence}"), LEAD, example_spec(), example_spec().angle("close_speed")
+    )
+    assert any(v.code == "banned_phrase" and repr(phrase) in v.detail for v in found), found
+
+
+@pytest.mark.parametrize(
+    "sentence", ["We act quickly, now and later.", "Your team's time matters.", "A risk review is free of jargon."]
+)
+def test_words_near_a_banned_phrase_are_not_it(sentence: str) -> None:
+    assert "banned_phrase" not in codes(text=body(middle=f"{OPENER} {CLAIMS} {sentence}"))
+
+
 def test_banned_phrase_in_subject() -> None:
     assert "banned_phrase" in codes(subject="A revolutionary close for Northwind Labs")
 
@@ -181,6 +207,32 @@ def test_invented_number() -> None:
     )
     assert [v.code for v in found] == ["unsupported_number"]
     assert "37" in found[0].detail
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "Customers cut audit fees by thirty percent.",
+        "Over one hundred and twenty customers switched last year.",
+        "Most teams save twenty-five hours a month.",
+        "Setup takes three weeks.",
+    ],
+)
+def test_spelled_out_invented_number(sentence: str) -> None:
+    found = check_draft(
+        SUBJECT, body(middle=f"{OPENER} {CLAIMS} {sentence}"), LEAD, example_spec(), example_spec().angle("close_speed")
+    )
+    assert [v.code for v in found] == ["unsupported_number"], found
+
+
+def test_spelled_out_numbers_the_claims_allow_and_everyday_counts_pass() -> None:
+    # "four days" is the close_speed claim's 4; "two questions" and "one place" are not figures.
+    text = f"{OPENER} Teams using Brightwave close the month up to four days faster. Two questions, one place to answer."
+    assert codes(text=body(middle=text)) == []
+    assert codes(text=body(middle=f"{OPENER} Most teams are set up within two weeks."), angle="team_time") == []
+    assert codes(text=body(middle=f"{OPENER} Most teams are set up within two weeks."), angle="close_speed") == [
+        "unsupported_number"
+    ]
 
 
 def test_numbers_belong_to_their_angle() -> None:

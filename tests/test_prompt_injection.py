@@ -605,6 +605,14 @@ def test_short_english_emails_to_foreign_names_are_english(first_name: str, comp
     assert language_violations(f"Hi {first_name}", short, "en", fixed_texts=[first_name, company]) == []
 
 
+@pytest.mark.parametrize("paragraph", [GERMAN, SPANISH, FRENCH])
+def test_a_partly_translated_draft_is_caught(paragraph: str) -> None:
+    """English around it, one paragraph in another language: the whole text is mostly English, the paragraph is not."""
+    middle = f"{OPENER} {CLAIMS} We would be glad to show you how it works for a team like yours.\n\n{paragraph}"
+    found = language_violations(SUBJECT, body(middle=middle), "en")
+    assert [v.code for v in found] == ["wrong_language"] and "a paragraph reads as" in found[0].detail
+
+
 def test_other_spec_languages_and_unsupported_codes() -> None:
     assert language_violations("Abschluss", f"Hallo Anna,\n\n{GERMAN}", "de") == []
     assert [v.code for v in language_violations("Close", body(), "de")] == ["wrong_language"]

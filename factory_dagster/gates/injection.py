@@ -283,6 +283,18 @@ def _strip_texts(text: str, texts: Iterable[str]) -> str:
     return text
 
 
+def _tokens(text: str) -> list[str]:
+    return [t for t in _WORD.findall(text.casefold()) if not t.isdigit()]
+
+
+def _rival_language(tokens: list[str], lang: str) -> tuple[str, int, int] | None:
+    """(language, its function words, the spec language's) when another language's outnumber the spec's."""
+    own = sum(t in STOPWORDS[lang] for t in tokens)
+    others = {o: sum(t in ws for t in tokens) for o, ws in STOPWORDS.items() if o != lang}
+    rival, count = max(others.items(), key=lambda item: item[1])
+    return (rival, count, own) if count >= MIN_FOREIGN_STOPWORDS and count > own else None
+
+
 def language_violations(subject: str, body: str, language: str, fixed_texts: Iterable[str] = ()) -> list[Violation]:
     """A `wrong_language` violation when the draft's own words are mostly not in `language`.
 
@@ -291,7 +303,8 @@ def language_violations(subject: str, body: str, language: str, fixed_texts: Ite
     judged by function words. It is the wrong language when at least 3 stopwords of another
     language appear and outnumber the spec language's; when, with 20+ distinct words, under
     8 % of them are the spec language's stopwords (a language without a list, say Polish);
-    or when most letters are not Latin script. Fewer than 8 words get no verdict. Names are
+    or when most letters are not Latin script. The stopword test is also made paragraph by
+    paragraph, so a partly translated email is caught. Fewer than 8 words get no verdict. Names are
     not function words, so a short English email to "Société Générale des Eaux et du Nord"
     passes once the names are among `fixed_texts`, as `check_draft` passes them.
 
@@ -308,16 +321,14 @@ def language_violations(subject: str, body: str, language: str, fixed_texts: Ite
         other_script = sum(1 for c in letters if "LATIN" not in unicodedata.name(c, "LATIN"))
         if len(letters) >= 20 and other_script / len(letters) > MAX_OTHER_SCRIPT_SHARE:
             return [Violation("wrong_language", f"most letters are not Latin script; the spec's language is {language!r}")]
-    tokens = [t for t in _WORD.findall(free.casefold()) if not t.isdigit()]
+    tokens = _tokens(free)
     if len(tokens) < MIN_WORDS_FOR_VERDICT:
         return []
-    own = sum(t in STOPWORDS[lang] for t in tokens)
-    others = {o: sum(t in ws for t in tokens) for o, ws in STOPWORDS.items() if o != lang}
-    rival, count = max(others.items(), key=lambda item: item[1])
-    if count >= MIN_FOREIGN_STOPWORDS and count > own:
+    if rival := _rival_language(tokens, lang):
+        name, count, own = rival
         return [
             Violation(
-                "wrong_language", f"reads as {rival!r} ({count} {rival} vs {own} {lang} function words), spec says {language!r}"
+                "wrong_language", f"reads as {name!r} ({count} {name} vs {own} {lang} function words), spec says {language!r}"
             )
         ]
     distinct = set(tokens)
@@ -329,4 +340,17 @@ def language_violations(subject: str, body: str, language: str, fixed_texts: Ite
                 f"only {own_distinct} of {len(distinct)} distinct words are {lang} function words, spec says {language!r}",
             )
         ]
+    # A partly translated email: one paragraph in another language, the rest in the spec's.
+    for paragraph in re.split(r"\n\s*\n", free):
+        words = _tokens(paragraph)
+        if len(words) >= MIN_WORDS_FOR_VERDICT and (rival := _rival_language(words, lang)):
+            name, count, own = rival
+            opening = " ".join(paragraph.split()[:6])
+            return [
+                Violation(
+                    "wrong_language",
+                    f"a paragraph reads as {name!r} ({count} {name} vs {own} {lang} function words): {opening!r}…, "
+                    f"spec says {language!r}",
+                )
+            ]
     return []

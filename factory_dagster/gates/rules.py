@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from factory_dagster.campaign.spec import Angle, CampaignSpec
@@ -31,6 +32,24 @@ _GREETING = re.compile(r"^\s*(?:hi|hello|dear|hey)\s+([^,\n]+),", re.IGNORECASE)
 _SPAMMY_SUBJECT = re.compile(r"!{2,}|\$|\bfree\b|\burgent\b|\bre:|\bfwd?:|\bact now\b", re.IGNORECASE)
 _SHOUTING = re.compile(r"\b[A-Z]{4,}\b")
 _MONEY_WORDS = re.compile(r"\b(?:discount|free|cheaper|price|pricing|refund)\b|% off", re.IGNORECASE)
+# Banned phrases are matched with their inflections: "guaranteed" also bans "we guarantee".
+_INFLECTIONS = ("ing", "ary", "ed", "es", "er", "s", "y")
+# Spelled-out numbers: an invented "thirty percent" is as invented as "30%".
+_UNITS = dict(
+    zip(
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+        "eighteen nineteen".split(),
+        range(1, 20),
+        strict=True,
+    )
+)
+_TENS = dict(zip("twenty thirty forty fifty sixty seventy eighty ninety".split(), range(20, 100, 10), strict=True))
+_SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000}
+# A small spelled number counts as a figure only before one of these ("two weeks", not "two questions").
+_QUANTITY_WORDS = frozenset(
+    "percent per % days day weeks week months month years year hours hour minutes times customers clients teams "
+    "companies dollars euros pounds".split()
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,52 @@ def _spec_texts(spec: CampaignSpec) -> list[str]:
 
 def _links(text: str) -> set[str]:
     return {m.group(0).rstrip(".,;:!?").lower() for m in _URL.finditer(text)}
+
+
+def _stem(word: str) -> str:
+    for suffix in _INFLECTIONS:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
+@lru_cache(maxsize=256)
+def banned_pattern(phrase: str) -> re.Pattern[str]:
+    """The phrase and its inflections, on normalised text: 'game-changer' also catches 'game changing'."""
+    words = re.findall(r"[^\W_]+", _norm(phrase))
+    parts = [re.escape(_stem(w)) + (r"\w*" if len(w) > 3 else "") for w in words]
+    return re.compile(r"(?<!\w)" + r"[\s-]+".join(parts) + r"(?!\w)")
+
+
+def spelled_numbers(text: str) -> list[tuple[int, str]]:
+    """(value, words) of each spelled-out figure in `text`: any number from ten up, smaller ones before a unit."""
+    found = []
+    words = re.findall(r"[^\W_]+|%", _norm(text).replace("-", " "))
+    i = 0
+    while i < len(words):
+        total = current = 0
+        start = i
+        while i < len(words) and (
+            words[i] in _UNITS or words[i] in _TENS or words[i] in _SCALES or words[i] == "and" and i > start
+        ):
+            word = words[i]
+            if word in _SCALES:
+                current = max(current, 1) * _SCALES[word]
+                if _SCALES[word] > 100:
+                    total, current = total + current, 0
+            elif word != "and":
+                current += _UNITS.get(word, 0) + _TENS.get(word, 0)
+            i += 1
+        if i > start and words[i - 1] == "and":
+            i -= 1
+        if i == start:
+            i += 1
+            continue
+        value = total + current
+        after = words[i] if i < len(words) else ""
+        if value >= 10 or (value >= 2 and after in _QUANTITY_WORDS):
+            found.append((value, " ".join(words[start:i])))
+    return found
 
 
 def allowed_numbers(spec: CampaignSpec, angle: Angle, lead: Mapping[str, Any]) -> frozenset[str]:
@@ -105,11 +170,14 @@ def check_draft(
             found.append(Violation(code, f"body lacks {required!r}"))
     norm_own_text = _norm(own_text)
     for phrase in spec.banned_phrases:
-        if _norm(phrase) in norm_own_text:
-            found.append(Violation("banned_phrase", f"contains banned phrase {phrase!r}"))
+        if match := banned_pattern(phrase).search(norm_own_text):
+            said = "" if match.group(0) == _norm(phrase) else f" (as {match.group(0)!r})"
+            found.append(Violation("banned_phrase", f"contains banned phrase {phrase!r}{said}"))
     if match := _PLACEHOLDER.search(text):
         found.append(Violation("unfilled_placeholder", f"unfilled placeholder {match.group(0)!r}"))
-    invented = sorted(set(_NUMBER.findall(text)) - allowed_numbers(spec, angle, lead))
+    allowed = allowed_numbers(spec, angle, lead) | {str(v) for t in allowed_texts for v, _ in spelled_numbers(t)}
+    invented = sorted(set(_NUMBER.findall(text)) - allowed)
+    invented += [f"{words} ({value})" for value, words in spelled_numbers(own_text) if str(value) not in allowed]
     if invented:
         found.append(Violation("unsupported_number", f"numbers not in the angle's claims: {', '.join(invented)}"))
     allowed_money = {m.group(0).lower() for t in allowed_texts for m in _MONEY_WORDS.finditer(t)}
