@@ -174,23 +174,26 @@ def test_halt_reason_names_both_spikes(con) -> None:
 
 
 def test_segment_arm_performance_counts_only_sends_before_the_day(con) -> None:
+    """Sends before the day, and only the replies imported by the day: a re-run of the day learns the same."""
     con.execute("CREATE SCHEMA intermediate")
     con.execute(
         """CREATE TABLE intermediate.int_send_outcomes AS SELECT * FROM (VALUES
-             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', true),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', false),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', true),
-             ('brightwave-close', DATE '2026-03-02', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', true),
-             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', true)
-           ) AS t(campaign_id, partition_day, segment, arm_id, angle, replied)"""
+             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01'),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', NULL),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-03'),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02'),
+             ('brightwave-close', DATE '2026-03-02', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02'),
+             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01')
+           ) AS t(campaign_id, partition_day, segment, arm_id, angle, first_reply_known_day)"""
     )
     performance = segment_arm_performance(con, CAMPAIGN, DAY)  # DAY is 2026-03-02: its own sends do not count
     assert performance.to_dict("records") == [
-        {"segment": "general", "arm_id": "team_time|draft-v1|offline-cheap", "angle": "team_time", "sends": 2, "replies": 1},
+        # The reply imported on 2026-03-03 was not known on 2026-03-02.
+        {"segment": "general", "arm_id": "team_time|draft-v1|offline-cheap", "angle": "team_time", "sends": 3, "replies": 1},
         {"segment": "general", "arm_id": "team_time|draft-v2|offline-cheap", "angle": "team_time", "sends": 1, "replies": 1},
     ]
     by_angle = segment_angle_performance(con, CAMPAIGN, DAY)
-    assert by_angle.to_dict("records") == [{"segment": "general", "angle": "team_time", "sends": 3, "replies": 2}]
+    assert by_angle.to_dict("records") == [{"segment": "general", "angle": "team_time", "sends": 4, "replies": 2}]
 
 
 # --- send holds --------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from factory_dagster.intake.sample_leads import (
     ROLES_BY_SENIORITY,
     generate_leads,
     planned_defects,
+    team_rows,
     write_sample_file,
 )
 from factory_dagster.intake.validation import (
@@ -156,6 +157,18 @@ def test_each_day_brings_new_leads() -> None:
         assert len(set(emails)) == len(emails)
         assert not seen & set(emails), day
         seen |= set(emails)
+
+
+def test_some_leads_come_with_a_colleague_in_the_same_file(spec: CampaignSpec) -> None:
+    """About one row in ten shares its company (name and e-mail domain) with another row of the day's file."""
+    for day in _days(3):
+        raw = generate_leads(day, defect_rate=0.0).assign(source_file="f.csv", source_row=range(2, 202))
+        clean, _ = validate_leads(raw, spec, set())  # harmless noise (case, padding, zero-width) repaired
+        domains = clean.email.str.split("@").str[1]
+        shared = clean[domains.duplicated(keep=False)]
+        assert len(shared) >= team_rows(200), day
+        for _, colleagues in shared.groupby(domains[shared.index]):
+            assert colleagues.company.nunique() == 1 and colleagues.email.nunique() == len(colleagues)
 
 
 def test_duplicates_repeat_a_clean_lead_of_this_file_or_a_recent_day() -> None:

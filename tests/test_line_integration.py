@@ -165,8 +165,8 @@ def test_rerunning_a_day_sends_nothing_twice_and_costs_nothing(line):
     result = run_day(defs, instance, START + timedelta(days=1))
     assert result.success
     # Every answer the re-run needed was cached by the first run: the ledger logs the hits, at no cost.
-    rerun = query(paths, "SELECT cache_hit, cost_usd FROM raw.llm_calls WHERE run_id = ?", [result.run_id])
-    assert len(rerun) > 0 and rerun.cache_hit.all() and rerun.cost_usd.sum() == 0
+    rerun = query(paths, "SELECT stage, model, cache_hit, cost_usd FROM raw.llm_calls WHERE run_id = ?", [result.run_id])
+    assert len(rerun) > 0 and rerun.cache_hit.all() and rerun.cost_usd.sum() == 0, rerun[~rerun.cache_hit].to_string()
     after = query(paths, "SELECT send_id FROM raw.sends")
     assert len(after) == before and after.send_id.is_unique
     assert sorted(p.name for p in paths.outbox.rglob("*.eml")) == emails_before

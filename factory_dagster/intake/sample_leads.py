@@ -1,7 +1,8 @@
 """Synthetic B2B leads, so the line runs end to end without a CRM export.
 
 Each day brings new people from a fixed universe of fictional companies (a company keeps
-its industry, size, region and e-mail convention across days). A small share of rows is
+its industry, size, region and e-mail convention across days). About one row in ten comes
+with a colleague from the same company in the same file, as real exports have them. A small share of rows is
 broken the way real exports break; which rows and how is deterministic for (day, seed) and
 exposed by `planned_defects`, so tests can check that intake catches exactly those rows.
 Some clean rows also carry harmless noise (padding, zero-width characters, odd case,
@@ -370,12 +371,26 @@ _COMPANY_WORDS: tuple[tuple[str, str], ...] = tuple(
 )
 COMPANY_UNIVERSE_SIZE = len(_COMPANY_PREFIXES) * len(_COMPANY_WORDS)
 # Each company has a fixed roster of distinct people; each day's leads are fresh roster slots.
+# Most come one per company, spread over the universe; a share comes as small teams, colleagues
+# in the same file, as a CRM export or an event list has them. The two pools use separate slots.
 _ROSTER_SIZE = 64
-PEOPLE_PER_SEED = COMPANY_UNIVERSE_SIZE * _ROSTER_SIZE
-# A step coprime with the population makes `step * k + offset` a permutation of it, so the
-# consecutive blocks of k that successive days use never share a person (until it wraps
-# after PEOPLE_PER_SEED / n days: about 630 days at 200 leads a day).
-_STEP = next(s for s in range(int(PEOPLE_PER_SEED * 0.618), PEOPLE_PER_SEED) if math.gcd(s, PEOPLE_PER_SEED) == 1)
+_TEAM_SLOTS = 8  # slots 56..63 of each roster: the team pool
+_SPREAD_SLOTS = _ROSTER_SIZE - _TEAM_SLOTS
+TEAM_SIZE = 2
+TEAM_SHARE = 0.1  # of a day's rows
+_SPREAD_PEOPLE = COMPANY_UNIVERSE_SIZE * _SPREAD_SLOTS
+_TEAMS = COMPANY_UNIVERSE_SIZE * (_TEAM_SLOTS // TEAM_SIZE)
+
+
+def _coprime_step(size: int) -> int:
+    """A step coprime with `size`: `step * k + offset` (mod size) is then a permutation of range(size), so the
+    consecutive blocks of k that successive days use never share an item until it wraps (about 780 days for
+    the spread pool at 180 leads a day, 880 for the team pool)."""
+    return next(s for s in range(int(size * 0.618), size) if math.gcd(s, size) == 1)
+
+
+_SPREAD_STEP = _coprime_step(_SPREAD_PEOPLE)
+_TEAM_STEP = _coprime_step(_TEAMS)
 
 _LEGAL_SUFFIXES: dict[str, tuple[str, ...]] = {
     "UK & Ireland": ("Ltd", "Limited", ""),
@@ -562,12 +577,28 @@ def _roster(seed: int, company_index: int) -> tuple[tuple[str, str, str], ...]:
     return tuple(people.values())
 
 
+def team_rows(n: int) -> int:
+    """How many of a day's n rows come as teams of colleagues (whole teams)."""
+    return int(n * TEAM_SHARE / TEAM_SIZE) * TEAM_SIZE
+
+
 @lru_cache(maxsize=256)
 def _day_people(day: dt.date, n: int, seed: int) -> tuple[int, ...]:
     """The day's n people (company * _ROSTER_SIZE + slot), disjoint from other days', in shuffled order."""
-    offset = random.Random(f"{seed}:people").randrange(PEOPLE_PER_SEED)
-    first = day.toordinal() * n
-    people = [(_STEP * (first + i) + offset) % PEOPLE_PER_SEED for i in range(n)]
+    offset = random.Random(f"{seed}:people").randrange(_SPREAD_PEOPLE)
+    spread = n - team_rows(n)
+    first = day.toordinal() * spread
+    people = []
+    for i in range(spread):
+        company, slot = divmod((_SPREAD_STEP * (first + i) + offset) % _SPREAD_PEOPLE, _SPREAD_SLOTS)
+        people.append(company * _ROSTER_SIZE + slot)
+    teams = team_rows(n) // TEAM_SIZE
+    team_offset = random.Random(f"{seed}:teams").randrange(_TEAMS)
+    for i in range(teams):
+        team = (_TEAM_STEP * (day.toordinal() * teams + i) + team_offset) % _TEAMS
+        number, company = divmod(team, COMPANY_UNIVERSE_SIZE)
+        first_slot = _SPREAD_SLOTS + number * TEAM_SIZE
+        people += [company * _ROSTER_SIZE + first_slot + k for k in range(TEAM_SIZE)]
     _rng(seed, day, "order").shuffle(people)
     return tuple(people)
 

@@ -27,19 +27,20 @@ def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
 def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
     """Sends and replies per segment and arm, counting the sends made before `before`.
 
-    What the day's decisions learn from is what was known when the day began: a re-run
-    of the day sees the same figures (and so makes the same, cached, model calls), even
-    though the learn stage now also counts that day's own sends.
+    What the day's decisions learn from is what was known when the day began: the sends
+    before it and the replies imported by its own observe stage at the latest. A re-run of
+    the day sees the same figures (and so makes the same, cached, model calls), even though
+    later days have since counted more sends and imported more replies.
     """
     if not _table_exists(con, "intermediate", "int_send_outcomes"):
         return pd.DataFrame(columns=_PERFORMANCE_COLUMNS)
     return con.execute(
         """SELECT segment, arm_id, any_value(angle) AS angle, count(*)::INTEGER AS sends,
-                  (count(*) FILTER (WHERE replied))::INTEGER AS replies
+                  (count(*) FILTER (WHERE first_reply_known_day <= $before))::INTEGER AS replies
            FROM intermediate.int_send_outcomes
-           WHERE campaign_id = ? AND partition_day < ?
+           WHERE campaign_id = $campaign AND partition_day < $before
            GROUP BY segment, arm_id ORDER BY segment, arm_id""",
-        [campaign_id, before],
+        {"campaign": campaign_id, "before": before},
     ).df()
 
 

@@ -34,7 +34,9 @@ outcomes_per_send as (
         bool_or(event_type = 'booked') as booked,
         bool_or(event_type = 'unsubscribed') as unsubscribed,
         bool_or(event_type = 'complained') as complained,
-        min(occurred_at) filter (where event_type in ('replied', 'positive_reply')) as first_reply_at
+        min(occurred_at) filter (where event_type in ('replied', 'positive_reply')) as first_reply_at,
+        -- The day the line first knew of a reply: decisions "as of a day" count only what was imported by then.
+        min(partition_day) filter (where event_type in ('replied', 'positive_reply')) as first_reply_known_day
     from events
     group by send_id
 
@@ -70,6 +72,7 @@ select
     coalesce(outcomes.unsubscribed, false) as unsubscribed,
     coalesce(outcomes.complained, false) as complained,
     outcomes.first_reply_at,
+    outcomes.first_reply_known_day,
     date_diff('day', sends.partition_day, latest_event_day.latest_event_day) as days_since_send
 from sends
 left join arms
