@@ -384,7 +384,7 @@ _TEAMS = COMPANY_UNIVERSE_SIZE * (_TEAM_SLOTS // TEAM_SIZE)
 
 def _coprime_step(size: int) -> int:
     """A step coprime with `size`: `step * k + offset` (mod size) is then a permutation of range(size), so the
-    consecutive blocks of k that successive days use never share an item until it wraps (about 780 days for
+    consecutive blocks of k that successive days use never share an item until it wraps (about 680 days for
     the spread pool at 180 leads a day, 880 for the team pool)."""
     return next(s for s in range(int(size * 0.618), size) if math.gcd(s, size) == 1)
 
