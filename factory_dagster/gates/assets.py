@@ -1,5 +1,7 @@
 """Dagster wiring of the gate stage: `messages` and the blocking checks before sending."""
 
+from collections import Counter
+
 import dagster as dg
 
 from factory_dagster.controls.holds import hold_day
@@ -56,7 +58,7 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
             f"{len(output.postponed)} leads wait for tomorrow: every draft read like a colleague's message going out today"
         )
     results = frames["gate_results"]
-    codes = results.violation_codes.explode() if not results.empty else results
+    codes = Counter(code for result in output.results for code in result["violation_codes"])
     return dg.MaterializeResult(
         metadata={
             "leads": len(work),
@@ -66,7 +68,7 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
             "repair_or_escalation_drafts": len(frames["drafts"]),
             "leads_deferred_by_budget": len(output.deferred),
             "leads_postponed_near_duplicate": len(output.postponed),
-            **{f"drafts_{code}": int((codes == code).sum()) if len(codes) else 0 for code in sorted(CONSISTENCY_CODES)},
+            **{f"drafts_{code}": codes[code] for code in sorted(CONSISTENCY_CODES)},
             **gateway.usage(),
         }
     )

@@ -32,7 +32,8 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.drafting.work import UNSENT
-from factory_dagster.gates.rules import Violation
+from factory_dagster.gates.injection import mask, visible
+from factory_dagster.gates.rules import Violation, fixed_texts
 
 NEAR_DUPLICATE = "near_duplicate"
 CONTRADICTS_EARLIER = "contradicts_earlier"
@@ -132,19 +133,12 @@ class _Profile:
 
 def redact(text: str, names: Iterable[str]) -> str:
     """`text` with each of `names` replaced by a mark (whole words, any case)."""
-    return _replace(text, names, REDACTED)
-
-
-def _replace(text: str, parts: Iterable[str], mark: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
-    for part in sorted({unicodedata.normalize("NFKC", p).strip() for p in parts if p and p.strip()}, key=len, reverse=True):
-        text = re.sub(rf"(?<!\w){re.escape(part)}(?!\w)", mark, text, flags=re.IGNORECASE)
-    return text
+    return mask(visible(text), names, REDACTED)
 
 
 def _own_wording(text: str, names: Iterable[str], fixed_texts: Iterable[str]) -> str:
     """`text` without the spec's fixed texts and the recipient's names: what differs by design is left out."""
-    return _replace(_replace(text, fixed_texts, "\n"), names, " ")
+    return mask(mask(visible(text), fixed_texts, "\n"), names)
 
 
 def shingles(own_wording: str) -> frozenset[tuple[str, ...]]:
@@ -177,14 +171,7 @@ class ConsistencyGate:
     def __init__(self, spec: CampaignSpec, day: date, earlier: Iterable[SentMessage] = ()) -> None:
         self.day = day
         self.max_similarity = spec.consistency.max_similarity
-        self.fixed_texts = (
-            spec.required.call_to_action,
-            spec.required.unsubscribe_footer,
-            spec.sender.postal_address,
-            spec.sender.name,
-            spec.sender.company,
-            spec.sender.email,
-        )
+        self.fixed_texts = fixed_texts(spec)
         self._by_key: dict[str, list[_Profile]] = {}
         for message in earlier:
             self._add(self._profile(message))

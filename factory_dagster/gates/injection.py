@@ -138,13 +138,13 @@ def _trusted_names(lead: Mapping[str, Any]) -> list[str]:
     return [v for f in ("company", "first_name") if (v := _field(lead, f)) and trusted_name(v, f)]
 
 
-def _mask(text: str, names: Iterable[str]) -> str:
-    """`text` with every mention of the names replaced by a space (case and spacing ignored)."""
+def mask(text: str, names: Iterable[str], mark: str = " ") -> str:
+    """`text` with every whole-word mention of the names replaced by `mark` (case and spacing ignored)."""
     for name in sorted(names, key=len, reverse=True):
         parts = visible(name).split()
         if parts:
             pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, parts)) + r"(?!\w)"
-            text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
+            text = re.sub(pattern, mark, text, flags=re.IGNORECASE)
     return text
 
 
@@ -205,7 +205,7 @@ def injection_violations(subject: str, body: str, lead: Mapping[str, Any], allow
     found: list[Violation] = []
     for name, run in planted_runs(text, lead, allowed_texts):
         found.append(Violation("planted_text", f"repeats the lead's {name}: {run!r}"))
-    own = _mask(text, _trusted_names(lead))
+    own = mask(text, _trusted_names(lead))
     allowed_own = "\n".join(visible(t) for t in allowed_texts)
     if match := _INSTRUCTION.search(own) or _INSTRUCTION_WORDS.search(own):
         found.append(Violation("injected_instruction", f"instruction-like text {match.group(0).strip()!r}"))

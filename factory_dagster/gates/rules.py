@@ -66,6 +66,11 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
+def fixed_texts(spec: CampaignSpec) -> list[str]:
+    """Every text the spec puts in each message the same way: its quotable texts plus the sender's name and e-mail."""
+    return [*_spec_texts(spec), spec.sender.name, spec.sender.email]
+
+
 def _spec_texts(spec: CampaignSpec) -> list[str]:
     """The spec's texts a message must or may quote verbatim."""
     return [spec.required.call_to_action, spec.required.unsubscribe_footer, spec.sender.postal_address, spec.sender.company]
@@ -122,9 +127,17 @@ def spelled_numbers(text: str) -> list[tuple[int, str]]:
 
 
 def allowed_numbers(spec: CampaignSpec, angle: Angle, lead: Mapping[str, Any]) -> frozenset[str]:
-    """Numbers a message may contain: the angle's claims, the fixed texts, the lead's own fields."""
+    """Numbers a message may contain: the angle's claims, the fixed texts, the lead's own fields.
+
+    Figures the claims or fixed texts spell out count too ("within two weeks" allows 2).
+    """
     fixed = [*_spec_texts(spec), str(lead.get("company", "")), str(lead.get("first_name", ""))]
-    return angle.allowed_numbers | frozenset(n for text in fixed for n in _NUMBER.findall(text))
+    spelled = [*angle.claims, *_spec_texts(spec)]
+    return (
+        angle.allowed_numbers
+        | frozenset(n for text in fixed for n in _NUMBER.findall(text))
+        | frozenset(str(value) for text in spelled for value, _ in spelled_numbers(text))
+    )
 
 
 def check_draft(
@@ -175,7 +188,7 @@ def check_draft(
             found.append(Violation("banned_phrase", f"contains banned phrase {phrase!r}{said}"))
     if match := _PLACEHOLDER.search(text):
         found.append(Violation("unfilled_placeholder", f"unfilled placeholder {match.group(0)!r}"))
-    allowed = allowed_numbers(spec, angle, lead) | {str(v) for t in allowed_texts for v, _ in spelled_numbers(t)}
+    allowed = allowed_numbers(spec, angle, lead)
     invented = sorted(set(_NUMBER.findall(text)) - allowed)
     invented += [f"{words} ({value})" for value, words in spelled_numbers(own_text) if str(value) not in allowed]
     if invented:
@@ -195,11 +208,10 @@ def check_draft(
         found.append(Violation("wrong_name", f"greets {greeting.group(1)!r}, the lead is {first_name!r}"))
     if company and _norm(company) not in norm_text:
         found.append(Violation("missing_company", f"does not mention the lead's company {company!r}"))
-    sender = [spec.sender.name, spec.sender.email]
-    found += injection_violations(subject, body, lead, allowed_texts=[*angle.claims, *_spec_texts(spec), *sender])
+    found += injection_violations(subject, body, lead, allowed_texts=[*angle.claims, *fixed_texts(spec)])
     # Names are not language: the lead's (trusted) names are left out of the count like the spec's fixed texts.
     own_names = [n for f in ("company", "first_name") if (n := str(lead.get(f) or "")) and trusted_name(n, f)]
-    found += language_violations(subject, body, spec.language, fixed_texts=[*_spec_texts(spec), *sender, *own_names])
+    found += language_violations(subject, body, spec.language, fixed_texts=[*fixed_texts(spec), *own_names])
     return found
 
 
