@@ -31,7 +31,7 @@ from factory_dagster.gates.consistency import (
     CONTRADICTS_EARLIER,
     NEAR_DUPLICATE,
     ConsistencyGate,
-    SentMessage,
+    message_for,
     recipient_keys,
 )
 from factory_dagster.models import offline
@@ -67,20 +67,6 @@ def _render(spec: CampaignSpec, person: Any, arm: Any, seed: str, claims: list[s
     return offline._draft(brief, lead_payload(person), random.Random(seed), None)
 
 
-def _sent(person: Any, draft: dict[str, str], day: Any, sent_day: Any) -> SentMessage:
-    return SentMessage(
-        person.lead_id,
-        person.email,
-        person.company,
-        person.first_name,
-        person.last_name or "",
-        draft["subject"],
-        draft["body"],
-        day,
-        sent_day,
-    )
-
-
 def _teams(work: pd.DataFrame) -> list[list[Any]]:
     """The benchmark's people grouped by company (2+ people each), first come first."""
     by_key: dict[frozenset[str], list[Any]] = {}
@@ -97,12 +83,13 @@ def run(spec: CampaignSpec, work: pd.DataFrame, plan: pd.DataFrame, day: Any) ->
     near: Counter = Counter()
     contradiction: Counter = Counter()
     missed: list[dict[str, str]] = []
+    yesterday = day - timedelta(days=1)
     for t, team in enumerate(teams):
         first = team[0]
         first_draft = _render(spec, first, first, f"first|{t}")
-        today = ConsistencyGate(spec, day, [_sent(first, first_draft, day, None)])
-        yesterday = day - timedelta(days=1)
-        sent_before = ConsistencyGate(spec, day, [_sent(first, first_draft, yesterday, yesterday)])
+        today = ConsistencyGate(spec, day, [message_for(first, first_draft["subject"], first_draft["body"], day)])
+        sent = message_for(first, first_draft["subject"], first_draft["body"], yesterday, yesterday)
+        sent_before = ConsistencyGate(spec, day, [sent])
         for k, colleague in enumerate(team[1:]):
             # The colleague on the first person's arm (angle and prompt version), with its own segment's hook.
             own_plan = planned[(colleague.segment, first.angle)]

@@ -21,6 +21,7 @@ from factory_dagster.gates.consistency import (
     company_key,
     email_domain,
     load_earlier,
+    message_for,
     stored_inconsistencies,
 )
 from factory_dagster.gates.pipeline import run_gates
@@ -50,7 +51,7 @@ def body(first: str, company: str, opener: str | None = None, claim: str = CLAIM
 def sent(
     who: Any, text: str, day: dt.date = DAY, sent_day: dt.date | None = None, subject: str = "A calmer close"
 ) -> SentMessage:
-    return SentMessage(who.lead_id, who.email, who.company, who.first_name, who.last_name, subject, text, day, sent_day)
+    return message_for(who, subject, text, day, sent_day)
 
 
 def codes(gate: ConsistencyGate, who: Any, text: str, subject: str = "A calmer close") -> list[str]:

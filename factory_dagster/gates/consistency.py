@@ -203,7 +203,7 @@ class ConsistencyGate:
         related = self._related(lead)
         if not related:
             return []
-        draft = self._profile(_message_for(lead, subject, body, self.day))
+        draft = self._profile(message_for(lead, subject, body, self.day))
         found: list[Violation] = []
         for profile in related:
             earlier = profile.message
@@ -230,7 +230,7 @@ class ConsistencyGate:
 
     def accept(self, lead: Any, subject: str, body: str) -> None:
         """Remember a message accepted today, so the next drafts for the same company are checked against it."""
-        self._add(self._profile(_message_for(lead, subject, body, self.day)))
+        self._add(self._profile(message_for(lead, subject, body, self.day)))
 
     def reference(self, lead: Any) -> dict[str, Any] | None:
         """The data block a repair or escalation gets: what the company was already told, names redacted."""
@@ -240,7 +240,8 @@ class ConsistencyGate:
         return {"messages": [{"day": str(p.message.day), "text": p.message.redacted} for p in related]}
 
 
-def _message_for(lead: Any, subject: str, body: str, day: date) -> SentMessage:
+def message_for(lead: Any, subject: str, body: str, day: date, sent_day: date | None = None) -> SentMessage:
+    """The message with that subject and body for a lead (anything with lead_id, email, company and names)."""
     return SentMessage(
         lead_id=lead.lead_id,
         email=str(lead.email or ""),
@@ -250,6 +251,7 @@ def _message_for(lead: Any, subject: str, body: str, day: date) -> SentMessage:
         subject=subject,
         body=body,
         day=day,
+        sent_day=sent_day,
     )
 
 
