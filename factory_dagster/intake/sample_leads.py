@@ -2,9 +2,10 @@
 
 Each day brings new people from a fixed universe of fictional companies (a company keeps
 its industry, size, region and e-mail convention across days). About one row in ten comes
-with a colleague from the same company in the same file, as real exports have them. A small share of rows is
-broken the way real exports break; which rows and how is deterministic for (day, seed) and
-exposed by `planned_defects`, so tests can check that intake catches exactly those rows.
+with a colleague from the same company in the same file, as real exports have them. A small
+share of rows is broken the way real exports break; which rows and how is deterministic for
+(day, seed) and exposed by `planned_defects`, so tests can check that intake catches exactly
+those rows.
 Some clean rows also carry harmless noise (padding, zero-width characters, odd case,
 decomposed accents) that intake must repair rather than reject. Every domain uses the
 reserved `.example` TLD so no generated address can reach a real inbox.
