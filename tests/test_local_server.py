@@ -24,6 +24,8 @@ import pytest
 
 from factory_dagster.models.local_server import (
     JUNK_BODY,
+    JUNK_JSON_CONTENT,
+    PROSE_CONTENT,
     REFUSAL,
     Faults,
     LocalOpenAIServer,
@@ -277,6 +279,52 @@ def test_a_batch_can_be_cancelled_and_unknown_ids_are_404(server):
         c.batches.retrieve("batch_nope")
     with pytest.raises(openai.NotFoundError):
         c.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h")
+
+
+# -- answer modes: a bad model behind a good server ------------------------------------------
+
+
+def test_junk_json_mode_answers_every_request_with_the_same_unrelated_json(server):
+    server.faults.answer_mode = "junk_json"
+    c = client(server)
+    answers = [ask(c, model=m).choices[0] for m in ("gpt-4o", "gpt-4o-mini", "gpt-4o")]
+    plain = c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Write me a haiku."}])
+    for choice in [*answers, plain.choices[0]]:
+        assert choice.finish_reason == "stop" and json.loads(choice.message.content) == {"status": "ok", "items": []}
+    assert answers[0].message.content == JUNK_JSON_CONTENT
+    with pytest.raises(pydantic.ValidationError):  # well-formed JSON, but not what was asked for
+        c.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=Plan)
+    assert server.count(200) == 5 and plain.usage.completion_tokens > 0
+
+
+def test_prose_mode_answers_text_that_is_not_json_also_in_a_batch(server):
+    server.faults.answer_mode = "prose"
+    c = client(server)
+    content = ask(c).choices[0].message.content
+    assert content == PROSE_CONTENT and _not_json(content) and "{" not in content
+    source = c.files.create(file=("in.jsonl", batch_line("lead-1").encode()), purpose="batch")
+    batch = c.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h")
+    while batch.status != "completed":
+        batch = c.batches.retrieve(batch.id)
+    line = json.loads(c.files.content(batch.output_file_id).text)
+    assert line["response"]["body"]["choices"][0]["message"]["content"] == PROSE_CONTENT
+
+
+def test_an_answer_mode_can_be_limited_to_some_models_and_faults_still_apply(server):
+    server.faults.answer_mode, server.faults.answer_mode_models = "prose", ["gpt-4o"]
+    server.faults.script["gpt-4o"] = ["truncated"]
+    c = client(server)
+    cut = ask(c).choices[0]
+    assert cut.finish_reason == "length" and PROSE_CONTENT.startswith(cut.message.content)
+    assert ask(c).choices[0].message.content == PROSE_CONTENT
+    assert json.loads(ask(c, model="gpt-4o-mini").choices[0].message.content)["segments"]  # not limited: the real answer
+    with pytest.raises(ValueError, match="unknown answer mode"):
+        Faults(answer_mode="gibberish")
+
+
+def test_the_cli_answer_mode_reaches_a_server_in_another_process():
+    with serving_in_subprocess(MODELS, api_key=KEY, extra_args=["--answer-mode", "junk_json"]) as base_url:
+        assert ask(client(base_url)).choices[0].message.content == JUNK_JSON_CONTENT
 
 
 def test_unknown_scripted_outcomes_are_refused_up_front():

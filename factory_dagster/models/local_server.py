@@ -14,6 +14,8 @@ end without a key or a network: the tests and benchmarks point `OPENAI_BASE_URL`
 `models` maps the requested model name to the offline defect rate that answers it.
 `Faults` injects what real endpoints do under load: latency, rate limits (scripted or
 enforced per model over a rolling window), 5xx, timeouts and answers the caller cannot use.
+Its `answer_mode` stands in for a bad model rather than a bad server: every answer is then
+the same well-formed but unrelated JSON (`junk_json`) or prose that is not JSON (`prose`).
 `serving` runs the server on a thread of this process; `serving_in_subprocess` in another
 process (own GIL, for benchmarks). `python -m factory_dagster.models.local_server` is the CLI.
 """
@@ -33,7 +35,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
@@ -62,6 +64,13 @@ REFUSAL = "I can't help with that."
 JUNK_BODY = b"<html><body><h1>502 Bad Gateway</h1><p>upstream error</p></body></html>"
 WRONG_SCHEMA_CONTENT = json.dumps({"message": "hello"})
 MALFORMED_PREFIX = "Sure! Here is the email you asked for:\n\n"
+# What a junk model answers to every request, whatever it was asked (see `Faults.answer_mode`).
+ANSWER_MODES: tuple[str, ...] = ("model", "junk_json", "prose")
+JUNK_JSON_CONTENT = json.dumps({"status": "ok", "items": []})
+PROSE_CONTENT = (
+    "Thanks for reaching out! Happy to help with this. In short, a clear subject line, a friendly opening and "
+    "one concrete next step usually work best. Let me know if you would like me to expand on any of these points."
+)
 FILE_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 BANNER = "LISTENING "
 DEFAULT_MODELS: dict[str, float] = {"gpt-4o": 0.0, "gpt-4o-mini": 0.15}
@@ -86,8 +95,16 @@ class Faults:
     """`GET /v1/batches/{id}` says in_progress this many times, then the batch completes."""
     rpm_window_s: float = 60.0
     """The rolling window of `rpm_limit` (shorten it in tests to see a slot free up)."""
+    answer_mode: str = "model"
+    """The content of every chat answer (see `ANSWER_MODES`): "model" (the offline model's answer),
+    "junk_json" (always `JUNK_JSON_CONTENT`) or "prose" (always `PROSE_CONTENT`, not JSON). Scripted
+    outcomes still apply on top (a "truncated" junk answer is cut in half)."""
+    answer_mode_models: list[str] | None = None
+    """The requested models `answer_mode` applies to (None: every model)."""
 
     def __post_init__(self) -> None:
+        if self.answer_mode not in ANSWER_MODES:
+            raise ValueError(f"unknown answer mode {self.answer_mode!r}; expected one of {ANSWER_MODES}")
         for model, outcomes in self.script.items():
             unknown = [o for o in outcomes if o not in OUTCOMES]
             if unknown:
@@ -276,10 +293,20 @@ class LocalOpenAIServer(ThreadingHTTPServer):
             raise ValueError(f"unknown scripted outcome {outcome!r}")
         return outcome
 
+    def _model_answer(self, model: str, messages: list[dict[str, str]], seed: Any) -> str:
+        """What the model says before any scripted fault: the offline model's answer, or the junk of `answer_mode`."""
+        faults = self.faults
+        mode = faults.answer_mode if faults.answer_mode_models is None or model in faults.answer_mode_models else "model"
+        if mode == "junk_json":
+            return JUNK_JSON_CONTENT
+        if mode == "prose":
+            return PROSE_CONTENT
+        return OfflineModel(model, self.models[model]).complete(messages, seed_key=str(seed))
+
     def _complete(self, body: dict, outcome: str) -> _Reply:
         model = body["model"]
         messages = [{"role": str(m.get("role", "user")), "content": _text(m.get("content"))} for m in body["messages"]]
-        text = OfflineModel(model, self.models[model]).complete(messages, seed_key=str(body.get("seed", "")))
+        text = self._model_answer(model, messages, body.get("seed", ""))
         prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
         content: str | None = text
         refusal: str | None = None
@@ -644,18 +671,20 @@ def serving_in_subprocess(
     api_key: str = "local-test-key",
     faults: Faults | None = None,
     startup_timeout_s: float = 30.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[str]:
     """Run a server in another Python process (its own GIL) for the block; yields its base_url.
 
-    The child is `python -m factory_dagster.models.local_server --port 0 ...`; it prints
-    `LISTENING <base_url>` once bound. It is terminated (then killed) on exit.
-    `fetch_stats(base_url)` reads its request counts.
+    The child is `python -m factory_dagster.models.local_server --port 0 ...` (plus `extra_args`,
+    CLI options such as `--answer-mode prose`); it prints `LISTENING <base_url>` once bound. It
+    is terminated (then killed) on exit. `fetch_stats(base_url)` reads its request counts.
     """
     command = [sys.executable, "-m", "factory_dagster.models.local_server", "--port", "0", "--api-key", api_key]
     for name, rate in models.items():
         command += ["--model", f"{name}={rate}"]
     if faults is not None:
         command += ["--faults-json", json.dumps(asdict(faults))]
+    command += list(extra_args)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -712,6 +741,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default="local-test-key")
     parser.add_argument("--latency-ms", type=float, default=None, help="added to every chat completion")
     parser.add_argument("--rpm", type=int, default=None, help="requests per minute per model, then 429")
+    parser.add_argument(
+        "--answer-mode",
+        choices=ANSWER_MODES,
+        default=None,
+        help="what every chat answer is: the offline model's (model), the same unrelated JSON (junk_json) or prose (prose)",
+    )
+    parser.add_argument(
+        "--answer-mode-model", action="append", metavar="NAME", help="apply --answer-mode to this model only (repeatable)"
+    )
     parser.add_argument("--faults-json", default=None, help="a JSON object of Faults fields")
     args = parser.parse_args(argv)
     faults = Faults(**json.loads(args.faults_json)) if args.faults_json else Faults()
@@ -719,6 +757,10 @@ def main(argv: list[str] | None = None) -> None:
         faults.latency_s = args.latency_ms / 1000
     if args.rpm is not None:
         faults.rpm_limit = args.rpm
+    if args.answer_mode is not None:
+        faults.answer_mode = args.answer_mode
+    if args.answer_mode_model:
+        faults.answer_mode_models = list(args.answer_mode_model)
     models = dict(args.model) if args.model else DEFAULT_MODELS
     server = LocalOpenAIServer(models, args.api_key, args.port, faults)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
