@@ -12,8 +12,11 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from factory_dagster.campaign.spec import CampaignSpec
+from factory_dagster.gates.schemas import plan_failures
+from factory_dagster.models.gateway import DEFERRED, CallRequest, ModelGateway
 
 PLAN_PROMPT_VERSION = "plan-v1"
+PLAN_ATTEMPTS = 2
 
 
 class PlanError(ValueError):
@@ -89,3 +92,32 @@ def plan_violations(plan: pd.DataFrame, spec: CampaignSpec) -> list[str]:
         if not str(row.hook).strip():
             problems.append(f"segment '{row.segment}', angle '{row.angle}': empty hook")
     return problems
+
+
+def plan_problems(plan: pd.DataFrame, spec: CampaignSpec) -> list[str]:
+    """Everything that keeps a plan out of `raw.plans`: the plan rules and the blocking Pandera plan check."""
+    problems = plan_violations(plan, spec)
+    if problems:
+        return problems
+    failures = plan_failures(plan, spec)
+    return [f"{row.column}: {row.check}: {row.failure_case}" for row in failures.itertuples()]
+
+
+def ask_planner(
+    gateway: ModelGateway, spec: CampaignSpec, messages: list[dict[str, str]]
+) -> tuple[pd.DataFrame | None, str, list[str]]:
+    """Up to `PLAN_ATTEMPTS` planner answers: (last parsed plan or None, its model, what is wrong with it)."""
+    problems: list[str] = []
+    plan, planner = None, spec.routing["plan"]
+    for seed in range(PLAN_ATTEMPTS):
+        answer = gateway.complete(CallRequest("plan", PLAN_PROMPT_VERSION, messages, seed=seed, response_model=PlanAnswer))
+        if answer.status == DEFERRED:
+            return plan, planner, ["the daily model budget is spent"]
+        try:
+            plan, planner = parse_plan(answer.text), answer.model
+            problems = plan_problems(plan, spec)
+        except PlanError as exc:
+            problems = [f"attempt {seed + 1}: {exc}"]
+        if not problems:
+            break
+    return plan, planner, problems
