@@ -19,7 +19,7 @@ from factory_dagster.gates.assets import (
 )
 from factory_dagster.intake.assets import leads, leads_accounted_for, leads_match_schema
 from factory_dagster.learning.assets import PRIOR_DAYS, dbt_marts, send_guard
-from factory_dagster.learning.dbt_project import dbt_resource
+from factory_dagster.learning.integrity import warehouse_integrity, weekly_integrity
 from factory_dagster.partitions import DAILY
 from factory_dagster.planning.assets import campaign_plan, plan_is_valid
 from factory_dagster.resources import FactoryResource
@@ -71,12 +71,9 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
             audit_failure_rate_below_limit,
             sends_are_safe,
         ],
-        jobs=[daily_line, refresh_marts, kill_switch],
-        schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0)],
-        resources={
-            "factory": FactoryResource.from_paths(paths, **factory_overrides),
-            "dbt": dbt_resource(),
-        },
+        jobs=[daily_line, refresh_marts, kill_switch, warehouse_integrity],
+        schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0), weekly_integrity],
+        resources={"factory": FactoryResource.from_paths(paths, **factory_overrides)},
     )
 
 

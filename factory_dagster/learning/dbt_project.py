@@ -8,44 +8,26 @@ map to `prior_days/<table>` keys, which keeps the asset graph acyclic.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource
+from dagster_dbt import DagsterDbtTranslator
 
-from factory_dagster.settings import DBT_PROJECT_DIR, Paths
+from factory_dagster.learning.dbt_runner import MANIFEST_PATH, newest_project_file, parse
+from factory_dagster.settings import Paths
 
-MANIFEST_PATH = DBT_PROJECT_DIR / "target" / "manifest.json"
 SAME_RUN_SOURCES = {"events": dg.AssetKey("outcome_events"), "suppression": dg.AssetKey("suppression_list")}
-_PROJECT_SUFFIXES = {".sql", ".yml", ".yaml"}
-
-
-def dbt_resource() -> DbtCliResource:
-    """dbt from this interpreter's environment (the venv need not be activated)."""
-    beside_python = Path(sys.executable).with_name("dbt")
-    executable = str(beside_python) if beside_python.exists() else shutil.which("dbt") or "dbt"
-    return DbtCliResource(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=executable)
-
-
-def _newest_project_file() -> float:
-    return max(
-        p.stat().st_mtime
-        for p in DBT_PROJECT_DIR.rglob("*")
-        if p.suffix in _PROJECT_SUFFIXES and "target" not in p.relative_to(DBT_PROJECT_DIR).parts
-    )
+# Tests that only repeat a constraint raw's DDL enforces on every insert: the daily build
+# skips them, the weekly integrity job and the test suite run them.
+INTEGRITY_TAG = "integrity"
 
 
 def ensure_manifest() -> Path:
     """Parse the dbt project when the manifest is missing or older than a project file (a few seconds, once)."""
-    if MANIFEST_PATH.exists() and MANIFEST_PATH.stat().st_mtime >= _newest_project_file():
-        return MANIFEST_PATH
-    os.environ.setdefault("FACTORY_WAREHOUSE", str(Paths.from_env().warehouse))
-    dbt_resource().cli(["parse", "--quiet"], target_path=MANIFEST_PATH.parent).wait()
+    if not (MANIFEST_PATH.exists() and MANIFEST_PATH.stat().st_mtime >= newest_project_file()):
+        parse(Paths.from_env().warehouse)
     return MANIFEST_PATH
 
 

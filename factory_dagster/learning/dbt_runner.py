@@ -1,0 +1,151 @@
+"""dbt in the line's own process, the project parsed once per process.
+
+A `dbt build` subprocess pays for an interpreter, dbt's imports and a parse before its
+first query: about as long as the build itself at demo scale. Here dbt is imported once,
+the parsed manifest is reused by every build of the process, and the structured result
+events are collected in memory for the Dagster wiring to turn into materializations and
+check results.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from factory_dagster.settings import DBT_PROJECT_DIR
+
+PARSE_TARGET = DBT_PROJECT_DIR / "target"
+MANIFEST_PATH = PARSE_TARGET / "manifest.json"
+RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult"})
+FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
+_PROJECT_SUFFIXES = {".sql", ".yml", ".yaml"}
+
+
+class DbtError(RuntimeError):
+    """dbt could not parse the project or run a command at all (not a failing test)."""
+
+
+@dataclass
+class DbtRun:
+    """One dbt invocation: its verdict, the per-node result events and what failed."""
+
+    success: bool
+    results: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failures(self) -> list[str]:
+        """`node (status, N failing rows)` for each node that errored or whose test failed."""
+        failed = []
+        for event in self.results:
+            data = event["data"]
+            status = str(data.get("status", "")).lower()
+            if status in FAILED_STATUSES:
+                rows = f", {data['num_failures']} failing rows" if data.get("num_failures") else ""
+                failed.append(f"{data['node_info']['node_name']} ({status}{rows})")
+        return failed
+
+    def describe_failure(self) -> str:
+        """What an operator needs to act on: dbt's own error, else the failing nodes."""
+        return self.error or "; ".join(self.failures) or "dbt reported failure without a failing node"
+
+
+def newest_project_file() -> float:
+    """The last change to the project's SQL and YAML: a newer one means the manifest is stale."""
+    return max(
+        p.stat().st_mtime
+        for p in DBT_PROJECT_DIR.rglob("*")
+        if p.suffix in _PROJECT_SUFFIXES and "target" not in p.relative_to(DBT_PROJECT_DIR).parts
+    )
+
+
+@contextmanager
+def _warehouse_env(warehouse: Path | str) -> Iterator[None]:
+    """profiles.yml reads the warehouse path from the environment; restore it afterwards."""
+    previous = os.environ.get("FACTORY_WAREHOUSE")
+    os.environ["FACTORY_WAREHOUSE"] = str(warehouse)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FACTORY_WAREHOUSE", None)
+        else:
+            os.environ["FACTORY_WAREHOUSE"] = previous
+
+
+def _project_args(target_path: Path) -> list[str]:
+    return [
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(target_path),
+    ]
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(warehouse: str, project_stamp: float) -> Any:
+    # The warehouse is part of the key: dbt-duckdb names the database after the file, and
+    # the parsed nodes carry that name.
+    from dbt.cli.main import dbtRunner
+
+    with _warehouse_env(warehouse):
+        outcome = dbtRunner().invoke(["parse", "--quiet", *_project_args(PARSE_TARGET)])
+    if not outcome.success:
+        raise DbtError(f"dbt could not parse {DBT_PROJECT_DIR}: {outcome.exception}")
+    return outcome.result
+
+
+def parse(warehouse: Path | str) -> Any:
+    """The parsed dbt manifest for `warehouse`; also writes `target/manifest.json` for Dagster."""
+    return _parsed(str(Path(warehouse).resolve()), newest_project_file())
+
+
+def release_warehouse() -> None:
+    """Close dbt-duckdb's DuckDB handle, which it keeps open between invocations in a process.
+
+    DuckDB allows one writing process: while dbt held the file, any other process (the
+    Dagster UI's runs, an analyst's client, a second demo) would fail on the lock.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    from dbt.adapters.factory import cleanup_connections
+
+    cleanup_connections()
+    environment = DuckDBConnectionManager._ENV  # noqa: SLF001 - no public way to close it (dbt-duckdb 1.11)
+    if environment is not None:
+        environment.close()
+    DuckDBConnectionManager.close_all_connections()
+
+
+def invoke(command: list[str], warehouse: Path | str, target_path: Path) -> DbtRun:
+    """Run one dbt command (`build`, `test`, ... with its selection) against `warehouse`."""
+    from dbt.cli.main import dbtRunner
+    from dbt_common.events.functions import msg_to_dict
+
+    manifest = parse(warehouse)
+    results: list[dict[str, Any]] = []
+
+    def keep_results(event: Any) -> None:
+        if event.info.name in RESULT_EVENTS:
+            results.append(msg_to_dict(event))
+
+    target_path.mkdir(parents=True, exist_ok=True)
+    try:
+        with _warehouse_env(Path(warehouse).resolve()):
+            # No JSON artifacts: the results are in memory, and serialising the manifest
+            # again after every build cost about a third of a second.
+            outcome = dbtRunner(manifest=manifest, callbacks=[keep_results]).invoke(
+                [*command, "--no-write-json", *_project_args(target_path)]
+            )
+    finally:
+        release_warehouse()
+    error = None if outcome.exception is None else f"{type(outcome.exception).__name__}: {outcome.exception}"
+    return DbtRun(bool(outcome.success), results, error)
