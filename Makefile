@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup run test ui bench lint clean
 
+# uv installs the pinned environment in seconds where pip takes a minute or more; if uv
+# itself cannot be had, pip installs the same pins.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,ui]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt uv \
+		&& $(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev,ui]" \
+		|| $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,ui]"
 	touch $(STAMP)
 
 setup: $(STAMP)
