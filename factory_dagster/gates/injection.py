@@ -108,6 +108,8 @@ _OFFENSIVE = re.compile(
 
 def visible(text: str) -> str:
     """The text as a reader sees it: NFKC-normalised, invisible format characters (category Cf) removed."""
+    if text.isascii():  # NFKC leaves ASCII alone and every Cf character is outside it: most drafts stop here
+        return text
     text = unicodedata.normalize("NFKC", text)
     return "".join(c for c in text if unicodedata.category(c) != "Cf")
 
