@@ -125,3 +125,28 @@ def test_integrity_job_fails_and_raises_an_incident_when_a_constraint_is_gone(in
     with connect(paths.warehouse, read_only=True) as con:
         (detail,) = con.execute("SELECT detail FROM raw.incidents WHERE kind = 'warehouse_integrity_failed'").fetchone()
     assert "source_unique_raw_leads_lead_id" in detail
+
+
+def test_model_level_column_tests_name_the_bad_columns(tmp_path: Path, dbt_manifest: Path) -> None:
+    """One query per model still says which column broke its rule and on how many rows."""
+    paths = _empty_warehouse(tmp_path)
+    target = paths.home / "dbt_target"
+    assert invoke(["build", "--select", "+daily_kpis", "--indirect-selection", "empty"], paths.warehouse, target).success
+    with connect(paths.warehouse) as con:
+        con.execute(
+            "INSERT INTO marts.daily_kpis (campaign_id, day, reply_rate, gate_pass_rate) VALUES (NULL, DATE '2026-01-01', 1.5, 0.5)"
+        )
+    run = invoke(["test", "--select", "daily_kpis", "--exclude", f"tag:{INTEGRITY_TAG}"], paths.warehouse, target)
+    failed = {failure.split(" (")[0]: failure for failure in run.failures}
+    assert any(name.startswith("proportion_columns_daily_kpis") for name in failed), failed
+    assert any(name.startswith("not_null_columns_daily_kpis") for name in failed), failed
+    # not_null_columns returns a row per column with nulls: campaign_id and every count left empty.
+    (not_null,) = [f for name, f in failed.items() if name.startswith("not_null_columns_daily_kpis")]
+    assert "failing rows" in not_null and ", 1 failing rows" not in not_null
+
+
+def test_a_model_error_is_reported_in_dbts_words(tmp_path: Path, dbt_manifest: Path) -> None:
+    paths = _empty_warehouse(tmp_path)
+    run = invoke(["build", "--select", "daily_kpis", "--indirect-selection", "empty"], paths.warehouse, paths.home / "dbt_target")
+    assert not run.success
+    assert "does not exist" in run.describe_failure()  # its staging views were never built

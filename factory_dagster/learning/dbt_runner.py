@@ -37,6 +37,7 @@ class DbtRun:
     success: bool
     results: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    node_errors: list[str] = field(default_factory=list)  # dbt's own words for each failed node
 
     @property
     def failures(self) -> list[str]:
@@ -51,8 +52,8 @@ class DbtRun:
         return failed
 
     def describe_failure(self) -> str:
-        """What an operator needs to act on: dbt's own error, else the failing nodes."""
-        return self.error or "; ".join(self.failures) or "dbt reported failure without a failing node"
+        """What an operator needs to act on: dbt's own error, else the failing nodes and why."""
+        return self.error or "; ".join(self.failures + self.node_errors) or "dbt reported failure without a failing node"
 
 
 def newest_project_file() -> float:
@@ -132,10 +133,13 @@ def invoke(command: list[str], warehouse: Path | str, target_path: Path) -> DbtR
 
     manifest = parse(warehouse)
     results: list[dict[str, Any]] = []
+    node_errors: list[str] = []
 
     def keep_results(event: Any) -> None:
         if event.info.name in RESULT_EVENTS:
             results.append(msg_to_dict(event))
+        elif event.info.name == "RunResultError" and event.data.msg.strip():
+            node_errors.append(" ".join(event.data.msg.split()))
 
     target_path.mkdir(parents=True, exist_ok=True)
     try:
@@ -148,4 +152,4 @@ def invoke(command: list[str], warehouse: Path | str, target_path: Path) -> DbtR
     finally:
         release_warehouse()
     error = None if outcome.exception is None else f"{type(outcome.exception).__name__}: {outcome.exception}"
-    return DbtRun(bool(outcome.success), results, error)
+    return DbtRun(bool(outcome.success), results, error, node_errors)
