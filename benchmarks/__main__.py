@@ -14,11 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import gates, line_demo, model_layer
+from benchmarks import gates, line_demo, make_run_fresh, model_layer
 
 RESULTS = Path(__file__).with_name("results.json")
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "line_demo": line_demo.run,
+    "make_run_fresh": make_run_fresh.run,
     "model_layer_throughput": model_layer.run,
     "gates": gates.run,
 }
