@@ -32,9 +32,11 @@ company field is an injection can never pass and ends in quarantine.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from factory_dagster.gates.rules import Violation
@@ -181,6 +183,27 @@ def _phones(text: str) -> set[str]:
     return found
 
 
+@dataclass(frozen=True)
+class _AllowedTexts:
+    """What the spec's own texts contain: the same for every draft of a campaign, so computed once."""
+
+    runs: frozenset[tuple[str, ...]]
+    text: str
+    emails: frozenset[str]
+    phones: frozenset[str]
+
+
+@functools.lru_cache(maxsize=64)
+def _allowed(texts: tuple[str, ...]) -> _AllowedTexts:
+    text = "\n".join(visible(t) for t in texts)
+    return _AllowedTexts(
+        runs=frozenset().union(*(_runs(words(t)) for t in texts)),
+        text=text,
+        emails=frozenset(m.group(0).lower() for m in _EMAIL.finditer(text)),
+        phones=frozenset(_phones(text)),
+    )
+
+
 def planted_runs(draft: str, lead: Mapping[str, Any], allowed_texts: Iterable[str] = ()) -> list[tuple[str, str]]:
     """(field, first shared run) for every lead field whose words the draft repeats, `PLANTED_RUN_WORDS` at a time.
 
@@ -189,7 +212,7 @@ def planted_runs(draft: str, lead: Mapping[str, Any], allowed_texts: Iterable[st
     """
     trusted = _trusted_names(lead)
     draft_runs = _runs(_masked_words(draft, trusted))
-    allowed = set().union(*(_runs(words(t)) for t in allowed_texts))
+    allowed = _allowed(tuple(allowed_texts)).runs
     found = []
     for name in (*PLANTED_FIELDS, "first_name"):
         tokens = _masked_words(_field(lead, name), trusted)
@@ -202,21 +225,20 @@ def planted_runs(draft: str, lead: Mapping[str, Any], allowed_texts: Iterable[st
 
 def injection_violations(subject: str, body: str, lead: Mapping[str, Any], allowed_texts: Iterable[str] = ()) -> list[Violation]:
     """Every injection rule the draft breaks. `allowed_texts`: the spec's texts (claims, CTA, footer, sender...)."""
-    allowed_texts = list(allowed_texts)
+    allowed_texts = tuple(allowed_texts)
     text = visible(f"{subject}\n{body}")
     found: list[Violation] = []
     for name, run in planted_runs(text, lead, allowed_texts):
         found.append(Violation("planted_text", f"repeats the lead's {name}: {run!r}"))
     own = mask(text, _trusted_names(lead))
-    allowed_own = "\n".join(visible(t) for t in allowed_texts)
+    allowed = _allowed(allowed_texts)
+    allowed_own = allowed.text
     if match := _INSTRUCTION.search(own) or _INSTRUCTION_WORDS.search(own):
         found.append(Violation("injected_instruction", f"instruction-like text {match.group(0).strip()!r}"))
     if match := _MARKUP.search(own):
         found.append(Violation("markup", f"markup {match.group(0).strip()!r} in a plain-text message"))
-    contacts = sorted(
-        {m.group(0).lower() for m in _EMAIL.finditer(own)} - {m.group(0).lower() for m in _EMAIL.finditer(allowed_own)}
-    )
-    contacts += sorted(_phones(own) - _phones(allowed_own))
+    contacts = sorted({m.group(0).lower() for m in _EMAIL.finditer(own)} - allowed.emails)
+    contacts += sorted(_phones(own) - allowed.phones)
     contacts += [m.group(0) for m in _OBFUSCATED_CONTACT.finditer(own) if m.group(0) not in allowed_own]
     contacts += [m.group(0) for m in _MESSENGER.finditer(own) if m.group(0).lower() not in allowed_own.lower()]
     if contacts:
