@@ -89,9 +89,7 @@ def draft_row(
     gateway: ModelGateway, lead: Any, request: CallRequest, result: CallResult, attempt: int, candidate: int
 ) -> dict[str, Any]:
     """The `raw.drafts` row of one answer (kept even when it does not parse: it was paid for)."""
-    subject, body, error = (
-        parse_draft(result.text) if result.status in {"ok", "invalid"} else (None, None, f"model call {result.status}")
-    )
+    subject, body, error = parse_draft(result.text) if result.status in {"ok", "invalid"} else (None, None, _call_failure(result))
     return {
         "draft_id": draft_id(gateway.run.campaign_id, gateway.run.partition_day, lead.lead_id, attempt, candidate),
         "lead_id": lead.lead_id,
@@ -105,6 +103,11 @@ def draft_row(
         "body": body,
         "parse_error": error,
     }
+
+
+def _call_failure(result: CallResult) -> str:
+    """A draft's parse_error when no answer came: the call's status, and why when the gateway knows."""
+    return f"model call {result.status}" + (f": {result.error}" if result.error else "")
 
 
 def draft_candidates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -9,8 +9,9 @@ or validation problems. Along the way it:
 - retries retryable failures (429, 408, 409, 5xx, timeouts, connection errors, bodies
   the openai client cannot read) with jittered exponential backoff, never sooner than
   the server's Retry-After;
-- trips a circuit breaker per endpoint (base_url and model) after it exhausted its retries, and skips
-  endpoints whose breaker is open without sending anything;
+- trips a circuit breaker per endpoint (base_url and model) after calls that exhausted their
+  retries, or after answers that were unusable, and skips endpoints whose breaker is open without
+  sending anything (also requests already queued for a slot when it opens);
 - asks for structured output (`json_schema` where the endpoint supports it, else
   `json_object`), validates it against a pydantic model and re-asks with the validation
   errors before falling back to the next endpoint;
@@ -87,6 +88,10 @@ class _RetryableFailure(Exception):
 
 class _FinalFailure(Exception):
     """A failure that retrying the same endpoint will not fix: go to the next one."""
+
+
+class _CircuitOpened(Exception):
+    """The endpoint's breaker opened while this request waited for a slot: it is not sent."""
 
 
 @dataclass
@@ -276,7 +281,10 @@ class ChatClient:
             call.model = endpoint.model
             breaker = self.breaker(endpoint.base_url, endpoint.model)
             if not breaker.allow():
-                call.error = f"{endpoint.model}: circuit open for {endpoint.base_url or 'the default base URL'}, skipped"
+                call.error = (
+                    f"{endpoint.model}: circuit open for {endpoint.base_url or 'the default base URL'} "
+                    "(its last answers failed or were unusable), skipped"
+                )
                 call.fallback_used = True
                 log.debug("skipping %s: circuit open", endpoint.model)
                 continue
@@ -347,8 +355,12 @@ class ChatClient:
                 breaker.record_success()
                 call.error = self._error(endpoint, str(exc))
                 return _Answer("error")
+            except _CircuitOpened:
+                call.error = self._error(
+                    endpoint, "circuit opened while the call waited (its last answers failed or were unusable), not sent"
+                )
+                return _Answer("error")
 
-            breaker.record_success()
             failures = 0
             call.add_usage(endpoint.model, completion.usage)
             choice = completion.choices[0]
@@ -356,15 +368,23 @@ class ChatClient:
             message = choice.message
             refusal = getattr(message, "refusal", None) if message is not None else None
             if refusal or choice.finish_reason == "content_filter":
+                breaker.record_success()
                 call.error = self._error(endpoint, f"refused: {refusal or 'finish_reason content_filter'}")
                 return _Answer("refused")
             text = (getattr(message, "content", None) or "") if message is not None else ""
             if response_model is None:
+                breaker.record_success()
                 return _Answer("ok", text)
             problem, parsed = self._validate(response_model, text, choice.finish_reason)
             if problem is None:
+                breaker.record_success()
                 return _Answer("ok", text, parsed)
             call.error = self._error(endpoint, f"invalid answer: {problem}")
+            # Every unusable answer counts against the endpoint (a usable one resets the count): a model that
+            # only answers junk is skipped after a few answers instead of being paid for every call of the day.
+            # Counted per answer, not per exhausted call, because re-asks queue behind every other call's
+            # first request: per call, the whole day's first requests would be sent before the breaker opens.
+            breaker.record_failure()
             if reasks >= self.max_reasks:
                 return _Answer("invalid", text)
             reasks += 1
@@ -411,6 +431,10 @@ class ChatClient:
             await limiter.acquire(estimate_request_tokens(conversation, endpoint.max_output_tokens))
         client = self._client(endpoint)
         async with self._semaphore:
+            if self.breaker(endpoint.base_url, endpoint.model).state == CircuitBreaker.OPEN:
+                # Calls queue for a slot long after they passed the breaker: the ones still waiting when it
+                # opens are not sent (a half-open trial reads half_open and goes ahead).
+                raise _CircuitOpened
             call.attempts += 1
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)

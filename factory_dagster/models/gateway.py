@@ -83,6 +83,7 @@ class CallResult:
     cost_usd: float
     cache_hit: bool = False
     tokens: int = 0  # billed tokens, in and out
+    error: str | None = None  # why the call failed or its answer was not usable (as on the ledger; never the key)
 
 
 @dataclass(frozen=True)
@@ -466,7 +467,7 @@ class ModelGateway:
             self.new_cache_entries.append(
                 (self._key(request), model, request.prompt_version, CachedAnswer(text, tokens[0], tokens[1], model))
             )
-        return CallResult(call_id, text, parsed, model, status, cost, cache_hit, sum(i + o for i, o in usage.values()))
+        return CallResult(call_id, text, parsed, model, status, cost, cache_hit, sum(i + o for i, o in usage.values()), error)
 
 
 def _validate(text: str, response_model: type[BaseModel] | None) -> tuple[BaseModel | None, str]:
