@@ -1,9 +1,12 @@
 """Dagster wiring of the gate stage: `messages` and the blocking checks before sending."""
 
 from collections import Counter
+from datetime import date
 
 import dagster as dg
+import duckdb
 
+from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.controls.holds import hold_day
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.drafting.assets import deferral_detail, drafts
@@ -53,6 +56,14 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
                 "warning",
                 deferral_detail("gating", output.deferred, spec.limits.daily_budget_usd),
             )
+        # The blocking floor check below skips today's send step only; the hold keeps the day's messages
+        # out of every later send too, until an operator has looked.
+        floor_hold = pass_rate_hold_reason(*gate_counts(con, day, spec.campaign_id), spec)
+        if floor_hold:
+            hold_day(con, gateway.run, floor_hold)
+            record_incident(con, gateway.run, "pass_rate_hold", "critical", floor_hold)
+    if floor_hold:
+        context.log.error(floor_hold)
     if output.postponed:
         context.log.info(
             f"{len(output.postponed)} leads wait for tomorrow: every draft read like a colleague's message going out today"
@@ -68,6 +79,7 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
             "repair_or_escalation_drafts": len(frames["drafts"]),
             "leads_deferred_by_budget": len(output.deferred),
             "leads_postponed_near_duplicate": len(output.postponed),
+            "held": floor_hold or "no",
             **{f"drafts_{code}": codes[code] for code in sorted(CONSISTENCY_CODES)},
             **gateway.usage(),
         }
@@ -87,12 +99,7 @@ def messages_match_schema(context: dg.AssetCheckExecutionContext, factory: Facto
 def gate_pass_rate_above_floor(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
     spec = factory.spec()
     with factory.warehouse(read_only=True) as con:
-        accepted, quarantined = fetch_one(
-            con,
-            """SELECT (SELECT count(*) FROM raw.messages WHERE partition_day = $day AND campaign_id = $campaign),
-                      (SELECT count(*) FROM raw.messages_quarantine WHERE partition_day = $day AND campaign_id = $campaign)""",
-            {"day": partition_day(context), "campaign": spec.campaign_id},
-        )
+        accepted, quarantined = gate_counts(con, partition_day(context), spec.campaign_id)
     total = accepted + quarantined
     rate = accepted / total if total else 1.0
     return dg.AssetCheckResult(
@@ -125,6 +132,29 @@ def messages_consistent_with_earlier(context: dg.AssetCheckExecutionContext, fac
             "lookback_days": spec.consistency.lookback_days,
             "failing_messages": dg.MetadataValue.md(findings.head(20).to_markdown(index=False) if not findings.empty else "none"),
         },
+    )
+
+
+def gate_counts(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> tuple[int, int]:
+    """(leads with a message, leads quarantined) of the day's gate."""
+    counts = fetch_one(
+        con,
+        """SELECT (SELECT count(*) FROM raw.messages WHERE partition_day = $day AND campaign_id = $campaign),
+                  (SELECT count(*) FROM raw.messages_quarantine WHERE partition_day = $day AND campaign_id = $campaign)""",
+        {"day": day, "campaign": campaign_id},
+    )
+    return (counts[0], counts[1]) if counts else (0, 0)
+
+
+def pass_rate_hold_reason(accepted: int, quarantined: int, spec: CampaignSpec) -> str | None:
+    """Why the day's sends are held because too few leads passed the gate, else None."""
+    total = accepted + quarantined
+    floor = spec.limits.min_gate_pass_rate
+    if not total or accepted / total >= floor:
+        return None
+    return (
+        f"The gate passed {accepted} of {total} leads ({accepted / total:.0%}, below the spec's floor of {floor:.0%}); "
+        f"{quarantined} were quarantined with their reasons. The day's sends are held until an operator reviews them."
     )
 
 
