@@ -19,23 +19,32 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     if args.fresh and paths.home.exists():
         shutil.rmtree(paths.home)
     # Import late: building the definitions parses the dbt project when needed.
+    import dagster as dg
+
     from factory_dagster.definitions import build_definitions
-    from factory_dagster.demo import daily_summary, format_summary, prepare_dagster_home, run_days
+    from factory_dagster.demo import closing_lines, daily_summary, describe_models, format_summary, prepare_dagster_home, run_days
+    from factory_dagster.resources import FactoryResource
 
     instance = prepare_dagster_home(paths)
-    print(
-        f"Factory demo: {args.days} days from {args.start}, {args.leads_per_day} sample leads a day, offline models (no language model runs)"
-    )
+    factory = FactoryResource.from_paths(paths)  # the line's own resource: the same routing, registry and environment
+    print(f"Factory demo: {args.days} days from {args.start}, {args.leads_per_day} sample leads a day")
+    try:
+        print(describe_models(factory.routes(), factory.registry(), os.environ))
+    except dg.Failure as exc:  # a stage routed to a model that needs a key and has no offline stand-in
+        print(f"error: {exc.description}", file=sys.stderr)
+        return 2
     print(f"data folder: {paths.home}")
     results = run_days(build_definitions(paths), instance, paths, args.start, args.days, args.leads_per_day)
     if results:
+        summary = daily_summary(paths, results[0].day, results[-1].day)
         print()
-        print(format_summary(daily_summary(paths, results[0].day, results[-1].day)))
-        print(
-            f"\n{sum(r.success for r in results)}/{args.days} days ran in {sum(r.seconds for r in results):.0f}s; runs are in the Dagster instance at {paths.dagster_home} (make ui)"
-        )
+        print(format_summary(summary))
+        print()
+        for line in closing_lines(results, summary, args.days):
+            print(line)
+        print(f"runs are in the Dagster instance at {paths.dagster_home} (make ui)")
     print(f"warehouse: {paths.warehouse}")
-    return 0 if results and all(r.success for r in results) and len(results) == args.days else 1
+    return 0 if len(results) == args.days and all(r.completed for r in results) else 1
 
 
 def _ui(args: argparse.Namespace, paths: Paths) -> int:

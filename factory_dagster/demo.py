@@ -3,6 +3,10 @@
 Each day's sample lead file is dropped in the inbox first (as a user would), then the
 `daily_line` job runs for that day's partition in the Dagster instance under the data
 folder, so `make ui` shows the runs and materializations afterwards.
+
+A day whose run failed only at a blocking gate check and whose sends are held (an
+operator must look: `factory holds`) is a *held* day, not a stop: the next day runs,
+as the daily schedule would. Any other failure stops the demo.
 """
 
 from __future__ import annotations
@@ -10,14 +14,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from urllib.parse import urlsplit
 
 import dagster as dg
+import duckdb
 import pandas as pd
 
 from factory_dagster.intake.sample_leads import write_sample_file
+from factory_dagster.models.registry import ModelRegistry
+from factory_dagster.models.routing import Route
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse.store import connect
 
@@ -37,6 +45,8 @@ SUMMARY_COLUMNS = {
     "leads_quarantined": "quarantined",
     "drafts": "drafts",
     "gate_pass_rate": "gate pass",
+    "unusable": "unusable",
+    "held": "held",
     "sends": "sends",
     "replies": "replies",
     "reply_rate": "reply rate",
@@ -55,12 +65,24 @@ def prepare_dagster_home(paths: Paths) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+# The stages that call models, in the order a day runs them.
+MODEL_STAGE_ORDER = ("plan", "draft", "repair", "escalate", "audit")
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
+
+
 @dataclass
 class DayResult:
     day: date
     success: bool
     seconds: float
     error: str | None = None
+    held: str | None = None  # why a gate held the day's sends (the run failed at that gate's blocking check)
+
+    @property
+    def completed(self) -> bool:
+        """The day ran to its end: every step, or every step up to a gate that held its sends."""
+        return self.success or self.held is not None
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -78,6 +100,28 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
             check = event.event_specific_data
             return f"blocking check '{check.check_name}' failed on {check.asset_key.to_user_string()}"
     return "the run failed"
+
+
+def _failed_only_at_blocking_checks(result: dg.ExecuteInProcessResult) -> bool:
+    """Every failed step is a blocking asset check that found a problem (no stage crashed)."""
+    failures = [e for e in result.all_events if e.is_step_failure]
+    return bool(failures) and all(
+        e.step_failure_data.error is not None and e.step_failure_data.error.cls_name == CHECK_FAILED_ERROR for e in failures
+    )
+
+
+def open_holds(con: duckdb.DuckDBPyConnection) -> dict[date, str]:
+    """Days whose sends are held (not released yet), and why."""
+    rows = con.execute(
+        "SELECT partition_day, string_agg(reason, '; ') FROM raw.send_holds WHERE released_at IS NULL GROUP BY 1"
+    ).fetchall()
+    return {_as_date(day): reason for day, reason in rows}
+
+
+def day_hold(paths: Paths, day: date) -> str | None:
+    """Why the day's sends are held, else None."""
+    with connect(paths.warehouse, read_only=True) as con:
+        return open_holds(con).get(day)
 
 
 def run_days(
@@ -104,12 +148,11 @@ def run_days(
         outcome = DayResult(
             day, result.success, time.perf_counter() - started, None if result.success else _failure_message(result)
         )
+        if not result.success and _failed_only_at_blocking_checks(result):
+            outcome.held = day_hold(paths, day)
         results.append(outcome)
-        progress(
-            f"day {offset + 1}/{days} {day}: {'done' if outcome.success else 'FAILED'} in {outcome.seconds:.1f}s"
-            + (f" — {outcome.error} (full log: {log_path})" if outcome.error else "")
-        )
-        if not outcome.success:
+        progress(f"day {offset + 1}/{days} {day}: {_day_line(outcome, log_path)}")
+        if not outcome.completed:
             break
     if results:
         # One more dbt build, so the marts also count the last day's sends.
@@ -118,6 +161,17 @@ def run_days(
                 partition_key=results[-1].day.isoformat(), instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False
             )
     return results
+
+
+def _day_line(outcome: DayResult, log_path: object) -> str:
+    if outcome.success:
+        return f"done in {outcome.seconds:.1f}s"
+    if outcome.held:
+        return (
+            f"done in {outcome.seconds:.1f}s, sends HELD — {outcome.error}: {outcome.held} "
+            f"(release: factory holds release --day {outcome.day} --reason ...)"
+        )
+    return f"FAILED in {outcome.seconds:.1f}s — {outcome.error} (full log: {log_path})"
 
 
 @contextlib.contextmanager
@@ -129,13 +183,35 @@ def _captured_output(paths: Paths, day: date, suffix: str = "run"):
         yield log_path
 
 
+MART_COLUMNS = [c for c in SUMMARY_COLUMNS if c not in {"unusable", "held"}]
+# Leads the gate quarantined for which no answer of any attempt (candidates, repair, escalation) was a usable
+# draft: the model answered something that is not a draft, or nothing (error, refusal, circuit open).
+UNUSABLE_SQL = """
+    SELECT q.partition_day AS day, count(*) AS unusable FROM raw.messages_quarantine q
+    WHERE q.partition_day BETWEEN $first AND $last AND NOT EXISTS (
+        SELECT 1 FROM raw.drafts d
+        WHERE d.campaign_id = q.campaign_id AND d.partition_day = q.partition_day AND d.lead_id = q.lead_id
+          AND d.parse_error IS NULL)
+    GROUP BY 1"""
+
+
 def daily_summary(paths: Paths, first: date, last: date) -> pd.DataFrame:
-    """The per-day table the demo prints, straight from `marts.daily_kpis`."""
+    """The per-day table the demo prints: `marts.daily_kpis`, plus from the raw tables the leads
+    quarantined because the model's answers were unusable and whether the day's sends are held."""
     with connect(paths.warehouse, read_only=True) as con:
         frame = con.execute(
-            f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM marts.daily_kpis WHERE day BETWEEN ? AND ? ORDER BY day", [first, last]
+            f"SELECT {', '.join(MART_COLUMNS)} FROM marts.daily_kpis WHERE day BETWEEN ? AND ? ORDER BY day", [first, last]
         ).df()
-    return frame
+        unusable = con.execute(UNUSABLE_SQL, {"first": first, "last": last}).df()
+        held = open_holds(con)
+    days = pd.to_datetime(frame["day"]).dt.date
+    frame["unusable"] = days.map(dict(zip(unusable["day"].map(_as_date), unusable["unusable"]))).fillna(0).astype(int)
+    frame["held"] = days.map(lambda d: "yes" if d in held else "-")
+    return frame[list(SUMMARY_COLUMNS)]
+
+
+def _as_date(value: object) -> date:
+    return pd.Timestamp(value).date()
 
 
 def format_summary(frame: pd.DataFrame) -> str:
@@ -144,10 +220,74 @@ def format_summary(frame: pd.DataFrame) -> str:
     for column in ("gate_pass_rate", "reply_rate"):
         shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.1%}")
     shown["cost_usd"] = shown["cost_usd"].map(lambda v: f"{v:.4f}")
-    for column in ("leads_in", "leads_accepted", "leads_quarantined", "drafts", "sends", "replies"):
+    for column in ("leads_in", "leads_accepted", "leads_quarantined", "drafts", "unusable", "sends", "replies"):
         shown[column] = shown[column].fillna(0).astype(int).astype(str)
     shown = shown.rename(columns=SUMMARY_COLUMNS)
     widths = {c: max(len(c), *(len(v) for v in shown[c])) if len(shown) else len(c) for c in shown.columns}
     lines = ["  ".join(c.rjust(widths[c]) for c in shown.columns)]
     lines += ["  ".join(str(v).rjust(widths[c]) for c, v in row.items()) for _, row in shown.iterrows()]
     return "\n".join(lines)
+
+
+def closing_lines(results: list[DayResult], summary: pd.DataFrame, days: int) -> list[str]:
+    """The demo's last words: how many days ran, which were held, and how many leads the model failed."""
+    held = [r for r in results if r.held]
+    ran = f"{sum(r.completed for r in results)}/{days} days ran in {sum(r.seconds for r in results):.0f}s"
+    if held:
+        ran += f"; {len(held)} held at a gate, their sends wait for an operator (factory holds list / release)"
+    unusable = int(summary["unusable"].sum()) if not summary.empty else 0
+    quarantined_note = (
+        f"{unusable} leads were quarantined because the model's answers were unusable "
+        "(no answer of any attempt was a usable draft; column 'unusable')"
+    )
+    return [ran, quarantined_note]
+
+
+def describe_models(routes: Mapping[str, Route], registry: ModelRegistry, environ: Mapping[str, str]) -> str:
+    """What serves each model stage, as the gateway routes it: offline models, or an endpoint's host and models.
+
+    An offline first model answers alone; otherwise the chain's remote models are tried in order, each
+    at its registry `base_url`, else OPENAI_BASE_URL, else OpenAI's. An endpoint is named by host and
+    port only, never by a key or other parts of its URL.
+    """
+    stages = [stage for stage in MODEL_STAGE_ORDER if stage in routes] + sorted(set(routes) - set(MODEL_STAGE_ORDER))
+    served: dict[str, tuple[list[str], str | None]] = {}  # stage -> (models tried, host or None when offline)
+    for stage in stages:
+        route = routes[stage]
+        if registry.entry(route.primary).provider == "offline":
+            served[stage] = ([route.primary], None)
+            continue
+        chain = [m for m in route.served if registry.entry(m).provider == "openai"]
+        urls = {_host(registry.entry(m).base_url or environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL) for m in chain}
+        served[stage] = (chain, ", ".join(sorted(urls)))
+    hosts = {host for _, host in served.values()}
+    if hosts == {None}:
+        stand_ins = {
+            stage: routes[stage].configured[0] for stage in stages if routes[stage].configured[0] != routes[stage].primary
+        }
+        models = ", ".join(
+            f"{stage} {chain[0]}" + (f" (for {stand_ins[stage]})" if stage in stand_ins else "")
+            for stage, (chain, _) in served.items()
+        )
+        keys = sorted({registry.entry(model).api_key_env for model in stand_ins.values()})
+        kind = (
+            f"offline stand-ins, no language model runs (${', $'.join(keys)} not set)"
+            if keys
+            else "offline models, no language model runs"
+        )
+        return f"models: {kind}: {models}"
+    one_host = next(iter(hosts)) if len(hosts) == 1 else None
+    parts = []
+    for stage, (chain, host) in served.items():
+        where = "offline" if host is None else host
+        parts.append(f"{stage} {' then '.join(chain)}" + ("" if one_host else f" ({where})"))
+    head = f"models: the OpenAI-compatible endpoint at {one_host}" if one_host else "models"
+    return f"{head}: {', '.join(parts)}"
+
+
+def _host(url: str) -> str:
+    """host[:port] of a URL, without user, password, path or query."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return "an unreadable base URL"  # never echo what may hold a secret
+    return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
