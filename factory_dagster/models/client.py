@@ -330,6 +330,7 @@ class ChatClient:
         conversation = list(messages)
         failures = 0  # consecutive retryable failures of the current request
         reasks = 0
+        unusable: str | None = None  # the endpoint's last answer, when it did not validate
         while True:
             if failures:
                 call.retries += 1
@@ -359,7 +360,8 @@ class ChatClient:
                 call.error = self._error(
                     endpoint, "circuit opened while the call waited (its last answers failed or were unusable), not sent"
                 )
-                return _Answer("error")
+                # A re-ask that is not sent leaves the endpoint's unusable answer as the call's answer.
+                return _Answer("error") if unusable is None else _Answer("invalid", unusable)
 
             failures = 0
             call.add_usage(endpoint.model, completion.usage)
@@ -385,6 +387,7 @@ class ChatClient:
             # Counted per answer, not per exhausted call, because re-asks queue behind every other call's
             # first request: per call, the whole day's first requests would be sent before the breaker opens.
             breaker.record_failure()
+            unusable = text
             if reasks >= self.max_reasks:
                 return _Answer("invalid", text)
             reasks += 1
