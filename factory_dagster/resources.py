@@ -33,6 +33,8 @@ POOL = "duckdb"  # every DuckDB-touching step runs in this pool (limit 1): one w
 
 # Every asset of the daily line: one partition a day, backfilled a day per run, in the DuckDB pool.
 line_asset = functools.partial(dg.asset, partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL)
+# Every check of the line blocks the stages after it, and reads the warehouse: the same pool.
+line_check = functools.partial(dg.asset_check, blocking=True, pool=POOL)
 
 
 class FactoryResource(dg.ConfigurableResource):

@@ -350,3 +350,13 @@ def test_an_invalid_spec_fails_the_run_naming_file_and_field(tmp_path, dbt_manif
     failures = [e for e in result.all_events if e.is_step_failure]
     message = failures[0].step_failure_data.user_failure_data.description
     assert str(spec) in message and "limits.max_words" in message
+
+
+def test_every_step_of_the_daily_line_and_its_checks_is_in_the_duckdb_pool(tmp_path):
+    """DuckDB allows one writer: every step that opens the warehouse, checks included, queues in one pool."""
+    from factory_dagster.resources import POOL
+
+    defs = build_definitions(Paths.under(tmp_path))
+    for name in ("daily_line", "refresh_marts", "warehouse_integrity", "kill_switch"):
+        job = defs.resolve_job_def(name)
+        assert {node.definition.pool for node in job.graph.nodes} == {POOL}, name

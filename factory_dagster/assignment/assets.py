@@ -5,7 +5,7 @@ import dagster as dg
 from factory_dagster.assignment.policy import POLICY_VERSION, allocation_problems, arm_shares, assign_leads, candidate_arms
 from factory_dagster.learning.marts import segment_arm_performance
 from factory_dagster.planning.assets import SEND_OUTCOMES, campaign_plan
-from factory_dagster.resources import FactoryResource, line_asset, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, line_check, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
 
 
@@ -57,9 +57,8 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
     )
 
 
-@dg.asset_check(
+@line_check(
     asset=assignments,
-    blocking=True,
     description="Allocation sums to 1 per segment, keeps the exploration floor, and assigns no suppressed lead.",
 )
 def allocation_is_valid(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:

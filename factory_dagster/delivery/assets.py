@@ -8,7 +8,7 @@ from factory_dagster.delivery.outbox import deliver_batch, plan_sends
 from factory_dagster.gates.assets import message_audit, messages
 from factory_dagster.learning.assets import send_guard
 from factory_dagster.market.simulated import SimulatedMarket
-from factory_dagster.resources import FactoryResource, line_asset, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, line_check, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, transaction
 
 
@@ -60,9 +60,7 @@ def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
     )
 
 
-@dg.asset_check(
-    asset=sends, blocking=True, description="Today's sends: within the cap, each from a message that passed the gate."
-)
+@line_check(asset=sends, description="Today's sends: within the cap, each from a message that passed the gate.")
 def sends_are_safe(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
     spec = factory.spec()
     with factory.warehouse(read_only=True) as con:

@@ -9,7 +9,7 @@ from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.gates.schemas import draft_failures
 from factory_dagster.models.ledger import write_ledger
-from factory_dagster.resources import FactoryResource, line_asset
+from factory_dagster.resources import FactoryResource, line_asset, line_check
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
@@ -42,9 +42,8 @@ def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Ma
     )
 
 
-@dg.asset_check(
+@line_check(
     asset=drafts,
-    blocking=True,
     description="The day's stored drafts pass the Pandera draft schema (every answer kept, parsed or explained).",
 )
 def drafts_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:

@@ -5,7 +5,7 @@ import dagster as dg
 from factory_dagster.feedback.importer import import_event_files
 from factory_dagster.feedback.suppression import import_suppression_files, suppress_from_events
 from factory_dagster.market.simulated import SimulatedMarket
-from factory_dagster.resources import FactoryResource, line_asset, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, line_check, partition_day
 from factory_dagster.warehouse.store import fetch_one
 
 
@@ -34,9 +34,8 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
     )
 
 
-@dg.asset_check(
+@line_check(
     asset=outcome_events,
-    blocking=True,
     description="Every row of the day's event files is imported, quarantined or a known repeat.",
 )
 def events_accounted_for(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:

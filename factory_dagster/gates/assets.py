@@ -18,7 +18,7 @@ from factory_dagster.gates.consistency import load_earlier, stored_inconsistenci
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.ledger import write_ledger
-from factory_dagster.resources import FactoryResource, line_asset, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, line_check, partition_day
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
 
 
@@ -86,14 +86,13 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
     )
 
 
-@dg.asset_check(asset=messages, blocking=True, description="Stored messages pass the Pandera message schema built from the spec.")
+@line_check(asset=messages, description="Stored messages pass the Pandera message schema built from the spec.")
 def messages_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
     return stored_rows_check(context, factory, "messages", message_failures)
 
 
-@dg.asset_check(
+@line_check(
     asset=messages,
-    blocking=True,
     description="Share of the day's leads that got a message stays above the spec's pass-rate floor.",
 )
 def gate_pass_rate_above_floor(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
@@ -114,9 +113,8 @@ def gate_pass_rate_above_floor(context: dg.AssetCheckExecutionContext, factory: 
     )
 
 
-@dg.asset_check(
+@line_check(
     asset=messages,
-    blocking=True,
     description="No stored message repeats a colleague's message going out the same day or contradicts what its "
     "company was already sent.",
 )
@@ -200,9 +198,7 @@ def message_audit(context: dg.AssetExecutionContext, factory: FactoryResource) -
     )
 
 
-@dg.asset_check(
-    asset=message_audit, blocking=True, description="The sampled premium audit's failure rate stays under the spec's limit."
-)
+@line_check(asset=message_audit, description="The sampled premium audit's failure rate stays under the spec's limit.")
 def audit_failure_rate_below_limit(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
     spec = factory.spec()
     with factory.warehouse(read_only=True) as con:

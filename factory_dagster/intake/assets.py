@@ -5,7 +5,7 @@ import dagster as dg
 from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.intake.importer import import_lead_files
 from factory_dagster.intake.validation import lead_schema_failures
-from factory_dagster.resources import FactoryResource, line_asset, partition_day
+from factory_dagster.resources import FactoryResource, line_asset, line_check, partition_day
 from factory_dagster.warehouse.store import fetch_one
 
 
@@ -30,14 +30,13 @@ def leads(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
     )
 
 
-@dg.asset_check(asset=leads, blocking=True, description="Accepted leads of the day pass the Pandera lead schema.")
+@line_check(asset=leads, description="Accepted leads of the day pass the Pandera lead schema.")
 def leads_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
     return stored_rows_check(context, factory, "leads", lambda frame, _spec: lead_schema_failures(frame))
 
 
-@dg.asset_check(
+@line_check(
     asset=leads,
-    blocking=True,
     description="Every input row is accepted or quarantined, and the bad-row share stays under the spec's ceiling.",
 )
 def leads_accounted_for(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:

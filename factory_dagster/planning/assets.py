@@ -10,7 +10,7 @@ from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.routing import routes_frame
 from factory_dagster.planning.fallback import settle_plan
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, ask_planner, plan_brief
-from factory_dagster.resources import FactoryResource, line_asset
+from factory_dagster.resources import FactoryResource, line_asset, line_check
 from factory_dagster.warehouse.store import replace_partition, transaction
 
 SEND_OUTCOMES = dg.AssetKey(["intermediate", "int_send_outcomes"])
@@ -52,9 +52,8 @@ def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -
     )
 
 
-@dg.asset_check(
+@line_check(
     asset=campaign_plan,
-    blocking=True,
     description="The stored plan passes the Pandera plan schema: every segment covered, known angles, only the spec's claims.",
 )
 def plan_is_valid(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
