@@ -25,7 +25,7 @@ from factory_dagster.planning.assets import campaign_plan, plan_is_valid
 from factory_dagster.resources import FactoryResource
 from factory_dagster.settings import Paths
 
-# The daily line's assets, in the order of DESIGN.md's table.
+# The daily line's assets, in the order of the stage table in docs/design.md.
 LINE_ASSETS = [
     outcome_events,
     suppression_list,

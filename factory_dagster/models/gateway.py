@@ -12,7 +12,7 @@ order. On the way:
 - **Ledger.** Every call made is a row for `raw.llm_calls`, priced from the registry.
 
 A gateway is created per asset execution, so usage never leaks between assets that run
-in one process (see DESIGN.md on dagster-openai).
+in one process (see docs/design.md, "Stack notes", on dagster-openai).
 """
 
 from __future__ import annotations
