@@ -5,6 +5,9 @@ value is, and every row keeps `source_file`/`source_row` so a quarantined row ca
 in the original file. A file that cannot be read as a whole raises `LeadFileError` naming
 the file (and the row and column where that applies), so the intake can record the file as
 failed instead of silently importing part of it.
+
+Before a CSV is read whole, `layout.layout_problem` rejects what no lead export looks like
+(binary, UTF-16, thousands of columns, a line longer than a megabyte) in one streaming pass.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factory_dagster.intake.layout import DELIMITERS, MAX_COLUMNS, layout_problem
 from factory_dagster.warehouse.file_registry import inbox_files
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
@@ -48,7 +52,7 @@ LEAD_COLUMNS: tuple[str, ...] = (
 SOURCE_COLUMNS: tuple[str, ...] = ("source_file", "source_row")
 LEAD_FILE_SUFFIXES: frozenset[str] = frozenset({".csv", ".parquet"})
 
-_DELIMITERS = (",", ";", "\t")
+_SHOWN_COLUMNS = 20
 _SURROGATES = re.compile("[\udc80-\udcff]+")
 
 
@@ -95,7 +99,9 @@ def _column_positions(path: Path, header: list[str]) -> dict[str, int]:
             positions[key] = position
     missing = [c for c in REQUIRED_COLUMNS if c not in positions]
     if missing:
-        found = ", ".join(repr(h) for h in header) or "none"
+        found = ", ".join(repr(h) for h in header[:_SHOWN_COLUMNS]) or "none"
+        if len(header) > _SHOWN_COLUMNS:
+            found += f", … ({len(header):,} columns)"
         raise LeadFileError(f"{path}: missing required column(s) {', '.join(repr(m) for m in missing)} (found: {found})")
     return positions
 
@@ -111,6 +117,12 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _read_csv(path: Path) -> tuple[dict[str, list[str]], list[int]]:
+    try:
+        problem = layout_problem(path)
+    except OSError as exc:
+        raise LeadFileError(f"{path}: cannot read file: {exc.strerror or exc}") from exc
+    if problem:
+        raise LeadFileError(f"{path}: {problem}")
     data = _read_bytes(path)
     try:
         text = data.decode("utf-8-sig")
@@ -126,6 +138,7 @@ def _read_csv(path: Path) -> tuple[dict[str, list[str]], list[int]]:
         raise LeadFileError(f"{path}: the file is empty")
     (_, header), body = records[0], records[1:]
     positions = _column_positions(path, header)
+    _raise_if_cut_short(path, data, header, body)
     for line, fields in body:
         if len(fields) > len(header) and any(f.strip() for f in fields[len(header) :]):
             raise LeadFileError(
@@ -140,10 +153,24 @@ def _read_csv(path: Path) -> tuple[dict[str, list[str]], list[int]]:
     return columns, [line for line, _ in body]
 
 
+def _raise_if_cut_short(path: Path, data: bytes, header: list[str], body: list[tuple[int, list[str]]]) -> None:
+    """A last row short of fields with no line break after it is a copy or upload cut short.
+
+    Importing its first part would import those leads again, as duplicates, once the
+    complete file arrives; rejected, the complete file (another hash) imports whole.
+    """
+    if body and not data.endswith((b"\n", b"\r")) and len(body[-1][1]) < len(header):
+        line, fields = body[-1]
+        raise LeadFileError(
+            f"{path}: row {line} has {len(fields)} of {len(header)} fields and the file ends there without a "
+            "line break: the file looks cut short (truncated); drop the complete file again"
+        )
+
+
 def _csv_records(path: Path, text: str) -> list[tuple[int, list[str]]]:
     """(start line, fields) of each non-blank record; blank spreadsheet rows (',,,') are not leads."""
     header_line = text.lstrip().split("\n", 1)[0]
-    delimiter = max(_DELIMITERS, key=header_line.count)  # Excel writes ';' in many European locales
+    delimiter = max(DELIMITERS, key=header_line.count)  # Excel writes ';' in many European locales
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     records: list[tuple[int, list[str]]] = []
     end_of_previous = 0
@@ -182,6 +209,8 @@ def _read_parquet(path: Path) -> tuple[dict[str, list[str]], list[int]]:
     _read_bytes(path)  # same messages as CSV for a missing, unreadable or empty file
     try:
         names = pq.read_schema(path).names
+        if len(names) > MAX_COLUMNS:
+            raise LeadFileError(f"{path}: the file has {len(names):,} columns (at most {MAX_COLUMNS:,}); not a lead export")
         positions = _column_positions(path, names)
         table = pq.read_table(path, columns=[names[i] for i in positions.values()])
     except (OSError, pa.ArrowException) as exc:
