@@ -83,25 +83,44 @@ def _with_postal_address(body: str, postal_address: str) -> str:
 
 
 class FileTransport:
-    """Writes each message to `<outbox>/<YYYY-MM-DD>/<send_id>.eml`; the path is the transport ref."""
+    """Writes each message to `<outbox>/<YYYY-MM-DD>/<send_id>.eml`; the path is the transport ref.
+
+    A send_id is delivered once in the whole outbox, not once per day folder: when a run is
+    killed after writing some files but before the send stage committed its rows, those
+    messages are still pending, and the next day's run must find them already delivered
+    instead of writing them again under its own day. One transport writes an outbox at a
+    time (the send stage delivers inside its warehouse write transaction, and DuckDB admits
+    one writer), so a temp file found on the way is what a killed writer left and is removed.
+    """
 
     name = "file"
 
     def __init__(self, outbox: Path) -> None:
         self.outbox = Path(outbox)
+        self._delivered: dict[str, Path] | None = None
 
     def path_for(self, msg: OutgoingMessage) -> Path:
         _check_send_id(msg.send_id)
         return self.outbox / f"{msg.day:%Y-%m-%d}" / f"{msg.send_id}.eml"
 
+    def delivered(self) -> dict[str, Path]:
+        """send_id -> file of every message in the outbox, any day (listed once per transport)."""
+        if self._delivered is None:
+            self._delivered = {p.stem: p for p in sorted(self.outbox.glob("*/*.eml"))} if self.outbox.is_dir() else {}
+            for partial in self.outbox.glob("*/.*.eml.*.tmp"):
+                partial.unlink(missing_ok=True)
+        return self._delivered
+
     def deliver(self, msg: OutgoingMessage) -> str:
-        """Write the message unless this send_id was delivered already (then return the same path)."""
+        """Write the message unless this send_id was delivered already, on any day (then return that path)."""
         path = self.path_for(msg)
-        if not path.exists():
+        delivered = self.delivered()
+        if msg.send_id not in delivered:
             data = build_email(msg).as_bytes(policy=SMTP)
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(path, data)
-        return str(path)
+            delivered[msg.send_id] = path
+        return str(delivered[msg.send_id])
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
