@@ -1,0 +1,231 @@
+"""`kill -9` of the running line at random moments, then a re-run of the day: what was lost?
+
+Trials run day after day on one data folder. Trial k starts `factory demo` at day k-1, so
+the process first re-runs the day trial k-1 killed, and then kills day k at a random moment
+of its target stage: the watcher sees the stage's step start in the Dagster event log, the
+trial sleeps a random part of that step's calibrated duration and sends SIGKILL to the whole
+process group. After each kill the folder is checked (nothing may be doubled, no completed
+day half-written), and the step the kill really hit is read back from the event log.
+
+A killed run leaves its claim on the `duckdb` pool in the Dagster instance. The trial records
+whether it did, proves once that a re-run then waits forever, and frees the claim the way
+an operator or Dagster's run monitoring would (`recover_dead_runs`) before re-running.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+from benchmarks.reliability_checks import Findings, check_folder
+from benchmarks.reliability_line import (
+    LEADS_PER_DAY,
+    DayRun,
+    RunWatcher,
+    held_pool_slots,
+    kill_group,
+    recover_dead_runs,
+    run_day,
+    stage_of,
+    start_day,
+    wait_for_step,
+)
+
+# The stages a kill is aimed at, by the step that does their work.
+TARGETS: dict[str, str] = {"intake": "leads", "learn": "dbt_marts", "draft": "drafts", "gate": "messages", "send": "sends"}
+STEP_TIMEOUT_S = 180.0
+BLOCKED_PROBE_S = 10.0
+
+
+@dataclass
+class Trial:
+    number: int
+    day: str
+    target_stage: str
+    offset_s: float  # how long after the target step started the kill was sent
+    hit_step: str | None = None  # the step running at the kill (None: between steps)
+    hit_stage: str = ""
+    previous_day_rerun: str | None = None  # Dagster status of this process's re-run of the day before
+    uncommitted_eml: int | None = None  # .eml files written before the kill that no send row recorded
+    stale_pool_claims: int = 0  # pool slots or queued steps the killed run still held
+    rerun_status: str | None = None  # Dagster status of the re-run of this trial's day
+    problems: dict[str, int] = field(default_factory=dict)  # nonzero findings after the re-run
+
+
+def _problems(findings: Findings) -> dict[str, int]:
+    flat = {k: v for k, v in asdict(findings).items() if isinstance(v, int) and k not in {"lead_rows_in", "outbox_temp_files"}}
+    flat.update(findings.half_written)
+    return {k: v for k, v in flat.items() if v}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A clean day on the trials' folder: how long it and each of its steps took, and its memory."""
+
+    day: DayRun
+    step_s: dict[str, float]
+
+    def target_s(self, stage: str) -> float:
+        return self.step_s.get(TARGETS[stage], 0.1)
+
+
+def calibrate(home: Path, day: date) -> Baseline:
+    """Run one clean day: where to aim the kills, and what a day costs without faults."""
+    watcher = RunWatcher(home)
+    run = run_day(home, day, f"calibration-{day}")
+    if run.exit_code != 0:
+        raise RuntimeError(f"the calibration day {day} failed; see {home / 'bench-logs'}")
+    return Baseline(run, watcher.durations(watcher.new_run(day) or ""))
+
+
+def probe_blocked_rerun(home: Path, day: date) -> dict:
+    """Re-run a killed day without freeing the dead run's pool claim: does it make progress?"""
+    watcher = RunWatcher(home)
+    process = start_day(home, day, f"blocked-probe-{day}")
+    started = time.monotonic()
+    run_id = None
+    while time.monotonic() - started < 60 and process.poll() is None and run_id is None:
+        run_id = watcher.new_run(day)
+        time.sleep(0.2)
+    queued_at = time.monotonic()
+    while run_id and process.poll() is None and time.monotonic() - queued_at < BLOCKED_PROBE_S:
+        if watcher.steps(run_id):
+            break
+        time.sleep(0.2)
+    steps = watcher.steps(run_id) if run_id else []
+    blocked = process.poll() is None and not steps
+    kill_group(process)
+    return {"blocked": blocked, "waited_s": round(time.monotonic() - queued_at, 1), "steps_started": len(steps)}
+
+
+def run_trials(home: Path, first_day: date, baseline: Baseline, trials_per_stage: int, seed: int = 8) -> dict:
+    """Kill the days after `first_day` (the calibrated one), each once, at shuffled target stages."""
+    rng = random.Random(seed)
+    targets = [stage for stage in TARGETS for _ in range(trials_per_stage)]
+    rng.shuffle(targets)
+    trials: list[Trial] = []
+    blocked_probe: dict | None = None
+    completed_days = [first_day]
+    for number, stage in enumerate(targets, 1):
+        day = first_day + timedelta(days=number)
+        trial = Trial(number, day.isoformat(), stage, round(rng.uniform(0.0, 0.9) * baseline.target_s(stage), 3))
+        _kill_once(home, day, trial)
+        if trials:
+            trials[-1].rerun_status = trial.previous_day_rerun
+            if trial.previous_day_rerun == "SUCCESS":
+                completed_days.append(day - timedelta(days=1))
+            trials[-1].problems = _problems(check_folder(home, completed_days[-1:]))
+        trial.stale_pool_claims = len(held_pool_slots(home))  # no line process runs now: all are dead runs'
+        if trial.stale_pool_claims and blocked_probe is None:
+            blocked_probe = probe_blocked_rerun(home, day)
+        recover_dead_runs(home)
+        trials.append(trial)
+    last = first_day + timedelta(days=len(targets))
+    watcher = RunWatcher(home)
+    run_day(home, last, f"rerun-{last}")
+    trials[-1].rerun_status = watcher.status(watcher.new_run(last) or "")
+    if trials[-1].rerun_status == "SUCCESS":
+        completed_days.append(last)
+    final = check_folder(home, completed_days)
+    trials[-1].problems = _problems(check_folder(home, [last]))
+    return _summary(trials, final, baseline, blocked_probe)
+
+
+def _kill_once(home: Path, day: date, trial: Trial) -> None:
+    """Start the line at the day before `day` (re-running it), and kill `day` at the trial's stage."""
+    watcher = RunWatcher(home)
+    process = start_day(home, day - timedelta(days=1), f"trial-{trial.number:02d}-{day}", days=2)
+    run_id = wait_for_step(watcher, process, day, TARGETS[trial.target_stage], STEP_TIMEOUT_S)
+    if run_id is not None:
+        time.sleep(trial.offset_s)
+    kill_group(process)
+    previous = watcher.new_run(day - timedelta(days=1))
+    trial.previous_day_rerun = watcher.status(previous) if previous else None
+    run_id = run_id or watcher.new_run(day)
+    if run_id is None:
+        trial.hit_stage = "not killed: the run never reached its target"
+        return
+    running, finished = watcher.running(run_id)
+    trial.uncommitted_eml = uncommitted_eml(home, day)
+    trial.hit_step = running
+    trial.hit_stage = stage_of(running) if running else f"between steps, after {stage_of(finished)}"
+
+
+def _summary(trials: list[Trial], final: Findings, baseline: Baseline, blocked_probe: dict | None) -> dict:
+    by_stage: dict[str, dict[str, int]] = {}
+    for trial in trials:
+        row = by_stage.setdefault(trial.hit_stage, {"kills": 0, "completed": 0, "with_problems": 0})
+        row["kills"] += 1
+        row["completed"] += trial.rerun_status == "SUCCESS"
+        row["with_problems"] += bool(trial.problems)
+    return {
+        "kill_trials": len(trials),
+        "completed": sum(t.rerun_status == "SUCCESS" for t in trials),
+        "duplicate_sends": final.duplicate_sends,
+        "duplicate_eml": final.duplicate_eml,
+        "orphan_eml": final.orphan_eml,
+        "eml_not_matching_send": final.eml_mismatch,
+        "outbox_temp_files_left": final.outbox_temp_files,
+        "lost_rows": final.lost_rows,
+        "duplicated_rows": final.duplicated_rows,
+        "lead_rows_checked": final.lead_rows_in,
+        "half_written_partitions": sum(final.half_written.values()),
+        "invariants": final.half_written,
+        "by_stage": by_stage,
+        "targets": dict(Counter(t.target_stage for t in trials)),
+        "target_step_s": {stage: round(baseline.target_s(stage), 2) for stage in TARGETS},
+        "kills_between_delivery_and_commit": sum(bool(t.uncommitted_eml) for t in trials),
+        "runs_left_holding_the_duckdb_pool": sum(bool(t.stale_pool_claims) for t in trials),
+        "rerun_without_freeing_the_pool": blocked_probe,
+        "leads_per_day": LEADS_PER_DAY,
+        "trials": [asdict(t) for t in trials],
+    }
+
+
+def uncommitted_eml(home: Path, day: date) -> int | None:
+    """.eml files of the day's folder that no send row records (yet): a kill between delivery and commit."""
+    folder = home / "outbox" / day.isoformat()
+    files = {p.name for p in folder.glob("*.eml")} if folder.exists() else set()
+    try:
+        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+            recorded = {Path(ref).name for (ref,) in con.execute("SELECT transport_ref FROM raw.sends").fetchall()}
+    except duckdb.Error:
+        return None
+    return len(files - recorded)
+
+
+def kill_then_next_day(home: Path, day: date, baseline: Baseline) -> dict:
+    """Kill `day` while it sends, then run the next day without re-running it, as a daily schedule would.
+
+    The killed day's messages are still pending, and some were already written to the outbox:
+    the next day must not deliver them a second time.
+    """
+    watcher = RunWatcher(home)
+    process = start_day(home, day, f"send-kill-{day}")
+    run_id = wait_for_step(watcher, process, day, TARGETS["send"], STEP_TIMEOUT_S)
+    if run_id is not None:
+        time.sleep(0.6 * baseline.target_s("send"))
+    kill_group(process)
+    hit = watcher.running(run_id)[0] if run_id else None
+    written = uncommitted_eml(home, day)
+    recover_dead_runs(home)
+    following = day + timedelta(days=1)
+    next_watcher = RunWatcher(home)
+    run = run_day(home, following, f"after-send-kill-{following}")
+    findings = check_folder(home, [following])
+    return {
+        "killed_day": day.isoformat(),
+        "hit_step": hit,
+        "eml_delivered_but_unrecorded_at_kill": written,
+        "next_day_completed": run.exit_code == 0 and next_watcher.status(next_watcher.new_run(following) or "") == "SUCCESS",
+        "duplicate_sends": findings.duplicate_sends,
+        "duplicate_eml": findings.duplicate_eml,
+        "orphan_eml": findings.orphan_eml,
+        "eml_not_matching_send": findings.eml_mismatch,
+    }
