@@ -10,7 +10,7 @@ import pytest
 
 from factory_dagster.feedback.events import EVENT_TYPES
 from factory_dagster.market import SimulatedMarket, find_defects
-from factory_dagster.market.simulated import JUNK_ROW_RATE
+from factory_dagster.market.simulated import BOUNCE_RATE, JUNK_ROW_RATE, RESPONSE
 
 SEGMENTS = ["scaleup_finance_leaders", "enterprise_finance", "operations_heavy", "general"]
 ANGLES = ["close_speed", "fewer_errors", "team_time"]
@@ -19,6 +19,9 @@ CLEAN_BODY = "Hi Ana,\n" + "Brightwave reconciles your ledgers every night. " * 
 DEFECTIVE_BODY = "Hi {first_name},\n" + "Brightwave reconciles your ledgers every night. " * 10
 FIRST_DAY = date(2026, 3, 2)
 N = 20_000
+# The reply-rate trap: segment -> (angle with the most replies, angle with the most positive replies).
+TRAPS = {"scaleup_finance_leaders": ("close_speed", "team_time"), "operations_heavy": ("team_time", "fewer_errors")}
+PER_CELL = 12_000  # sends per (segment, angle) in the measured trap test
 
 
 def make_sends(n: int, prefix: str = "snd", body: str = CLEAN_BODY, days: int = 10) -> pd.DataFrame:
@@ -113,6 +116,94 @@ def test_hidden_reply_rate_table(tmp_path: Path) -> None:
     new = market.reply_rate(*cell, "draft-v9", defective=False)  # unknown version: fixed, seed-derived lift
     assert 0.85 * v1 <= new < 1.15 * v1
     assert new == SimulatedMarket(tmp_path / "other").reply_rate(*cell, "draft-v9", defective=False)
+
+
+def best_angle(market: SimulatedMarket, segment: str, metric: str) -> str:
+    """The angle a learner optimising `metric` (per send, draft-v1) would pick, by the hidden model."""
+    return max(ANGLES, key=lambda angle: market.expected_outcomes(segment, angle, "draft-v1")[metric])
+
+
+def test_hidden_model_sets_the_reply_rate_trap(tmp_path: Path) -> None:
+    """Where the trap is, the most replied-to angle earns fewer positive replies and more unsubscribes."""
+    market = SimulatedMarket(tmp_path)
+    for segment in SEGMENTS:
+        by_replies, by_positives = best_angle(market, segment, "replied"), best_angle(market, segment, "positive_reply")
+        assert (by_replies, by_positives) == TRAPS.get(segment, (by_positives, by_positives)), segment
+    for segment, (trap, right) in TRAPS.items():
+        trap_out = market.expected_outcomes(segment, trap, "draft-v2")
+        right_out = market.expected_outcomes(segment, right, "draft-v2")
+        assert trap_out["replied"] > 1.3 * right_out["replied"]
+        assert trap_out["positive_reply"] < 0.75 * right_out["positive_reply"]
+        assert trap_out["unsubscribed"] > 2 * right_out["unsubscribed"]
+        assert trap_out["complained"] > right_out["complained"]
+        # The prompt lift scales replies, not their positive share: v2 of the trap stays a trap.
+        assert market.expected_positive_rate(segment, trap, "draft-v2") < market.expected_positive_rate(
+            segment, right, "draft-v1"
+        )
+
+
+def test_every_cell_has_realistic_b2b_rates() -> None:
+    for segment, cells in RESPONSE.items():
+        for angle, cell in cells.items():
+            assert 0.01 <= cell.reply <= 0.08, (segment, angle)
+            assert 0.15 <= cell.positive_share <= 0.65, (segment, angle)
+            assert 0.004 <= cell.unsubscribe <= 0.02, (segment, angle)
+            assert cell.complaint < 0.0015, (segment, angle)
+
+
+def test_oracle_agrees_with_the_send_model(tmp_path: Path) -> None:
+    market, cell = SimulatedMarket(tmp_path), ("operations_heavy", "team_time")
+    expected = market.expected_outcomes(*cell, "draft-v2")
+    reply = market.reply_rate(*cell, "draft-v2", defective=False)
+    assert expected["replied"] == pytest.approx((1 - BOUNCE_RATE) * reply)
+    assert market.expected_positive_rate(*cell, "draft-v2") == pytest.approx(
+        expected["replied"] * RESPONSE["operations_heavy"]["team_time"].positive_share
+    )
+    bad = market.expected_outcomes(*cell, "draft-v2", defective=True)
+    assert bad["replied"] == pytest.approx(0.4 * expected["replied"])
+    assert bad["complained"] > 5 * expected["complained"]
+
+
+@pytest.fixture(scope="module")
+def trap_events() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """PER_CELL clean draft-v1 sends to every angle of both trap segments: (sends, events)."""
+    cells = [(segment, angle) for segment in TRAPS for angle in ANGLES]
+    n = PER_CELL * len(cells)
+    sends = make_sends(n, prefix="trap").assign(
+        segment=[cells[i % len(cells)][0] for i in range(n)],
+        angle=[cells[i % len(cells)][1] for i in range(n)],
+        prompt_version="draft-v1",
+    )
+    return sends, SimulatedMarket(Path("never-written")).simulate(sends)
+
+
+def test_reply_rate_trap_shows_in_the_events(trap_events: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Measured on events: optimising raw replies picks the trap, positive replies per send the right arm."""
+    sends, events = trap_events
+    counts = events.merge(sends[["send_id", "segment", "angle"]], on="send_id").pivot_table(
+        index=["segment", "angle"], columns="event_type", values="send_id", aggfunc="count", fill_value=0
+    )
+    per_send = counts / PER_CELL
+    market = SimulatedMarket(Path("never-written"))
+    for segment, (trap, right) in TRAPS.items():
+        measured = per_send.loc[segment]
+        assert measured["replied"].idxmax() == trap, segment
+        assert measured["positive_reply"].idxmax() == right, segment
+        assert measured.at[trap, "unsubscribed"] > 2 * measured.at[right, "unsubscribed"]
+        for angle in ANGLES:
+            truth = market.expected_outcomes(segment, angle, "draft-v1")
+            for metric in ("replied", "positive_reply", "unsubscribed"):
+                tolerance = 4 * (truth[metric] / PER_CELL) ** 0.5  # 4 binomial standard errors
+                assert measured.at[angle, metric] == pytest.approx(truth[metric], abs=tolerance), (segment, angle, metric)
+
+
+def test_simulate_is_what_receive_stores(tmp_path: Path) -> None:
+    market, sends = SimulatedMarket(tmp_path / "market"), make_sends(500)
+    simulated = market.simulate(sends)
+    assert not (tmp_path / "market").exists()
+    market.receive(sends)
+    stored = market._stored_events().drop(columns="batch")
+    pd.testing.assert_frame_equal(simulated, stored)
 
 
 def test_defective_messages_are_penalised(clean: tuple[pd.DataFrame, pd.DataFrame], defective: pd.DataFrame) -> None:

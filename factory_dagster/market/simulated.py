@@ -12,20 +12,36 @@ random state, so two markets with the same seed answer identically):
    not the send, so an address that bounced once bounces every time. A bounced send
    gets `bounced` on day +1 and nothing else; every other send gets `delivered` on day +1.
 2. Opened with 45%, on day +1..+3.
-3. Reply probability p = REPLY_RATE[segment][angle] x PROMPT_LIFT[prompt_version]
+3. Reply probability p = RESPONSE[segment][angle].reply x PROMPT_LIFT[prompt_version]
    (x 0.4 for a defective message). Only opened messages are replied to, with
    P(reply | opened) = p / 0.45, so p is the reply rate per delivered send. Replies come
    0..6 days after the open (sooner is likelier), never later than day +7.
-   `positive_reply` follows 45% of replies minutes later; `booked` follows 35% of positive
-   replies, on the same day or later (at most day +7).
-4. Non-repliers may complain (0.08%) or unsubscribe (0.6%); a defective message
-   multiplies these by 6 and 3. They follow the open, or come on day +1..+3 unopened.
+   `positive_reply` follows RESPONSE[segment][angle].positive_share of replies minutes
+   later; the other replies are "not now", "wrong person" or "remove me" answers, which
+   count as replies but never as positive. `booked` follows 35% of positive replies, on
+   the same day or later (at most day +7).
+4. Non-repliers may complain or unsubscribe at their cell's `complaint` and
+   `unsubscribe` rates; a defective message multiplies these by 6 and 3. They follow the
+   open, or come on day +1..+3 unopened.
 5. The model used to draft a message has no direct effect: a cheap model shows through
    the defects it lets through (see `find_defects`).
 
-Segments, angles and prompt versions the table does not know get DEFAULT_REPLY_RATE and
-a fixed, seed-derived lift in [0.85, 1.15): a new prompt version has a real but unknown
-effect that an experiment can find.
+The reply-rate trap: in two segments the angle that earns the most replies is not the one
+that earns the most positive replies. Scale-up finance leaders answer `close_speed` often
+but mostly to say their close is fast enough or to be removed, and they unsubscribe from it
+three times as often; `team_time` earns fewer replies but more positive ones. The same holds
+for `team_time` (trap) against `fewer_errors` in `operations_heavy`. So a learner that
+optimises raw replies settles on the wrong arm there, and one that optimises positive
+replies per send (with unsubscribes as a guardrail) settles on the right one. In
+`enterprise_finance` and `general` the most replied-to angle is also the most positive.
+
+Benchmarks may score a policy against the truth through the oracle accessors
+`expected_outcomes` and `expected_positive_rate`; the line itself never calls them.
+
+Segments and angles the table does not know get DEFAULT_RESPONSE; prompt versions it does
+not know get a fixed, seed-derived lift in [0.85, 1.15): a new prompt version has a real
+but unknown effect that an experiment can find. The lift acts on replies only, not on
+their positive share.
 
 Storage under `root`: one parquet file per `receive` call (`received/batch-NNNNNN.parquet`,
 the future events of that call's new sends) and `export_state.json`, which records the
@@ -46,30 +62,58 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-# Reply rate per delivered send (draft-v1, clean message). Each segment prefers a different
-# angle, so a learner has to learn per segment rather than find one global winner.
-REPLY_RATE: dict[str, dict[str, float]] = {
-    #                          close_speed  fewer_errors  team_time
-    "scaleup_finance_leaders": {"close_speed": 0.065, "fewer_errors": 0.035, "team_time": 0.040},
-    "enterprise_finance": {"close_speed": 0.025, "fewer_errors": 0.050, "team_time": 0.020},
-    "operations_heavy": {"close_speed": 0.030, "fewer_errors": 0.040, "team_time": 0.060},
-    "general": {"close_speed": 0.020, "fewer_errors": 0.025, "team_time": 0.030},
+
+@dataclass(frozen=True)
+class CellResponse:
+    """How one segment answers one angle (draft-v1, clean message).
+
+    Why four numbers and not one: a cell can earn many replies that are mostly "remove me"
+    (the reply-rate trap), so the positive share and the negative rates vary by cell too.
+    """
+
+    reply: float  # P(reply | delivered)
+    positive_share: float  # P(positive_reply | reply)
+    unsubscribe: float  # P(unsubscribed | delivered, no reply)
+    complaint: float  # P(complained | delivered, no reply)
+
+
+# Each segment prefers a different angle, so a learner has to learn per segment rather than
+# find one global winner; in two segments the most replied-to angle is a trap (see above).
+RESPONSE: dict[str, dict[str, CellResponse]] = {
+    "scaleup_finance_leaders": {
+        "close_speed": CellResponse(reply=0.065, positive_share=0.22, unsubscribe=0.018, complaint=0.0012),  # trap
+        "fewer_errors": CellResponse(reply=0.035, positive_share=0.45, unsubscribe=0.006, complaint=0.0006),
+        "team_time": CellResponse(reply=0.040, positive_share=0.60, unsubscribe=0.005, complaint=0.0006),
+    },
+    "enterprise_finance": {
+        "close_speed": CellResponse(reply=0.025, positive_share=0.45, unsubscribe=0.007, complaint=0.0008),
+        "fewer_errors": CellResponse(reply=0.050, positive_share=0.55, unsubscribe=0.005, complaint=0.0006),
+        "team_time": CellResponse(reply=0.020, positive_share=0.40, unsubscribe=0.007, complaint=0.0008),
+    },
+    "operations_heavy": {
+        "close_speed": CellResponse(reply=0.030, positive_share=0.45, unsubscribe=0.006, complaint=0.0008),
+        "fewer_errors": CellResponse(reply=0.040, positive_share=0.60, unsubscribe=0.005, complaint=0.0006),
+        "team_time": CellResponse(reply=0.060, positive_share=0.22, unsubscribe=0.016, complaint=0.0012),  # trap
+    },
+    "general": {
+        "close_speed": CellResponse(reply=0.020, positive_share=0.45, unsubscribe=0.007, complaint=0.0008),
+        "fewer_errors": CellResponse(reply=0.025, positive_share=0.45, unsubscribe=0.006, complaint=0.0008),
+        "team_time": CellResponse(reply=0.030, positive_share=0.50, unsubscribe=0.006, complaint=0.0008),
+    },
 }
-DEFAULT_REPLY_RATE = 0.02
+DEFAULT_RESPONSE = CellResponse(reply=0.02, positive_share=0.45, unsubscribe=0.006, complaint=0.0008)
 PROMPT_LIFT: dict[str, float] = {"draft-v1": 1.00, "draft-v2": 1.15}
 UNKNOWN_PROMPT_LIFT = (0.85, 1.15)
 
 BOUNCE_RATE = 0.02
 OPEN_RATE = 0.45
-POSITIVE_SHARE = 0.45
 BOOKED_SHARE = 0.35
-COMPLAINT_RATE = 0.0008
-UNSUBSCRIBE_RATE = 0.006
 DEFECT_PENALTY = {"replied": 0.4, "complained": 6.0, "unsubscribed": 3.0}
 JUNK_ROW_RATE = 0.003
 
@@ -110,8 +154,18 @@ class SimulatedMarket:
 
     def reply_rate(self, segment: str, angle: str, prompt_version: str, defective: bool) -> float:
         """P(reply | delivered) for one send: the truth the learn stage tries to estimate."""
-        base = REPLY_RATE.get(segment, {}).get(angle, DEFAULT_REPLY_RATE)
-        return base * self._prompt_lift(prompt_version) * (DEFECT_PENALTY["replied"] if defective else 1.0)
+        return self._send_model(segment, angle, prompt_version, defective).reply
+
+    def _send_model(self, segment: str, angle: str, prompt_version: str, defective: bool) -> CellResponse:
+        """The cell's response with the prompt lift and the defect penalties applied."""
+        cell = RESPONSE.get(segment, {}).get(angle, DEFAULT_RESPONSE)
+        penalty = DEFECT_PENALTY if defective else {"replied": 1.0, "complained": 1.0, "unsubscribed": 1.0}
+        return CellResponse(
+            reply=cell.reply * self._prompt_lift(prompt_version) * penalty["replied"],
+            positive_share=cell.positive_share,
+            unsubscribe=cell.unsubscribe * penalty["unsubscribed"],
+            complaint=cell.complaint * penalty["complained"],
+        )
 
     def _prompt_lift(self, prompt_version: str) -> float:
         if prompt_version in PROMPT_LIFT:
@@ -119,7 +173,38 @@ class SimulatedMarket:
         low, high = UNKNOWN_PROMPT_LIFT
         return low + (high - low) * _unit(self.seed, "prompt_lift", prompt_version)
 
-    def _outcome(self, send_id: str, to_email: str, reply_p: float, defective: bool) -> list[tuple[str, int]]:
+    # -- the oracle (benchmarks only) ---------------------------------------------------
+
+    def expected_outcomes(self, segment: str, angle: str, prompt_version: str, defective: bool = False) -> dict[str, float]:
+        """Expected outcomes per send (bounces included) under the hidden model.
+
+        For benchmarks only, to score a policy against the truth (e.g. the best arm per
+        segment). The line must never call this: it has to learn from events alone.
+        """
+        model = self._send_model(segment, angle, prompt_version, defective)
+        delivered = 1 - BOUNCE_RATE
+        silent = delivered * (1 - model.reply)
+        replied = delivered * model.reply
+        positive = replied * model.positive_share
+        return {
+            "delivered": delivered,
+            "replied": replied,
+            "positive_reply": positive,
+            "booked": positive * BOOKED_SHARE,
+            "unsubscribed": silent * model.unsubscribe,
+            "complained": silent * model.complaint,
+        }
+
+    def expected_positive_rate(self, segment: str, angle: str, prompt_version: str) -> float:
+        """Expected positive replies per send of a clean message: the primary metric's truth.
+
+        For benchmarks only (see `expected_outcomes`).
+        """
+        return self.expected_outcomes(segment, angle, prompt_version)["positive_reply"]
+
+    # -- one send's outcome -------------------------------------------------------------
+
+    def _outcome(self, send_id: str, to_email: str, model: CellResponse) -> list[tuple[str, int]]:
         """(event_type, minutes after sent_day 00:00) for one send, in the order they happen."""
 
         def draw(name: str) -> float:
@@ -134,25 +219,25 @@ class SimulatedMarket:
         opened_at = _minute_after(delivered_at, open_day, draw("opened_at"))
         if opened:
             events.append(("opened", opened_at))
-        if opened and draw("reply") < reply_p / OPEN_RATE:
-            return events + self._reply_events(draw, open_day, opened_at)
-        complaint_p = COMPLAINT_RATE * (DEFECT_PENALTY["complained"] if defective else 1.0)
-        unsubscribe_p = UNSUBSCRIBE_RATE * (DEFECT_PENALTY["unsubscribed"] if defective else 1.0)
+        if opened and draw("reply") < model.reply / OPEN_RATE:
+            return events + self._reply_events(draw, open_day, opened_at, model.positive_share)
         negative = draw("negative")
-        if negative >= complaint_p + unsubscribe_p:
+        if negative >= model.complaint + model.unsubscribe:
             return events
-        kind = "complained" if negative < complaint_p else "unsubscribed"
+        kind = "complained" if negative < model.complaint else "unsubscribed"
         if opened:
             return events + [(kind, _minute_after(opened_at, open_day, draw("negative_at")))]
         day = 1 + int(draw("negative_day") * 3)
         return events + [(kind, _minute_after(delivered_at, day, draw("negative_at")))]
 
     @staticmethod
-    def _reply_events(draw: Callable[[str], float], open_day: int, opened_at: int) -> list[tuple[str, int]]:
+    def _reply_events(
+        draw: Callable[[str], float], open_day: int, opened_at: int, positive_share: float
+    ) -> list[tuple[str, int]]:
         reply_day = open_day + _decaying_delay(draw("reply_delay"), 7 - open_day)
         replied_at = _minute_after(opened_at, reply_day, draw("replied_at"))
         events = [("replied", replied_at)]
-        if draw("positive") >= POSITIVE_SHARE:
+        if draw("positive") >= positive_share:
             return events
         positive_at = replied_at + 1 + int(draw("positive_at") * 30)
         events.append(("positive_reply", positive_at))
@@ -175,21 +260,26 @@ class SimulatedMarket:
         new = new[~new["send_id"].isin(self._received_send_ids())]
         if new.empty:
             return 0
-        events = self._simulate(new)
+        events = self.simulate(new)
         batches = self.root / "received"
         batches.mkdir(parents=True, exist_ok=True)
         path = batches / f"batch-{len(list(batches.glob('batch-*.parquet'))) + 1:06d}.parquet"
         _write_atomically(path, lambda tmp: events.to_parquet(tmp, index=False))
         return len(new)
 
-    def _simulate(self, sends: pd.DataFrame) -> pd.DataFrame:
+    def simulate(self, sends: pd.DataFrame) -> pd.DataFrame:
+        """The events `receive` would store for these sends (EXPORT_COLUMNS), without storing them.
+
+        Why public: a benchmark can replay many days of sends in memory and still get the
+        market's own outcomes and delays, not a re-implementation of them.
+        """
         rows = []
         sent_days = pd.to_datetime(sends["sent_day"]).dt.date
         for send, sent_day in zip(sends[list(REQUIRED_COLUMNS)].itertuples(index=False), sent_days, strict=True):
             defective = bool(find_defects(send.subject, send.body))
-            reply_p = self.reply_rate(send.segment, send.angle, send.prompt_version, defective)
+            model = self._send_model(send.segment, send.angle, send.prompt_version, defective)
             start = datetime.combine(sent_day, datetime.min.time())
-            for event_type, minute in self._outcome(send.send_id, send.to_email, reply_p, defective):
+            for event_type, minute in self._outcome(send.send_id, send.to_email, model):
                 occurred_at = start + timedelta(minutes=minute)
                 rows.append((_event_id(send.send_id, event_type), send.send_id, event_type, occurred_at))
         frame = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
