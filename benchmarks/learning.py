@@ -44,6 +44,8 @@ from factory_dagster.campaign.spec import CampaignSpec, load_spec
 from factory_dagster.intake.sample_leads import generate_leads
 from factory_dagster.intake.validation import validate_leads
 from factory_dagster.market.simulated import SimulatedMarket
+from factory_dagster.models.registry import load_registry
+from factory_dagster.models.routing import resolve_routes, with_served_models
 from factory_dagster.planning.fallback import spec_only_plan
 from factory_dagster.settings import DEFAULT_SPEC_PATH
 
@@ -181,7 +183,9 @@ def last_week_scores(assignments: pd.DataFrame, truth: Truth) -> dict[str, float
 
 def run() -> dict:
     started = time.perf_counter()
-    spec = load_spec(DEFAULT_SPEC_PATH)
+    # As the stages see it: each stage routed to the model that serves it (offline, no key).
+    base = load_spec(DEFAULT_SPEC_PATH)
+    spec = with_served_models(base, resolve_routes(base, load_registry(), {}))
     per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in POLICIES}
     with tempfile.TemporaryDirectory(prefix="factory-learning-") as tmp:
         for seed in SEEDS:
@@ -196,7 +200,7 @@ def run() -> dict:
         "seeds": list(SEEDS),
         "last_days": LAST_DAYS,
         "outcomes": "the market's own event simulation (SimulatedMarket.simulate), known on the day they occur",
-        "trap_arms": sorted(f"{segment}: {arm.rsplit('|', 1)[0]}" for segment, arm in truth.traps),  # without the model
+        "trap_arms": sorted(f"{segment}: {arm}" for segment, arm in truth.traps),
     }
     for name, scores in per_seed.items():
         figures.update(policy_figures(name, scores))
