@@ -1,18 +1,30 @@
-"""The `factory` command: `demo`, `ui` and `kill-switch`."""
+"""The `factory` command: `demo`, `ui`, `kill-switch`, `holds` and `experiments`."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import shutil
 import sys
 import warnings
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from factory_dagster.campaign.spec import SpecError, load_spec
+from factory_dagster.improve.experiments import STATES
 from factory_dagster.settings import PROJECT_ROOT, Paths
+
+if TYPE_CHECKING:
+    from factory_dagster.improve.experiments import Experiment
+
+
+def _fail(message: str, code: int) -> int:
+    """Tell the operator what went wrong, on stderr, and give the exit code for it."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 def _demo(args: argparse.Namespace, paths: Paths) -> int:
@@ -31,8 +43,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     try:
         print(describe_models(factory.routes(), factory.registry(), os.environ))
     except dg.Failure as exc:  # a stage routed to a model that needs a key and has no offline stand-in
-        print(f"error: {exc.description}", file=sys.stderr)
-        return 2
+        return _fail(exc.description, 2)
     print(f"data folder: {paths.home}")
     results = run_days(build_definitions(paths), instance, paths, args.start, args.days, args.leads_per_day)
     if results:
@@ -65,8 +76,7 @@ def _kill_switch(args: argparse.Namespace, paths: Paths) -> int:
         if args.state == "status":
             state = kill_switch_state(con)
         elif not args.reason:
-            print("error: --reason is required to change the kill switch", file=sys.stderr)
-            return 2
+            return _fail("--reason is required to change the kill switch", 2)
         else:
             state = set_kill_switch(con, args.state == "on", args.actor, args.reason)
     print(f"kill switch: {'ENGAGED' if state.engaged else 'off'} ({state.actor}: {state.reason})")
@@ -81,8 +91,7 @@ def _holds(args: argparse.Namespace, paths: Paths) -> int:
     with connect(paths.warehouse) as con:
         if args.action == "release":
             if not (args.day and args.reason):
-                print("error: release needs --day and --reason", file=sys.stderr)
-                return 2
+                return _fail("release needs --day and --reason", 2)
             if not release_day(con, args.day, campaign_id, args.actor, args.reason):
                 print(f"no open hold on {args.day} for {campaign_id}", file=sys.stderr)
                 return 1
@@ -94,6 +103,88 @@ def _holds(args: argparse.Namespace, paths: Paths) -> int:
     if not holds:
         print("no days are held")
     return 0
+
+
+def _print_experiment_list(experiments: list[Experiment]) -> None:
+    for e in experiments:
+        arms = f"{e.control} -> {', '.join(e.challengers)}"
+        print(
+            f"{e.experiment_id}  {e.state:<11}  {e.kind:<17}  {arms}  in {', '.join(e.target_segments)}"
+            f"  {e.max_traffic_share:.0%} of traffic  proposed {e.proposed_at:%Y-%m-%d}"
+        )
+
+
+def _print_experiment(experiment: Experiment, events: list[dict[str, Any]]) -> None:
+    """Everything a person needs to judge the design, then how it got where it is."""
+    e = experiment
+    fields = [
+        ("state", e.state + (f" (winner {e.winner})" if e.winner else "")),
+        ("campaign", e.campaign_id),
+        ("kind", e.kind),
+        ("hypothesis", e.hypothesis),
+        ("control", e.control),
+        ("challengers", ", ".join(e.challengers)),
+        ("segments", ", ".join(e.target_segments)),
+        ("max traffic", f"{e.max_traffic_share:.0%} of each target segment"),
+        (
+            "primary metric",
+            f"{e.primary_metric} (base rate {e.base_rate:.2%}, MDE {e.mde:+.0%}, alpha {e.alpha}, power {e.power})",
+        ),
+        ("planned sample", f"{e.planned_sample_size} mature sends per arm"),
+        ("guardrails", "; ".join(g.describe() for g in e.guardrails) or "none"),
+        ("stopping rule", e.stopping_rule.version),
+        ("motivated by", json.dumps(e.motivating_figures, sort_keys=True)),
+        ("proposed", f"{e.proposed_at:%Y-%m-%d %H:%M} by {e.proposed_by}"),
+    ]
+    print(f"experiment {e.experiment_id}")
+    for name, value in fields:
+        print(f"  {name + ':':<16}{value}")
+    print("history:" if events else "history: no decisions yet")
+    for event in events:
+        print(
+            f"  {event['occurred_at']:%Y-%m-%d %H:%M}  {event['from_state']} -> {event['to_state']}"
+            f"  by {event['actor']}: {event['reason']}  evidence {event['evidence_json']}"
+        )
+
+
+def _experiments(args: argparse.Namespace, paths: Paths) -> int:
+    from factory_dagster.improve.experiments import IllegalTransition
+    from factory_dagster.improve.store import (
+        UnknownExperiment,
+        decide_by_person,
+        experiment_events,
+        list_experiments,
+        load_experiment,
+    )
+    from factory_dagster.warehouse.store import connect
+
+    with connect(paths.warehouse) as con:
+        if args.action == "list":
+            experiments = list_experiments(con, load_spec(paths.spec).campaign_id, [args.state] if args.state else None)
+            _print_experiment_list(experiments)
+            if not experiments:
+                print(f"no {args.state} experiments" if args.state else "no experiments")
+            return 0
+        if args.action == "show":
+            if (experiment := load_experiment(con, args.experiment_id)) is None:
+                return _fail(f"no experiment with id {args.experiment_id!r}", 1)
+            _print_experiment(experiment, experiment_events(con, args.experiment_id))
+            return 0
+        # Only an approval may go without a reason (reject requires one); an empty one is refused.
+        reason = "approved at the command line (no reason given)" if args.reason is None else args.reason
+        try:
+            moved, _ = decide_by_person(con, args.experiment_id, args.action, args.actor, reason, "cli", datetime.now(UTC))
+        except (UnknownExperiment, IllegalTransition) as exc:
+            return _fail(str(exc), 1)
+        except ValueError as exc:
+            return _fail(str(exc), 2)
+    print(f"{moved.state} {moved.experiment_id} ({moved.kind} in {', '.join(moved.target_segments)}) by {args.actor}: {reason}")
+    return 0
+
+
+def _add_actor(command: argparse.ArgumentParser) -> None:
+    """Every command that changes something records who did it: the OS user unless named."""
+    command.add_argument("--actor", default=getpass.getuser(), help="who is acting (default: the OS user)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -116,15 +207,34 @@ def parser() -> argparse.ArgumentParser:
     switch = commands.add_parser("kill-switch", help="show, engage (on) or release (off) the send kill switch")
     switch.add_argument("state", choices=["status", "on", "off"])
     switch.add_argument("--reason", help="why (required for on/off)")
-    switch.add_argument("--actor", default=getpass.getuser())
+    _add_actor(switch)
     switch.set_defaults(run=_kill_switch)
     holds = commands.add_parser("holds", help="list the days whose messages are held, or release one")
     holds.add_argument("action", choices=["list", "release"])
     holds.add_argument("--day", type=date.fromisoformat, help="the held day, YYYY-MM-DD (release)")
     holds.add_argument("--reason", help="why it may go out now (release)")
-    holds.add_argument("--actor", default=getpass.getuser())
+    _add_actor(holds)
     holds.set_defaults(run=_holds)
+    _add_experiments_parser(commands)
     return root
+
+
+def _add_experiments_parser(commands: argparse._SubParsersAction) -> None:
+    experiments = commands.add_parser("experiments", help="list and show experiments; approve or reject proposed designs")
+    actions = experiments.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="the campaign's experiments, oldest first")
+    listing.add_argument("--state", choices=STATES, help="only experiments in this state")
+    show = actions.add_parser("show", help="one experiment's design and history")
+    show.add_argument("experiment_id")
+    approve = actions.add_parser("approve", help="approve a proposed design, so that it may start running")
+    approve.add_argument("experiment_id")
+    approve.add_argument("--reason", help="why (recorded with the approval)")
+    reject = actions.add_parser("reject", help="reject a proposed design, with the reason")
+    reject.add_argument("experiment_id")
+    reject.add_argument("--reason", required=True, help="why (required; recorded with the rejection)")
+    for decision in (approve, reject):
+        _add_actor(decision)
+    experiments.set_defaults(run=_experiments)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_spec(paths.spec)
     except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
     # Dagster's beta/preview notices are for developers, not for the operator's terminal.
     warnings.filterwarnings("ignore")
     return args.run(args, paths)

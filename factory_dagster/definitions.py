@@ -17,6 +17,7 @@ from factory_dagster.gates.assets import (
     messages_consistent_with_earlier,
     messages_match_schema,
 )
+from factory_dagster.improve.jobs import experiment_decision
 from factory_dagster.intake.assets import leads, leads_accounted_for, leads_match_schema
 from factory_dagster.learning.assets import PRIOR_DAYS, dbt_marts, send_guard
 from factory_dagster.learning.integrity import warehouse_integrity, weekly_integrity
@@ -71,7 +72,7 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
             audit_failure_rate_below_limit,
             sends_are_safe,
         ],
-        jobs=[daily_line, refresh_marts, kill_switch, warehouse_integrity],
+        jobs=[daily_line, refresh_marts, kill_switch, warehouse_integrity, experiment_decision],
         schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0), weekly_integrity],
         resources={"factory": FactoryResource.from_paths(paths, **factory_overrides)},
     )

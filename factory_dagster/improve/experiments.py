@@ -162,6 +162,35 @@ class Experiment:
             "updated_at": self.updated_at,
         }
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Experiment:
+        """The experiment a `to_record` row describes (extra columns such as run_id are ignored),
+        so the warehouse's latest version can be moved on through `transition` again."""
+        return cls(
+            experiment_id=record["experiment_id"],
+            campaign_id=record["campaign_id"],
+            kind=record["kind"],
+            hypothesis=record["hypothesis"],
+            control=record["control"],
+            challengers=tuple(record["challengers"]),
+            target_segments=tuple(record["target_segments"]),
+            primary_metric=record["primary_metric"],
+            guardrails=tuple(Guardrail(**g) for g in json.loads(record["guardrails_json"])),
+            max_traffic_share=record["max_traffic_share"],
+            base_rate=record["base_rate"],
+            mde=record["mde"],
+            alpha=record["alpha"],
+            power=record["power"],
+            planned_sample_size=record["planned_sample_size"],
+            stopping_rule=StoppingRule(**json.loads(record["stopping_rule_json"])),
+            motivating_figures=json.loads(record["motivating_figures_json"]),
+            proposed_by=record["proposed_by"],
+            proposed_at=record["proposed_at"],
+            state=record["state"],
+            winner=record["winner"],
+            updated_at=record["updated_at"],
+        )
+
 
 def design_key(
     campaign_id: str, kind: str, control: str, challengers: Sequence[str], segments: Sequence[str], primary_metric: str

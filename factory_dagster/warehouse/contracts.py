@@ -312,4 +312,49 @@ RAW_TABLES: dict[str, str] = {
         actor VARCHAR NOT NULL,
         reason VARCHAR NOT NULL
     """,
+    # The latest version of each experiment (factory_dagster/improve/experiments.py
+    # `Experiment.to_record`); run_id and partition_day are those of the run that proposed it.
+    "experiments": """
+        experiment_id VARCHAR NOT NULL PRIMARY KEY,
+        campaign_id VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        partition_day DATE NOT NULL,
+        design_key VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,
+        hypothesis VARCHAR NOT NULL,
+        control VARCHAR NOT NULL,
+        challengers VARCHAR[] NOT NULL,
+        target_segments VARCHAR[] NOT NULL,
+        primary_metric VARCHAR NOT NULL,
+        guardrails_json VARCHAR NOT NULL,
+        max_traffic_share DOUBLE NOT NULL,
+        base_rate DOUBLE NOT NULL,
+        mde DOUBLE NOT NULL,
+        alpha DOUBLE NOT NULL,
+        power DOUBLE NOT NULL,
+        planned_sample_size INTEGER NOT NULL,
+        stopping_rule_json VARCHAR NOT NULL,
+        motivating_figures_json VARCHAR NOT NULL,
+        winner VARCHAR,
+        proposed_by VARCHAR NOT NULL,
+        proposed_at TIMESTAMP NOT NULL,
+        updated_at TIMESTAMP NOT NULL
+    """,
+    # Append-only history of every lifecycle move (`ExperimentEvent.to_record`, whose `at` is
+    # stored as occurred_at: AT is reserved in DuckDB); run_id and partition_day are null when no
+    # run made the move (a person approving from the CLI).
+    "experiment_events": """
+        event_id VARCHAR NOT NULL PRIMARY KEY,
+        experiment_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        run_id VARCHAR,
+        partition_day DATE,
+        from_state VARCHAR NOT NULL,
+        to_state VARCHAR NOT NULL,
+        actor VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        evidence_json VARCHAR NOT NULL,
+        occurred_at TIMESTAMP NOT NULL
+    """,
 }
