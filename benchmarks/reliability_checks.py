@@ -121,12 +121,18 @@ def count_csv_rows(path: Path) -> int:
     return max(0, len(records) - 1)
 
 
-def check_folder(home: Path, days: list[date], spec: CampaignSpec | None = None) -> Findings:
-    """Check a data folder after its `days` completed (no line process may run on it)."""
+def check_folder(
+    home: Path, days: list[date], outbox_days: list[date] | None = None, spec: CampaignSpec | None = None
+) -> Findings:
+    """Check a data folder after its `days` completed (no line process may run on it).
+
+    Orphan .eml files are looked for in the day folders of `outbox_days` (default: all): a day
+    killed and not re-run yet may hold files its send rows will record on the re-run.
+    """
     spec = spec or load_spec(DEFAULT_SPEC_PATH)
     findings = Findings()
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
-        _check_sends(con, home, spec, findings)
+        _check_sends(con, home, spec, findings, outbox_days)
         _check_lead_rows(con, home, days, findings)
         params = {"campaign": spec.campaign_id, "candidates": spec.drafting.candidates, "cap": spec.limits.daily_send_cap}
         for name, sql in PARTITION_INVARIANTS.items():
@@ -141,7 +147,9 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> int:
     return int(con.execute(sql, params).fetchall()[0][0])
 
 
-def _check_sends(con: duckdb.DuckDBPyConnection, home: Path, spec: CampaignSpec, findings: Findings) -> None:
+def _check_sends(
+    con: duckdb.DuckDBPyConnection, home: Path, spec: CampaignSpec, findings: Findings, outbox_days: list[date] | None
+) -> None:
     findings.duplicate_sends = _count(
         con,
         """SELECT (SELECT count(*) - count(DISTINCT send_id) FROM raw.sends)
@@ -151,14 +159,20 @@ def _check_sends(con: duckdb.DuckDBPyConnection, home: Path, spec: CampaignSpec,
     outbox = home / "outbox"
     files = sorted(outbox.rglob("*.eml")) if outbox.exists() else []
     findings.outbox_temp_files = len(list(outbox.rglob(".*.tmp"))) if outbox.exists() else 0
-    ids = Counter(_message_id(path) for path in files)
+    message_ids = {path: _message_id(path) for path in files}
+    ids = Counter(message_ids.values())
     findings.duplicate_eml = sum(n - 1 for n in ids.values())
     sent = con.execute(
         """SELECT s.send_id, s.to_email, s.transport_ref, m.subject, m.body
            FROM raw.sends s LEFT JOIN raw.messages m USING (message_id)"""
     ).fetchall()
     sent_ids = {f"<{row[0]}@" for row in sent}
-    findings.orphan_eml = sum(n for message_id, n in ids.items() if message_id[: message_id.find("@") + 1] not in sent_ids)
+    folders = None if outbox_days is None else {d.isoformat() for d in outbox_days}
+    findings.orphan_eml = sum(
+        1
+        for path in files
+        if (folders is None or path.parent.name in folders) and message_ids[path].split("@")[0] + "@" not in sent_ids
+    )
     for send_id, to_email, ref, subject, body in sent:
         # Where the transport said it put the message (a send may find it delivered on an earlier day).
         path = outbox / Path(ref).parent.name / Path(ref).name

@@ -40,6 +40,7 @@ from benchmarks.reliability_line import (
 # The stages a kill is aimed at, by the step that does their work.
 TARGETS: dict[str, str] = {"intake": "leads", "learn": "dbt_marts", "draft": "drafts", "gate": "messages", "send": "sends"}
 STEP_TIMEOUT_S = 180.0
+MAX_MISSES = 10  # attempts that may kill nothing (the day ended first, a re-run did not start) before giving up
 BLOCKED_PROBE_S = 10.0
 
 
@@ -51,10 +52,10 @@ class Trial:
     offset_s: float  # how long after the target step started the kill was sent
     hit_step: str | None = None  # the step running at the kill (None: between steps)
     hit_stage: str = ""
-    previous_day_rerun: str | None = None  # Dagster status of this process's re-run of the day before
     uncommitted_eml: int | None = None  # .eml files written before the kill that no send row recorded
     stale_pool_claims: int = 0  # pool slots or queued steps the killed run still held
     rerun_status: str | None = None  # Dagster status of the re-run of this trial's day
+    rerun_error: str | None = None  # what the re-run's process said when it failed
     problems: dict[str, int] = field(default_factory=dict)  # nonzero findings after the re-run
 
 
@@ -105,59 +106,100 @@ def probe_blocked_rerun(home: Path, day: date) -> dict:
 
 
 def run_trials(home: Path, first_day: date, baseline: Baseline, trials_per_stage: int, seed: int = 8) -> dict:
-    """Kill the days after `first_day` (the calibrated one), each once, at shuffled target stages."""
+    """Kill the days after `first_day` (the calibrated one) at shuffled target stages until each
+    stage has `trials_per_stage` kills; every killed day is re-run by the next process."""
     rng = random.Random(seed)
-    targets = [stage for stage in TARGETS for _ in range(trials_per_stage)]
-    rng.shuffle(targets)
+    pending = [stage for stage in TARGETS for _ in range(trials_per_stage)]
+    rng.shuffle(pending)
     trials: list[Trial] = []
+    misses: list[str] = []  # attempts that killed nothing, and why
     blocked_probe: dict | None = None
     completed_days = [first_day]
-    for number, stage in enumerate(targets, 1):
-        day = first_day + timedelta(days=number)
-        trial = Trial(number, day.isoformat(), stage, round(rng.uniform(0.0, 0.9) * baseline.target_s(stage), 3))
-        _kill_once(home, day, trial)
-        if trials:
-            trials[-1].rerun_status = trial.previous_day_rerun
-            if trial.previous_day_rerun == "SUCCESS":
-                completed_days.append(day - timedelta(days=1))
-            trials[-1].problems = _problems(check_folder(home, completed_days[-1:]))
-        trial.stale_pool_claims = len(held_pool_slots(home))  # no line process runs now: all are dead runs'
-        if trial.stale_pool_claims and blocked_probe is None:
-            blocked_probe = probe_blocked_rerun(home, day)
+    awaiting: Trial | None = None  # the killed trial whose day the next process re-runs
+    day = first_day + timedelta(days=1)
+    for _ in range(len(pending) + MAX_MISSES):
+        if not pending:
+            break
+        trial = Trial(
+            len(trials) + 1, day.isoformat(), pending[0], round(rng.uniform(0.0, 0.9) * baseline.target_s(pending[0]), 3)
+        )
+        start = date.fromisoformat(awaiting.day) if awaiting else day
+        log = home / "bench-logs" / f"attempt-{len(trials) + len(misses) + 1:02d}-{day}.log"
+        killed, rerun = _kill_once(home, start, day, trial, log)
+        if killed:
+            trial.stale_pool_claims = len(held_pool_slots(home))  # no line process runs now: all are dead runs'
+            if trial.stale_pool_claims and blocked_probe is None:
+                blocked_probe = probe_blocked_rerun(home, day)
         recover_dead_runs(home)
-        trials.append(trial)
-    last = first_day + timedelta(days=len(targets))
-    watcher = RunWatcher(home)
-    run_day(home, last, f"rerun-{last}")
-    trials[-1].rerun_status = watcher.status(watcher.new_run(last) or "")
-    if trials[-1].rerun_status == "SUCCESS":
-        completed_days.append(last)
+        if awaiting is not None:
+            if not _judge_rerun(home, awaiting, rerun, log, completed_days):
+                misses.append(f"{day}: the re-run of {awaiting.day} did not start ({_failure_line(log)})")
+                continue  # the process died before re-running: try again, with the same target
+            awaiting = None
+        if killed:
+            pending.pop(0)
+            trials.append(trial)
+            awaiting = trial
+        else:
+            misses.append(f"{day}: not killed, {trial.hit_stage}")
+        day += timedelta(days=1)
+    if awaiting is not None:
+        log = home / "bench-logs" / f"rerun-{awaiting.day}.log"
+        watcher = RunWatcher(home)
+        run_day(home, date.fromisoformat(awaiting.day), log.stem)
+        _judge_rerun(home, awaiting, watcher.new_run(date.fromisoformat(awaiting.day)), log, completed_days)
     final = check_folder(home, completed_days)
-    trials[-1].problems = _problems(check_folder(home, [last]))
-    return _summary(trials, final, baseline, blocked_probe)
+    return _summary(trials, misses, final, baseline, blocked_probe)
 
 
-def _kill_once(home: Path, day: date, trial: Trial) -> None:
-    """Start the line at the day before `day` (re-running it), and kill `day` at the trial's stage."""
+def _judge_rerun(home: Path, trial: Trial, run_id: str | None, log: Path, completed_days: list[date]) -> bool:
+    """Record how the re-run (`run_id`) of a killed trial's day went; False if it never started."""
+    day = date.fromisoformat(trial.day)
+    status = RunWatcher(home).status(run_id) if run_id else None
+    if status is None:
+        return False
+    trial.rerun_status = status
+    if status == "SUCCESS":
+        completed_days.append(day)
+        trial.problems = _problems(check_folder(home, [day], outbox_days=[day]))
+    else:
+        trial.rerun_error = _failure_line(log)
+    return True
+
+
+def _failure_line(log: Path) -> str | None:
+    """The line of a demo's output that says why it failed (or the last line of a traceback)."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.exists() else []
+    failed = [line for line in lines if "FAILED" in line or line.startswith("error:")]
+    return (failed or lines or [None])[-1]
+
+
+def _kill_once(home: Path, start: date, day: date, trial: Trial, log: Path) -> tuple[bool, str | None]:
+    """Run the line from `start` (re-running the days before `day`) and kill `day` at the trial's stage.
+
+    (whether the kill hit the running day, the id of the run that re-ran `start` if it was
+    before `day`); the trial records where the kill hit.
+    """
     watcher = RunWatcher(home)
-    process = start_day(home, day - timedelta(days=1), f"trial-{trial.number:02d}-{day}", days=2)
+    process = start_day(home, start, log.stem, days=(day - start).days + 1)
     run_id = wait_for_step(watcher, process, day, TARGETS[trial.target_stage], STEP_TIMEOUT_S)
     if run_id is not None:
         time.sleep(trial.offset_s)
+    alive = process.poll() is None
     kill_group(process)
-    previous = watcher.new_run(day - timedelta(days=1))
-    trial.previous_day_rerun = watcher.status(previous) if previous else None
+    rerun = watcher.new_run(start) if start < day else None
     run_id = run_id or watcher.new_run(day)
-    if run_id is None:
-        trial.hit_stage = "not killed: the run never reached its target"
-        return
+    if run_id is None or not alive:
+        trial.hit_stage = "the run never reached its target" if run_id is None else "the day ended before the kill"
+        return False, rerun
     running, finished = watcher.running(run_id)
     trial.uncommitted_eml = uncommitted_eml(home, day)
     trial.hit_step = running
     trial.hit_stage = stage_of(running) if running else f"between steps, after {stage_of(finished)}"
+    return True, rerun
 
 
-def _summary(trials: list[Trial], final: Findings, baseline: Baseline, blocked_probe: dict | None) -> dict:
+def _summary(trials: list[Trial], misses: list[str], final: Findings, baseline: Baseline, blocked_probe: dict | None) -> dict:
     by_stage: dict[str, dict[str, int]] = {}
     for trial in trials:
         row = by_stage.setdefault(trial.hit_stage, {"kills": 0, "completed": 0, "with_problems": 0})
@@ -167,6 +209,7 @@ def _summary(trials: list[Trial], final: Findings, baseline: Baseline, blocked_p
     return {
         "kill_trials": len(trials),
         "completed": sum(t.rerun_status == "SUCCESS" for t in trials),
+        "attempts_without_a_kill": misses,
         "duplicate_sends": final.duplicate_sends,
         "duplicate_eml": final.duplicate_eml,
         "orphan_eml": final.orphan_eml,
