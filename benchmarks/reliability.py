@@ -43,7 +43,7 @@ def run() -> dict:
         baseline = calibrate(kills_home, START)
         figures = run_trials(kills_home, START, baseline, TRIALS_PER_STAGE)
         day = START + timedelta(days=TRIALS_PER_STAGE * len(TARGETS) + 1)
-        figures["kill_while_sending_then_next_day"] = kill_then_next_day(kills_home, day, baseline)
+        figures["kill_while_sending_then_next_day"] = kill_then_next_day(kills_home, day)
         figures["lock_held_60s"] = {
             label: lock_held(kills_home, day + timedelta(days=2 + i), HOLD_S, step, baseline.step_s)
             for i, (label, step) in enumerate(LOCK_FROM_STEPS.items())

@@ -243,30 +243,37 @@ def uncommitted_eml(home: Path, day: date) -> int | None:
     return len(files - recorded)
 
 
-def kill_then_next_day(home: Path, day: date, baseline: Baseline) -> dict:
+def kill_then_next_day(home: Path, day: date, written_before_kill: int = 20) -> dict:
     """Kill `day` while it sends, then run the next day without re-running it, as a daily schedule would.
 
-    The killed day's messages are still pending, and some were already written to the outbox:
-    the next day must not deliver them a second time.
+    The kill comes once `written_before_kill` .eml files of the day are in the outbox, before
+    the send stage records them: those messages are still pending, and the next day must not
+    deliver them a second time.
     """
     watcher = RunWatcher(home)
     process = start_day(home, day, f"send-kill-{day}")
     run_id = wait_for_step(watcher, process, day, TARGETS["send"], STEP_TIMEOUT_S)
-    if run_id is not None:
-        time.sleep(0.6 * baseline.target_s("send"))
+    folder = home / "outbox" / day.isoformat()
+    deadline = time.monotonic() + 30
+    while run_id and process.poll() is None and time.monotonic() < deadline:
+        if folder.is_dir() and sum(1 for _ in folder.glob("*.eml")) >= written_before_kill:
+            break
+        time.sleep(0.002)
     kill_group(process)
     hit = watcher.running(run_id)[0] if run_id else None
     written = uncommitted_eml(home, day)
     recover_dead_runs(home)
     following = day + timedelta(days=1)
     next_watcher = RunWatcher(home)
-    run = run_day(home, following, f"after-send-kill-{following}")
+    log = home / "bench-logs" / f"after-send-kill-{following}.log"
+    run = run_day(home, following, log.stem)
     findings = check_folder(home, [following])
     return {
         "killed_day": day.isoformat(),
         "hit_step": hit,
         "eml_delivered_but_unrecorded_at_kill": written,
         "next_day_completed": run.exit_code == 0 and next_watcher.status(next_watcher.new_run(following) or "") == "SUCCESS",
+        "next_day_error": None if run.exit_code == 0 else _failure_line(log),
         "duplicate_sends": findings.duplicate_sends,
         "duplicate_eml": findings.duplicate_eml,
         "orphan_eml": findings.orphan_eml,
