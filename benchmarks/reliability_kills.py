@@ -15,6 +15,7 @@ an operator or Dagster's run monitoring would (`recover_dead_runs`) before re-ru
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,7 @@ class Trial:
     day: str
     target_stage: str
     offset_s: float  # how long after the target step started the kill was sent
+    after_eml: int = 0  # send stage: the kill waits until this many of the day's .eml files are written
     hit_step: str | None = None  # the step running at the kill (None: between steps)
     hit_stage: str = ""
     uncommitted_eml: int | None = None  # .eml files written before the kill that no send row recorded
@@ -123,6 +125,9 @@ def run_trials(home: Path, first_day: date, baseline: Baseline, trials_per_stage
         trial = Trial(
             len(trials) + 1, day.isoformat(), pending[0], round(rng.uniform(0.0, 0.9) * baseline.target_s(pending[0]), 3)
         )
+        if trial.target_stage == "send":
+            # Files, not seconds: the moment that matters is how far delivery got, and its pace varies.
+            trial.offset_s, trial.after_eml = 0.0, rng.randint(0, LEADS_PER_DAY - 10)
         start = date.fromisoformat(awaiting.day) if awaiting else day
         log = home / "bench-logs" / f"attempt-{len(trials) + len(misses) + 1:02d}-{day}.log"
         killed, rerun = _kill_once(home, start, day, trial, log)
@@ -185,6 +190,7 @@ def _kill_once(home: Path, start: date, day: date, trial: Trial, log: Path) -> t
     run_id = wait_for_step(watcher, process, day, TARGETS[trial.target_stage], STEP_TIMEOUT_S)
     if run_id is not None:
         time.sleep(trial.offset_s)
+        wait_for_eml(home, day, trial.after_eml, process)
     alive = process.poll() is None
     kill_group(process)
     rerun = watcher.new_run(start) if start < day else None
@@ -231,6 +237,16 @@ def _summary(trials: list[Trial], misses: list[str], final: Findings, baseline: 
     }
 
 
+def wait_for_eml(home: Path, day: date, count: int, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Return once `count` .eml files of the day are in the outbox (or the process ended, or time is up)."""
+    folder = home / "outbox" / day.isoformat()
+    deadline = time.monotonic() + timeout_s
+    while count and process.poll() is None and time.monotonic() < deadline:
+        if folder.is_dir() and sum(1 for _ in folder.glob("*.eml")) >= count:
+            return
+        time.sleep(0.002)
+
+
 def uncommitted_eml(home: Path, day: date) -> int | None:
     """.eml files of the day's folder that no send row records (yet): a kill between delivery and commit."""
     folder = home / "outbox" / day.isoformat()
@@ -253,12 +269,8 @@ def kill_then_next_day(home: Path, day: date, written_before_kill: int = 20) -> 
     watcher = RunWatcher(home)
     process = start_day(home, day, f"send-kill-{day}")
     run_id = wait_for_step(watcher, process, day, TARGETS["send"], STEP_TIMEOUT_S)
-    folder = home / "outbox" / day.isoformat()
-    deadline = time.monotonic() + 30
-    while run_id and process.poll() is None and time.monotonic() < deadline:
-        if folder.is_dir() and sum(1 for _ in folder.glob("*.eml")) >= written_before_kill:
-            break
-        time.sleep(0.002)
+    if run_id is not None:
+        wait_for_eml(home, day, written_before_kill, process)
     kill_group(process)
     hit = watcher.running(run_id)[0] if run_id else None
     written = uncommitted_eml(home, day)
