@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator
 
-from factory_dagster.learning.dbt_runner import MANIFEST_PATH, newest_project_file, parse
+from factory_dagster.learning.dbt_runner import MANIFEST_PATH, newest_project_file, write_manifest
 from factory_dagster.settings import Paths
 
 SAME_RUN_SOURCES = {"events": dg.AssetKey("outcome_events"), "suppression": dg.AssetKey("suppression_list")}
@@ -27,7 +27,7 @@ INTEGRITY_TAG = "integrity"
 def ensure_manifest() -> Path:
     """Parse the dbt project when the manifest is missing or older than a project file (a few seconds, once)."""
     if not (MANIFEST_PATH.exists() and MANIFEST_PATH.stat().st_mtime >= newest_project_file()):
-        parse(Paths.from_env().warehouse)
+        write_manifest(Paths.from_env().warehouse)
     return MANIFEST_PATH
 
 

@@ -9,8 +9,8 @@ check results.
 
 from __future__ import annotations
 
-import functools
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,22 +92,42 @@ def _project_args(target_path: Path) -> list[str]:
     ]
 
 
-@functools.lru_cache(maxsize=4)
-def _parsed(warehouse: str, project_stamp: float) -> Any:
-    # The warehouse is part of the key: dbt-duckdb names the database after the file, and
-    # the parsed nodes carry that name.
-    from dbt.cli.main import dbtRunner
-
-    with _warehouse_env(warehouse):
-        outcome = dbtRunner().invoke(["parse", "--quiet", *_project_args(PARSE_TARGET)])
-    if not outcome.success:
-        raise DbtError(f"dbt could not parse {DBT_PROJECT_DIR}: {outcome.exception}")
-    return outcome.result
+_MANIFESTS: dict[tuple[str, float], Any] = {}
 
 
-def parse(warehouse: Path | str) -> Any:
-    """The parsed dbt manifest for `warehouse`; also writes `target/manifest.json` for Dagster."""
-    return _parsed(str(Path(warehouse).resolve()), newest_project_file())
+def parse(warehouse: Path | str, target_path: Path) -> Any:
+    """The parsed dbt manifest for `warehouse`, parsed once per process and project state.
+
+    dbt writes its artifacts and partial-parse state into `target_path`: each data folder
+    keeps its own, so processes on other data folders never read a half-written file.
+    The warehouse file's name is part of the key: dbt-duckdb names the database after it,
+    and the parsed nodes carry that name (the path itself is read again at each build).
+    """
+    key = (Path(warehouse).stem, newest_project_file())
+    if key not in _MANIFESTS:
+        from dbt.cli.main import dbtRunner
+
+        if len(_MANIFESTS) >= 4:  # a long-lived process (the tests) keeps only recent ones
+            _MANIFESTS.pop(next(iter(_MANIFESTS)))
+        with _warehouse_env(Path(warehouse).resolve()):
+            outcome = dbtRunner().invoke(["parse", "--quiet", *_project_args(target_path)])
+        if not outcome.success:
+            raise DbtError(f"dbt could not parse {DBT_PROJECT_DIR}: {outcome.exception}")
+        _MANIFESTS[key] = outcome.result
+    return _MANIFESTS[key]
+
+
+def write_manifest(warehouse: Path | str) -> Path:
+    """Parse into a private folder, then move `manifest.json` into place in one step.
+
+    Dagster's definitions read `target/manifest.json` at import; two processes starting
+    together must never see one half written.
+    """
+    PARSE_TARGET.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=PARSE_TARGET, prefix=".parse-") as private:
+        parse(warehouse, Path(private))
+        os.replace(Path(private) / "manifest.json", MANIFEST_PATH)
+    return MANIFEST_PATH
 
 
 def release_warehouse() -> None:
@@ -131,7 +151,8 @@ def invoke(command: list[str], warehouse: Path | str, target_path: Path) -> DbtR
     from dbt.cli.main import dbtRunner
     from dbt_common.events.functions import msg_to_dict
 
-    manifest = parse(warehouse)
+    target_path.mkdir(parents=True, exist_ok=True)
+    manifest = parse(warehouse, target_path)
     results: list[dict[str, Any]] = []
     node_errors: list[str] = []
 
@@ -141,7 +162,6 @@ def invoke(command: list[str], warehouse: Path | str, target_path: Path) -> DbtR
         elif event.info.name == "RunResultError" and event.data.msg.strip():
             node_errors.append(" ".join(event.data.msg.split()))
 
-    target_path.mkdir(parents=True, exist_ok=True)
     try:
         with _warehouse_env(Path(warehouse).resolve()):
             # No JSON artifacts: the results are in memory, and serialising the manifest
