@@ -75,12 +75,16 @@ def test_integrity_tests_only_repeat_constraints_raw_enforces(tmp_path: Path, db
         table = parent_node["name"]
         kind = test["test_metadata"]["name"]
         kwargs = test["test_metadata"]["kwargs"]
-        columns = tuple(kwargs.get("combination") or [kwargs["column_name"]])
+        if kind == "not_null_columns":  # each column on its own must be NOT NULL (or the key) in raw
+            checks = [("not_null", (column,)) for column in kwargs["columns"]]
+        else:
+            checks = [(kind, tuple(kwargs.get("combination") or [kwargs["column_name"]]))]
         wanted = {"not_null": ["NOT NULL"], "unique": ["PRIMARY KEY", "UNIQUE"], "unique_combination_of_columns": ["PRIMARY KEY"]}
-        assert any(
-            (table, constraint, columns) in enforced or (kind == "not_null" and (table, "PRIMARY KEY", columns) in enforced)
-            for constraint in wanted[kind]
-        ), f"{test['name']} is tagged {INTEGRITY_TAG} but raw.{table} does not enforce {kind} on {columns}"
+        for rule, columns in checks:
+            assert any(
+                (table, constraint, columns) in enforced or (rule == "not_null" and (table, "PRIMARY KEY", columns) in enforced)
+                for constraint in wanted[rule]
+            ), f"{test['name']} is tagged {INTEGRITY_TAG} but raw.{table} does not enforce {rule} on {columns}"
 
 
 def test_the_daily_build_checks_exclude_integrity_tests(dbt_manifest: Path) -> None:
