@@ -34,15 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.names) - BENCHMARKS.keys())
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: {sorted(BENCHMARKS)}")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name in args.names or BENCHMARKS:
         print(f"benchmark {name} …", flush=True)
         figures = BENCHMARKS[name]()
         figures["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         figures["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": sys.platform}
+        # Read again just before writing: a benchmark runs for minutes, and another one may
+        # have written its own key meanwhile.
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         results[name] = figures
+        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         print(json.dumps({name: figures}, indent=2), flush=True)
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"written: {RESULTS}")
     return 0
 

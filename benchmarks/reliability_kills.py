@@ -8,8 +8,8 @@ process group. After each kill the folder is checked (nothing may be doubled, no
 day half-written), and the step the kill really hit is read back from the event log.
 
 A killed run leaves its claim on the `duckdb` pool in the Dagster instance. The trial records
-whether it did, proves once that a re-run then waits forever, and frees the claim the way
-an operator or Dagster's run monitoring would (`recover_dead_runs`) before re-running.
+whether it did, and checks once that a re-run makes progress without outside help: `factory
+demo` fails the dead run and frees its slot itself (`factory_dagster/controls/runs.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from benchmarks.reliability_line import (
     RunWatcher,
     held_pool_slots,
     kill_group,
-    recover_dead_runs,
     run_day,
     stage_of,
     start_day,
@@ -88,7 +87,7 @@ def calibrate(home: Path, day: date) -> Baseline:
 
 
 def probe_blocked_rerun(home: Path, day: date) -> dict:
-    """Re-run a killed day without freeing the dead run's pool claim: does it make progress?"""
+    """Re-run a killed day with the dead run's pool claim still held: does the re-run make progress by itself?"""
     watcher = RunWatcher(home)
     process = start_day(home, day, f"blocked-probe-{day}")
     started = time.monotonic()
@@ -135,7 +134,6 @@ def run_trials(home: Path, first_day: date, baseline: Baseline, trials_per_stage
             trial.stale_pool_claims = len(held_pool_slots(home))  # no line process runs now: all are dead runs'
             if trial.stale_pool_claims and blocked_probe is None:
                 blocked_probe = probe_blocked_rerun(home, day)
-        recover_dead_runs(home)
         if awaiting is not None:
             if not _judge_rerun(home, awaiting, rerun, log, completed_days):
                 misses.append(f"{day}: the re-run of {awaiting.day} did not start ({_failure_line(log)})")
@@ -231,7 +229,7 @@ def _summary(trials: list[Trial], misses: list[str], final: Findings, baseline: 
         "target_step_s": {stage: round(baseline.target_s(stage), 2) for stage in TARGETS},
         "kills_between_delivery_and_commit": sum(bool(t.uncommitted_eml) for t in trials),
         "runs_left_holding_the_duckdb_pool": sum(bool(t.stale_pool_claims) for t in trials),
-        "rerun_without_freeing_the_pool": blocked_probe,
+        "rerun_with_the_dead_runs_claim_held": blocked_probe,
         "leads_per_day": LEADS_PER_DAY,
         "trials": [asdict(t) for t in trials],
     }
@@ -274,7 +272,6 @@ def kill_then_next_day(home: Path, day: date, written_before_kill: int = 20) -> 
     kill_group(process)
     hit = watcher.running(run_id)[0] if run_id else None
     written = uncommitted_eml(home, day)
-    recover_dead_runs(home)
     following = day + timedelta(days=1)
     next_watcher = RunWatcher(home)
     log = home / "bench-logs" / f"after-send-kill-{following}.log"

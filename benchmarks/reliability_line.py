@@ -208,24 +208,3 @@ def held_pool_slots(home: Path) -> list[tuple[str, str, str]]:
     claimed = watcher._query(db, "SELECT concurrency_key, run_id, step_key FROM concurrency_slots WHERE run_id IS NOT NULL")
     queued = watcher._query(db, "SELECT concurrency_key, run_id, step_key FROM pending_steps")
     return sorted(set(claimed) | set(queued))
-
-
-def recover_dead_runs(home: Path) -> list[str]:
-    """What an operator (or Dagster's run-monitoring daemon) does after a crash: mark the runs
-    whose process is gone as failed and free the DuckDB pool slots they still hold.
-
-    Call only while no line process runs on `home`: every unfinished run is then a dead one.
-    """
-    import dagster as dg
-    from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
-
-    unfinished = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
-    recovered = []
-    with dg.DagsterInstance.from_config(str(home / "dagster_home")) as instance:
-        for record in instance.get_run_records(filters=RunsFilter(statuses=unfinished)):
-            instance.report_run_failed(record.dagster_run, "its process was killed (reliability benchmark)")
-            recovered.append(record.dagster_run.run_id)
-        for run_id in {run_id for _, run_id, _ in held_pool_slots(home)}:
-            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
-            recovered.append(run_id)
-    return sorted(set(recovered))

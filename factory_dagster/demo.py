@@ -23,6 +23,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from factory_dagster.controls.runs import process_tags, recover_dead_runs
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.models.registry import ModelRegistry
 from factory_dagster.models.routing import Route
@@ -133,8 +134,15 @@ def run_days(
     leads_per_day: int,
     progress: Callable[[str], None] = print,
 ) -> list[DayResult]:
-    """Run the daily line for `days` days from `start`; stop at the first failing day."""
+    """Run the daily line for `days` days from `start`; stop at the first failing day.
+
+    Runs an earlier demo process left unfinished (it was killed) are failed first and their
+    pool slots freed, or the day's run would wait for them for ever.
+    """
     job = defs.resolve_job_def("daily_line")
+    for run_id in recover_dead_runs(instance):
+        progress(f"run {run_id} was left unfinished by a process that no longer exists: marked failed, its pool slot freed")
+    tags = process_tags()
     results = []
     for offset in range(days):
         day = start + timedelta(days=offset)
@@ -143,7 +151,7 @@ def run_days(
         started = time.perf_counter()
         with _captured_output(paths, day) as log_path:
             result = job.execute_in_process(
-                partition_key=day.isoformat(), instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False
+                partition_key=day.isoformat(), instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False, tags=tags
             )
         outcome = DayResult(
             day, result.success, time.perf_counter() - started, None if result.success else _failure_message(result)
@@ -158,7 +166,11 @@ def run_days(
         # One more dbt build, so the marts also count the last day's sends.
         with _captured_output(paths, results[-1].day, "refresh"):
             defs.resolve_job_def("refresh_marts").execute_in_process(
-                partition_key=results[-1].day.isoformat(), instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False
+                partition_key=results[-1].day.isoformat(),
+                instance=instance,
+                run_config=QUIET_RUN_CONFIG,
+                raise_on_error=False,
+                tags=tags,
             )
     return results
 
