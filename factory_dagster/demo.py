@@ -23,6 +23,8 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from factory_dagster.campaign.spec import load_spec
+from factory_dagster.controls.holds import open_holds
 from factory_dagster.controls.runs import process_tags, recover_dead_runs
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.models.registry import ModelRegistry
@@ -111,18 +113,15 @@ def _failed_only_at_blocking_checks(result: dg.ExecuteInProcessResult) -> bool:
     )
 
 
-def open_holds(con: duckdb.DuckDBPyConnection) -> dict[date, str]:
-    """Days whose sends are held (not released yet), and why."""
-    rows = con.execute(
-        "SELECT partition_day, string_agg(reason, '; ') FROM raw.send_holds WHERE released_at IS NULL GROUP BY 1"
-    ).fetchall()
-    return {_as_date(day): reason for day, reason in rows}
+def _held_days(con: duckdb.DuckDBPyConnection, paths: Paths) -> dict[date, str]:
+    """The demo campaign's days whose sends are held (not released yet), and why."""
+    return {_as_date(day): reason for day, reason in open_holds(con, load_spec(paths.spec).campaign_id)}
 
 
 def day_hold(paths: Paths, day: date) -> str | None:
     """Why the day's sends are held, else None."""
     with connect(paths.warehouse, read_only=True) as con:
-        return open_holds(con).get(day)
+        return _held_days(con, paths).get(day)
 
 
 def run_days(
@@ -215,7 +214,7 @@ def daily_summary(paths: Paths, first: date, last: date) -> pd.DataFrame:
             f"SELECT {', '.join(MART_COLUMNS)} FROM marts.daily_kpis WHERE day BETWEEN ? AND ? ORDER BY day", [first, last]
         ).df()
         unusable = con.execute(UNUSABLE_SQL, {"first": first, "last": last}).df()
-        held = open_holds(con)
+        held = _held_days(con, paths)
     days = pd.to_datetime(frame["day"]).dt.date
     frame["unusable"] = days.map(dict(zip(unusable["day"].map(_as_date), unusable["unusable"]))).fillna(0).astype(int)
     frame["held"] = days.map(lambda d: "yes" if d in held else "-")

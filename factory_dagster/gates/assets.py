@@ -102,7 +102,7 @@ def gate_pass_rate_above_floor(context: dg.AssetCheckExecutionContext, factory: 
     total = accepted + quarantined
     rate = accepted / total if total else 1.0
     return dg.AssetCheckResult(
-        passed=rate >= spec.limits.min_gate_pass_rate,
+        passed=pass_rate_hold_reason(accepted, quarantined, spec) is None,  # the same rule that held the day
         metadata={
             "leads": total,
             "messages": accepted,
