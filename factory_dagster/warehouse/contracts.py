@@ -357,4 +357,16 @@ RAW_TABLES: dict[str, str] = {
         evidence_json VARCHAR NOT NULL,
         occurred_at TIMESTAMP NOT NULL
     """,
+    # The loop's versioned state (factory_dagster/improve/versions.py): one row per campaign and
+    # version with the whole state as JSON; promotions, routing changes and rollbacks append.
+    "loop_versions": """
+        campaign_id VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        state_json VARCHAR NOT NULL,
+        actor VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        experiment_id VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (campaign_id, version)
+    """,
 }
