@@ -152,6 +152,35 @@ class Allocation(_Strict):
     prior_reply_rate: float = Field(default=0.03, gt=0, lt=1)
 
 
+class Improve(_Strict):
+    """The loop's limits, set by people: what may start without a person, how much runs at once."""
+
+    auto_approve: dict[str, dict[str, float]] = Field(
+        default={"prompt_version": {"max_share": 0.2}},
+        description="experiment kind -> {max_share: x}: proposals of that kind up to that share of a segment's "
+        "traffic start without a person; segment splits and routing changes always need one",
+    )
+    max_open_proposals: int = Field(default=3, ge=0, description="open proposals (not yet decided by a person) at most")
+    challenger_share: float = Field(
+        default=0.2, gt=0, le=0.5, description="share of a segment's traffic the improve stage asks for its challengers"
+    )
+    holdout_share: float = Field(
+        default=0.05, ge=0, lt=0.5, description="share of leads that keep the frozen baseline policy, to measure the loop"
+    )
+    outcome_window_days: int = Field(
+        default=7, ge=1, le=30, description="a send counts towards an experiment once this many days have passed"
+    )
+
+    @field_validator("auto_approve")
+    @classmethod
+    def _auto_approve_is_valid(cls, policy: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        from factory_dagster.improve.experiments import auto_approve_policy_problems
+
+        if problems := auto_approve_policy_problems(policy):
+            raise ValueError("; ".join(problems))
+        return policy
+
+
 class CampaignSpec(_Strict):
     campaign_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     version: str = Field(min_length=1)
@@ -169,6 +198,7 @@ class CampaignSpec(_Strict):
     allocation: Allocation = Allocation()
     audit: Audit = Audit()
     consistency: Consistency = Consistency()
+    improve: Improve = Improve()
     # Overrides of the routing table (factory_dagster/models/routing.yaml): stage -> model or fallback chain.
     routing: dict[str, str | list[str]] = {}
     # Filled in by load_spec: the declared version plus a hash of the file, so any edit is a new version.
