@@ -6,23 +6,16 @@ import dagster as dg
 
 from factory_dagster.assignment.assets import allocation_is_valid, assignments
 from factory_dagster.controls.jobs import kill_switch
-from factory_dagster.delivery.assets import sends, sends_are_safe
-from factory_dagster.drafting.assets import drafts, drafts_match_schema
-from factory_dagster.feedback.assets import events_accounted_for, outcome_events, suppression_list
-from factory_dagster.gates.assets import (
-    audit_failure_rate_below_limit,
-    gate_pass_rate_above_floor,
-    message_audit,
-    messages,
-    messages_consistent_with_earlier,
-    messages_match_schema,
-)
+from factory_dagster.delivery.assets import sends
+from factory_dagster.drafting.assets import drafts
+from factory_dagster.feedback.assets import outcome_events, suppression_list
+from factory_dagster.gates.assets import message_audit, messages
 from factory_dagster.improve.jobs import experiment_decision
-from factory_dagster.intake.assets import leads, leads_accounted_for, leads_match_schema
+from factory_dagster.intake.assets import leads
 from factory_dagster.learning.assets import PRIOR_DAYS, dbt_marts, send_guard
 from factory_dagster.learning.integrity import warehouse_integrity, weekly_integrity
 from factory_dagster.partitions import DAILY
-from factory_dagster.planning.assets import campaign_plan, plan_is_valid
+from factory_dagster.planning.assets import campaign_plan
 from factory_dagster.resources import FactoryResource
 from factory_dagster.settings import Paths
 
@@ -59,19 +52,8 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
     )
     return dg.Definitions(
         assets=[*LINE_ASSETS, *PRIOR_DAYS],
-        asset_checks=[
-            events_accounted_for,
-            leads_match_schema,
-            leads_accounted_for,
-            plan_is_valid,
-            allocation_is_valid,
-            drafts_match_schema,
-            messages_match_schema,
-            messages_consistent_with_earlier,
-            gate_pass_rate_above_floor,
-            audit_failure_rate_below_limit,
-            sends_are_safe,
-        ],
+        # The other stages' checks run inside their assets (resources.LineCheck).
+        asset_checks=[allocation_is_valid],
         jobs=[daily_line, refresh_marts, kill_switch, warehouse_integrity, experiment_decision],
         schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0), weekly_integrity],
         resources={"factory": FactoryResource.from_paths(paths, **factory_overrides)},

@@ -9,11 +9,19 @@ from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.gates.schemas import draft_failures
 from factory_dagster.models.ledger import write_ledger
-from factory_dagster.resources import FactoryResource, line_asset, line_check
+from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
 from factory_dagster.warehouse.store import insert_rows, transaction
 
+DRAFT_CHECKS = (
+    LineCheck(
+        "drafts_match_schema",
+        "The day's stored drafts pass the Pandera draft schema (every answer kept, parsed or explained).",
+        lambda con, spec, day: stored_rows_check(con, spec, day, "drafts", draft_failures),
+    ),
+)
 
-@line_asset(group_name="draft", deps=[assignments], kinds={"duckdb"})
+
+@line_asset(group_name="draft", deps=[assignments], kinds={"duckdb"}, check_specs=check_specs("drafts", *DRAFT_CHECKS))
 def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Candidate messages from the cheap model for every assigned lead still waiting for a message."""
     spec = factory.spec()
@@ -22,14 +30,20 @@ def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Ma
     with factory.warehouse() as con:
         work = unsent_work(con, day, spec.campaign_id)
     candidates, deferred = draft_candidates(gateway, spec, work)
-    with factory.warehouse() as con, transaction(con):
-        clear_unsent(con, "drafts", day, spec.campaign_id)
-        insert_rows(con, "drafts", gateway.run.stamp(candidates))
-        write_ledger(con, gateway)
-        if deferred:
-            record_incident(
-                con, gateway.run, "budget_reached", "warning", deferral_detail("drafting", deferred, spec.limits.daily_budget_usd)
-            )
+    with factory.warehouse() as con:
+        with transaction(con):
+            clear_unsent(con, "drafts", day, spec.campaign_id)
+            insert_rows(con, "drafts", gateway.run.stamp(candidates))
+            write_ledger(con, gateway)
+            if deferred:
+                record_incident(
+                    con,
+                    gateway.run,
+                    "budget_reached",
+                    "warning",
+                    deferral_detail("drafting", deferred, spec.limits.daily_budget_usd),
+                )
+        checks = run_checks(con, spec, day, *DRAFT_CHECKS)
     parse_failures = int(candidates.parse_error.notna().sum()) if not candidates.empty else 0
     return dg.MaterializeResult(
         metadata={
@@ -38,16 +52,9 @@ def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Ma
             "unparseable": parse_failures,
             "leads_deferred_by_budget": len(deferred),
             **gateway.usage(),
-        }
+        },
+        check_results=checks,
     )
-
-
-@line_check(
-    asset=drafts,
-    description="The day's stored drafts pass the Pandera draft schema (every answer kept, parsed or explained).",
-)
-def drafts_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    return stored_rows_check(context, factory, "drafts", draft_failures)
 
 
 def deferral_detail(stage: str, lead_ids: list[str], budget_usd: float) -> str:

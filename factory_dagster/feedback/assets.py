@@ -1,15 +1,45 @@
 """Dagster wiring of the observe stage: outcome events and the suppression list."""
 
-import dagster as dg
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
 
+import dagster as dg
+import duckdb
+
+from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.feedback.importer import import_event_files
 from factory_dagster.feedback.suppression import import_suppression_files, suppress_from_events
 from factory_dagster.market.simulated import SimulatedMarket
-from factory_dagster.resources import FactoryResource, line_asset, line_check, partition_day
+from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
 from factory_dagster.warehouse.store import fetch_one
 
 
-@line_asset(group_name="observe", kinds={"duckdb", "pandera"})
+def _events_accounted_for(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> tuple[bool, Mapping[str, Any]]:
+    files = con.execute(
+        """SELECT f.file_path, f.rows_total, f.rows_accepted, f.rows_quarantined,
+                  (SELECT count(*) FROM raw.events e WHERE e.source_file = f.file_path) AS stored
+           FROM raw.intake_files f WHERE f.kind = 'events' AND f.status = 'imported' AND f.partition_day = ?""",
+        [day],
+    ).df()
+    lost = files[(files.rows_accepted + files.rows_quarantined > files.rows_total) | (files.stored < files.rows_accepted)]
+    return lost.empty, {
+        "files": len(files),
+        "rows": int(files.rows_total.sum()),
+        "files_with_lost_rows": dg.MetadataValue.json(lost.file_path.tolist()),
+    }
+
+
+EVENT_CHECKS = (
+    LineCheck(
+        "events_accounted_for",
+        "Every row of the day's event files is imported, quarantined or a known repeat.",
+        _events_accounted_for,
+    ),
+)
+
+
+@line_asset(group_name="observe", kinds={"duckdb", "pandera"}, check_specs=check_specs("outcome_events", *EVENT_CHECKS))
 def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Outcome events (delivered … complained) from the event inbox; bad rows quarantined with reasons."""
     spec = factory.spec()
@@ -21,6 +51,7 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
         context.log.info(f"simulated market exported {len(exported)} event files")
     with factory.warehouse() as con:
         summary = import_event_files(con, factory.paths.events_inbox, run)
+        checks = run_checks(con, spec, run.partition_day, *EVENT_CHECKS)
     for path, error in summary.rejected_files.items():
         context.log.warning(f"rejected event file {path}: {error}")
     return dg.MaterializeResult(
@@ -30,30 +61,8 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
             "events": summary.accepted,
             "quarantined": summary.quarantined,
             "already_imported": summary.already_imported,
-        }
-    )
-
-
-@line_check(
-    asset=outcome_events,
-    description="Every row of the day's event files is imported, quarantined or a known repeat.",
-)
-def events_accounted_for(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    with factory.warehouse(read_only=True) as con:
-        files = con.execute(
-            """SELECT f.file_path, f.rows_total, f.rows_accepted, f.rows_quarantined,
-                      (SELECT count(*) FROM raw.events e WHERE e.source_file = f.file_path) AS stored
-               FROM raw.intake_files f WHERE f.kind = 'events' AND f.status = 'imported' AND f.partition_day = ?""",
-            [partition_day(context)],
-        ).df()
-    lost = files[(files.rows_accepted + files.rows_quarantined > files.rows_total) | (files.stored < files.rows_accepted)]
-    return dg.AssetCheckResult(
-        passed=lost.empty,
-        metadata={
-            "files": len(files),
-            "rows": int(files.rows_total.sum()),
-            "files_with_lost_rows": dg.MetadataValue.json(lost.file_path.tolist()),
         },
+        check_results=checks,
     )
 
 

@@ -1,7 +1,9 @@
 """Dagster wiring of the gate stage: `messages` and the blocking checks before sending."""
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -18,14 +20,87 @@ from factory_dagster.gates.consistency import load_earlier, stored_inconsistenci
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.ledger import write_ledger
-from factory_dagster.resources import FactoryResource, line_asset, line_check, partition_day
+from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
+
+
+def _messages_match_schema(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> tuple[bool, Mapping[str, Any]]:
+    return stored_rows_check(con, spec, day, "messages", message_failures)
+
+
+def _gate_pass_rate_above_floor(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> tuple[bool, Mapping[str, Any]]:
+    accepted, quarantined = gate_counts(con, day, spec.campaign_id)
+    total = accepted + quarantined
+    return pass_rate_hold_reason(accepted, quarantined, spec) is None, {  # the same rule that held the day
+        "leads": total,
+        "messages": accepted,
+        "quarantined": quarantined,
+        "pass_rate": accepted / total if total else 1.0,
+        "floor": spec.limits.min_gate_pass_rate,
+    }
+
+
+def _messages_consistent_with_earlier(
+    con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date
+) -> tuple[bool, Mapping[str, Any]]:
+    findings = stored_inconsistencies(con, spec, day)
+    return findings.empty, {
+        "findings": len(findings),
+        "max_similarity": spec.consistency.max_similarity,
+        "lookback_days": spec.consistency.lookback_days,
+        "failing_messages": dg.MetadataValue.md(findings.head(20).to_markdown(index=False) if not findings.empty else "none"),
+    }
+
+
+def _audit_failure_rate_below_limit(
+    con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date
+) -> tuple[bool, Mapping[str, Any]]:
+    audits = con.execute("SELECT * FROM raw.audits WHERE partition_day = ? AND campaign_id = ?", [day, spec.campaign_id]).df()
+    reason = hold_reason(audits, spec) if not audits.empty else None
+    failing = audits[~audits.passed] if not audits.empty else audits
+    return reason is None, {
+        "audited": len(audits),
+        "failed": len(failing),
+        "limit": spec.audit.max_failure_rate,
+        "verdict": reason or "within the limit",
+        "failing_audits": dg.MetadataValue.md(
+            failing[["message_id", "lead_id", "status", "reasons"]].head(20).to_markdown(index=False)
+            if not failing.empty
+            else "none"
+        ),
+    }
+
+
+MESSAGE_CHECKS = (
+    LineCheck(
+        "messages_match_schema", "Stored messages pass the Pandera message schema built from the spec.", _messages_match_schema
+    ),
+    LineCheck(
+        "gate_pass_rate_above_floor",
+        "Share of the day's leads that got a message stays above the spec's pass-rate floor.",
+        _gate_pass_rate_above_floor,
+    ),
+    LineCheck(
+        "messages_consistent_with_earlier",
+        "No stored message repeats a colleague's message going out the same day or contradicts what its "
+        "company was already sent.",
+        _messages_consistent_with_earlier,
+    ),
+)
+AUDIT_CHECKS = (
+    LineCheck(
+        "audit_failure_rate_below_limit",
+        "The sampled premium audit's failure rate stays under the spec's limit.",
+        _audit_failure_rate_below_limit,
+    ),
+)
 
 
 @line_asset(
     group_name="gate",
     deps=[drafts],
     kinds={"duckdb", "pandera"},
+    check_specs=check_specs("messages", *MESSAGE_CHECKS),
 )
 def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """The one message per lead that passed every rule; repaired, escalated or quarantined otherwise."""
@@ -41,27 +116,29 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
     output = run_gates(gateway, spec, work, candidates, history)
     frames = output.frames()
     frames["messages"] = frames["messages"].assign(spec_version=spec.spec_version)
-    with factory.warehouse() as con, transaction(con):
-        clear_unsent(con, "drafts", day, spec.campaign_id, where="attempt > 0")
-        for table in ("gate_results", "messages", "messages_quarantine"):
-            clear_unsent(con, table, day, spec.campaign_id)
-        for table, rows in frames.items():
-            insert_rows(con, table, gateway.run.stamp(rows))
-        write_ledger(con, gateway)
-        if output.deferred:
-            record_incident(
-                con,
-                gateway.run,
-                "budget_reached",
-                "warning",
-                deferral_detail("gating", output.deferred, spec.limits.daily_budget_usd),
-            )
-        # The blocking floor check below skips today's send step only; the hold keeps the day's messages
-        # out of every later send too, until an operator has looked.
-        floor_hold = pass_rate_hold_reason(*gate_counts(con, day, spec.campaign_id), spec)
-        if floor_hold:
-            hold_day(con, gateway.run, floor_hold)
-            record_incident(con, gateway.run, "pass_rate_hold", "critical", floor_hold)
+    with factory.warehouse() as con:
+        with transaction(con):
+            clear_unsent(con, "drafts", day, spec.campaign_id, where="attempt > 0")
+            for table in ("gate_results", "messages", "messages_quarantine"):
+                clear_unsent(con, table, day, spec.campaign_id)
+            for table, rows in frames.items():
+                insert_rows(con, table, gateway.run.stamp(rows))
+            write_ledger(con, gateway)
+            if output.deferred:
+                record_incident(
+                    con,
+                    gateway.run,
+                    "budget_reached",
+                    "warning",
+                    deferral_detail("gating", output.deferred, spec.limits.daily_budget_usd),
+                )
+            # The blocking floor check skips today's send step only; the hold keeps the day's messages
+            # out of every later send too, until an operator has looked.
+            floor_hold = pass_rate_hold_reason(*gate_counts(con, day, spec.campaign_id), spec)
+            if floor_hold:
+                hold_day(con, gateway.run, floor_hold)
+                record_incident(con, gateway.run, "pass_rate_hold", "critical", floor_hold)
+        checks = run_checks(con, spec, day, *MESSAGE_CHECKS)
     if floor_hold:
         context.log.error(floor_hold)
     if output.postponed:
@@ -82,54 +159,8 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
             "held": floor_hold or "no",
             **{f"drafts_{code}": codes[code] for code in sorted(CONSISTENCY_CODES)},
             **gateway.usage(),
-        }
-    )
-
-
-@line_check(asset=messages, description="Stored messages pass the Pandera message schema built from the spec.")
-def messages_match_schema(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    return stored_rows_check(context, factory, "messages", message_failures)
-
-
-@line_check(
-    asset=messages,
-    description="Share of the day's leads that got a message stays above the spec's pass-rate floor.",
-)
-def gate_pass_rate_above_floor(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    spec = factory.spec()
-    with factory.warehouse(read_only=True) as con:
-        accepted, quarantined = gate_counts(con, partition_day(context), spec.campaign_id)
-    total = accepted + quarantined
-    rate = accepted / total if total else 1.0
-    return dg.AssetCheckResult(
-        passed=pass_rate_hold_reason(accepted, quarantined, spec) is None,  # the same rule that held the day
-        metadata={
-            "leads": total,
-            "messages": accepted,
-            "quarantined": quarantined,
-            "pass_rate": rate,
-            "floor": spec.limits.min_gate_pass_rate,
         },
-    )
-
-
-@line_check(
-    asset=messages,
-    description="No stored message repeats a colleague's message going out the same day or contradicts what its "
-    "company was already sent.",
-)
-def messages_consistent_with_earlier(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    spec = factory.spec()
-    with factory.warehouse(read_only=True) as con:
-        findings = stored_inconsistencies(con, spec, partition_day(context))
-    return dg.AssetCheckResult(
-        passed=findings.empty,
-        metadata={
-            "findings": len(findings),
-            "max_similarity": spec.consistency.max_similarity,
-            "lookback_days": spec.consistency.lookback_days,
-            "failing_messages": dg.MetadataValue.md(findings.head(20).to_markdown(index=False) if not findings.empty else "none"),
-        },
+        check_results=checks,
     )
 
 
@@ -160,6 +191,7 @@ def pass_rate_hold_reason(accepted: int, quarantined: int, spec: CampaignSpec) -
     group_name="gate",
     deps=[messages],
     kinds={"duckdb"},
+    check_specs=check_specs("message_audit", *AUDIT_CHECKS),
 )
 def message_audit(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """A premium judge scores a sample of the day's messages against the spec's rubric.
@@ -179,12 +211,14 @@ def message_audit(context: dg.AssetExecutionContext, factory: FactoryResource) -
         ).df()
     audits = audit_messages(gateway, spec, audit_sample(todays, spec, day))
     reason = hold_reason(audits, spec) if not audits.empty else None
-    with factory.warehouse() as con, transaction(con):
-        replace_partition(con, "audits", day, gateway.run.stamp(audits), spec.campaign_id)
-        write_ledger(con, gateway)
-        if reason:
-            hold_day(con, gateway.run, reason)
-            record_incident(con, gateway.run, "audit_hold", "critical", reason)
+    with factory.warehouse() as con:
+        with transaction(con):
+            replace_partition(con, "audits", day, gateway.run.stamp(audits), spec.campaign_id)
+            write_ledger(con, gateway)
+            if reason:
+                hold_day(con, gateway.run, reason)
+                record_incident(con, gateway.run, "audit_hold", "critical", reason)
+        checks = run_checks(con, spec, day, *AUDIT_CHECKS)
     if reason:
         context.log.error(reason)
     return dg.MaterializeResult(
@@ -194,30 +228,6 @@ def message_audit(context: dg.AssetExecutionContext, factory: FactoryResource) -
             "failed": int((~audits.passed).sum()) if not audits.empty else 0,
             "held": reason or "no",
             **gateway.usage(),
-        }
-    )
-
-
-@line_check(asset=message_audit, description="The sampled premium audit's failure rate stays under the spec's limit.")
-def audit_failure_rate_below_limit(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    spec = factory.spec()
-    with factory.warehouse(read_only=True) as con:
-        audits = con.execute(
-            "SELECT * FROM raw.audits WHERE partition_day = ? AND campaign_id = ?", [partition_day(context), spec.campaign_id]
-        ).df()
-    reason = hold_reason(audits, spec) if not audits.empty else None
-    failing = audits[~audits.passed] if not audits.empty else audits
-    return dg.AssetCheckResult(
-        passed=reason is None,
-        metadata={
-            "audited": len(audits),
-            "failed": len(failing),
-            "limit": spec.audit.max_failure_rate,
-            "verdict": reason or "within the limit",
-            "failing_audits": dg.MetadataValue.md(
-                failing[["message_id", "lead_id", "status", "reasons"]].head(20).to_markdown(index=False)
-                if not failing.empty
-                else "none"
-            ),
         },
+        check_results=checks,
     )
