@@ -6,6 +6,7 @@ import dagster as dg
 
 from factory_dagster.assignment.assets import allocation_is_valid, assignments
 from factory_dagster.controls.jobs import kill_switch
+from factory_dagster.controls.run_history import for_local_instance
 from factory_dagster.delivery.assets import sends
 from factory_dagster.drafting.assets import drafts
 from factory_dagster.feedback.assets import outcome_events, suppression_list
@@ -38,6 +39,7 @@ LINE_ASSETS = [
 def build_definitions(paths: Paths | None = None, **factory_overrides: object) -> dg.Definitions:
     """The whole line over one data folder (tests pass a temporary one)."""
     paths = paths or Paths.from_env()
+    for_local_instance(paths.dagster_home)
     daily_line = dg.define_asset_job(
         "daily_line",
         selection=dg.AssetSelection.assets(*LINE_ASSETS),

@@ -25,6 +25,7 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import load_spec
 from factory_dagster.controls.holds import open_holds
+from factory_dagster.controls.run_history import write_without_fsync
 from factory_dagster.controls.runs import process_tags, recover_dead_runs
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.models.registry import ModelRegistry
@@ -65,6 +66,7 @@ def prepare_dagster_home(paths: Paths) -> dg.DagsterInstance:
     if not config.exists():
         config.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
+    write_without_fsync(home)
     return dg.DagsterInstance.get()
 
 
