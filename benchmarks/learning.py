@@ -7,24 +7,35 @@ Setup: the example campaign (`campaigns/brightwave_close.yaml`), 60 days at 180 
    through the real intake validation, which gives them their segment and lead id.
 2. The policy sees what the line's assign stage would see that morning (the same shape as
    `segment_arm_performance`): per segment and arm, the sends made before the day and the
-   replies whose events occurred by the day (the observe stage imports a day's events before
-   the assign stage runs). Positive replies, unsubscribes and complaints are counted the
-   same way, for policies that use them.
-3. The policy returns shares per (segment, arm) over `candidate_arms` of the spec-only plan
-   (every segment x angle x prompt version), and the line's own `assign_leads` draws each
-   lead's arm from them.
+   replies, positive replies, unsubscribes and complaints whose events occurred by the day
+   (the observe stage imports a day's events before the assign stage runs).
+3. The policy assigns the day's leads:
+   - `uniform` and `thompson_v1` (the old line's `thompson-floor-v1` on raw replies) give
+     shares over the spec-only plan's arms (segment x angle x prompt version), and
+     `assignment.policy.assign_leads` draws each lead's arm;
+   - `loop_v2` is the new loop, the line's own code (`learning_loop.LoopPolicy`): the decision
+     step on the running prompt experiment (draft-v2 against the champion draft-v1), then
+     `improve.allocation` (Thompson on positive replies per angle, the experiment's split,
+     the 5% holdout on the frozen uniform baseline).
 4. Every lead is sent a clean message (gating is out of scope here) and the simulated market
    answers with its own event simulation (`SimulatedMarket.simulate`, the code `receive`
    runs): the same draws, delays (replies over days +1..+7) and bounces the line would get.
 
-Score: for the last 7 days' assignments, the expected positive replies per send under the
-market's hidden model (the benchmark-only oracle `expected_positive_rate`) as a share of
-what the best arm per segment would earn on the same leads. A trap arm is one that earns
-more replies than its segment's best arm but fewer positive replies; the benchmark reports
-the share of last-week traffic each policy gives them.
+Score (`<policy>_share`; `oracle_share_last_week` is the new loop's): for the last 7 days'
+assignments, holdout leads included, the expected positive replies per send under the
+market's hidden model (the benchmark-only oracle `expected_outcomes`) as a share of what the
+best arm per segment would earn on the same leads.
 
-A new policy plugs in as one more `POLICIES` entry: a function (arms, performance, spec,
-day) -> arms with `share` and `reason`.
+Trap arms: an arm that earns more replies than its segment's best arm but fewer positive
+replies. `trap_arm_share_<policy>` is the share of last-week traffic a policy gives them.
+`trap_promotions` counts, per policy, the (seed, segment) pairs whose most-assigned arm of the
+last week is a trap arm (the arm the policy settled on), plus, for the new loop, experiments
+that promoted a challenger earning fewer positive replies than its control under the hidden
+model.
+
+A/A experiments (`aa_*`, see `learning_aa`): how often the decision rule, looked at daily,
+promotes a challenger identical to its control. `gap_*` and `loop_v2_ceiling_*` say where the
+loop's remaining distance to the oracle is (see `loop_ceilings` and `gap_figures`).
 """
 
 from __future__ import annotations
@@ -36,11 +47,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 
-from factory_dagster.assignment.policy import arm_shares, assign_leads, candidate_arms
+from benchmarks.learning_aa import outcome_rates, run_aa
+from benchmarks.learning_loop import LoopPolicy
+from factory_dagster.assignment.policy import arm_id, arm_shares, assign_leads, candidate_arms
 from factory_dagster.campaign.spec import CampaignSpec, load_spec
+from factory_dagster.improve.stats import planned_sample_size
 from factory_dagster.intake.sample_leads import generate_leads
 from factory_dagster.intake.validation import validate_leads
 from factory_dagster.market.simulated import SimulatedMarket
@@ -62,8 +77,20 @@ COUNTED: dict[str, tuple[str, ...]] = {
     "unsubscribes": ("unsubscribed",),
     "complaints": ("complained",),
 }
+LOOP_COLUMNS = ("holdout", "experiment_id", "experiment_arm")  # kept in the send log when a policy sets them
+TRAP_PROMOTIONS = (
+    "per policy: (seed, segment) pairs whose most-assigned arm in the last week is a trap arm (more replies, "
+    "fewer positive replies than the segment's best), plus for loop_v2 experiments that promoted a challenger "
+    "with fewer positive replies than its control under the hidden model"
+)
 
-Policy = Callable[[pd.DataFrame, pd.DataFrame, CampaignSpec, date], pd.DataFrame]
+ShareRule = Callable[[pd.DataFrame, pd.DataFrame, CampaignSpec, date], pd.DataFrame]
+
+
+class Policy(Protocol):
+    """What the simulation asks a policy each morning: assign the day's leads from what is known."""
+
+    def assign(self, leads: pd.DataFrame, performance: pd.DataFrame, log: pd.DataFrame, day: date) -> pd.DataFrame: ...
 
 
 def uniform_policy(arms: pd.DataFrame, performance: pd.DataFrame, spec: CampaignSpec, day: date) -> pd.DataFrame:
@@ -73,11 +100,27 @@ def uniform_policy(arms: pd.DataFrame, performance: pd.DataFrame, spec: Campaign
 
 
 def thompson_v1_policy(arms: pd.DataFrame, performance: pd.DataFrame, spec: CampaignSpec, day: date) -> pd.DataFrame:
-    """The line's `thompson-floor-v1` on raw replies, the very function the assign stage calls."""
+    """The old line's `thompson-floor-v1` on raw replies (still `assignment.policy.arm_shares`)."""
     return arm_shares(arms, performance, spec, day)
 
 
-POLICIES: dict[str, Policy] = {"uniform": uniform_policy, "thompson_v1": thompson_v1_policy}
+@dataclass
+class SharePolicy:
+    """A stateless share rule over the spec's arms, drawn per lead by `assignment.policy.assign_leads`."""
+
+    rule: ShareRule
+    spec: CampaignSpec
+
+    def assign(self, leads: pd.DataFrame, performance: pd.DataFrame, log: pd.DataFrame, day: date) -> pd.DataFrame:
+        arms = candidate_arms(spec_only_plan(self.spec), self.spec)
+        return assign_leads(leads, self.rule(arms, performance, self.spec, day), day)
+
+
+POLICIES: dict[str, Callable[[CampaignSpec], Policy]] = {
+    "uniform": lambda spec: SharePolicy(uniform_policy, spec),
+    "thompson_v1": lambda spec: SharePolicy(thompson_v1_policy, spec),
+    "loop_v2": lambda spec: LoopPolicy(spec, START),
+}
 
 
 @dataclass(frozen=True)
@@ -145,7 +188,8 @@ def send_frame(assigned: pd.DataFrame, leads: pd.DataFrame, spec: CampaignSpec, 
 def outcome_days(sends: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     """Per send, the day each counted outcome first occurred (NaT when it never does)."""
     events = events.assign(day=events["occurred_at"].dt.normalize())
-    out = sends[["send_id", "sent_day", "segment", "arm_id", "angle", "prompt_version"]].copy()
+    columns = ["send_id", "sent_day", "segment", "arm_id", "angle", "prompt_version", *LOOP_COLUMNS]
+    out = sends[[c for c in columns if c in sends.columns]].copy()
     out["sent_day"] = pd.to_datetime(out["sent_day"])
     for name, types in COUNTED.items():
         first = events[events["event_type"].isin(types)].groupby("send_id")["day"].min()
@@ -155,30 +199,61 @@ def outcome_days(sends: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
 
 def simulate(policy: Policy, spec: CampaignSpec, market: SimulatedMarket, leads: list[pd.DataFrame], seed: int) -> pd.DataFrame:
     """Run `policy` for DAYS days; return every assignment with its day."""
-    arms = candidate_arms(spec_only_plan(spec), spec)
     log = pd.DataFrame()
     assignments = []
     for offset, day_leads in enumerate(leads):
         day = START + timedelta(days=offset)
-        shares = policy(arms, known_performance(log, pd.Timestamp(day)), spec, day)
-        assigned = assign_leads(day_leads[["lead_id", "segment"]], shares, day)
+        assigned = policy.assign(day_leads[["lead_id", "segment"]], known_performance(log, pd.Timestamp(day)), log, day)
         sends = send_frame(assigned, day_leads, spec, day, seed)
         log = pd.concat([log, outcome_days(sends, market.simulate(sends))], ignore_index=True)
         assignments.append(assigned.assign(day=day))
     return pd.concat(assignments, ignore_index=True)
 
 
+def last_week(assignments: pd.DataFrame) -> pd.DataFrame:
+    return assignments[assignments["day"] > START + timedelta(days=DAYS - LAST_DAYS - 1)]
+
+
 def last_week_scores(assignments: pd.DataFrame, truth: Truth) -> dict[str, float]:
-    """The last days' expected positive (and reply) rate as a share of the oracle, and trap traffic."""
-    last = assignments[assignments["day"] > START + timedelta(days=DAYS - LAST_DAYS - 1)]
+    """The last days' expected positive (and reply) rate as a share of the oracle, trap traffic, and
+    the trap arms the policy settled on (each segment's most-assigned arm of the week)."""
+    last = last_week(assignments)
     keys = list(zip(last["segment"], last["arm_id"], strict=True))
-    positive = sum(truth.positive[k] for k in keys)
-    reply = sum(truth.reply[k] for k in keys)
+    oracle = sum(truth.best_positive[s] for s in last["segment"])
+    settled = last.groupby(["segment", "arm_id"]).size().groupby(level="segment").idxmax()
     return {
-        "share": positive / sum(truth.best_positive[s] for s in last["segment"]),
-        "reply_share": reply / sum(truth.best_reply[s] for s in last["segment"]),
+        "share": sum(truth.positive[k] for k in keys) / oracle,
+        "reply_share": sum(truth.reply[k] for k in keys) / sum(truth.best_reply[s] for s in last["segment"]),
         "trap_arm_share": sum(k in truth.traps for k in keys) / len(keys),
+        "settled_on_trap": sum(key in truth.traps for key in settled),
     }
+
+
+def loop_ceilings(assignments: pd.DataFrame, truth: Truth) -> dict[str, float]:
+    """Where the loop's last-week score could be at most, as shares of the oracle, to show where the gap is.
+
+    `perfect_angles`: every loop lead on its segment's best angle, prompt versions and models as
+    the loop drew them (experiment split and holdout kept): the best angle learning can do before
+    a promotion. `perfect_angles_promoted`: the same with every loop lead on the best prompt
+    version too, as if the challenger had been promoted (holdout still uniform).
+    """
+    last = last_week(assignments)
+    best_arm = {
+        seg: max((a for g, a in truth.positive if g == seg), key=lambda a, g=seg: truth.positive[g, a])
+        for seg in truth.best_positive
+    }
+    best_angle = {segment: arm.split("|")[0] for segment, arm in best_arm.items()}
+    oracle = sum(truth.best_positive[s] for s in last["segment"])
+    angles_only = promoted = 0.0
+    for lead in last.itertuples():
+        if lead.holdout:
+            value = truth.positive[lead.segment, lead.arm_id]
+            angles_only += value
+            promoted += value
+            continue
+        angles_only += truth.positive[lead.segment, arm_id(best_angle[lead.segment], lead.prompt_version, lead.model)]
+        promoted += truth.best_positive[lead.segment]
+    return {"perfect_angles": angles_only / oracle, "perfect_angles_promoted": promoted / oracle}
 
 
 def run() -> dict:
@@ -187,13 +262,19 @@ def run() -> dict:
     base = load_spec(DEFAULT_SPEC_PATH)
     spec = with_served_models(base, resolve_routes(base, load_registry(), {}))
     per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in POLICIES}
+    ceilings, loop_decisions = [], []
     with tempfile.TemporaryDirectory(prefix="factory-learning-") as tmp:
         for seed in SEEDS:
             market = SimulatedMarket(Path(tmp) / f"market-{seed}", seed=seed)
             truth = hidden_truth(market, candidate_arms(spec_only_plan(spec), spec))
             leads = daily_leads(spec, seed)
-            for name, policy in POLICIES.items():
-                per_seed[name].append(last_week_scores(simulate(policy, spec, market, leads, seed), truth))
+            for name, make in POLICIES.items():
+                policy = make(spec)
+                assignments = simulate(policy, spec, market, leads, seed)
+                per_seed[name].append(last_week_scores(assignments, truth))
+                if isinstance(policy, LoopPolicy):
+                    ceilings.append(loop_ceilings(assignments, truth))
+                    loop_decisions.append(policy_outcome(policy, truth, spec))
     figures: dict = {
         "days": DAYS,
         "leads_per_day": LEADS_PER_DAY,
@@ -204,8 +285,61 @@ def run() -> dict:
     }
     for name, scores in per_seed.items():
         figures.update(policy_figures(name, scores))
+    figures["oracle_share_last_week"] = figures["loop_v2_share"]
+    figures["trap_promotions"] = {
+        "loop_v2": sum(s["settled_on_trap"] for s in per_seed["loop_v2"]) + sum(d["trap_promotions"] for d in loop_decisions),
+        "thompson_v1": sum(s["settled_on_trap"] for s in per_seed["thompson_v1"]),
+        "out_of": len(SEEDS) * len(spec.segments),
+        "definition": TRAP_PROMOTIONS,
+    }
+    figures["loop_v2_experiments"] = loop_decisions
+    for key in ("perfect_angles", "perfect_angles_promoted"):
+        figures[f"loop_v2_ceiling_{key}"] = round(sum(c[key] for c in ceilings) / len(ceilings), 4)
+    figures.update(gap_figures(spec, truth))
+    figures.update(run_aa(spec, outcome_rates(market, spec), START, DAYS, LEADS_PER_DAY))
     figures["wall_s"] = round(time.perf_counter() - started, 1)
     return figures
+
+
+def gap_figures(spec: CampaignSpec, truth: Truth) -> dict[str, float | int]:
+    """What promoting the better prompt version takes: its true lift, the sends per arm a test
+    needs to confirm it, and what one experiment at the spec's challenger share gets in DAYS days."""
+    control, challenger = spec.drafting.prompt_versions[:2]
+    model = spec.routing["draft"]
+    best = {seg: max(truth.positive[seg, arm_id(a.name, control, model)] for a in spec.angles) for seg in truth.best_positive}
+    base = sum(best.values()) / len(best)
+    segment, angle = next(iter(best)), spec.angles[0].name  # the market's prompt lift is the same in every cell
+    lift = truth.positive[segment, arm_id(angle, challenger, model)] / truth.positive[segment, arm_id(angle, control, model)] - 1
+    per_day = LEADS_PER_DAY * (1 - spec.improve.holdout_share) * spec.improve.challenger_share
+    needed = planned_sample_size(base, lift)
+    return {
+        "gap_challenger_true_lift": round(lift, 4),
+        "gap_base_positive_rate": round(base, 5),
+        "gap_sends_per_arm_to_confirm": needed,
+        "gap_challenger_mature_sends_in_run": int(per_day * (DAYS - spec.improve.outcome_window_days)),
+        "gap_days_to_confirm_at_this_volume": int(needed / per_day) + spec.improve.outcome_window_days,
+    }
+
+
+def policy_outcome(policy: LoopPolicy, truth: Truth, spec: CampaignSpec) -> dict[str, object]:
+    """What the loop's experiments came to, and how many promoted a winner worse than its control under the truth."""
+    model = spec.routing["draft"]
+    worse = sum(
+        any(
+            truth.positive[segment, arm_id(angle.name, d["winner"], model)]
+            < truth.positive[segment, arm_id(angle.name, d["control"], model)]
+            for segment in truth.best_positive
+            for angle in spec.angles
+        )
+        for d in policy.decisions
+        if d["winner"] is not None
+    )
+    return {
+        "states": {e.experiment_id: e.state for e in policy.experiments},
+        "decisions": policy.decisions,
+        "trap_promotions": worse,
+        "champions": dict(policy.state.champions),
+    }
 
 
 def policy_figures(name: str, scores: list[dict[str, float]]) -> dict[str, float | list[float]]:

@@ -1,4 +1,4 @@
-"""The `factory` command: `demo`, `ui`, `kill-switch`, `holds` and `experiments`."""
+"""The `factory` command: `demo`, `ui`, `kill-switch`, `holds`, `experiments`, `versions` and `rollback`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from factory_dagster.settings import PROJECT_ROOT, Paths
 
 if TYPE_CHECKING:
     from factory_dagster.improve.experiments import Experiment
+    from factory_dagster.improve.versions import LoopVersion
 
 
 def _fail(message: str, code: int) -> int:
@@ -34,7 +35,15 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     import dagster as dg
 
     from factory_dagster.definitions import build_definitions
-    from factory_dagster.demo import closing_lines, daily_summary, describe_models, format_summary, prepare_dagster_home, run_days
+    from factory_dagster.demo import (
+        closing_lines,
+        daily_summary,
+        describe_models,
+        format_summary,
+        loop_lines,
+        prepare_dagster_home,
+        run_days,
+    )
     from factory_dagster.resources import FactoryResource
 
     instance = prepare_dagster_home(paths)
@@ -51,7 +60,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
         print()
         print(format_summary(summary))
         print()
-        for line in closing_lines(results, summary, args.days):
+        for line in [*closing_lines(results, summary, args.days), *loop_lines(paths)]:
             print(line)
         print(f"runs are in the Dagster instance at {paths.dagster_home} (make ui)")
     print(f"warehouse: {paths.warehouse}")
@@ -182,6 +191,51 @@ def _experiments(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+def _describe_state(version: LoopVersion) -> str:
+    champions = ", ".join(f"{segment} {prompt}" for segment, prompt in sorted(version.state.champions.items()))
+    routing = ", ".join(f"{stage} {model}" for stage, model in sorted(version.state.routing.items())) or "the spec's"
+    return f"champions: {champions}; routing: {routing}"
+
+
+def _versions(args: argparse.Namespace, paths: Paths) -> int:
+    """The campaign's loop versions, oldest first: the audit log of promotions and rollbacks."""
+    from factory_dagster.improve.versions import version_history
+    from factory_dagster.warehouse.store import connect
+
+    spec = load_spec(paths.spec)
+    if args.campaign not in (None, spec.campaign_id):
+        return _fail(f"the spec at {paths.spec} is for campaign {spec.campaign_id}, not {args.campaign}", 2)
+    with connect(paths.warehouse) as con:
+        history = version_history(con, spec)
+    for version in history:
+        when = "-" if version.created_at is None else f"{version.created_at:%Y-%m-%d %H:%M}"
+        experiment = f" (experiment {version.experiment_id})" if version.experiment_id else ""
+        current = "  <- current" if version is history[-1] else ""
+        print(f"v{version.version}  {when}  by {version.actor}{experiment}: {version.reason}{current}")
+        print(f"      {_describe_state(version)}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace, paths: Paths) -> int:
+    from factory_dagster.improve.versions import UnknownVersion, rollback
+    from factory_dagster.warehouse.store import connect
+
+    spec = load_spec(paths.spec)
+    if args.campaign != spec.campaign_id:
+        return _fail(f"the spec at {paths.spec} is for campaign {spec.campaign_id}, not {args.campaign}", 2)
+    reason = "rolled back at the command line (no reason given)" if args.reason is None else args.reason
+    try:
+        with connect(paths.warehouse) as con:
+            version = rollback(con, spec, args.to, actor=args.actor, reason=reason)
+    except UnknownVersion as exc:
+        return _fail(str(exc), 1)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    print(f"{spec.campaign_id} is at loop version {version.version} by {args.actor}: {version.reason}")
+    print(_describe_state(version))
+    return 0
+
+
 def _add_actor(command: argparse.ArgumentParser) -> None:
     """Every command that changes something records who did it: the OS user unless named."""
     command.add_argument("--actor", default=getpass.getuser(), help="who is acting (default: the OS user)")
@@ -216,6 +270,19 @@ def parser() -> argparse.ArgumentParser:
     _add_actor(holds)
     holds.set_defaults(run=_holds)
     _add_experiments_parser(commands)
+    versions = commands.add_parser(
+        "versions", help="the loop's versions (segment champions, routing) with who, why and which experiment"
+    )
+    versions.add_argument("--campaign", help="campaign id (default: the spec's)")
+    versions.set_defaults(run=_versions)
+    rollback = commands.add_parser("rollback", help="restore an earlier loop version (recorded as a new version)")
+    rollback.add_argument("--campaign", required=True, help="campaign id (must be the spec's)")
+    rollback.add_argument(
+        "--to", type=int, required=True, metavar="VERSION", help="the version to restore (0: the spec's own state)"
+    )
+    rollback.add_argument("--reason", help="why (recorded with the rollback)")
+    _add_actor(rollback)
+    rollback.set_defaults(run=_rollback)
     return root
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from factory_dagster.assignment.assets import allocation_is_valid, assignments
+from factory_dagster.assignment.assets import assignments
 from factory_dagster.controls.jobs import kill_switch
 from factory_dagster.controls.run_history import for_local_instance
 from factory_dagster.delivery.assets import sends
 from factory_dagster.drafting.assets import drafts
 from factory_dagster.feedback.assets import outcome_events, suppression_list
 from factory_dagster.gates.assets import message_audit, messages
-from factory_dagster.improve.jobs import experiment_decision
+from factory_dagster.improve.assets import experiment_decisions
+from factory_dagster.improve.jobs import experiment_decision, loop_rollback
+from factory_dagster.improve.proposal_assets import experiment_proposals
 from factory_dagster.intake.assets import leads
 from factory_dagster.learning.assets import PRIOR_DAYS, dbt_marts, send_guard
 from factory_dagster.learning.integrity import warehouse_integrity, weekly_integrity
@@ -26,6 +28,8 @@ LINE_ASSETS = [
     suppression_list,
     dbt_marts,
     send_guard,
+    experiment_decisions,
+    experiment_proposals,
     leads,
     campaign_plan,
     assignments,
@@ -47,16 +51,15 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
         # One process for the whole day: steps share the DuckDB pool anyway, and the
         # multiprocess executor would re-import the code location for every step.
         executor_def=dg.in_process_executor,
-        description="Observe → learn → intake → plan → assign → draft → gate → send, for one day.",
+        description="Observe → learn → improve → intake → plan → assign → draft → gate → send, for one day.",
     )
     refresh_marts = dg.define_asset_job(
         "refresh_marts", selection=dg.AssetSelection.assets(dbt_marts), executor_def=dg.in_process_executor
     )
     return dg.Definitions(
         assets=[*LINE_ASSETS, *PRIOR_DAYS],
-        # The other stages' checks run inside their assets (resources.LineCheck).
-        asset_checks=[allocation_is_valid],
-        jobs=[daily_line, refresh_marts, kill_switch, warehouse_integrity, experiment_decision],
+        # Every stage's checks run inside its asset (resources.LineCheck).
+        jobs=[daily_line, refresh_marts, kill_switch, warehouse_integrity, experiment_decision, loop_rollback],
         schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0), weekly_integrity],
         resources={"factory": FactoryResource.from_paths(paths, **factory_overrides)},
     )

@@ -27,11 +27,13 @@ from factory_dagster.campaign.spec import load_spec
 from factory_dagster.controls.holds import open_holds
 from factory_dagster.controls.run_history import write_without_fsync
 from factory_dagster.controls.runs import process_tags, recover_dead_runs
+from factory_dagster.improve.experiments import AUTO_APPROVER
+from factory_dagster.improve.versions import current_version
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.models.registry import ModelRegistry
 from factory_dagster.models.routing import Route
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import connect, fetch_one
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 DAGSTER_YAML = """\
@@ -254,6 +256,64 @@ def closing_lines(results: list[DayResult], summary: pd.DataFrame, days: int) ->
         "(no answer of any attempt was a usable draft; column 'unusable')"
     )
     return [ran, quarantined_note]
+
+
+def loop_lines(paths: Paths) -> list[str]:
+    """The demo's words on the loop, from the warehouse: what was proposed and how it was approved,
+    what runs and what was decided, where the loop stands (version, champions, routing), and what
+    it is worth against the holdout once holdout sends are mature."""
+    spec = load_spec(paths.spec)
+    with connect(paths.warehouse, read_only=True) as con:
+        states = dict(
+            con.execute(
+                "SELECT state, count(*) FROM raw.experiments WHERE campaign_id = ? GROUP BY 1", [spec.campaign_id]
+            ).fetchall()
+        )
+        approvals = dict(
+            con.execute(
+                """SELECT actor = ?, count(*) FROM raw.experiment_events
+                   WHERE campaign_id = ? AND to_state = 'approved' GROUP BY 1""",
+                [AUTO_APPROVER, spec.campaign_id],
+            ).fetchall()
+        )
+        version = current_version(con, spec)
+        lift = _campaign_lift(con, spec.campaign_id)
+    made = sum(states.values())
+    waiting = f", {states['approved']} approved and waiting for their segment" if states.get("approved") else ""
+    champions = ", ".join(f"{segment} {prompt}" for segment, prompt in version.state.champions.items())
+    routing = ", ".join(f"{stage} {model}" for stage, model in version.state.routing.items()) or "as the spec says"
+    return [
+        f"loop: {made} experiments proposed; approved {approvals.get(True, 0)} automatically and {approvals.get(False, 0)} "
+        f"by a person, {states.get('proposed', 0)} waiting for a person, {states.get('rejected', 0)} rejected; "
+        f"{states.get('running', 0)} running{waiting}; {states.get('promoted', 0)} promoted, "
+        f"{states.get('retired', 0)} retired, {states.get('rolled_back', 0)} rolled back (factory experiments list)",
+        f"loop version {version.version}: champions {champions}; routing {routing} (factory versions; factory rollback)",
+        lift,
+    ]
+
+
+NO_LOOP_LIFT = "loop lift: no mature holdout sends yet (a send counts once its outcome window has closed)"
+
+
+def _campaign_lift(con: duckdb.DuckDBPyConnection, campaign_id: str) -> str:
+    """marts.loop_lift's campaign row in words, or why there is none yet."""
+    built = fetch_one(
+        con, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts' AND table_name = 'loop_lift'"
+    )
+    row = built[0] and fetch_one(
+        con,
+        """SELECT loop_rate, loop_sends, holdout_rate, holdout_sends, lift, lift_low, lift_high
+           FROM marts.loop_lift WHERE campaign_id = ? AND segment IS NULL AND holdout_sends > 0 AND loop_sends > 0""",
+        [campaign_id],
+    )
+    if not row:
+        return NO_LOOP_LIFT
+    loop_rate, loop_sends, holdout_rate, holdout_sends, lift, low, high = row
+    versus = f"{loop_rate:.2%} positive replies per mature send (loop, {loop_sends} sends) vs {holdout_rate:.2%} (holdout, {holdout_sends})"
+    if lift is None:
+        return f"loop lift: {versus}; no ratio while the holdout has no positive reply"
+    interval = " (too few positive replies on a side for an interval yet)" if low is None else f" [{low:+.0%}, {high:+.0%}] (95%)"
+    return f"loop lift: {versus}: {lift:+.0%}{interval}"
 
 
 def describe_models(routes: Mapping[str, Route], registry: ModelRegistry, environ: Mapping[str, str]) -> str:

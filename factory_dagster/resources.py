@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -35,8 +35,6 @@ POOL = "duckdb"  # every DuckDB-touching step runs in this pool (limit 1): one w
 
 # Every asset of the daily line: one partition a day, backfilled a day per run, in the DuckDB pool.
 line_asset = functools.partial(dg.asset, partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL)
-# A check in a step of its own (the assign stage's, until it moves into its asset as the others did).
-line_check = functools.partial(dg.asset_check, blocking=True, pool=POOL)
 
 
 @dataclass(frozen=True)

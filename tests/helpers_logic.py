@@ -79,6 +79,7 @@ OFFLINE_ROUTING = {
     "repair": "offline-cheap",
     "escalate": "offline-premium",
     "audit": "offline-premium",
+    "improve": "offline-premium",
 }
 
 

@@ -1,13 +1,18 @@
-"""Assignment policy: Thompson shares with an exploration floor, and seeded per-lead draws with propensities."""
+"""Assignment: the old policy (thompson-floor-v1, kept for the benchmark) and the assign stage itself,
+which runs policy loop-v2 (improve.allocation) on a real warehouse."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import dagster as dg
 import pandas as pd
 import pytest
+from helpers_db import CAMPAIGN, LEADS, add_leads, add_plan, run_for
+from helpers_db import DAY as DB_DAY
 from helpers_logic import DAY, example_spec, offline_plan
 
+from factory_dagster.assignment.assets import assignments
 from factory_dagster.assignment.policy import (
     POLICY_VERSION,
     allocation_problems,
@@ -16,6 +21,14 @@ from factory_dagster.assignment.policy import (
     assign_leads,
     candidate_arms,
 )
+from factory_dagster.campaign.spec import load_spec
+from factory_dagster.improve.allocation import HOLDOUT_POLICY_VERSION, is_holdout
+from factory_dagster.improve.allocation import POLICY_VERSION as LOOP_POLICY
+from factory_dagster.improve.experiments import propose
+from factory_dagster.improve.store import move_experiment, save_proposed
+from factory_dagster.resources import FactoryResource
+from factory_dagster.settings import Paths
+from factory_dagster.warehouse.store import connect
 
 NO_DATA = pd.DataFrame(columns=["segment", "arm_id", "sends", "replies"])
 
@@ -189,3 +202,73 @@ def test_empirical_arm_frequencies_match_shares(arms: pd.DataFrame, uniform: pd.
     assert (observed - expected).abs().max() < 0.025, pd.DataFrame({"expected": expected, "observed": observed})
     # Every arm, even one held at the floor, is still drawn.
     assert (observed > 0).all()
+
+
+# --- the assign stage on a temporary warehouse (policy loop-v2) ----------------------------------
+
+
+def _materialize_assignments(paths) -> dg.MaterializeResult:
+    return dg.materialize(
+        [assignments],
+        partition_key=DB_DAY.isoformat(),
+        resources={"factory": FactoryResource.from_paths(paths)},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+def test_the_assign_stage_runs_the_experiment_and_keeps_each_lead_on_re_run(tmp_path) -> None:
+    paths = Paths.under(tmp_path)
+    spec = load_spec(paths.spec)
+    segments = tuple(s.name for s in spec.segments)
+    experiment = propose(
+        campaign_id=CAMPAIGN,
+        kind="prompt_version",
+        hypothesis="draft-v2 earns more positive replies per send",
+        control="draft-v1",
+        challengers=("draft-v2",),
+        target_segments=segments,
+        primary_metric="positive_reply_rate",
+        base_rate=0.015,
+        mde=0.3,
+        max_traffic_share=0.2,
+        motivating_figures={},
+        proposed_by="test",
+        at=dt.datetime(2026, 3, 1, 6),
+    )
+    with connect(paths.warehouse) as con:
+        add_leads(con, LEADS, DB_DAY)
+        for segment in segments:
+            for angle in spec.angles:
+                add_plan(con, segment, angle.name, angle.hypothesis, DB_DAY)
+        assert save_proposed(con, experiment, run_for(dt.date(2026, 3, 1)))
+        for state in ("approved", "running"):
+            move_experiment(con, experiment.experiment_id, state, "test", "start it", {}, dt.datetime(2026, 3, 2, 5))
+
+    result = _materialize_assignments(paths)
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed, check.metadata
+    with connect(paths.warehouse) as con:
+        first = con.execute("SELECT * FROM raw.assignments ORDER BY lead_id").df()
+        allocation = con.execute("SELECT * FROM raw.allocations").df()
+        # The experiment ends; a re-run of the day must not move anyone.
+        move_experiment(con, experiment.experiment_id, "retired", "test", "stop it", {}, dt.datetime(2026, 3, 2, 7))
+    assert len(first) == len(LEADS)
+    held = first[first.holdout]
+    loop = first[~first.holdout]
+    assert (first.holdout == [is_holdout(CAMPAIGN, lead, spec.improve.holdout_share) for lead in first.lead_id]).all()
+    assert (
+        len(loop) >= 5
+        and (loop.experiment_id == experiment.experiment_id).all()
+        and set(loop.experiment_arm) <= {"draft-v1", "draft-v2"}
+    )
+    assert (loop.prompt_version == loop.experiment_arm).all() and set(loop.policy_version) == {LOOP_POLICY}
+    assert held.experiment_id.isna().all()
+    shares = allocation.set_index(["segment", "holdout", "arm_id"]).share
+    assert [shares[(r.segment, r.holdout, r.arm_id)] for r in first.itertuples()] == pytest.approx(first.propensity.tolist())
+    assert set(allocation.policy_version) == {LOOP_POLICY, HOLDOUT_POLICY_VERSION}
+
+    assert _materialize_assignments(paths).success
+    with connect(paths.warehouse) as con:
+        again = con.execute("SELECT * FROM raw.assignments ORDER BY lead_id").df()
+    pd.testing.assert_frame_equal(first, again)

@@ -117,7 +117,7 @@ def test_mart_readers_answer_nothing_learned_before_dbt_has_built(con) -> None:
 
     performance = segment_arm_performance(con, CAMPAIGN, DAY)
     assert performance.empty
-    assert list(performance.columns) == ["segment", "arm_id", "angle", "sends", "replies"]
+    assert list(performance.columns) == ["segment", "arm_id", "angle", "sends", "replies", "positive_replies"]
     assert segment_angle_performance(con, CAMPAIGN, DAY).empty
     assert halt_reason(con, CAMPAIGN, DAY) is None
 
@@ -178,19 +178,33 @@ def test_segment_arm_performance_counts_only_sends_before_the_day(con) -> None:
     con.execute("CREATE SCHEMA intermediate")
     con.execute(
         """CREATE TABLE intermediate.int_send_outcomes AS SELECT * FROM (VALUES
-             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01'),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', NULL),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-03'),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02'),
-             ('brightwave-close', DATE '2026-03-02', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02'),
-             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01')
-           ) AS t(campaign_id, partition_day, segment, arm_id, angle, first_reply_known_day)"""
+             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01'),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', NULL, NULL),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-03', DATE '2026-03-03'),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', NULL),
+             ('brightwave-close', DATE '2026-03-02', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', DATE '2026-03-02'),
+             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01')
+           ) AS t(campaign_id, partition_day, segment, arm_id, angle, first_reply_known_day, first_positive_known_day)"""
     )
     performance = segment_arm_performance(con, CAMPAIGN, DAY)  # DAY is 2026-03-02: its own sends do not count
     assert performance.to_dict("records") == [
         # The reply imported on 2026-03-03 was not known on 2026-03-02.
-        {"segment": "general", "arm_id": "team_time|draft-v1|offline-cheap", "angle": "team_time", "sends": 3, "replies": 1},
-        {"segment": "general", "arm_id": "team_time|draft-v2|offline-cheap", "angle": "team_time", "sends": 1, "replies": 1},
+        {
+            "segment": "general",
+            "arm_id": "team_time|draft-v1|offline-cheap",
+            "angle": "team_time",
+            "sends": 3,
+            "replies": 1,
+            "positive_replies": 1,
+        },
+        {
+            "segment": "general",
+            "arm_id": "team_time|draft-v2|offline-cheap",
+            "angle": "team_time",
+            "sends": 1,
+            "replies": 1,
+            "positive_replies": 0,
+        },
     ]
     by_angle = segment_angle_performance(con, CAMPAIGN, DAY)
     assert by_angle.to_dict("records") == [{"segment": "general", "angle": "team_time", "sends": 4, "replies": 2}]

@@ -1,5 +1,6 @@
-"""People approve designs: `factory experiments ...` as the installed command, in its own process,
-and the `experiment_decision` Dagster job, both on a real warehouse in a temporary data folder."""
+"""People approve designs and roll the loop back: `factory experiments ...`, `factory versions` and
+`factory rollback` as the installed command, in its own process, and the `experiment_decision` and
+`loop_rollback` Dagster jobs, all on a real warehouse in a temporary data folder."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers_db import OTHER_CAMPAIGN, run_for
+from helpers_db import CAMPAIGN, OTHER_CAMPAIGN, SPEC, run_for
 from test_improve_store import proposal
 
 from factory_dagster.definitions import build_definitions
 from factory_dagster.improve.experiments import Experiment
 from factory_dagster.improve.store import experiment_events, load_experiment, save_proposed
+from factory_dagster.improve.versions import current_version, record_version, version_history
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import connect, transaction
 
 FACTORY = Path(sys.executable).with_name("factory")
 
@@ -34,9 +36,13 @@ def _seed(paths: Paths, *experiments: Experiment) -> None:
             save_proposed(con, experiment, run_for(experiment.proposed_at.date(), campaign_id=experiment.campaign_id))
 
 
-def _factory(paths: Paths, *args: str) -> subprocess.CompletedProcess:
+def _command(paths: Paths, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FACTORY_HOME": str(paths.home), "USER": "ops-oncall", "LOGNAME": "ops-oncall"}
-    return subprocess.run([str(FACTORY), "experiments", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([str(FACTORY), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def _factory(paths: Paths, *args: str) -> subprocess.CompletedProcess:
+    return _command(paths, "experiments", *args)
 
 
 def _history(paths: Paths, experiment_id: str) -> list[dict]:
@@ -147,3 +153,105 @@ def test_the_dagster_job_fails_with_the_reason_on_an_illegal_move(paths: Paths) 
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert "cannot move from rejected to approved" in failure.step_failure_data.error.message
     assert [e["to_state"] for e in _history(paths, experiment.experiment_id)] == ["rejected"]
+
+
+SEGMENT = "scaleup_finance_leaders"
+
+
+def _promoted(paths: Paths, *champions: str) -> None:
+    """Versions 1.. as promotions of each champion in one segment would record them."""
+    with connect(paths.warehouse) as con:
+        for n, champion in enumerate(champions):
+            state = current_version(con, SPEC).state.with_champion(SEGMENT, champion)
+            with transaction(con):
+                record_version(con, SPEC, state, actor="decision step", reason=f"{champion} won", experiment_id=f"exp_{n}")
+
+
+def _versions(paths: Paths) -> list:
+    with connect(paths.warehouse, read_only=True) as con:
+        return version_history(con, SPEC)
+
+
+def test_versions_lists_the_audit_log_and_rollback_restores_an_earlier_state(paths: Paths) -> None:
+    _promoted(paths, "draft-v2", "draft-77aa01bc")
+    rolled = _command(paths, "rollback", "--campaign", CAMPAIGN, "--to", "1", "--reason", "v77 reads as spam", "--actor", "ana")
+    assert rolled.returncode == 0, rolled.stderr
+    assert rolled.stdout.startswith(f"{CAMPAIGN} is at loop version 3 by ana: rollback to version 1: v77 reads as spam")
+    latest = _versions(paths)[-1]
+    assert (latest.version, latest.actor, latest.state.champions[SEGMENT]) == (3, "ana", "draft-v2")
+
+    listed = _command(paths, "versions", "--campaign", CAMPAIGN)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].startswith("v0  -  by the campaign spec: the spec's own state")
+    assert "by decision step (experiment exp_1): draft-77aa01bc won" in listed.stdout
+    assert lines[-1].strip().startswith("champions: enterprise_finance draft-v1, ")
+    assert lines[-1].endswith(f"{SEGMENT} draft-v2; routing: the spec's")
+    assert lines[-2].endswith("by ana: rollback to version 1: v77 reads as spam  <- current")
+
+
+def test_rollback_to_version_zero_needs_no_reason_and_the_os_user_is_the_actor(paths: Paths) -> None:
+    _promoted(paths, "draft-v2")
+    rolled = _command(paths, "rollback", "--campaign", CAMPAIGN, "--to", "0")
+    assert rolled.returncode == 0, rolled.stderr
+    latest = _versions(paths)[-1]
+    assert (latest.version, latest.actor) == (2, "ops-oncall")
+    assert latest.state == _versions(paths)[0].state  # the spec's own state
+    assert latest.reason == "rollback to version 0: rolled back at the command line (no reason given)"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("--campaign", CAMPAIGN, "--to", "5"), 1, f"error: campaign {CAMPAIGN} has no loop version 5 (versions: 0, 1)"),
+        (("--campaign", OTHER_CAMPAIGN, "--to", "0"), 2, f"is for campaign {CAMPAIGN}, not {OTHER_CAMPAIGN}"),
+        (("--campaign", CAMPAIGN, "--to", "0", "--reason", " "), 2, "error: a rollback needs a reason"),
+    ],
+)
+def test_a_rollback_that_cannot_be_done_fails_clearly_and_writes_nothing(
+    paths: Paths, args: tuple[str, ...], code: int, message: str
+) -> None:
+    _promoted(paths, "draft-v2")
+    result = _command(paths, "rollback", *args)
+    assert (result.returncode, result.stdout) == (code, "")
+    assert message in result.stderr
+    assert [v.version for v in _versions(paths)] == [0, 1]
+
+
+def _rollback_job(paths: Paths, to_version: int, campaign_id: str = CAMPAIGN) -> dg.ExecuteInProcessResult:
+    config = {"campaign_id": campaign_id, "to_version": to_version, "reason": "canary cost more than it saved", "actor": "ana"}
+    return (
+        build_definitions(paths)
+        .resolve_job_def("loop_rollback")
+        .execute_in_process(
+            run_config={"ops": {"roll_back_loop": {"config": config}}},
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+    )
+
+
+def test_the_dagster_job_rolls_back_and_names_its_run(paths: Paths) -> None:
+    _promoted(paths, "draft-v2", "draft-v3")
+    result = _rollback_job(paths, 0)
+    assert result.success
+    latest = _versions(paths)[-1]
+    assert latest.version == 3 and latest.state == _versions(paths)[0].state
+    assert latest.actor == f"ana (dagster job loop_rollback, run {result.run_id})"
+    assert latest.reason == "rollback to version 0: canary cost more than it saved"
+
+
+@pytest.mark.parametrize(
+    ("to_version", "campaign_id", "message"),
+    [
+        (9, CAMPAIGN, "has no loop version 9 (versions: 0, 1)"),
+        (0, OTHER_CAMPAIGN, f"runs campaign {CAMPAIGN}, not {OTHER_CAMPAIGN}"),
+    ],
+)
+def test_the_dagster_job_fails_with_the_reason(paths: Paths, to_version: int, campaign_id: str, message: str) -> None:
+    _promoted(paths, "draft-v2")
+    result = _rollback_job(paths, to_version, campaign_id)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert message in failure.step_failure_data.user_failure_data.description
+    assert [v.version for v in _versions(paths)] == [0, 1]

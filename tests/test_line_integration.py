@@ -17,7 +17,7 @@ import pytest
 from factory_dagster.campaign.spec import load_spec
 from factory_dagster.controls.kill_switch import set_kill_switch
 from factory_dagster.definitions import build_definitions
-from factory_dagster.demo import daily_summary, run_days
+from factory_dagster.demo import daily_summary, loop_lines, run_days
 from factory_dagster.intake.reading import list_lead_files, read_lead_file
 from factory_dagster.settings import DEFAULT_SPEC_PATH, Paths
 from factory_dagster.warehouse.store import connect
@@ -101,7 +101,7 @@ def test_every_model_call_and_decision_is_logged(line):
     assert {"plan", "draft"} <= set(calls.stage) and (calls.cost > 0).all()
     assignments = query(paths, "SELECT propensity, reason, policy_version FROM raw.assignments")
     assert assignments.propensity.between(0, 1).all() and (assignments.reason.str.len() > 20).all()
-    shares = query(paths, "SELECT partition_day, segment, sum(share) AS total FROM raw.allocations GROUP BY 1, 2")
+    shares = query(paths, "SELECT partition_day, segment, holdout, sum(share) AS total FROM raw.allocations GROUP BY 1, 2, 3")
     assert (shares.total - 1).abs().max() < 1e-9
     assert query(paths, "SELECT count(*) AS n FROM raw.prompt_versions").n[0] >= 2
 
@@ -113,6 +113,11 @@ def test_outcomes_come_back_and_reach_the_marts(line):
     assert query(paths, "SELECT count(*) AS n FROM raw.events_quarantine").n[0] >= 0
     kpis = daily_summary(paths, START, START + timedelta(days=DAYS - 1))
     assert len(kpis) == DAYS
+    # The demo's closing words on the loop come from the same warehouse.
+    loop, version, lift = loop_lines(paths)
+    assert loop.startswith("loop: ") and "experiments proposed" in loop and "running" in loop and "promoted" in loop
+    assert version.startswith("loop version ") and "champions scaleup_finance_leaders " in version
+    assert lift.startswith("loop lift: ")
 
 
 def test_marts_agree_with_raw_counts(line):
@@ -141,7 +146,7 @@ def test_dagster_records_the_runs_and_materializations(line):
     _, _, instance = line
     runs = instance.get_runs(dg.RunsFilter(job_name="daily_line"))
     assert len(runs) >= DAYS and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    for key in ("leads", "messages", "sends", "outcome_events"):
+    for key in ("leads", "messages", "sends", "outcome_events", "experiment_decisions"):
         event = instance.get_latest_materialization_event(dg.AssetKey(key))
         assert event is not None, key
 

@@ -14,10 +14,19 @@ from helpers_logic import DAY, brief_for, example_spec, gateway, make_leads, reg
 
 from factory_dagster.drafting.draft import lead_payload, parse_draft
 from factory_dagster.gates.rules import check_draft, word_count
+from factory_dagster.improve.proposals import PromptAnswer
 from factory_dagster.models.gateway import CallRequest, RunContext
 from factory_dagster.models.offline import DEFECT_TYPES, OfflineModel, _draft, estimate_tokens
-from factory_dagster.models.prompts import PROMPTS, build_messages, parse_tagged_json, prompt
-from factory_dagster.models.registry import load_registry
+from factory_dagster.models.prompts import (
+    DRAFT_REQUIRED_RULES,
+    IMPROVE_PROMPT_VERSION,
+    PROMPTS,
+    build_messages,
+    draft_prompt_problems,
+    parse_tagged_json,
+    prompt,
+)
+from factory_dagster.models.registry import TIERS, ModelRegistry, load_registry
 
 # The violation code(s) each defect must raise, and the codes it may raise besides.
 PRIMARY: dict[str, set[str]] = {
@@ -203,6 +212,20 @@ def test_premium_model_defect_rate_near_registry_rate() -> None:
     assert abs(measured - rate) < 0.01, (measured, rate)
 
 
+def test_nano_model_slips_more_often_than_the_cheap_one_and_the_gate_catches_it() -> None:
+    """The cheapest tier is a real trade-off: on the same 2000 briefs and seeds, clearly more defects."""
+    reg = load_registry()
+    seen_nano, drafts, problems = _sample("offline-nano", reg.entry("offline-nano").defect_rate)
+    seen_cheap, _, _ = _sample("offline-cheap", reg.entry("offline-cheap").defect_rate)
+    assert problems == [], problems[:5]  # every defect is one the gate catches, and no clean draft is rejected
+    nano, cheap = sum(seen_nano.values()) / drafts, sum(seen_cheap.values()) / drafts
+    assert abs(nano - reg.entry("offline-nano").defect_rate) < 0.03, nano
+    pooled = (nano + cheap) / 2
+    z = (nano - cheap) / (2 * pooled * (1 - pooled) / drafts) ** 0.5
+    assert z > 5, (nano, cheap, z)
+    assert set(seen_nano) == set(DEFECT_TYPES), seen_nano
+
+
 def test_repair_slips_half_as_often() -> None:
     spec = example_spec()
     model = OfflineModel("offline-cheap", 0.6)
@@ -236,8 +259,49 @@ def test_plan_answer_covers_brief() -> None:
         assert all(a["hook"].strip() for a in seg["angles"])
 
 
+def _improve_brief(positive: dict | None, other: dict | None, catches: list[dict]) -> dict:
+    return {
+        "task": "improve_prompt",
+        "stage": "draft",
+        "parent": {"version": "draft-v1", "text": PROMPTS["draft-v1"].system},
+        "required_rules": list(DRAFT_REQUIRED_RULES),
+        "max_chars": 2000,
+        "messages": {"positive_messages": positive, "other_messages": other},
+        "gate_catches": catches,
+    }
+
+
+def test_premium_answers_the_improve_request_with_a_usable_prompt_from_the_figures() -> None:
+    brief = _improve_brief(
+        {"mean_words": 72.0, "question_opening_share": 0.6},
+        {"mean_words": 101.0, "question_opening_share": 0.2},
+        [{"code": "banned_phrase", "share_of_drafts": 0.05}, {"code": "too_long", "share_of_drafts": 0.01}],
+    )
+    model = OfflineModel("offline-premium", 0.0)
+    text = model.complete(build_messages(IMPROVE_PROMPT_VERSION, brief), seed_key="0")
+    assert text == model.complete(build_messages(IMPROVE_PROMPT_VERSION, brief), seed_key="0")  # deterministic
+    answer = PromptAnswer.model_validate_json(text)
+    assert draft_prompt_problems(answer.prompt, parent=PROMPTS["draft-v1"].system) == []
+    assert "opens with one short question" in answer.prompt and "about 70 words" in answer.prompt
+    assert "banned phrases" in answer.prompt and "60%" in answer.rationale
+    # Figures that say nothing still give a new prompt (a sharper hook), never the parent again.
+    flat = json.loads(model.complete(build_messages(IMPROVE_PROMPT_VERSION, _improve_brief(None, None, []))))
+    assert draft_prompt_problems(flat["prompt"], parent=PROMPTS["draft-v1"].system) == []
+    assert flat["prompt"].startswith(PROMPTS["draft-v1"].system.split(" Follow")[0]) and "hook" in flat["prompt"]
+
+
+def test_premium_slips_on_the_improve_request_at_its_defect_rate() -> None:
+    brief = _improve_brief(
+        {"mean_words": 80.0, "question_opening_share": 0.5}, {"mean_words": 80.0, "question_opening_share": 0.5}, []
+    )
+    messages = build_messages(IMPROVE_PROMPT_VERSION, brief)
+    answers = [json.loads(OfflineModel("offline-premium", 0.3).complete(messages, seed_key=str(k)))["prompt"] for k in range(200)]
+    unusable = sum(bool(draft_prompt_problems(a)) for a in answers)
+    assert 40 <= unusable <= 80, unusable
+
+
 def test_prompts_are_versioned_and_lead_is_delimited_data() -> None:
-    assert set(PROMPTS) == {"plan-v1", "draft-v1", "draft-v2", "repair-v3", "audit-v1"}
+    assert set(PROMPTS) == {"plan-v1", "draft-v1", "draft-v2", "repair-v3", "audit-v1", "improve-v1"}
     assert prompt("draft-v1").sha256 != prompt("draft-v2").sha256
     with pytest.raises(KeyError, match="unknown prompt version"):
         prompt("draft-v9")
@@ -273,7 +337,7 @@ def test_gateway_ledger_costs_and_usage() -> None:
     assert usage["llm_calls"] == 2 and usage["tokens_in"] == 2 * tokens_in
     assert usage["cost_usd"] == pytest.approx(2 * expected, abs=1e-6)
     with pytest.raises(KeyError):
-        gw.complete(CallRequest("improve", "draft-v1", messages))  # a stage without a route
+        gw.complete(CallRequest("translate", "draft-v1", messages))  # a stage without a route
 
 
 def test_run_context_stamps_rows() -> None:
@@ -283,9 +347,43 @@ def test_run_context_stamps_rows() -> None:
     assert set(stamped.partition_day) == {DAY} and stamped.seen_at.notna().all()
 
 
-def test_shipped_registry_has_a_cheap_and_a_premium_model() -> None:
+def test_shipped_registry_has_three_tiers_each_cheaper_and_sloppier_than_the_next() -> None:
     reg = load_registry()
-    assert reg.entry("offline-cheap").tier == "cheap"
-    assert reg.entry("offline-premium").tier == "premium"
-    assert reg.entry("offline-cheap").defect_rate > reg.entry("offline-premium").defect_rate
+    assert [reg.entry(m).tier for m in ("offline-nano", "offline-cheap", "offline-premium")] == list(TIERS)
+    assert (
+        reg.entry("offline-nano").defect_rate > reg.entry("offline-cheap").defect_rate > reg.entry("offline-premium").defect_rate
+    )
     assert reg.entry("offline-premium").cost_usd(1_000_000, 0) == pytest.approx(2.50)
+    costs = [reg.entry(m).cost_usd(1000, 300) for m in ("offline-nano", "offline-cheap", "offline-premium")]
+    assert costs == sorted(costs) and len(set(costs)) == 3
+    # Each remote model's stand-in is of its own tier and price, so the offline marts price it as it would cost.
+    for name, entry in reg.models.items():
+        if entry.offline_stand_in:
+            stand_in = reg.entry(entry.offline_stand_in)
+            assert (stand_in.tier, stand_in.cost_usd(1000, 300)) == (entry.tier, entry.cost_usd(1000, 300)), name
+    assert reg.serving("gpt-4.1-nano", {}) == "offline-nano"
+    assert reg.serving("gpt-4.1-nano", {"OPENAI_API_KEY": "sk-x"}) == "gpt-4.1-nano"
+
+
+def test_next_tier_stays_with_models_served_the_same_way() -> None:
+    reg = load_registry()
+    assert (reg.next_tier("offline-cheap", -1), reg.next_tier("offline-cheap", +1)) == ("offline-nano", "offline-premium")
+    assert (reg.next_tier("gpt-4o-mini", -1), reg.next_tier("gpt-4o-mini", +1)) == ("gpt-4.1-nano", "gpt-4o")
+    assert reg.next_tier("offline-nano", -1) is None and reg.next_tier("gpt-4o", +1) is None
+    with pytest.raises(ValueError, match="step"):
+        reg.next_tier("gpt-4o", 2)
+
+
+def test_a_stand_in_of_another_tier_is_refused() -> None:
+    models = {
+        "offline-cheap": {"provider": "offline", "tier": "cheap", "input_per_mtok": 0.15, "output_per_mtok": 0.6},
+        "remote-nano": {
+            "provider": "openai",
+            "tier": "nano",
+            "input_per_mtok": 0.1,
+            "output_per_mtok": 0.4,
+            "offline_stand_in": "offline-cheap",
+        },
+    }
+    with pytest.raises(ValueError, match="tier nano.*offline_stand_in 'offline-cheap' is tier cheap"):
+        ModelRegistry.model_validate({"models": models})

@@ -43,6 +43,7 @@ def test_without_a_key_the_offline_stand_ins_serve():
         "repair": "offline-cheap",
         "escalate": "offline-premium",
         "audit": "offline-premium",
+        "improve": "offline-premium",
     }
     assert all("offline stand-in" in r.source for r in routes.values())
     assert routes["draft"].served == ("offline-cheap", "offline-premium")  # the chain keeps its fallback

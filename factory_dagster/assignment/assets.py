@@ -1,27 +1,72 @@
-"""Dagster wiring of the assign stage: `assignments` (sticky per lead) and its blocking check."""
+"""Dagster wiring of the assign stage: `assignments` (sticky per lead, policy loop-v2) and its blocking checks."""
+
+import os
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
 
 import dagster as dg
+import duckdb
+import pandas as pd
 
-from factory_dagster.assignment.policy import POLICY_VERSION, allocation_problems, arm_shares, assign_leads, candidate_arms
+from factory_dagster.campaign.spec import CampaignSpec
+from factory_dagster.improve.allocation import allocate, allocation_problems, assign_leads, holdout_problems
+from factory_dagster.improve.store import list_experiments
+from factory_dagster.improve.versions import current_version
 from factory_dagster.learning.marts import segment_arm_performance
 from factory_dagster.planning.assets import SEND_OUTCOMES, campaign_plan
-from factory_dagster.resources import FactoryResource, line_asset, line_check, partition_day
+from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
+
+
+def _allocation_is_valid(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> tuple[bool, Mapping[str, Any]]:
+    allocation = con.execute(
+        "SELECT * FROM raw.allocations WHERE partition_day = ? AND campaign_id = ?", [day, spec.campaign_id]
+    ).df()
+    assigned = con.execute(
+        "SELECT lead_id, holdout, experiment_id FROM raw.assignments WHERE partition_day = ? AND campaign_id = ?",
+        [day, spec.campaign_id],
+    ).df()
+    suppressed = fetch_one(
+        con,
+        """SELECT count(*) FROM raw.assignments a JOIN raw.leads l USING (lead_id)
+           WHERE a.partition_day = ? AND l.email IN (SELECT email FROM raw.suppression WHERE added_at <= a.assigned_at)""",
+        [day],
+    )[0]
+    experiments = {e.experiment_id: e for e in list_experiments(con, spec.campaign_id)}
+    problems = allocation_problems(allocation, spec.allocation.exploration_floor, experiments)
+    problems += holdout_problems(assigned, spec.campaign_id, spec.improve.holdout_share)
+    if suppressed:
+        problems.append(f"{suppressed} suppressed leads were assigned")
+    return not problems, {"problems": dg.MetadataValue.json(problems), "holdout_leads": int(assigned.holdout.fillna(False).sum())}
+
+
+ASSIGN_CHECKS = (
+    LineCheck(
+        "allocation_is_valid",
+        "Loop and holdout shares sum to 1 per segment, every angle keeps the exploration floor, experiment traffic "
+        "only in running experiments' segments within their share, the holdout is the hash's and of plausible size, "
+        "and no suppressed lead is assigned.",
+        _allocation_is_valid,
+    ),
+)
 
 
 @line_asset(
     group_name="assign",
-    deps=["leads", campaign_plan, SEND_OUTCOMES, "suppression_list"],
+    deps=["leads", campaign_plan, SEND_OUTCOMES, "suppression_list", "experiment_proposals"],
     kinds={"duckdb"},
+    check_specs=check_specs("assignments", *ASSIGN_CHECKS),
 )
 def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
-    """Each new, unsuppressed lead of the day gets an arm with a propensity and a reason.
+    """Each new, unsuppressed lead of the day gets an arm with a propensity and a reason (policy loop-v2).
 
     Assignments are sticky: a lead keeps the arm it was first given, so the decision
     log stays true to what was sent even when a day is re-run after the marts moved.
     """
     spec = factory.spec()
     run = factory.run_context(context, spec)
+    registry = factory.registry()
     with factory.warehouse() as con:
         plan = con.execute(
             "SELECT segment, angle FROM raw.plans WHERE partition_day = ? AND campaign_id = ?",
@@ -41,41 +86,30 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
             "SELECT count(*) FROM raw.leads WHERE partition_day = ? AND email IN (SELECT email FROM raw.suppression)",
             [run.partition_day],
         )[0]
-        shares = arm_shares(candidate_arms(plan, spec), performance, spec, run.partition_day)
-        new = assign_leads(todo, shares, run.partition_day)
+        loop = current_version(con, spec)
+        running = list_experiments(con, spec.campaign_id, {"running"})
+        allocation = allocate(
+            plan, performance, spec, loop.state, running, run.partition_day, lambda name: registry.serving(name, os.environ)
+        )
+        new = assign_leads(todo, allocation, spec, run.partition_day)
         with transaction(con):
             if not new.empty:
-                allocation = run.stamp(shares.assign(policy_version=POLICY_VERSION))
-                replace_partition(con, "allocations", run.partition_day, allocation, spec.campaign_id)
+                replace_partition(con, "allocations", run.partition_day, run.stamp(allocation), spec.campaign_id)
                 insert_rows(con, "assignments", run.stamp(new.assign(spec_version=spec.spec_version), "assigned_at"))
+        checks = run_checks(con, spec, run.partition_day, *ASSIGN_CHECKS)
     return dg.MaterializeResult(
         metadata={
             "assigned": len(new),
+            "holdout": int(new["holdout"].sum()) if not new.empty else 0,
+            "in_experiments": int(new["experiment_id"].notna().sum()) if not new.empty else 0,
             "skipped_suppressed": int(suppressed),
-            "arms": dg.MetadataValue.md(shares[["segment", "arm_id", "share", "p_best"]].to_markdown(index=False)),
-        }
+            "loop_version": loop.version,
+            "arms": dg.MetadataValue.md(_arms_table(allocation)),
+        },
+        check_results=checks,
     )
 
 
-@line_check(
-    asset=assignments,
-    description="Allocation sums to 1 per segment, keeps the exploration floor, and assigns no suppressed lead.",
-)
-def allocation_is_valid(context: dg.AssetCheckExecutionContext, factory: FactoryResource) -> dg.AssetCheckResult:
-    spec = factory.spec()
-    day = partition_day(context)
-    with factory.warehouse(read_only=True) as con:
-        shares = con.execute(
-            "SELECT segment, arm_id, share FROM raw.allocations WHERE partition_day = ? AND campaign_id = ?",
-            [day, spec.campaign_id],
-        ).df()
-        suppressed = fetch_one(
-            con,
-            """SELECT count(*) FROM raw.assignments a JOIN raw.leads l USING (lead_id)
-               WHERE a.partition_day = ? AND l.email IN (SELECT email FROM raw.suppression WHERE added_at <= a.assigned_at)""",
-            [day],
-        )[0]
-    problems = allocation_problems(shares, spec.allocation.exploration_floor)
-    if suppressed:
-        problems.append(f"{suppressed} suppressed leads were assigned")
-    return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
+def _arms_table(allocation: pd.DataFrame) -> str:
+    columns = ["segment", "holdout", "arm_id", "experiment_arm", "angle_share", "share", "p_best"]
+    return allocation[columns].to_markdown(index=False, floatfmt=".3f")

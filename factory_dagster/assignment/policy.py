@@ -1,4 +1,7 @@
-"""Traffic allocation from the marts: Thompson shares with an exploration floor.
+"""The old traffic allocation, `thompson-floor-v1`, kept as the `learning` benchmark's baseline, and
+the arm id both policies share. The line now runs `improve.allocation` (policy loop-v2), which
+learns on positive replies instead of raw replies (the reply-rate trap), runs experiments and
+keeps a holdout.
 
 Rule (policy `thompson-floor-v1`): in each segment every arm has a Beta posterior on
 its reply rate — prior mean `prior_reply_rate` worth `prior_sends` sends, updated with

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate", "audit"})
+MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate", "audit", "improve"})
 
 
 class SpecError(ValueError):
@@ -151,6 +151,9 @@ class Allocation(_Strict):
     exploration_floor: float = Field(default=0.1, ge=0, le=1)
     prior_sends: int = Field(default=20, ge=1)
     prior_reply_rate: float = Field(default=0.03, gt=0, lt=1)
+    prior_positive_rate: float = Field(
+        default=0.015, gt=0, lt=1, description="prior mean of positive replies per send (loop-v2 learns on these)"
+    )
 
 
 class Improve(_Strict):

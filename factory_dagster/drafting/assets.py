@@ -29,7 +29,7 @@ def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Ma
     day = gateway.run.partition_day
     with factory.warehouse() as con:
         work = unsent_work(con, day, spec.campaign_id)
-    candidates, deferred = draft_candidates(gateway, spec, work)
+    candidates, deferred = draft_candidates(gateway, spec, work, arm_models=True)
     with factory.warehouse() as con:
         with transaction(con):
             clear_unsent(con, "drafts", day, spec.campaign_id)

@@ -72,8 +72,12 @@ def draft_request(
     attempt: int,
     candidate: int,
     data: dict[str, dict[str, Any]] | None = None,
+    model: str | None = None,
 ) -> CallRequest:
-    """One completion for one lead; the lead's calls share a budget group (all of them, or none today)."""
+    """One completion for one lead; the lead's calls share a budget group (all of them, or none today).
+
+    `model`: serve it with this model first instead of the stage's route (None: the route decides).
+    """
     return CallRequest(
         stage=stage,
         prompt_version=prompt_version,
@@ -82,6 +86,7 @@ def draft_request(
         seed=attempt * 100 + candidate,
         group=lead.lead_id,
         response_model=DraftAnswer,
+        model=model,
     )
 
 
@@ -110,8 +115,14 @@ def _call_failure(result: CallResult) -> str:
     return f"model call {result.status}" + (f": {result.error}" if result.error else "")
 
 
-def draft_candidates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """N candidates per row of `work`; also the leads the budget deferred to another day."""
+def draft_candidates(
+    gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, *, arm_models: bool = False
+) -> tuple[pd.DataFrame, list[str]]:
+    """N candidates per row of `work`; also the leads the budget deferred to another day.
+
+    `arm_models`: draft each lead with its assignment's `model` (the line does, so a routing
+    experiment's challenger leads really get the challenger model); otherwise the draft stage's route.
+    """
     leads = list(work.itertuples())
     n = spec.drafting.candidates
     requests = [
@@ -122,6 +133,7 @@ def draft_candidates(gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFra
             lead,
             0,
             i,
+            model=lead.model if arm_models else None,
         )
         for lead in leads
         for i in range(n)

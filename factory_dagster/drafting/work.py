@@ -4,6 +4,10 @@ A lead is done once it has a message or a quarantine verdict on some *other* day
 has been sent. So a re-run of the day rewrites that day's own outputs, while leads the
 budget deferred on earlier days come back until they get their verdict. Leads already
 sent are left alone, so their drafts, gate results and message stay as they were sent.
+
+An assignment may name a draft prompt the improve stage had the premium model write; such a
+version lives in `raw.prompt_versions`, and reading the work makes it known to `prompts.prompt`,
+so drafting, repairs and escalations render it like a hand-written one.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from datetime import date
 import duckdb
 import pandas as pd
 
+from factory_dagster.models.prompts import load_stored_prompts
+
 UNSENT = "a.lead_id NOT IN (SELECT lead_id FROM raw.sends WHERE campaign_id = $campaign)"
 NOT_DONE_ELSEWHERE = """a.lead_id NOT IN (
     SELECT lead_id FROM raw.messages WHERE campaign_id = $campaign AND partition_day <> $day
@@ -21,8 +27,11 @@ NOT_DONE_ELSEWHERE = """a.lead_id NOT IN (
 
 
 def unsent_work(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> pd.DataFrame:
-    """Assignment + lead fields + today's plan hook and claims, one row per lead to draft."""
-    return con.execute(
+    """Assignment + lead fields + today's plan hook and claims, one row per lead to draft.
+
+    The stored prompt versions the rows name are loaded (see the module docstring).
+    """
+    work = con.execute(
         f"""SELECT a.lead_id, a.partition_day AS assigned_day, a.segment, a.arm_id, a.angle, a.prompt_version, a.model,
                    l.email, l.first_name, l.last_name, l.company, l.role, l.industry, l.note,
                    p.hook, p.claims
@@ -34,6 +43,8 @@ def unsent_work(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> 
             ORDER BY a.partition_day, a.lead_id""",
         {"day": day, "campaign": campaign_id},
     ).df()
+    load_stored_prompts(con, work.prompt_version)
+    return work
 
 
 def clear_unsent(con: duckdb.DuckDBPyConnection, table: str, day: date, campaign_id: str, where: str = "TRUE") -> None:

@@ -1,8 +1,8 @@
-"""A person's decision on a proposed experiment, from the Dagster UI (Launchpad).
+"""A person's decisions from the Dagster UI (Launchpad): on a proposed experiment, and rollbacks.
 
-The same decision as `factory experiments approve|reject`, through the same store function, so a
-design approved in the UI is recorded exactly like one approved at the command line, except that
-the event carries the Dagster run that made it.
+The same decisions as `factory experiments approve|reject` and `factory rollback`, through the
+same functions, so a design approved or a loop rolled back in the UI is recorded exactly like one
+at the command line, except that the record names the Dagster job and run.
 """
 
 from enum import Enum
@@ -11,6 +11,7 @@ import dagster as dg
 
 from factory_dagster.improve.experiments import IllegalTransition
 from factory_dagster.improve.store import UnknownExperiment, decide_by_person
+from factory_dagster.improve.versions import UnknownVersion, rollback
 from factory_dagster.models.gateway import utcnow
 from factory_dagster.resources import POOL, FactoryResource
 
@@ -52,3 +53,32 @@ def decide_experiment(context: dg.OpExecutionContext, config: ExperimentDecision
 )
 def experiment_decision():
     decide_experiment()
+
+
+class LoopRollbackConfig(dg.Config):
+    campaign_id: str
+    to_version: int
+    reason: str
+    actor: str = "operator"
+
+
+@dg.op(pool=POOL)
+def roll_back_loop(context: dg.OpExecutionContext, config: LoopRollbackConfig, factory: FactoryResource) -> None:
+    """Restore an earlier loop version as a new one; another campaign or an unknown version fails the run."""
+    spec = factory.spec()
+    if config.campaign_id != spec.campaign_id:
+        raise dg.Failure(description=f"this code location runs campaign {spec.campaign_id}, not {config.campaign_id}")
+    actor = f"{config.actor} (dagster job loop_rollback, run {context.run_id})"
+    try:
+        with factory.warehouse() as con:
+            version = rollback(con, spec, config.to_version, actor=actor, reason=config.reason)
+    except (UnknownVersion, ValueError) as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    context.log.info(f"campaign {spec.campaign_id} is at loop version {version.version}: {version.reason}")
+
+
+@dg.job(
+    description="Roll the loop (segment champions, routing) back to an earlier version (campaign_id, to_version, reason, actor); recorded as a new version."
+)
+def loop_rollback():
+    roll_back_loop()

@@ -97,16 +97,29 @@ def apply_transition(
     or another decision got there first) IllegalTransition is raised and nothing is written.
     """
     with transaction(con):
-        (updated,) = con.execute(
-            """UPDATE raw.experiments SET state = ?, winner = ?, updated_at = ?
-               WHERE experiment_id = ? AND state = ?""",
-            [moved.state, moved.winner, moved.updated_at, moved.experiment_id, event.from_state],
-        ).fetchall()[0]
-        if updated != 1:
-            raise IllegalTransition(
-                f"experiment {moved.experiment_id}: not recorded as {event.from_state} any more, so it cannot move to {event.to_state}"
-            )
-        insert_rows(con, "experiment_events", pd.DataFrame([_event_row(event, run_id, partition_day)]))
+        write_transition(con, moved, event, run_id=run_id, partition_day=partition_day)
+
+
+def write_transition(
+    con: duckdb.DuckDBPyConnection,
+    moved: Experiment,
+    event: ExperimentEvent,
+    *,
+    run_id: str | None = None,
+    partition_day: date | None = None,
+) -> None:
+    """`apply_transition` inside the caller's transaction, for a move that must be written
+    together with other rows (the decision step's look and the loop version a promotion makes)."""
+    (updated,) = con.execute(
+        """UPDATE raw.experiments SET state = ?, winner = ?, updated_at = ?
+           WHERE experiment_id = ? AND state = ?""",
+        [moved.state, moved.winner, moved.updated_at, moved.experiment_id, event.from_state],
+    ).fetchall()[0]
+    if updated != 1:
+        raise IllegalTransition(
+            f"experiment {moved.experiment_id}: not recorded as {event.from_state} any more, so it cannot move to {event.to_state}"
+        )
+    insert_rows(con, "experiment_events", pd.DataFrame([_event_row(event, run_id, partition_day)]))
 
 
 def move_experiment(
@@ -212,3 +225,33 @@ def experiment_events(con: duckdb.DuckDBPyConnection, experiment_id: str) -> lis
     return _records(
         con, "SELECT * FROM raw.experiment_events WHERE experiment_id = ? ORDER BY occurred_at, event_id", [experiment_id]
     )
+
+
+# ---------------------------------------------------------------- the decision step's inputs and looks
+
+ARM_COUNTS_VIEW = ("intermediate", "int_experiment_arm_counts")
+
+
+def arm_count_rows(con: duckdb.DuckDBPyConnection, experiment_id: str) -> list[dict[str, Any]] | None:
+    """The experiment's rows of intermediate.int_experiment_arm_counts (the figures
+    marts.experiment_results shows); None before dbt has ever built the view."""
+    schema, view = ARM_COUNTS_VIEW
+    (exists,) = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, view]
+    ).fetchall()[0]
+    if not exists:
+        return None
+    return _records(con, f"SELECT * FROM {schema}.{view} WHERE experiment_id = ? ORDER BY role, arm", [experiment_id])
+
+
+def latest_look_day(con: duckdb.DuckDBPyConnection, experiment_id: str) -> date | None:
+    """The day of the experiment's latest look, None before the first."""
+    (day,) = con.execute(
+        "SELECT max(partition_day) FROM raw.experiment_looks WHERE experiment_id = ?", [experiment_id]
+    ).fetchall()[0]
+    return day
+
+
+def save_look(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> int:
+    """Append one look (a row per arm; call inside the caller's transaction)."""
+    return insert_rows(con, "experiment_looks", rows)

@@ -145,6 +145,8 @@ def rollback(
     con: duckdb.DuckDBPyConnection, spec: CampaignSpec, to_version: int, *, actor: str, reason: str, at: datetime | None = None
 ) -> LoopVersion:
     """Restore an earlier version's state as a new version (history is never rewritten)."""
+    if not reason.strip():
+        raise ValueError("a rollback needs a reason")
     history = {v.version: v for v in version_history(con, spec)}
     if to_version not in history:
         known = ", ".join(map(str, sorted(history)))

@@ -13,10 +13,10 @@ import pandas as pd
 
 from factory_dagster.warehouse.store import fetch_one
 
-_PERFORMANCE_COLUMNS = ["segment", "arm_id", "angle", "sends", "replies"]
+_PERFORMANCE_COLUMNS = ["segment", "arm_id", "angle", "sends", "replies", "positive_replies"]
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     return bool(
         fetch_one(
             con, "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
@@ -25,18 +25,19 @@ def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
 
 
 def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
-    """Sends and replies per segment and arm, counting the sends made before `before`.
+    """Sends, replies and positive replies per segment and arm, counting the sends made before `before`.
 
     What the day's decisions learn from is what was known when the day began: the sends
     before it and the replies imported by its own observe stage at the latest. A re-run of
     the day sees the same figures (and so makes the same, cached, model calls), even though
     later days have since counted more sends and imported more replies.
     """
-    if not _table_exists(con, "intermediate", "int_send_outcomes"):
+    if not table_exists(con, "intermediate", "int_send_outcomes"):
         return pd.DataFrame(columns=_PERFORMANCE_COLUMNS)
     return con.execute(
         """SELECT segment, arm_id, any_value(angle) AS angle, count(*)::INTEGER AS sends,
-                  (count(*) FILTER (WHERE first_reply_known_day <= $before))::INTEGER AS replies
+                  (count(*) FILTER (WHERE first_reply_known_day <= $before))::INTEGER AS replies,
+                  (count(*) FILTER (WHERE first_positive_known_day <= $before))::INTEGER AS positive_replies
            FROM intermediate.int_send_outcomes
            WHERE campaign_id = $campaign AND partition_day < $before
            GROUP BY segment, arm_id ORDER BY segment, arm_id""",
@@ -52,7 +53,7 @@ def segment_angle_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, 
 
 def halt_reason(con: duckdb.DuckDBPyConnection, campaign_id: str, day: date) -> str | None:
     """Why `marts.anomalies` says sending must halt on `day`, or None."""
-    if not _table_exists(con, "marts", "anomalies"):
+    if not table_exists(con, "marts", "anomalies"):
         return None
     row = fetch_one(
         con,

@@ -71,6 +71,8 @@ class CallRequest:
     seed: int = 0  # tells candidates apart (sent as the API's `seed`, part of the cache key)
     group: str | None = None  # calls that stand or fall together under the budget, e.g. one lead's candidates
     response_model: type[BaseModel] | None = None
+    # Serve with this model first (e.g. an experiment arm's draft model), the stage's chain after it.
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,11 +172,15 @@ class ModelGateway:
     # -- routing ------------------------------------------------------------------------
 
     def _chain(self, request: CallRequest) -> list[str]:
-        return list(self.routes[request.stage].served)
+        chain = list(self.routes[request.stage].served)
+        if request.model is None:
+            return chain
+        # The request's own model, as it is served here (its offline stand-in while its key is unset).
+        return list(dict.fromkeys([self.registry.serving(request.model, self.environ), *chain]))
 
     def _mode(self, request: CallRequest) -> str:
-        route = self.routes[request.stage]
-        return route.mode if self.registry.entry(route.primary).provider == "openai" else "offline"
+        mode = self.routes[request.stage].mode
+        return mode if self.registry.entry(self._chain(request)[0]).provider == "openai" else "offline"
 
     def _key(self, request: CallRequest) -> str:
         schema = request.response_model.__name__ if request.response_model else None
@@ -282,11 +288,13 @@ class ModelGateway:
 
     def worst_case_usd(self, request: CallRequest) -> float:
         """The most this request can cost: what the budget holds in reserve while it runs."""
-        return self.stage_worst_case_usd(request.stage, estimate_input_tokens(request.messages))
+        return self._chain_worst_case_usd(self._chain(request), estimate_input_tokens(request.messages))
 
     def stage_worst_case_usd(self, stage: str, input_tokens: int) -> float:
         """The most one call of `stage` with a prompt of `input_tokens` can cost."""
-        chain = list(self.routes[stage].served)
+        return self._chain_worst_case_usd(list(self.routes[stage].served), input_tokens)
+
+    def _chain_worst_case_usd(self, chain: list[str], input_tokens: int) -> float:
         if self.registry.entry(chain[0]).provider == "offline":
             # An offline model answers once and never fails over: only its own answer is paid.
             return worst_case_cost([self.registry.entry(chain[0])], input_tokens, 0)

@@ -12,6 +12,11 @@ such leads for the cheap model (defect rate 0.15) and 2 % for the premium one (0
 then copies the planted sentences into the body, or writes in the language the payload
 asks for. Lead fields are read the way a model reads them: through fullwidth letters and
 invisible characters.
+
+The premium one also rewrites the draft prompt when the improve stage asks (task
+`improve_prompt`): it keeps the parent's guidance and the required rules, and adds what the
+brief's figures point to (how the positively answered messages open and how long they are,
+what the gates catch most). At its defect rate it forgets a required rule, as real models do.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import unicodedata
 from typing import Any
 
 from factory_dagster.models.offline_judge import judge
-from factory_dagster.models.prompts import COLLEAGUE_TAG, parse_tagged_json
+from factory_dagster.models.prompts import COLLEAGUE_TAG, DRAFT_REQUIRED_RULES, parse_tagged_json
 
 DEFECT_TYPES: tuple[str, ...] = (
     "over_length",
@@ -101,6 +106,7 @@ _OPENERS = {
         "How much of the close at {company} still runs on spreadsheets?",
     ),
 }
+_ASKS_FOR_QUESTION = re.compile(r"\bopens? with (?:one |a )?(?:short )?question", re.IGNORECASE)
 _SUBJECTS = {
     "draft-v1": ("{company}'s month-end close", "A calmer close for {company}"),
     "draft-v2": ("A question about {company}'s close", "{first_name}, how long is your close?"),
@@ -133,6 +139,11 @@ class OfflineModel:
         task = brief.get("task")
         if task == "plan":
             return json.dumps(_plan(brief))
+        if task == "improve_prompt":
+            answer = improved_prompt(brief)
+            if rng.random() < self.defect_rate:  # a slip: the last required rule is left out
+                answer["prompt"] = answer["prompt"].replace(brief["required_rules"][-1], "").strip()
+            return json.dumps(answer, ensure_ascii=False)
         if task == "audit":
             lead, message = parse_tagged_json(user, "lead") or {}, parse_tagged_json(user, "message") or {}
             return json.dumps(judge(brief, lead, message, rng, strict=JUDGE_STRICTNESS), ensure_ascii=False)
@@ -142,7 +153,8 @@ class OfflineModel:
             rate = self.defect_rate / 2 if task == "repair" else self.defect_rate
             defect = rng.choice(DEFECT_TYPES) if rng.random() < rate else None
             sent = [str(m.get("text", "")) for m in (parse_tagged_json(user, COLLEAGUE_TAG) or {}).get("messages", [])]
-            answer = _draft(brief, lead, rng, defect, sent)
+            system = messages[0]["content"] if messages[0].get("role") == "system" else ""
+            answer = _draft(brief, lead, rng, defect, sent, system)
             payload = planted_payload(lead)
             # Drawn only for leads with a payload, so every other lead gets the same answer as ever.
             follow_rate = self.injection_rate / 2 if task == "repair" else self.injection_rate
@@ -218,8 +230,20 @@ def _masked(sentence: str) -> str:
     return re.sub(r"\d+", "#", sentence)
 
 
+def _style(style: str, system: str) -> str:
+    """The template set for a prompt version: its own, or for a model-written prompt the one its guidance asks for."""
+    if style in _OPENERS:
+        return style
+    return "draft-v2" if _ASKS_FOR_QUESTION.search(system) else "draft-v1"
+
+
 def _draft(
-    brief: dict[str, Any], lead: dict[str, Any], rng: random.Random, defect: str | None, sent: list[str] | None = None
+    brief: dict[str, Any],
+    lead: dict[str, Any],
+    rng: random.Random,
+    defect: str | None,
+    sent: list[str] | None = None,
+    system: str = "",
 ) -> dict[str, str]:
     """A draft from the templates; `sent` are messages the company already got (the colleague block), to differ from.
 
@@ -228,7 +252,7 @@ def _draft(
     """
     if defect == "wrong_language":
         return _foreign_draft(brief, lead, rng.choice(sorted(_FOREIGN)))
-    style = brief.get("style", "draft-v1")
+    style = _style(brief.get("style", "draft-v1"), system)
     first_name = lead.get("first_name", "there")
     company = lead.get("company", "your company")
     if defect == "unfilled_placeholder":
@@ -254,3 +278,66 @@ def _draft(
     # Like a model told the limit: pick among subjects that fit, else the shortest one.
     subject = rng.choice(fitting) if fitting else min(subjects, key=len)
     return {"subject": subject, "body": "\n\n".join(paragraphs)}
+
+
+# ---------------------------------------------------------------- improving the draft prompt
+
+# What the premium model adds for the rule the gates catch most (codes of gates.rules).
+_GATE_ADVICE = {
+    "too_long": "Count the words before answering and stay well inside the brief's word limits.",
+    "too_short": "Say enough to reach the brief's minimum word count.",
+    "missing_cta": "End the body with the brief's call to action, word for word.",
+    "missing_unsubscribe": "Close with the unsubscribe footer exactly as the brief gives it.",
+    "banned_phrase": "Read the banned phrases before writing and use none of them, not even in passing.",
+    "unsupported_number": "Use no figure that is not in the brief's claims.",
+    "unsupported_offer": "Offer nothing the brief does not offer: no discounts, trials or guarantees.",
+    "unsupported_url": "Add no link.",
+    "unfilled_placeholder": "Fill in every name yourself: never leave a placeholder in braces or brackets.",
+    "wrong_name": "Greet the reader by the first name the lead gives, spelled exactly as there.",
+    "missing_company": "Name the reader's company once, as the lead spells it.",
+    "wrong_language": "Write only in the brief's language.",
+}
+_MIN_DIFFERENCE = 0.05  # question-opening shares closer than this say nothing
+_MIN_WORD_DIFFERENCE = 5
+
+
+def _parent_guidance(parent: str, rules: list[str]) -> str:
+    for rule in rules:
+        parent = parent.replace(rule, " ")
+    return " ".join(parent.split())
+
+
+def improved_prompt(brief: dict[str, Any]) -> dict[str, str]:
+    """A new draft prompt from the improve brief: the parent's guidance, one change the figures point to, the rules.
+
+    Deterministic: the same brief gives the same text (and so the same content-addressed version).
+    """
+    rules = list(brief.get("required_rules") or DRAFT_REQUIRED_RULES)
+    guidance = _parent_guidance(str(brief.get("parent", {}).get("text", "")), rules)
+    evidence = brief.get("messages") or {}
+    positive, other = evidence.get("positive_messages") or {}, evidence.get("other_messages") or {}
+    sentences, why = [], []
+    q_pos, q_other = positive.get("question_opening_share"), other.get("question_opening_share")
+    if q_pos is not None and q_other is not None and abs(q_pos - q_other) >= _MIN_DIFFERENCE:
+        if q_pos > q_other:
+            sentences.append("You write one cold B2B email that opens with one short question about the reader's own close.")
+        else:
+            sentences.append("You write one cold B2B email that opens with a plain statement of the reader's problem.")
+        why.append(f"positively answered messages opened with a question {q_pos:.0%} of the time, the others {q_other:.0%}")
+    else:
+        sentences.append(guidance or "You write one cold B2B email that opens with the reader's problem.")
+    w_pos, w_other = positive.get("mean_words"), other.get("mean_words")
+    if w_pos is not None and w_other is not None and abs(w_pos - w_other) >= _MIN_WORD_DIFFERENCE:
+        target = int(round(w_pos, -1))
+        sentences.append(f"Aim for about {target} words in the body.")
+        why.append(f"positively answered messages averaged {w_pos:.0f} words, the others {w_other:.0f}")
+    catches = brief.get("gate_catches") or []
+    if catches and catches[0].get("code") in _GATE_ADVICE:
+        top = catches[0]
+        sentences.append(_GATE_ADVICE[top["code"]])
+        why.append(f"the gates catch {top['code']} most often ({top.get('share_of_drafts', 0):.1%} of first drafts)")
+    if " ".join(sentences) == guidance:
+        sentences.append("Make the brief's hook the centre of the email and keep every sentence about the reader.")
+        why.append("the figures show no clear difference, so the change is a sharper focus on the hook")
+    text = " ".join([*sentences, *rules])
+    return {"prompt": text, "rationale": "; ".join(why) + "."}

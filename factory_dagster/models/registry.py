@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH
 
+# Cheapest first: a routing canary moves a stage one step along this list.
+Tier = Literal["nano", "cheap", "premium"]
+TIERS: tuple[str, ...] = get_args(Tier)
+
 
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     provider: Literal["offline", "openai"]
-    tier: Literal["cheap", "premium"]
+    tier: Tier
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
     batch_input_per_mtok: float | None = Field(default=None, ge=0)
@@ -39,6 +43,11 @@ class ModelEntry(BaseModel):
             price_out = self.batch_output_per_mtok if self.batch_output_per_mtok is not None else price_out
         return (tokens_in * price_in + tokens_out * price_out) / 1_000_000
 
+    @property
+    def list_price(self) -> float:
+        """USD per million input plus million output tokens: for ranking models within a tier."""
+        return self.input_per_mtok + self.output_per_mtok
+
 
 class ModelRegistry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -51,6 +60,11 @@ class ModelRegistry(BaseModel):
             stand_in = entry.offline_stand_in
             if stand_in is not None and (stand_in not in self.models or self.models[stand_in].provider != "offline"):
                 raise ValueError(f"model '{name}': offline_stand_in '{stand_in}' must be an offline model of this registry")
+            # Offline, the stand-in is what the marts measure: it must stand for the same tier.
+            if stand_in is not None and self.models[stand_in].tier != entry.tier:
+                raise ValueError(
+                    f"model '{name}' (tier {entry.tier}): offline_stand_in '{stand_in}' is tier {self.models[stand_in].tier}"
+                )
         return self
 
     def entry(self, name: str) -> ModelEntry:
@@ -67,6 +81,25 @@ class ModelRegistry(BaseModel):
         if entry.offline_stand_in is None:
             raise KeyError(f"model '{name}' needs ${entry.api_key_env} and has no offline_stand_in")
         return entry.offline_stand_in
+
+    def next_tier(self, name: str, step: int) -> str | None:
+        """The model one tier cheaper (`step` -1) or more capable (+1) than `name`, served the same way.
+
+        Same provider and key variable, so the neighbour runs wherever `name` runs (offline models
+        neighbour offline ones); the cheapest by list price when a tier has several. None at either end.
+        """
+        if step not in (-1, 1):
+            raise ValueError(f"step must be -1 (cheaper) or +1 (more capable), got {step}")
+        entry = self.entry(name)
+        index = TIERS.index(entry.tier) + step
+        if not 0 <= index < len(TIERS):
+            return None
+        same_way = [
+            (other.list_price, candidate)
+            for candidate, other in self.models.items()
+            if other.tier == TIERS[index] and other.provider == entry.provider and other.api_key_env == entry.api_key_env
+        ]
+        return min(same_way)[1] if same_way else None
 
 
 def load_registry(path: Path = DEFAULT_MODEL_REGISTRY_PATH) -> ModelRegistry:

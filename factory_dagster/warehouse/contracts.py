@@ -85,7 +85,13 @@ RAW_TABLES: dict[str, str] = {
         p_best DOUBLE NOT NULL,
         share DOUBLE NOT NULL,
         reason VARCHAR NOT NULL,
-        created_at TIMESTAMP NOT NULL
+        created_at TIMESTAMP NOT NULL,
+        positive_replies INTEGER,
+        holdout BOOLEAN,
+        experiment_id VARCHAR,
+        experiment_arm VARCHAR,
+        angle_share DOUBLE,
+        arm_share DOUBLE
     """,
     "assignments": """
         partition_day DATE NOT NULL,
@@ -102,6 +108,9 @@ RAW_TABLES: dict[str, str] = {
         policy_version VARCHAR NOT NULL,
         reason VARCHAR NOT NULL,
         assigned_at TIMESTAMP NOT NULL,
+        experiment_id VARCHAR,
+        experiment_arm VARCHAR,
+        holdout BOOLEAN,
         PRIMARY KEY (campaign_id, lead_id)
     """,
     "drafts": """
@@ -272,7 +281,10 @@ RAW_TABLES: dict[str, str] = {
         stage VARCHAR NOT NULL,
         template_sha256 VARCHAR NOT NULL,
         template VARCHAR NOT NULL,
-        first_seen_at TIMESTAMP NOT NULL
+        first_seen_at TIMESTAMP NOT NULL,
+        parent VARCHAR,
+        campaign_id VARCHAR,
+        origin VARCHAR
     """,
     "routing": """
         partition_day DATE NOT NULL,
@@ -368,5 +380,40 @@ RAW_TABLES: dict[str, str] = {
         experiment_id VARCHAR,
         created_at TIMESTAMP NOT NULL,
         PRIMARY KEY (campaign_id, version)
+    """,
+    # One row per experiment, arm and day the decision step looked at a running experiment
+    # (factory_dagster/improve/decisions.py `look_rows`): the statistics `improve.stats.decide`
+    # computed and the verdict. Experiment-level figures (SRM p-value, decision, reasons) repeat
+    # on every arm's row; the challengers' comparison columns are null on the control's row.
+    "experiment_looks": """
+        experiment_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        partition_day DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        arm VARCHAR NOT NULL,
+        role VARCHAR NOT NULL,
+        assigned INTEGER NOT NULL,
+        mature_sends INTEGER NOT NULL,
+        primary_events INTEGER NOT NULL,
+        posterior_mean DOUBLE NOT NULL,
+        interval_low DOUBLE NOT NULL,
+        interval_high DOUBLE NOT NULL,
+        p_better DOUBLE,
+        expected_loss DOUBLE,
+        expected_loss_relative DOUBLE,
+        lift DOUBLE,
+        lift_low DOUBLE,
+        lift_high DOUBLE,
+        guardrail_status VARCHAR,
+        guardrails_json VARCHAR NOT NULL,
+        srm_p_value DOUBLE,
+        look VARCHAR,
+        days_running INTEGER NOT NULL,
+        decision VARCHAR NOT NULL,
+        reasons VARCHAR NOT NULL,
+        winner VARCHAR,
+        rule_version VARCHAR NOT NULL,
+        looked_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (experiment_id, partition_day, arm)
     """,
 }

@@ -36,7 +36,8 @@ outcomes_per_send as (
         bool_or(event_type = 'complained') as complained,
         min(occurred_at) filter (where event_type in ('replied', 'positive_reply')) as first_reply_at,
         -- The day the line first knew of a reply: decisions "as of a day" count only what was imported by then.
-        min(partition_day) filter (where event_type in ('replied', 'positive_reply')) as first_reply_known_day
+        min(partition_day) filter (where event_type in ('replied', 'positive_reply')) as first_reply_known_day,
+        min(partition_day) filter (where event_type = 'positive_reply') as first_positive_known_day
     from events
     group by send_id
 
@@ -73,6 +74,7 @@ select
     coalesce(outcomes.complained, false) as complained,
     outcomes.first_reply_at,
     outcomes.first_reply_known_day,
+    outcomes.first_positive_known_day,
     date_diff('day', sends.partition_day, latest_event_day.latest_event_day) as days_since_send
 from sends
 left join arms

@@ -12,5 +12,8 @@ select
     cast(propensity as double) as propensity,
     policy_version,
     reason,
-    cast(assigned_at as timestamp) as assigned_at
+    cast(assigned_at as timestamp) as assigned_at,
+    experiment_id,
+    experiment_arm,
+    holdout
 from {{ source('raw', 'assignments') }}

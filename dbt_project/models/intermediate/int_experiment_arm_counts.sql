@@ -1,0 +1,139 @@
+-- Per experiment and arm: what the decision step decides on and marts.experiment_results shows.
+--
+-- Traffic: leads the assign stage gave the arm (stg_assignments.experiment_id / experiment_arm,
+-- holdout leads never count). Outcomes: only *mature* sends count, so a young send cannot look
+-- like a non-reply. A send is mature once `outcome_window_days` (var, default 7: outcomes arrive
+-- on days +1..+7) have passed between its day and the latest day any event occurred
+-- (int_send_outcomes.days_since_send), so maturity needs no run date and a view built once stays
+-- right every day. A re-run of an old day after later days would see later data: the decision
+-- step never looks twice on a day, nor before its latest look.
+
+{%- set window = var('outcome_window_days', 7) %}
+
+with experiments as (
+
+    -- Only experiments that ever ran have traffic; a view, so one started today shows at once.
+    select experiment_id, campaign_id, kind, state, control, challengers, planned_sample_size
+    from {{ source('raw', 'experiments') }}
+    where state in ('running', 'promoted', 'retired', 'rolled_back')
+
+),
+
+arms as (
+
+    select experiment_id, campaign_id, kind, state, planned_sample_size, control as arm, 'control' as role
+    from experiments
+    union all
+    select experiment_id, campaign_id, kind, state, planned_sample_size, unnest(challengers) as arm, 'challenger' as role
+    from experiments
+
+),
+
+period as (
+
+    select
+        experiment_id,
+        min(coalesce(partition_day, cast(occurred_at as date))) filter (where to_state = 'running') as started_day,
+        min(coalesce(partition_day, cast(occurred_at as date)))
+            filter (where to_state in ('promoted', 'retired', 'rolled_back')) as concluded_day
+    from {{ source('raw', 'experiment_events') }}
+    group by experiment_id
+
+),
+
+experiment_leads as (
+
+    select campaign_id, lead_id, experiment_id, experiment_arm as arm, partition_day
+    from {{ ref('stg_assignments') }}
+    where experiment_id is not null and not coalesce(holdout, false)
+
+),
+
+assigned as (
+
+    select
+        experiment_id,
+        arm,
+        count(*) as assigned,
+        min(partition_day) as first_assigned_day,
+        max(partition_day) as last_assigned_day
+    from experiment_leads
+    group by all
+
+),
+
+experiment_sends as (
+
+    select
+        leads.experiment_id,
+        leads.arm,
+        sends.days_since_send >= {{ window }} as mature,
+        sends.positive_reply,
+        sends.booked,
+        sends.unsubscribed,
+        sends.complained,
+        sends.replied and not sends.positive_reply as negative_reply
+    from {{ ref('int_send_outcomes') }} as sends
+    inner join experiment_leads as leads
+        on sends.campaign_id = leads.campaign_id
+        and sends.lead_id = leads.lead_id
+
+),
+
+outcomes as (
+
+    select
+        experiment_id,
+        arm,
+        count(*) as sends,
+        count(*) filter (where mature) as mature_sends,
+        count(*) filter (where mature and positive_reply) as positive_replies,
+        count(*) filter (where mature and booked) as bookings,
+        count(*) filter (where mature and unsubscribed) as unsubscribes,
+        count(*) filter (where mature and complained) as complaints,
+        count(*) filter (where mature and negative_reply) as negative_replies
+    from experiment_sends
+    group by all
+
+),
+
+-- The day the counts are as of: the latest day any event occurred, which maturity counts from.
+as_of as (
+
+    select max(partition_day + cast(days_since_send as integer)) as latest_event_day
+    from {{ ref('int_send_outcomes') }}
+
+)
+
+select
+    arms.experiment_id,
+    arms.campaign_id,
+    arms.kind,
+    arms.state,
+    arms.arm,
+    arms.role,
+    arms.planned_sample_size,
+    period.started_day,
+    period.concluded_day,
+    assigned.first_assigned_day,
+    assigned.last_assigned_day,
+    as_of.latest_event_day,
+    {{ window }} as outcome_window_days,
+    coalesce(assigned.assigned, 0) as assigned,
+    coalesce(outcomes.sends, 0) as sends,
+    coalesce(outcomes.mature_sends, 0) as mature_sends,
+    coalesce(outcomes.positive_replies, 0) as positive_replies,
+    coalesce(outcomes.bookings, 0) as bookings,
+    coalesce(outcomes.unsubscribes, 0) as unsubscribes,
+    coalesce(outcomes.complaints, 0) as complaints,
+    coalesce(outcomes.negative_replies, 0) as negative_replies
+from arms
+left join period
+    on arms.experiment_id = period.experiment_id
+left join assigned
+    on arms.experiment_id = assigned.experiment_id
+    and arms.arm = assigned.arm
+left join outcomes
+    on arms.experiment_id = outcomes.experiment_id
+    and arms.arm = outcomes.arm
+cross join as_of

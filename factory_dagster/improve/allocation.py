@@ -1,0 +1,379 @@
+"""Policy `loop-v2`: how the assign stage runs the loop, as pure functions the line and the benchmark share.
+
+Each lead of a segment goes through three layers, each for a reason:
+
+1. **Holdout** (`is_holdout`): a fixed share of the campaign's leads (`spec.improve.holdout_share`),
+   chosen by a hash of (campaign, lead), keeps the frozen baseline `holdout-uniform-v1`: uniform
+   over the spec's own arms (plan angles x the spec's prompt versions x the spec's served draft
+   model), never in an experiment. The hash makes membership sticky and independent of
+   everything the loop learns, so `marts.loop_lift` measures the loop's value instead of assuming it.
+2. **Angle** (`angle_shares`): Thompson sampling on the primary metric, positive replies per send,
+   per segment over the plan's angles. Counts are pooled over the prompt versions and models of an
+   angle (they all test the same hypothesis), prior mean `allocation.prior_positive_rate` worth
+   `allocation.prior_sends` sends. Share = floor/K + (1 - floor) x P(angle is best). Optimising
+   raw replies would walk into the reply-rate trap (more replies, fewer positive ones); this cannot.
+3. **Experiment arm** (`segment_traffic`): outside experiments the segment's champion prompt
+   version (loop state) drafted by the loop's draft model (loop state routing, else the spec's).
+   While a `prompt_version` or draft-stage `routing` experiment runs in the segment, its arms split
+   the segment's loop leads exactly as `decisions.planned_shares` says (control = the champion).
+   The angle is drawn independently of the arm, so arms are compared on the same angle mix.
+
+A loop lead's propensity is angle share x arm share; a holdout lead's is 1/K. Draws are seeded by
+(lead, day), so a re-run assigns the same arms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from factory_dagster.assignment.policy import arm_id
+from factory_dagster.campaign.spec import CampaignSpec
+from factory_dagster.improve.decisions import planned_shares
+from factory_dagster.improve.experiments import Experiment
+from factory_dagster.improve.stats import srm_p_value
+from factory_dagster.improve.versions import LoopState
+
+POLICY_VERSION = "loop-v2"
+HOLDOUT_POLICY_VERSION = "holdout-uniform-v1"
+ROUTED_STAGE = "draft"  # the only model stage whose routing experiments get traffic in the assign stage
+HOLDOUT_SRM_ALPHA = 0.001  # a day's holdout count this unlikely under the planned share means broken hashing
+_DRAWS = 4000
+_TOLERANCE = 1e-9
+
+ALLOCATION_COLUMNS = [
+    "segment",
+    "arm_id",
+    "angle",
+    "prompt_version",
+    "model",
+    "holdout",
+    "experiment_id",
+    "experiment_arm",
+    "sends",
+    "replies",
+    "positive_replies",
+    "posterior_mean",
+    "p_best",
+    "angle_share",
+    "arm_share",
+    "share",
+    "policy_version",
+    "reason",
+]
+
+
+def _unit(*parts: object) -> float:
+    """A uniform draw in [0, 1) fixed by `parts` (no random state: re-runs draw the same)."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big") / 2**64
+
+
+def is_holdout(campaign_id: str, lead_id: str, share: float) -> bool:
+    """Whether the lead belongs to the campaign's holdout: a hash, so sticky and blind to the loop."""
+    return _unit("holdout", campaign_id, lead_id) < share
+
+
+# ---------------------------------------------------------------- layer 2: angles
+
+
+def angle_shares(plan: pd.DataFrame, performance: pd.DataFrame, spec: CampaignSpec, day: date) -> pd.DataFrame:
+    """Per segment and plan angle: pooled counts, posterior on positive replies, P(best), share.
+
+    `performance` has the shape of `learning.marts.segment_arm_performance` (segment, angle,
+    sends, replies, positive_replies per arm); arms of the same angle are summed.
+    """
+    alloc = spec.allocation
+    counts = ["sends", "replies", "positive_replies"]
+    known = performance if not performance.empty else pd.DataFrame(columns=["segment", "angle", *counts])
+    pooled = known.astype(dict.fromkeys(counts, float)).groupby(["segment", "angle"])[counts].sum()
+    out = []
+    for segment, group in plan[["segment", "angle"]].drop_duplicates().groupby("segment", sort=True):
+        angles = sorted(group["angle"])
+        stats = pooled.reindex(pd.MultiIndex.from_tuples([(segment, a) for a in angles]), fill_value=0.0)
+        sends, replies, positives = (stats[c].to_numpy() for c in counts)
+        alpha = positives + alloc.prior_sends * alloc.prior_positive_rate
+        beta = np.maximum(sends - positives, 0) + alloc.prior_sends * (1 - alloc.prior_positive_rate)
+        rng = np.random.default_rng(int(_unit(POLICY_VERSION, day, segment) * 2**63))
+        draws = rng.beta(alpha[:, None], beta[:, None], size=(len(angles), _DRAWS))
+        p_best = np.bincount(draws.argmax(axis=0), minlength=len(angles)) / _DRAWS
+        shares = alloc.exploration_floor / len(angles) + (1 - alloc.exploration_floor) * p_best
+        for i, angle in enumerate(angles):
+            mean = alpha[i] / (alpha[i] + beta[i])
+            out.append(
+                {
+                    "segment": segment,
+                    "angle": angle,
+                    "sends": int(sends[i]),
+                    "replies": int(replies[i]),
+                    "positive_replies": int(positives[i]),
+                    "posterior_mean": mean,
+                    "p_best": p_best[i],
+                    "angle_share": shares[i],
+                    "angle_reason": (
+                        f"angle {angle}: {int(positives[i])} positive replies in {int(sends[i])} sends (all prompt versions "
+                        f"and models), posterior mean {mean:.4f}, P(best) {p_best[i]:.2f}; angle share = "
+                        f"{alloc.exploration_floor}/{len(angles)} + {1 - alloc.exploration_floor:.2f} x P(best) = {shares[i]:.3f}"
+                    ),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- layer 3: experiment arms
+
+
+@dataclass(frozen=True)
+class TrafficArm:
+    """One way a segment's loop leads are drafted: prompt version x model, with its share."""
+
+    experiment_arm: str | None  # the experiment's name for the arm; None outside experiments
+    prompt_version: str
+    model: str
+    share: float
+
+
+@dataclass(frozen=True)
+class SegmentTraffic:
+    """How a segment's loop (non-holdout) leads split between arms today, and why."""
+
+    experiment_id: str | None
+    arms: tuple[TrafficArm, ...]
+    note: str
+
+
+def runs_in_assign(experiment: Experiment) -> bool:
+    """Kinds the assign stage can give traffic: prompt versions, and routing of the draft stage."""
+    if experiment.kind == "prompt_version":
+        return True
+    return experiment.kind == "routing" and experiment.motivating_figures.get("stage", ROUTED_STAGE) == ROUTED_STAGE
+
+
+def loop_draft_model(state: LoopState, spec: CampaignSpec, serve: Callable[[str], str]) -> str:
+    """The model that drafts loop traffic: the loop's routing for the draft stage, else the spec's (served)."""
+    configured = state.routing.get(ROUTED_STAGE)
+    return serve(configured) if configured else spec.routing[ROUTED_STAGE]
+
+
+def segment_traffic(
+    segment: str,
+    champion: str,
+    draft_model: str,
+    running: Iterable[Experiment],
+    serve: Callable[[str], str] = lambda name: name,
+) -> SegmentTraffic:
+    """The segment's arms: the champion alone, or the oldest running experiment's planned split.
+
+    `serve` maps a configured model name to the model that really serves it (its offline
+    stand-in without a key); the routing experiment's names stay as its `experiment_arm`.
+    """
+    mine = sorted(
+        (e for e in running if e.state == "running" and segment in e.target_segments and runs_in_assign(e)),
+        key=lambda e: (e.updated_at or e.proposed_at, e.proposed_at, e.experiment_id),
+    )
+    if not mine:
+        return SegmentTraffic(None, (TrafficArm(None, champion, draft_model, 1.0),), f"champion {champion} on {draft_model}")
+    experiment, others = mine[0], mine[1:]
+    shares = planned_shares(experiment)
+    names = (experiment.control, *experiment.challengers)
+    if experiment.kind == "prompt_version":
+        arms = tuple(TrafficArm(name, name, draft_model, shares[name]) for name in names)
+    else:
+        arms = tuple(TrafficArm(name, champion, serve(name), shares[name]) for name in names)
+    split = ", ".join(f"{a.experiment_arm} {a.share:.0%}" for a in arms)
+    note = f"experiment {experiment.experiment_id} ({experiment.kind}, control {experiment.control}): {split}"
+    if others:
+        note += f"; also running here, waiting for it (oldest first): {', '.join(e.experiment_id for e in others)}"
+    return SegmentTraffic(experiment.experiment_id, arms, note)
+
+
+# ---------------------------------------------------------------- the day's allocation
+
+
+def allocate(
+    plan: pd.DataFrame,
+    performance: pd.DataFrame,
+    spec: CampaignSpec,
+    state: LoopState,
+    running: Sequence[Experiment],
+    day: date,
+    serve: Callable[[str], str] = lambda name: name,
+) -> pd.DataFrame:
+    """Every (segment, arm) a lead may get today, loop rows (`loop-v2`) and holdout rows, with shares.
+
+    Within each segment the loop rows' shares sum to 1 (angle share x arm share), and so do the
+    holdout rows'; `share` is the propensity of a lead of that population drawing the row.
+    """
+    angles = angle_shares(plan, performance, spec, day)
+    draft_model = loop_draft_model(state, spec, serve)
+    rows = []
+    for segment, group in angles.groupby("segment", sort=True):
+        traffic = segment_traffic(segment, state.champions[segment], draft_model, running, serve)
+        for angle in group.itertuples():
+            for arm in traffic.arms:
+                share = angle.angle_share * arm.share
+                rows.append(
+                    _row(angle, arm.prompt_version, arm.model, False, traffic.experiment_id, arm.experiment_arm)
+                    | {
+                        "arm_share": arm.share,
+                        "share": share,
+                        "policy_version": POLICY_VERSION,
+                        "reason": f"{POLICY_VERSION} in segment {segment}: {angle.angle_reason}; {traffic.note}; "
+                        f"propensity = {angle.angle_share:.3f} x {arm.share:.2f} = {share:.4f}",
+                    }
+                )
+        rows += _holdout_rows(group, spec)
+    return pd.DataFrame(rows, columns=ALLOCATION_COLUMNS)
+
+
+def _row(angle: Any, prompt_version: str, model: str, holdout: bool, experiment_id: str | None, arm: str | None) -> dict:
+    return {
+        "segment": angle.segment,
+        "arm_id": arm_id(angle.angle, prompt_version, model),
+        "angle": angle.angle,
+        "prompt_version": prompt_version,
+        "model": model,
+        "holdout": holdout,
+        "experiment_id": experiment_id,
+        "experiment_arm": arm,
+        "sends": angle.sends,
+        "replies": angle.replies,
+        "positive_replies": angle.positive_replies,
+        "posterior_mean": angle.posterior_mean,
+        "p_best": angle.p_best,
+        "angle_share": angle.angle_share,
+    }
+
+
+def _holdout_rows(angles: pd.DataFrame, spec: CampaignSpec) -> list[dict]:
+    """The frozen baseline: uniform over plan angles x the spec's prompt versions x its served draft model."""
+    model = spec.routing[ROUTED_STAGE]
+    versions = spec.drafting.prompt_versions
+    k = len(angles) * len(versions)
+    return [
+        _row(angle, version, model, True, None, None)
+        | {
+            "arm_share": 1 / len(versions),
+            "share": 1 / k,
+            "policy_version": HOLDOUT_POLICY_VERSION,
+            "reason": f"{HOLDOUT_POLICY_VERSION}: holdout lead ({spec.improve.holdout_share:.0%} of the campaign, by hash) "
+            f"keeps the frozen baseline, uniform over the spec's {k} arms of segment {angle.segment}; propensity 1/{k}",
+        }
+        for angle in angles.itertuples()
+        for version in versions
+    ]
+
+
+def assign_leads(leads: pd.DataFrame, allocation: pd.DataFrame, spec: CampaignSpec, day: date) -> pd.DataFrame:
+    """One arm per lead: holdout leads uniformly, loop leads by angle share, then by experiment arm.
+
+    The angle and the arm are two independent seeded draws, so every experiment arm sees the same
+    angle mix; the propensity is the drawn row's share (the product of the two).
+    """
+    by_key = {key: g.reset_index(drop=True) for key, g in allocation.groupby(["segment", "holdout"])}
+    rows = []
+    for lead in leads.itertuples():
+        holdout = is_holdout(spec.campaign_id, lead.lead_id, spec.improve.holdout_share)
+        options = by_key[(lead.segment, holdout)]
+        if holdout:
+            chosen = options.iloc[_pick(options["share"], _unit(HOLDOUT_POLICY_VERSION, day, lead.lead_id))]
+        else:
+            angles = options.drop_duplicates("angle")
+            angle = angles["angle"].iloc[_pick(angles["angle_share"], _unit(POLICY_VERSION, day, lead.lead_id, "angle"))]
+            arms = options[options["angle"] == angle]
+            chosen = arms.iloc[_pick(arms["arm_share"], _unit(POLICY_VERSION, day, lead.lead_id, "arm"))]
+        rows.append(
+            {
+                "lead_id": lead.lead_id,
+                "segment": lead.segment,
+                "arm_id": chosen.arm_id,
+                "angle": chosen.angle,
+                "prompt_version": chosen.prompt_version,
+                "model": chosen.model,
+                "propensity": float(chosen.share),
+                "policy_version": chosen.policy_version,
+                "reason": chosen.reason,
+                "experiment_id": chosen.experiment_id,
+                "experiment_arm": chosen.experiment_arm,
+                "holdout": holdout,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _pick(shares: pd.Series, u: float) -> int:
+    """The index whose cumulative share first exceeds u (shares sum to 1 within rounding)."""
+    cumulative = shares.cumsum().to_numpy() / shares.sum()
+    return min(int(np.searchsorted(cumulative, u, side="right")), len(cumulative) - 1)
+
+
+# ---------------------------------------------------------------- the blocking check
+
+
+def allocation_problems(allocation: pd.DataFrame, floor: float, experiments: Mapping[str, Experiment]) -> list[str]:
+    """What is wrong with a day's allocation (empty when valid).
+
+    Loop and holdout rows each sum to 1 per segment; every loop angle keeps the exploration
+    floor; experiment rows belong to an experiment the assign stage runs, in one of its target
+    segments, with the challengers within its maximum traffic share; holdout rows are in no experiment.
+    """
+    problems = []
+    for (segment, holdout), group in allocation.groupby(["segment", "holdout"]):
+        population = "holdout" if holdout else "loop"
+        total = group["share"].sum()
+        if abs(total - 1) > _TOLERANCE:
+            problems.append(f"segment {segment}: {population} shares sum to {total:.6f}, not 1")
+        if holdout:
+            if group["experiment_id"].notna().any():
+                problems.append(f"segment {segment}: holdout rows are in an experiment")
+            continue
+        by_angle = group.groupby("angle")["share"].sum()
+        minimum = floor / len(by_angle)
+        problems += [
+            f"segment {segment}: angle {angle} share {share:.4f} under floor {minimum:.4f}"
+            for angle, share in by_angle.items()
+            if share < minimum - _TOLERANCE
+        ]
+        for experiment_id, rows in group[group["experiment_id"].notna()].groupby("experiment_id"):
+            problems += _experiment_problems(segment, experiment_id, rows, experiments.get(experiment_id))
+    return problems
+
+
+def _experiment_problems(segment: str, experiment_id: str, rows: pd.DataFrame, experiment: Experiment | None) -> list[str]:
+    where = f"segment {segment}: experiment {experiment_id}"
+    if experiment is None:
+        return [f"{where} does not exist"]
+    if not runs_in_assign(experiment) or segment not in experiment.target_segments:
+        return [f"{where} ({experiment.kind}, segments {', '.join(experiment.target_segments)}) cannot run here"]
+    challenger_share = rows.loc[rows["experiment_arm"].isin(experiment.challengers), "share"].sum()
+    if challenger_share > experiment.max_traffic_share + _TOLERANCE:
+        return [
+            f"{where}: challengers get {challenger_share:.3f} of the traffic, over its maximum {experiment.max_traffic_share:.3f}"
+        ]
+    return []
+
+
+def holdout_problems(assignments: pd.DataFrame, campaign_id: str, share: float) -> list[str]:
+    """Holdout membership must be the hash's, holdout leads in no experiment, and the count plausible."""
+    rows = assignments[assignments["holdout"].notna()]
+    if rows.empty:
+        return []
+    expected = np.array([is_holdout(campaign_id, lead, share) for lead in rows["lead_id"]])
+    flagged = rows["holdout"].astype(bool).to_numpy()
+    problems = []
+    if wrong := int((expected != flagged).sum()):
+        problems.append(f"{wrong} leads' holdout flag differs from the hash at holdout share {share:.0%}")
+    if rows.loc[flagged, "experiment_id"].notna().any():
+        problems.append("holdout leads were put in an experiment")
+    if 0 < share < 1:
+        p = srm_p_value([int(flagged.sum()), int((~flagged).sum())], [share, 1 - share])
+        if p < HOLDOUT_SRM_ALPHA:
+            problems.append(
+                f"holdout share {flagged.mean():.1%} of {len(rows)} leads is implausible at {share:.0%} (p = {p:.2g})"
+            )
+    return problems
