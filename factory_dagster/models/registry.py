@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, get_args
@@ -103,8 +104,14 @@ class ModelRegistry(BaseModel):
 
 
 def load_registry(path: Path = DEFAULT_MODEL_REGISTRY_PATH) -> ModelRegistry:
+    """The registry file, read every time (an edit takes effect at once), validated once per content."""
     try:
-        return ModelRegistry.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+        return _validated(Path(path).read_text(encoding="utf-8"))
     except ValidationError as exc:
         problems = "; ".join(f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
         raise ValueError(f"{path}: invalid model registry: {problems}") from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _validated(text: str) -> ModelRegistry:
+    return ModelRegistry.model_validate(yaml.safe_load(text))
