@@ -29,7 +29,7 @@ from factory_dagster.models.registry import ModelRegistry, load_registry
 from factory_dagster.models.routing import Route, resolve_routes, with_served_models
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH, Paths
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import connect, hold
 
 POOL = "duckdb"  # every DuckDB-touching step runs in this pool (limit 1): one writer at a time
 
@@ -134,6 +134,12 @@ class FactoryResource(dg.ConfigurableResource):
 
     def run_context(self, context: dg.AssetExecutionContext, spec: CampaignSpec) -> RunContext:
         return RunContext(context.run.run_id, partition_day(context), spec.campaign_id)
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[FactoryResource]:
+        """For the length of a run (of a step, with a multi-process executor) the warehouse stays open."""
+        with hold(self.paths.warehouse):
+            yield self
 
     @contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

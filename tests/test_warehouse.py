@@ -17,7 +17,7 @@ from helpers_db import CAMPAIGN, DAY, LEADS, OTHER_CAMPAIGN, SPEC, add_leads, co
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.warehouse.contracts import RAW_TABLES
 from factory_dagster.warehouse.file_registry import file_sha256, register_file, registered_hashes
-from factory_dagster.warehouse.store import connect, fetch_one, insert_rows, replace_partition, transaction
+from factory_dagster.warehouse.store import connect, fetch_one, hold, insert_rows, replace_partition, transaction
 
 
 @pytest.fixture
@@ -104,6 +104,37 @@ def test_connect_waits_for_a_lock_held_by_another_process(tmp_path: Path) -> Non
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+_TRY_OPEN = """
+import sys, duckdb
+try:
+    duckdb.connect(sys.argv[1]).close()
+    print("opened")
+except duckdb.IOException as exc:
+    print("locked" if "lock" in str(exc).lower() else exc)
+"""
+
+
+def _other_process_opens(path: Path) -> str:
+    return subprocess.run([sys.executable, "-c", _TRY_OPEN, str(path)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_hold_hands_out_cursors_of_one_open_warehouse_and_releases_it(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    with hold(path):
+        with connect(path) as first, transaction(first):
+            record_incident(first, run_for(DAY), "test", "info", "written through a cursor")
+        with connect(path, read_only=True) as second:  # the held instance serves reads too
+            assert count(second, "incidents") == 1
+        with hold(path):  # re-entrant: the inner block does not close the outer one's file
+            pass
+        with connect(path) as third:
+            assert count(third, "incidents") == 1
+        assert _other_process_opens(path) == "locked"  # held for the whole block
+    assert _other_process_opens(path) == "opened"  # released at its end
+    with connect(path, read_only=True) as fresh:
+        assert count(fresh, "incidents") == 1
 
 
 # --- transaction -------------------------------------------------------------------------------
