@@ -150,7 +150,9 @@ def run_days(
     for offset in range(days):
         day = start + timedelta(days=offset)
         write_sample_file(paths.leads_inbox, day, n=leads_per_day)
-        progress(f"day {offset + 1}/{days} {day}: running observe → learn → intake → plan → assign → draft → gate → send")
+        progress(
+            f"day {offset + 1}/{days} {day}: running observe → learn → improve → intake → plan → assign → draft → gate → send"
+        )
         started = time.perf_counter()
         with _captured_output(paths, day) as log_path:
             result = job.execute_in_process(
@@ -278,6 +280,7 @@ def loop_lines(paths: Paths) -> list[str]:
         )
         version = current_version(con, spec)
         lift = _campaign_lift(con, spec.campaign_id)
+        looks = _latest_looks(con, spec.campaign_id)
     made = sum(states.values())
     waiting = f", {states['approved']} approved and waiting for their segment" if states.get("approved") else ""
     champions = ", ".join(f"{segment} {prompt}" for segment, prompt in version.state.champions.items())
@@ -287,8 +290,30 @@ def loop_lines(paths: Paths) -> list[str]:
         f"by a person, {states.get('proposed', 0)} waiting for a person, {states.get('rejected', 0)} rejected; "
         f"{states.get('running', 0)} running{waiting}; {states.get('promoted', 0)} promoted, "
         f"{states.get('retired', 0)} retired, {states.get('rolled_back', 0)} rolled back (factory experiments list)",
+        *looks,
         f"loop version {version.version}: champions {champions}; routing {routing} (factory versions; factory rollback)",
         lift,
+    ]
+
+
+def _latest_looks(con: duckdb.DuckDBPyConnection, campaign_id: str) -> list[str]:
+    """Each experiment's latest daily look in one line: the decision, and how far its sample has come."""
+    rows = con.execute(
+        """WITH latest AS (
+               SELECT *, row_number() OVER (PARTITION BY experiment_id, arm ORDER BY partition_day DESC) AS n
+               FROM raw.experiment_looks WHERE campaign_id = ?)
+           SELECT l.experiment_id, l.partition_day, l.decision, e.control, list(l.arm ORDER BY l.arm) FILTER (WHERE l.role <> 'control'),
+                  min(l.mature_sends), e.planned_sample_size, any_value(l.days_running)
+           FROM latest l JOIN raw.experiments e USING (experiment_id)
+           WHERE l.n = 1
+           GROUP BY l.experiment_id, l.partition_day, l.decision, e.control, e.planned_sample_size
+           ORDER BY l.experiment_id""",
+        [campaign_id],
+    ).fetchall()
+    return [
+        f"decision step, {day}: {experiment} ({', '.join(challengers)} vs {control}) -> {decision}, "
+        f"{mature} of {planned} planned mature sends per arm after {days} days"
+        for experiment, day, decision, control, challengers, mature, planned, days in rows
     ]
 
 
