@@ -286,12 +286,13 @@ def run() -> dict:
     for name, scores in per_seed.items():
         figures.update(policy_figures(name, scores))
     figures["oracle_share_last_week"] = figures["loop_v2_share"]
-    figures["trap_promotions"] = {
-        "loop_v2": sum(s["settled_on_trap"] for s in per_seed["loop_v2"]) + sum(d["trap_promotions"] for d in loop_decisions),
-        "thompson_v1": sum(s["settled_on_trap"] for s in per_seed["thompson_v1"]),
-        "out_of": len(SEEDS) * len(spec.segments),
-        "definition": TRAP_PROMOTIONS,
-    }
+    # The key holds the new loop's count; the old policy's and the definition sit beside it.
+    figures["trap_promotions"] = sum(s["settled_on_trap"] for s in per_seed["loop_v2"]) + sum(
+        d["trap_promotions"] for d in loop_decisions
+    )
+    figures["trap_promotions_thompson_v1"] = sum(s["settled_on_trap"] for s in per_seed["thompson_v1"])
+    figures["trap_promotions_out_of"] = len(SEEDS) * len(spec.segments)
+    figures["trap_promotions_definition"] = TRAP_PROMOTIONS
     figures["loop_v2_experiments"] = loop_decisions
     for key in ("perfect_angles", "perfect_angles_promoted"):
         figures[f"loop_v2_ceiling_{key}"] = round(sum(c[key] for c in ceilings) / len(ceilings), 4)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -52,7 +53,8 @@ def test_a_failing_test_is_reported_by_name(tmp_path: Path, dbt_manifest: Path) 
         )
     run = invoke(["build", "--exclude", f"tag:{INTEGRITY_TAG}"], paths.warehouse, paths.home / "dbt_target")
     assert not run.success
-    assert any("accepted_values_raw_events_event_type" in failure for failure in run.failures), run.failures
+    failures = [failure for failure in run.failures if failure.startswith("row_contract_stg_events ")]
+    assert failures and "rule=accepted_values, columns=event_type, bad_rows=1, examples=exploded" in failures[0], run.failures
 
 
 def test_integrity_tests_only_repeat_constraints_raw_enforces(tmp_path: Path, dbt_manifest: Path) -> None:
@@ -75,11 +77,13 @@ def test_integrity_tests_only_repeat_constraints_raw_enforces(tmp_path: Path, db
         table = parent_node["name"]
         kind = test["test_metadata"]["name"]
         kwargs = test["test_metadata"]["kwargs"]
-        if kind == "not_null_columns":  # each column on its own must be NOT NULL (or the key) in raw
-            checks = [("not_null", (column,)) for column in kwargs["columns"]]
+        if kind == "row_contract":  # the key must be raw's primary key, each not_null column NOT NULL (or the key)
+            assert not kwargs.get("proportions") and not kwargs.get("accepted_values"), f"{test['name']}: raw enforces no ranges"
+            checks = [("key", tuple(kwargs["key"]))] if kwargs.get("key") else []
+            checks += [("not_null", (column,)) for column in kwargs.get("not_null", [])]
         else:
-            checks = [(kind, tuple(kwargs.get("combination") or [kwargs["column_name"]]))]
-        wanted = {"not_null": ["NOT NULL"], "unique": ["PRIMARY KEY", "UNIQUE"], "unique_combination_of_columns": ["PRIMARY KEY"]}
+            checks = [(kind, (kwargs["column_name"],))]
+        wanted = {"not_null": ["NOT NULL"], "unique": ["PRIMARY KEY", "UNIQUE"], "key": ["PRIMARY KEY"]}
         for rule, columns in checks:
             assert any(
                 (table, constraint, columns) in enforced or (rule == "not_null" and (table, "PRIMARY KEY", columns) in enforced)
@@ -92,9 +96,40 @@ def test_the_daily_build_checks_exclude_integrity_tests(dbt_manifest: Path) -> N
     integrity = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "test" and INTEGRITY_TAG in n["tags"]}
     daily = {spec.name for spec in dbt_marts.check_specs}
     assert daily and not daily & integrity
-    # Nulls in the marts the line decides from are still checked every day, in one query per model.
+    # The row rules of every mart (and of int_send_outcomes) are still checked every day, in one test per model.
+    contracts = [
+        node
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test"
+        and node.get("test_metadata", {}).get("name") == "row_contract"
+        and node["name"] in daily
+    ]
+    contracted = [manifest["nodes"][test["attached_node"]] for test in contracts]
+    names = [model["name"] for model in contracted]
+    assert len(names) == len(set(names)), names
+    marts = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["schema"] == "marts"}
+    assert marts | {"int_send_outcomes"} <= set(names), sorted(marts - set(names))
+    for test, model in zip(contracts, contracted, strict=True):
+        if model["schema"] != "staging":  # a staging view's key is raw's: the weekly tests check it
+            assert test["test_metadata"]["kwargs"]["key"], f"{model['name']} has no key"
     for model in ("int_send_outcomes", "anomalies"):
-        assert any(name.startswith(f"not_null_columns_{model}") for name in daily), model
+        (test,) = [t for t in contracts if t["attached_node"] == f"model.factory.{model}"]
+        assert "campaign_id" in test["test_metadata"]["kwargs"]["not_null"], model
+
+
+def test_every_daily_test_is_an_asset_check_on_the_model_it_guards(dbt_manifest: Path) -> None:
+    """Singular tests reading several tables name their mart in `meta.dagster.ref`: checks, not bare observations."""
+    manifest = json.loads(dbt_manifest.read_text())
+    daily = {
+        node["name"]
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test" and INTEGRITY_TAG not in node["tags"]
+    }
+    checks = {spec.name: spec.asset_key for spec in dbt_marts.check_specs}
+    assert set(checks) == daily
+    assert checks["assert_daily_kpis_match_raw"] == dg.AssetKey(["marts", "daily_kpis"])
+    assert checks["assert_segment_arm_performance_sends_match_raw"] == dg.AssetKey(["marts", "segment_arm_performance"])
+    assert checks["assert_events_belong_to_a_send_of_their_campaign"] == dg.AssetKey(["staging", "stg_events"])
 
 
 @pytest.fixture
@@ -131,22 +166,58 @@ def test_integrity_job_fails_and_raises_an_incident_when_a_constraint_is_gone(in
     assert "source_unique_raw_leads_lead_id" in detail
 
 
-def test_model_level_column_tests_name_the_bad_columns(tmp_path: Path, dbt_manifest: Path) -> None:
-    """One query per model still says which column broke its rule and on how many rows."""
+def _kpi_row(campaign_id: str | None, **values: object) -> dict[str, object]:
+    """A daily_kpis row with every count 0 and both rates 0.5, except `values`."""
+    counts = "leads_in leads_accepted leads_quarantined drafts drafts_passed messages messages_quarantined sends replies"
+    counts += " positive_replies booked bounces unsubscribes complaints llm_calls tokens_in tokens_out cost_usd"
+    row = {"campaign_id": campaign_id, "day": date(2026, 1, 1), "gate_pass_rate": 0.5, "reply_rate": 0.5}
+    return {**row, **dict.fromkeys(counts.split(), 0), **values}
+
+
+def test_a_failing_row_contract_names_each_broken_rule(tmp_path: Path, dbt_manifest: Path) -> None:
+    """One test per model, and its failure still says which rule broke, on which columns, how often, with examples."""
     paths = _empty_warehouse(tmp_path)
     target = paths.home / "dbt_target"
     assert invoke(["build", "--select", "+daily_kpis", "--indirect-selection", "empty"], paths.warehouse, target).success
+    rows = [_kpi_row("c1"), _kpi_row("c1", reply_rate=1.5), _kpi_row("c2", tokens_in=None, sends=4)]
+    with connect(paths.warehouse) as con:
+        for row in rows:
+            con.execute(
+                f"INSERT INTO marts.daily_kpis ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})", list(row.values())
+            )
+    run = invoke(["test", "--select", "daily_kpis", "--exclude", f"tag:{INTEGRITY_TAG}"], paths.warehouse, target)
+    assert not run.success
+    failed = {failure.split(" (")[0]: failure for failure in run.failures}
+    assert set(failed) == {"row_contract_daily_kpis", "assert_daily_kpis_match_raw"}, failed
+    contract = failed["row_contract_daily_kpis"]
+    assert "(fail, 3 failing rows)" in contract, contract
+    assert "rule=duplicate_key, columns=campaign_id, day, bad_rows=2, examples=(campaign_id=c1, day=2026-01-01)" in contract
+    assert "rule=not_null, columns=tokens_in, bad_rows=1" in contract
+    assert "rule=proportion, columns=reply_rate, bad_rows=1, examples=1.5" in contract
+    assert "columns=campaign_id," not in contract.replace("columns=campaign_id, day", "")  # only the broken columns
+    # The merged reconciliation says which total disagrees.
+    assert failed["assert_daily_kpis_match_raw"].endswith("measure=sends, mart_total=4.0, raw_total=0.0"), failed
+    assert "rule=duplicate_key" in run.describe_failure()
+
+
+def test_row_contract_checks_accepted_values_and_names_the_strays(tmp_path: Path, dbt_manifest: Path) -> None:
+    paths = _empty_warehouse(tmp_path)
     with connect(paths.warehouse) as con:
         con.execute(
-            "INSERT INTO marts.daily_kpis (campaign_id, day, reply_rate, gate_pass_rate) VALUES (NULL, DATE '2026-01-01', 1.5, 0.5)"
+            """INSERT INTO raw.audits (audit_id, partition_day, run_id, campaign_id, message_id, lead_id, model, prompt_version,
+                                       status, scores, passed, reasons, created_at)
+               VALUES ('a1', DATE '2026-01-01', 'r', 'c', 'm', 'l', 'judge', 'v1', 'ok',
+                       MAP {'tone': 7, 'clarity': 4, 'fit': 0}, false, 'x', now())"""
         )
-    run = invoke(["test", "--select", "daily_kpis", "--exclude", f"tag:{INTEGRITY_TAG}"], paths.warehouse, target)
-    failed = {failure.split(" (")[0]: failure for failure in run.failures}
-    assert any(name.startswith("proportion_columns_daily_kpis") for name in failed), failed
-    assert any(name.startswith("not_null_columns_daily_kpis") for name in failed), failed
-    # not_null_columns returns a row per column with nulls: campaign_id and every count left empty.
-    (not_null,) = [f for name, f in failed.items() if name.startswith("not_null_columns_daily_kpis")]
-    assert "failing rows" in not_null and ", 1 failing rows" not in not_null
+    run = invoke(
+        ["build", "--select", "stg_audits", "--exclude", f"tag:{INTEGRITY_TAG}"], paths.warehouse, paths.home / "dbt_target"
+    )
+    assert not run.success
+    (failure,) = run.failures
+    assert (
+        failure
+        == "row_contract_stg_audits (fail, 1 failing rows): rule=accepted_values, columns=score, bad_rows=2, examples=0, 7"
+    )
 
 
 def test_a_model_error_is_reported_in_dbts_words(tmp_path: Path, dbt_manifest: Path) -> None:

@@ -493,7 +493,9 @@ def test_the_demo_tells_the_loop_from_the_warehouse(con, tmp_path: Path) -> None
     paths.home.mkdir()
     con.execute("CHECKPOINT")
     shutil.copy(Path(con.execute("PRAGMA database_list").fetchall()[0][2]), paths.warehouse)
-    loop, version, lift = loop_lines(paths)
+    loop, *looks, version, lift = loop_lines(paths)
+    assert any(f"{promoted.experiment_id} (draft-v3 vs draft-v1) -> promote, " in line for line in looks), looks
+    assert all(line.startswith("decision step, ") for line in looks)
     assert loop == (
         "loop: 3 experiments proposed; approved 1 automatically and 1 by a person, 1 waiting for a person, 0 rejected; "
         "1 running; 1 promoted, 0 retired, 0 rolled back (factory experiments list)"

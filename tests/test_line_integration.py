@@ -114,7 +114,8 @@ def test_outcomes_come_back_and_reach_the_marts(line):
     kpis = daily_summary(paths, START, START + timedelta(days=DAYS - 1))
     assert len(kpis) == DAYS
     # The demo's closing words on the loop come from the same warehouse.
-    loop, version, lift = loop_lines(paths)
+    loop, *looks, version, lift = loop_lines(paths)
+    assert all(line.startswith("decision step, ") and " planned mature sends per arm " in line for line in looks)
     assert loop.startswith("loop: ") and "experiments proposed" in loop and "running" in loop and "promoted" in loop
     assert version.startswith("loop version ") and "champions scaleup_finance_leaders " in version
     assert lift.startswith("loop lift: ")

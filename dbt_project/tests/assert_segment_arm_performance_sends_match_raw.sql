@@ -1,4 +1,6 @@
 -- Every raw send falls in exactly one segment x arm row.
+{{ config(meta={'dagster': {'ref': {'name': 'segment_arm_performance'}}}) }}
+
 with mart as (
     select coalesce(sum(sends), 0) as sends from {{ ref('segment_arm_performance') }}
 ),

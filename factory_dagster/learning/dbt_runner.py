@@ -17,12 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from factory_dagster.settings import DBT_PROJECT_DIR
+from factory_dagster.warehouse.store import connect
 
 PARSE_TARGET = DBT_PROJECT_DIR / "target"
 MANIFEST_PATH = PARSE_TARGET / "manifest.json"
 RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult"})
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
+SAMPLE_ROWS = 8  # failing rows of a test shown in its failure: enough to name what broke, short enough to read
 _PROJECT_SUFFIXES = {".sql", ".yml", ".yaml"}
 
 
@@ -38,17 +42,23 @@ class DbtRun:
     results: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     node_errors: list[str] = field(default_factory=list)  # dbt's own words for each failed node
+    failing_rows: dict[str, list[str]] = field(default_factory=dict)  # test name -> its first failing rows
 
     @property
     def failures(self) -> list[str]:
-        """`node (status, N failing rows)` for each node that errored or whose test failed."""
+        """`node (status, N failing rows): row; row` for each node that errored or whose test failed."""
         failed = []
         for event in self.results:
             data = event["data"]
             status = str(data.get("status", "")).lower()
             if status in FAILED_STATUSES:
-                rows = f", {data['num_failures']} failing rows" if data.get("num_failures") else ""
-                failed.append(f"{data['node_info']['node_name']} ({status}{rows})")
+                name = data["node_info"]["node_name"]
+                count = data.get("num_failures") or 0
+                rows = f", {count} failing rows" if count else ""
+                sample = self.failing_rows.get(name, [])
+                more = f"; and {count - len(sample)} more" if sample and count > len(sample) else ""
+                shown = f": {'; '.join(sample)}{more}" if sample else ""
+                failed.append(f"{name} ({status}{rows}){shown}")
         return failed
 
     def describe_failure(self) -> str:
@@ -146,6 +156,34 @@ def release_warehouse() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
+def sample_failing_rows(results: list[Any], warehouse: Path | str) -> dict[str, list[str]]:
+    """The first rows each failed test returned, as `column=value, ...` (nulls left out).
+
+    dbt only counts a test's rows; the rows say what broke (row_contract names the rule, the
+    columns and examples; a reconciliation test both totals). Read after the build, when dbt
+    has let go of the file; without a readable warehouse the failure keeps just its count.
+    """
+    failed = [r for r in results if r.node.resource_type == "test" and str(r.status).lower() == "fail" and r.node.compiled_code]
+    samples: dict[str, list[str]] = {}
+    if not failed:
+        return samples
+    try:
+        with connect(Path(warehouse), read_only=True, wait_s=1.0) as con:
+            for result in failed:
+                try:
+                    cursor = con.execute(f"select * from (\n{result.node.compiled_code}\n) as failing limit {SAMPLE_ROWS}")
+                except duckdb.Error:
+                    continue  # that test's count still stands
+                names = [column[0] for column in cursor.description]
+                samples[result.node.name] = [
+                    ", ".join(f"{name}={value}" for name, value in zip(names, row, strict=True) if value is not None)
+                    for row in cursor.fetchall()
+                ]
+    except duckdb.Error:
+        pass  # a locked file: the counts still tell the operator which tests failed
+    return samples
+
+
 def invoke(command: list[str], warehouse: Path | str, target_path: Path) -> DbtRun:
     """Run one dbt command (`build`, `test`, ... with its selection) against `warehouse`."""
     from dbt.cli.main import dbtRunner
@@ -172,4 +210,5 @@ def invoke(command: list[str], warehouse: Path | str, target_path: Path) -> DbtR
     finally:
         release_warehouse()
     error = None if outcome.exception is None else f"{type(outcome.exception).__name__}: {outcome.exception}"
-    return DbtRun(bool(outcome.success), results, error, node_errors)
+    samples = {} if outcome.success else sample_failing_rows(getattr(outcome.result, "results", []), warehouse)
+    return DbtRun(bool(outcome.success), results, error, node_errors, samples)
