@@ -149,6 +149,11 @@ class RunWatcher:
     def status(self, run_id: str) -> str | None:
         return self._runs().get(run_id, (None, None, None))[2]
 
+    def run_times(self, run_id: str) -> tuple[float | None, float | None]:
+        """(start, end) of the run in epoch seconds, as Dagster recorded them; None while unknown."""
+        rows = self._query(self.history / "runs.db", "SELECT start_time, end_time FROM runs WHERE run_id = ?", (run_id,))
+        return rows[0] if rows else (None, None)
+
     def steps(self, run_id: str) -> list[StepEvent]:
         rows = self._query(
             self.history / "runs" / f"{run_id}.db",
