@@ -1,7 +1,9 @@
 """The one Dagster resource every stage shares: where the files are, the spec, the models.
 
-It holds paths and names only; connections, the spec and the model gateway are made
-per use, so nothing (and no usage count) is shared between assets of one run.
+It holds paths and names only; connections (cursors of the warehouse the run holds open),
+the spec and the model gateway are made per use, so no transaction and no usage count is
+shared between assets of one run. The line's blocking checks (`LineCheck`) live here too:
+each asset runs its own on what it has just stored.
 """
 
 from __future__ import annotations
