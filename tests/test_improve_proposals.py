@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -26,6 +27,7 @@ from factory_dagster.improve.metrics import GUARDRAIL_RULES, PRIMARY_METRIC
 from factory_dagster.improve.proposals import (
     SPEC_AUTHOR,
     Evidence,
+    days_to_planned_sample,
     gate_catches,
     open_proposals_table,
     parse_prompt_answer,
@@ -182,6 +184,9 @@ def test_the_spec_version_is_proposed_once_and_auto_approved(tmp_path: Path) -> 
     assert any("every segment has a prompt experiment waiting" in n for n in report.notes), report.notes
     assert gw.ledger().empty  # nothing to write for, no model call
     assert "draft-v1 → draft-v2" in open_proposals_table(report.open_experiments)
+    # No lead assigned yet: how long the design takes is unknown, and said so.
+    assert experiment.motivating_figures["days_to_planned_sample"] is None
+    assert experiment.motivating_figures["max_days"] == experiment.stopping_rule.max_days
 
     again, _ = propose_on(path, spec, DAY)  # a re-run of the day
     assert again.proposed == [] and any("already proposed" in n for n in again.notes)
@@ -431,3 +436,15 @@ def test_routing_canaries_are_proposed_for_the_model_that_drafts_today() -> None
     moved = replace(evidence, routing={"draft": "offline-nano"})
     assert canaries(moved, spec, datetime(2026, 3, 14)) == []
     assert canaries(replace(evidence, quality=None), spec, datetime(2026, 3, 14)) == []  # before the mart exists
+
+
+def test_days_to_the_planned_sample_follow_the_recent_volume_and_the_share() -> None:
+    experiment = routing_canary(spec_with(), datetime(2026, 3, 2))
+    share, planned = experiment.max_traffic_share, experiment.planned_sample_size
+    volume = {segment: 50.0 for segment in experiment.target_segments}
+    per_challenger = 50.0 * len(experiment.target_segments) * share
+    assert days_to_planned_sample(experiment, volume, 7) == math.ceil(planned / per_challenger) + 7
+    assert days_to_planned_sample(experiment, {}, 7) is None
+    # Twice the volume, about half the days.
+    doubled = days_to_planned_sample(experiment, {k: 2 * v for k, v in volume.items()}, 7)
+    assert doubled == math.ceil(planned / (2 * per_challenger)) + 7

@@ -29,9 +29,10 @@ planned sample size. A re-run of a day that already proposed proposes nothing ne
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -119,6 +120,7 @@ class Evidence:
     gate_stats: pd.DataFrame  # first-draft gate results per prompt version and violation code
     quality: pd.DataFrame | None  # marts.model_stage_quality, None before it exists
     open_count: int = 0  # experiments in flight (store.count_open_proposals)
+    daily_leads: Mapping[str, float] = field(default_factory=dict)  # segment -> loop leads a day lately
 
     @property
     def proposed_today(self) -> list[Experiment]:
@@ -182,6 +184,33 @@ def model_stage_quality(con: duckdb.DuckDBPyConnection, campaign_id: str) -> pd.
     return con.execute("SELECT * FROM marts.model_stage_quality WHERE campaign_id = ?", [campaign_id]).df()
 
 
+VOLUME_DAYS = 7  # the recent days whose assignments say how many leads a segment gets a day
+
+
+def daily_leads(con: duckdb.DuckDBPyConnection, campaign_id: str, day: date) -> dict[str, float]:
+    """Loop (non-holdout) leads assigned per segment per day over the VOLUME_DAYS before `day`."""
+    rows = con.execute(
+        """SELECT segment, count(*) / $days FROM raw.assignments
+           WHERE campaign_id = $campaign AND partition_day < $day AND partition_day >= $day - $days::INTEGER
+             AND NOT coalesce(holdout, false)
+           GROUP BY segment""",
+        {"campaign": campaign_id, "day": day, "days": VOLUME_DAYS},
+    ).fetchall()
+    return {segment: float(per_day) for segment, per_day in rows}
+
+
+def days_to_planned_sample(experiment: Experiment, leads_per_day: Mapping[str, float], window_days: int) -> int | None:
+    """Days until each challenger has its planned mature sends at the recent volume (None: no volume yet).
+
+    Shown with every prompt proposal, so a person sees what a design costs in time before approving it.
+    """
+    per_day = sum(leads_per_day.get(s, 0.0) for s in experiment.target_segments)
+    per_challenger = per_day * experiment.max_traffic_share / len(experiment.challengers)
+    if per_challenger <= 0:
+        return None
+    return math.ceil(experiment.planned_sample_size / per_challenger) + window_days
+
+
 def read_evidence(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> Evidence:
     """Everything the day's proposals need from the warehouse."""
     state = current_version(con, spec).state
@@ -194,6 +223,7 @@ def read_evidence(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date)
         gate_stats=gate_stats(con, spec.campaign_id, day),
         quality=model_stage_quality(con, spec.campaign_id),
         open_count=count_open_proposals(con, spec.campaign_id),
+        daily_leads=daily_leads(con, spec.campaign_id, day),
     )
 
 
@@ -327,7 +357,7 @@ def _prompt_experiment(
 ) -> Experiment:
     per_segment = segment_figures(evidence.sends, segments)
     base_rate, guardrails = design_rates(per_segment, spec.allocation.prior_positive_rate)
-    return propose(
+    experiment = propose(
         campaign_id=spec.campaign_id,
         kind="prompt_version",
         hypothesis=hypothesis,
@@ -343,6 +373,9 @@ def _prompt_experiment(
         proposed_by=proposed_by,
         at=at,
     )
+    days = days_to_planned_sample(experiment, evidence.daily_leads, spec.improve.outcome_window_days)
+    timing = {"days_to_planned_sample": days, "max_days": experiment.stopping_rule.max_days}
+    return replace(experiment, motivating_figures={**experiment.motivating_figures, **timing})
 
 
 def spec_challengers(spec: CampaignSpec, evidence: Evidence, at: datetime) -> list[Experiment]:
@@ -688,6 +721,7 @@ def open_proposals_table(experiments: Sequence[Experiment]) -> str:
             "segments": ", ".join(e.target_segments),
             "share": f"{e.max_traffic_share:.0%}",
             "planned sample": e.planned_sample_size,
+            "days to sample": e.motivating_figures.get("days_to_planned_sample", ""),
             "state": e.state,
         }
         for e in experiments
