@@ -117,7 +117,7 @@ def test_mart_readers_answer_nothing_learned_before_dbt_has_built(con) -> None:
 
     performance = segment_arm_performance(con, CAMPAIGN, DAY)
     assert performance.empty
-    assert list(performance.columns) == ["segment", "arm_id", "angle", "sends", "replies", "positive_replies"]
+    assert list(performance.columns) == ["segment", "arm_id", "angle", "sends", "replies", "positive_replies", "unsubscribes"]
     assert segment_angle_performance(con, CAMPAIGN, DAY).empty
     assert halt_reason(con, CAMPAIGN, DAY) is None
 
@@ -178,13 +178,14 @@ def test_segment_arm_performance_counts_only_sends_before_the_day(con) -> None:
     con.execute("CREATE SCHEMA intermediate")
     con.execute(
         """CREATE TABLE intermediate.int_send_outcomes AS SELECT * FROM (VALUES
-             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01'),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', NULL, NULL),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-03', DATE '2026-03-03'),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', NULL),
-             ('brightwave-close', DATE '2026-03-02', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', DATE '2026-03-02'),
-             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01')
-           ) AS t(campaign_id, partition_day, segment, arm_id, angle, first_reply_known_day, first_positive_known_day)"""
+             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01', NULL),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', NULL, NULL, DATE '2026-03-01'),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-03', DATE '2026-03-03', NULL),
+             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', NULL, DATE '2026-03-03'),
+             ('brightwave-close', DATE '2026-03-02', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', DATE '2026-03-02', NULL),
+             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01', NULL)
+           ) AS t(campaign_id, partition_day, segment, arm_id, angle, first_reply_known_day, first_positive_known_day,
+                  first_unsubscribe_known_day)"""
     )
     performance = segment_arm_performance(con, CAMPAIGN, DAY)  # DAY is 2026-03-02: its own sends do not count
     assert performance.to_dict("records") == [
@@ -196,6 +197,7 @@ def test_segment_arm_performance_counts_only_sends_before_the_day(con) -> None:
             "sends": 3,
             "replies": 1,
             "positive_replies": 1,
+            "unsubscribes": 1,
         },
         {
             "segment": "general",
@@ -204,6 +206,7 @@ def test_segment_arm_performance_counts_only_sends_before_the_day(con) -> None:
             "sends": 1,
             "replies": 1,
             "positive_replies": 0,
+            "unsubscribes": 0,  # imported on 2026-03-03: not known on 2026-03-02
         },
     ]
     by_angle = segment_angle_performance(con, CAMPAIGN, DAY)

@@ -110,6 +110,29 @@ def test_positive_reply_thompson_prefers_the_positive_arm_over_the_trap(plan: pd
     assert old[old.segment == segment].set_index("arm_id").share.idxmax().startswith("close_speed|")
 
 
+def test_unsubscribes_count_against_an_angle_with_the_specs_weight(plan: pd.DataFrame) -> None:
+    """Two angles with the same positive replies: the one that loses three times the leads to
+    unsubscribes gets less traffic; with the weight at 0 the two are judged on positives alone."""
+    segment = "scaleup_finance_leaders"
+    counts = {"close_speed": (30, 54), "team_time": (30, 18), "fewer_errors": (10, 18)}  # positives, unsubscribes
+    performance = pd.DataFrame(
+        [
+            {"segment": segment, "arm_id": arm_id(angle, SPEC.drafting.prompt_versions[0], MODEL), "angle": angle}
+            | {"sends": 1500, "replies": 2 * p, "positive_replies": p, "unsubscribes": u}
+            for angle, (p, u) in counts.items()
+        ]
+    )
+
+    def shares(weight: float) -> pd.Series:
+        spec = SPEC.model_copy(update={"allocation": SPEC.allocation.model_copy(update={"unsubscribe_weight": weight})})
+        return angle_shares(plan, performance, spec, DAY).set_index(["segment", "angle"]).loc[segment].angle_share
+
+    weighted, unweighted = shares(1.0), shares(0.0)
+    assert weighted["team_time"] > 0.75 > weighted["close_speed"]
+    assert abs(unweighted["team_time"] - unweighted["close_speed"]) < 0.25  # a coin toss on positives alone
+    assert weighted["close_speed"] < unweighted["close_speed"]
+
+
 def test_no_data_gives_near_uniform_angles(plan: pd.DataFrame) -> None:
     shares = angle_shares(plan, NO_DATA, SPEC, DAY)
     assert (shares.angle_share - 1 / 3).abs().max() < 0.03

@@ -154,6 +154,13 @@ class Allocation(_Strict):
     prior_positive_rate: float = Field(
         default=0.015, gt=0, lt=1, description="prior mean of positive replies per send (loop-v2 learns on these)"
     )
+    unsubscribe_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="loop-v2 ranks angles by positive replies minus this many times unsubscribes per send: "
+        "an unsubscribe loses the lead for good, and the reply-rate trap earns them",
+    )
+    prior_unsubscribe_rate: float = Field(default=0.006, gt=0, lt=1, description="prior mean of unsubscribes per send")
 
 
 class Improve(_Strict):

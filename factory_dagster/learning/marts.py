@@ -13,7 +13,7 @@ import pandas as pd
 
 from factory_dagster.warehouse.store import fetch_one
 
-_PERFORMANCE_COLUMNS = ["segment", "arm_id", "angle", "sends", "replies", "positive_replies"]
+_PERFORMANCE_COLUMNS = ["segment", "arm_id", "angle", "sends", "replies", "positive_replies", "unsubscribes"]
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
@@ -25,7 +25,7 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
 
 
 def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
-    """Sends, replies and positive replies per segment and arm, counting the sends made before `before`.
+    """Sends, replies, positive replies and unsubscribes per segment and arm, counting the sends made before `before`.
 
     What the day's decisions learn from is what was known when the day began: the sends
     before it and the replies imported by its own observe stage at the latest. A re-run of
@@ -37,7 +37,8 @@ def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, be
     return con.execute(
         """SELECT segment, arm_id, any_value(angle) AS angle, count(*)::INTEGER AS sends,
                   (count(*) FILTER (WHERE first_reply_known_day <= $before))::INTEGER AS replies,
-                  (count(*) FILTER (WHERE first_positive_known_day <= $before))::INTEGER AS positive_replies
+                  (count(*) FILTER (WHERE first_positive_known_day <= $before))::INTEGER AS positive_replies,
+                  (count(*) FILTER (WHERE first_unsubscribe_known_day <= $before))::INTEGER AS unsubscribes
            FROM intermediate.int_send_outcomes
            WHERE campaign_id = $campaign AND partition_day < $before
            GROUP BY segment, arm_id ORDER BY segment, arm_id""",

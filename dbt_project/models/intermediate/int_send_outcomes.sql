@@ -37,7 +37,8 @@ outcomes_per_send as (
         min(occurred_at) filter (where event_type in ('replied', 'positive_reply')) as first_reply_at,
         -- The day the line first knew of a reply: decisions "as of a day" count only what was imported by then.
         min(partition_day) filter (where event_type in ('replied', 'positive_reply')) as first_reply_known_day,
-        min(partition_day) filter (where event_type = 'positive_reply') as first_positive_known_day
+        min(partition_day) filter (where event_type = 'positive_reply') as first_positive_known_day,
+        min(partition_day) filter (where event_type = 'unsubscribed') as first_unsubscribe_known_day
     from events
     group by send_id
 
@@ -75,6 +76,7 @@ select
     outcomes.first_reply_at,
     outcomes.first_reply_known_day,
     outcomes.first_positive_known_day,
+    outcomes.first_unsubscribe_known_day,
     date_diff('day', sends.partition_day, latest_event_day.latest_event_day) as days_since_send
 from sends
 left join arms
