@@ -30,6 +30,7 @@ from factory_dagster.controls.runs import process_tags, recover_dead_runs
 from factory_dagster.improve.experiments import AUTO_APPROVER
 from factory_dagster.improve.versions import current_version
 from factory_dagster.intake.sample_leads import write_sample_file
+from factory_dagster.learning.marts import table_exists
 from factory_dagster.models.registry import ModelRegistry
 from factory_dagster.models.routing import Route
 from factory_dagster.settings import Paths
@@ -322,10 +323,7 @@ NO_LOOP_LIFT = "loop lift: no mature holdout sends yet (a send counts once its o
 
 def _campaign_lift(con: duckdb.DuckDBPyConnection, campaign_id: str) -> str:
     """marts.loop_lift's campaign row in words, or why there is none yet."""
-    built = fetch_one(
-        con, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts' AND table_name = 'loop_lift'"
-    )
-    row = built[0] and fetch_one(
+    row = table_exists(con, "marts", "loop_lift") and fetch_one(
         con,
         """SELECT loop_rate, loop_sends, holdout_rate, holdout_sends, lift, lift_low, lift_high
            FROM marts.loop_lift WHERE campaign_id = ? AND segment IS NULL AND holdout_sends > 0 AND loop_sends > 0""",

@@ -409,7 +409,10 @@ def test_missing_columns_are_named() -> None:
 
 def test_stage_model_resolves_the_loops_choice_to_what_serves_it() -> None:
     spec = example_spec()  # routed to the offline models: draft is offline-cheap
-    assert stage_model("draft", {}, spec, REGISTRY, {}) == "offline-cheap"
-    assert stage_model("draft", {"draft": "gpt-4.1-nano"}, spec, REGISTRY, {}) == "offline-nano"
-    assert stage_model("draft", {"draft": "gpt-4.1-nano"}, spec, REGISTRY, {"OPENAI_API_KEY": "sk-x"}) == "gpt-4.1-nano"
-    assert stage_model("draft", {"draft": "offline-nano"}, spec, REGISTRY, {}) == "offline-nano"
+    assert stage_model("draft", {}, spec, lambda name: REGISTRY.serving(name, {})) == "offline-cheap"
+    assert stage_model("draft", {"draft": "gpt-4.1-nano"}, spec, lambda name: REGISTRY.serving(name, {})) == "offline-nano"
+    assert (
+        stage_model("draft", {"draft": "gpt-4.1-nano"}, spec, lambda name: REGISTRY.serving(name, {"OPENAI_API_KEY": "sk-x"}))
+        == "gpt-4.1-nano"
+    )
+    assert stage_model("draft", {"draft": "offline-nano"}, spec, lambda name: REGISTRY.serving(name, {})) == "offline-nano"

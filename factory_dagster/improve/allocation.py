@@ -39,6 +39,7 @@ from factory_dagster.improve.decisions import planned_shares
 from factory_dagster.improve.experiments import Experiment
 from factory_dagster.improve.stats import srm_p_value
 from factory_dagster.improve.versions import LoopState
+from factory_dagster.models.routing import stage_model
 
 POLICY_VERSION = "loop-v2"
 HOLDOUT_POLICY_VERSION = "holdout-uniform-v1"
@@ -167,12 +168,6 @@ def runs_in_assign(experiment: Experiment) -> bool:
     return experiment.kind == "routing" and experiment.motivating_figures.get("stage", ROUTED_STAGE) == ROUTED_STAGE
 
 
-def loop_draft_model(state: LoopState, spec: CampaignSpec, serve: Callable[[str], str]) -> str:
-    """The model that drafts loop traffic: the loop's routing for the draft stage, else the spec's (served)."""
-    configured = state.routing.get(ROUTED_STAGE)
-    return serve(configured) if configured else spec.routing[ROUTED_STAGE]
-
-
 def segment_traffic(
     segment: str,
     champion: str,
@@ -223,7 +218,7 @@ def allocate(
     holdout rows'; `share` is the propensity of a lead of that population drawing the row.
     """
     angles = angle_shares(plan, performance, spec, day)
-    draft_model = loop_draft_model(state, spec, serve)
+    draft_model = stage_model(ROUTED_STAGE, state.routing, spec, serve)
     rows = []
     for segment, group in angles.groupby("segment", sort=True):
         traffic = segment_traffic(segment, state.champions[segment], draft_model, running, serve)

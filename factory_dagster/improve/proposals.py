@@ -568,7 +568,7 @@ def routing_canaries(registry: ModelRegistry, environ: Mapping[str, str]) -> Can
     def canaries(evidence: Evidence, spec: CampaignSpec, at: datetime) -> list[Experiment]:
         if evidence.quality is None:
             return []
-        current = stage_model("draft", evidence.routing, spec, registry, environ)
+        current = stage_model("draft", evidence.routing, spec, lambda name: registry.serving(name, environ))
         return propose_routing_canaries(evidence.quality, registry, current, spec, at, history=evidence.experiments)
 
     return canaries

@@ -23,6 +23,7 @@ from factory_dagster.improve.experiments import (
     IllegalTransition,
     transition,
 )
+from factory_dagster.learning.marts import table_exists
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 if TYPE_CHECKING:  # the model gateway (and the openai client it imports) is not needed to store experiments
@@ -236,10 +237,7 @@ def arm_count_rows(con: duckdb.DuckDBPyConnection, experiment_id: str) -> list[d
     """The experiment's rows of intermediate.int_experiment_arm_counts (the figures
     marts.experiment_results shows); None before dbt has ever built the view."""
     schema, view = ARM_COUNTS_VIEW
-    (exists,) = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, view]
-    ).fetchall()[0]
-    if not exists:
+    if not table_exists(con, schema, view):
         return None
     return _records(con, f"SELECT * FROM {schema}.{view} WHERE experiment_id = ? ORDER BY role, arm", [experiment_id])
 

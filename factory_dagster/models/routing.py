@@ -8,7 +8,7 @@ really serves it (its offline stand-in while its API key is unset), duplicates d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -93,17 +93,15 @@ def with_served_models(spec: CampaignSpec, routes: Mapping[str, Route]) -> Campa
     return spec.model_copy(update={"routing": {stage: route.primary for stage, route in routes.items()}})
 
 
-def stage_model(
-    stage: str, loop_routing: Mapping[str, str], served_spec: CampaignSpec, registry: ModelRegistry, environ: Mapping[str, str]
-) -> str:
+def stage_model(stage: str, loop_routing: Mapping[str, str], served_spec: CampaignSpec, serve: Callable[[str], str]) -> str:
     """The model that serves `stage` first today: the loop's choice when it moved the stage, else the spec's route.
 
     `loop_routing` is the loop state's routing (improve.versions.LoopState.routing), whose names may be
-    configured ones (resolved here to what serves them, e.g. an offline stand-in without a key);
-    `served_spec` is the spec as `with_served_models` returns it.
+    configured ones, resolved by `serve` to what serves them (e.g. `ModelRegistry.serving`: an offline
+    stand-in without a key); `served_spec` is the spec as `with_served_models` returns it.
     """
     moved = loop_routing.get(stage)
-    return served_spec.routing[stage] if moved is None else registry.serving(moved, environ)
+    return served_spec.routing[stage] if moved is None else serve(moved)
 
 
 def routes_frame(routes: Mapping[str, Route]) -> pd.DataFrame:
