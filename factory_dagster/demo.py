@@ -298,17 +298,18 @@ def loop_lines(paths: Paths) -> list[str]:
 
 
 def _latest_looks(con: duckdb.DuckDBPyConnection, campaign_id: str) -> list[str]:
-    """Each experiment's latest daily look in one line: the decision, and how far its sample has come."""
+    """Each experiment's latest daily look (from marts.experiment_results) in one line: the
+    decision, and how far its sample has come."""
+    if not table_exists(con, "marts", "experiment_results"):
+        return []
     rows = con.execute(
-        """WITH latest AS (
-               SELECT *, row_number() OVER (PARTITION BY experiment_id, arm ORDER BY partition_day DESC) AS n
-               FROM raw.experiment_looks WHERE campaign_id = ?)
-           SELECT l.experiment_id, l.partition_day, l.decision, e.control, list(l.arm ORDER BY l.arm) FILTER (WHERE l.role <> 'control'),
-                  min(l.mature_sends), e.planned_sample_size, any_value(l.days_running)
-           FROM latest l JOIN raw.experiments e USING (experiment_id)
-           WHERE l.n = 1
-           GROUP BY l.experiment_id, l.partition_day, l.decision, e.control, e.planned_sample_size
-           ORDER BY l.experiment_id""",
+        """SELECT experiment_id, any_value(look_day), any_value(decision),
+                  any_value(arm) FILTER (WHERE role = 'control'),
+                  list(arm ORDER BY arm) FILTER (WHERE role <> 'control'),
+                  min(look_mature_sends), any_value(planned_sample_size), any_value(days_running)
+           FROM marts.experiment_results
+           WHERE campaign_id = ? AND look_day IS NOT NULL
+           GROUP BY experiment_id ORDER BY experiment_id""",
         [campaign_id],
     ).fetchall()
     return [
