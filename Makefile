@@ -20,8 +20,9 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/factory demo --days 14
 
+# One worker per core (pytest-xdist); a test file stays on one worker, so its module fixtures run once.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 ui: setup
 	$(BIN)/factory ui

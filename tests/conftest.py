@@ -11,6 +11,15 @@ for _name in ("FACTORY_HOME", "FACTORY_WAREHOUSE", "FACTORY_LEADS_INBOX", "FACTO
     os.environ.pop(_name, None)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, parse the dbt project once in the controller, before the workers start,
+    so that two workers never write dbt_project/target at the same time."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        from factory_dagster.learning.dbt_project import ensure_manifest
+
+        ensure_manifest()
+
+
 @pytest.fixture(scope="session")
 def dbt_manifest():
     """Parse the dbt project once per session (a few seconds) and share the manifest."""
