@@ -36,6 +36,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
 
     from factory_dagster.definitions import build_definitions
     from factory_dagster.demo import (
+        approve_as_operator,
         closing_lines,
         daily_summary,
         describe_models,
@@ -54,7 +55,8 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     except dg.Failure as exc:  # a stage routed to a model that needs a key and has no offline stand-in
         return _fail(exc.description, 2)
     print(f"data folder: {paths.home}")
-    results = run_days(build_definitions(paths), instance, paths, args.start, args.days, args.leads_per_day)
+    operator = (lambda day: approve_as_operator(paths)) if args.operator == "approve" else None
+    results = run_days(build_definitions(paths), instance, paths, args.start, args.days, args.leads_per_day, after_day=operator)
     if results:
         summary = daily_summary(paths, results[0].day, results[-1].day)
         print()
@@ -253,6 +255,13 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--leads-per-day", type=int, default=180, help="sample leads dropped in the inbox per day (default 180)")
     demo.add_argument("--fresh", action="store_true", help="delete the data folder first")
+    demo.add_argument(
+        "--operator",
+        choices=["approve", "none"],
+        default="approve",
+        help="approve: after each day the demo approves the designs that wait for a person, recorded as 'demo operator' "
+        "(default); none: they wait for you (factory experiments approve)",
+    )
     demo.set_defaults(run=_demo)
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on the same data folder")
     ui.add_argument("--port", type=int, default=3000)

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -27,6 +27,7 @@ from factory_dagster.campaign.spec import load_spec
 from factory_dagster.controls.holds import open_holds
 from factory_dagster.controls.run_history import write_without_fsync
 from factory_dagster.controls.runs import process_tags, recover_dead_runs
+from factory_dagster.improve import store as experiment_store
 from factory_dagster.improve.experiments import AUTO_APPROVER
 from factory_dagster.improve.versions import current_version
 from factory_dagster.intake.sample_leads import write_sample_file
@@ -137,11 +138,13 @@ def run_days(
     days: int,
     leads_per_day: int,
     progress: Callable[[str], None] = print,
+    after_day: Callable[[date], list[str]] | None = None,
 ) -> list[DayResult]:
     """Run the daily line for `days` days from `start`; stop at the first failing day.
 
     Runs an earlier demo process left unfinished (it was killed) are failed first and their
-    pool slots freed, or the day's run would wait for them for ever.
+    pool slots freed, or the day's run would wait for them for ever. `after_day` acts between
+    days (the demo's operator); its lines are printed.
     """
     job = defs.resolve_job_def("daily_line")
     for run_id in recover_dead_runs(instance):
@@ -168,6 +171,8 @@ def run_days(
         progress(f"day {offset + 1}/{days} {day}: {_day_line(outcome, log_path)}")
         if not outcome.completed:
             break
+        for line in after_day(day) if after_day else ():
+            progress(f"day {offset + 1}/{days} {day}: {line}")
     if results:
         # One more dbt build, so the marts also count the last day's sends.
         with _captured_output(paths, results[-1].day, "refresh"):
@@ -179,6 +184,35 @@ def run_days(
                 tags=tags,
             )
     return results
+
+
+DEMO_OPERATOR = "demo operator"
+
+
+def approve_as_operator(paths: Paths) -> list[str]:
+    """The demo plays the person who approves designs: every proposal still waiting for a person
+    (routing canaries always do) is approved through the same call as `factory experiments approve`,
+    recorded with the actor `demo operator`, so `make run` shows the whole lifecycle unattended.
+    A real team decides these itself (`factory demo --operator none` leaves them waiting)."""
+    spec = load_spec(paths.spec)
+    lines = []
+    with connect(paths.warehouse) as con:
+        for experiment in experiment_store.list_experiments(con, spec.campaign_id, ["proposed"]):
+            experiment_store.decide_by_person(
+                con,
+                experiment.experiment_id,
+                "approve",
+                DEMO_OPERATOR,
+                "the demo approves every design a person must decide, as `factory experiments approve` would",
+                "demo",
+                datetime.now(UTC),
+            )
+            arms = f"{experiment.control} -> {', '.join(experiment.challengers)}"
+            lines.append(
+                f"the demo's operator approved {experiment.experiment_id} ({experiment.kind}: {arms}, "
+                f"{experiment.max_traffic_share:.0%} of traffic), as `factory experiments approve` would"
+            )
+    return lines
 
 
 def _day_line(outcome: DayResult, log_path: object) -> str:
@@ -306,7 +340,7 @@ def _latest_looks(con: duckdb.DuckDBPyConnection, campaign_id: str) -> list[str]
         """SELECT experiment_id, any_value(look_day), any_value(decision),
                   any_value(arm) FILTER (WHERE role = 'control'),
                   list(arm ORDER BY arm) FILTER (WHERE role <> 'control'),
-                  min(look_mature_sends), any_value(planned_sample_size), any_value(days_running)
+                  min(look_mature_sends), any_value(planned_sample_size), any_value(days_running), any_value(reasons)
            FROM marts.experiment_results
            WHERE campaign_id = ? AND look_day IS NOT NULL
            GROUP BY experiment_id ORDER BY experiment_id""",
@@ -315,7 +349,8 @@ def _latest_looks(con: duckdb.DuckDBPyConnection, campaign_id: str) -> list[str]
     return [
         f"decision step, {day}: {experiment} ({', '.join(challengers)} vs {control}) -> {decision}, "
         f"{mature} of {planned} planned mature sends per arm after {days} days"
-        for experiment, day, decision, control, challengers, mature, planned, days in rows
+        + ("" if decision == "continue" or not reasons else f": {reasons}")
+        for experiment, day, decision, control, challengers, mature, planned, days, reasons in rows
     ]
 
 

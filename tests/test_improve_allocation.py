@@ -221,23 +221,43 @@ def test_the_loop_state_sets_champion_and_draft_model(plan: pd.DataFrame) -> Non
 def test_routing_experiments_of_the_draft_stage_change_the_model() -> None:
     canary = running(kind="routing", control="gpt-4o-mini", challengers=("gpt-4o-nano",), share=0.1, figures={"stage": "draft"})
     traffic = segment_traffic("general", "draft-v1", "offline-cheap", [canary], serve=lambda name: f"served:{name}")
-    assert traffic.experiment_id == canary.experiment_id
-    assert [(a.experiment_arm, a.prompt_version, a.model, a.share) for a in traffic.arms] == [
-        ("gpt-4o-mini", "draft-v1", "served:gpt-4o-mini", pytest.approx(0.9)),
-        ("gpt-4o-nano", "draft-v1", "served:gpt-4o-nano", pytest.approx(0.1)),
+    assert traffic.routing.experiment_id == canary.experiment_id and traffic.message.experiment_id is None
+    assert [(a.experiment_arm, a.serves, a.share) for a in traffic.routing.arms] == [
+        ("gpt-4o-mini", "served:gpt-4o-mini", pytest.approx(0.9)),
+        ("gpt-4o-nano", "served:gpt-4o-nano", pytest.approx(0.1)),
     ]
+    assert [(a.experiment_arm, a.serves, a.share) for a in traffic.message.arms] == [(None, "draft-v1", 1.0)]
     audit = replace(canary, motivating_figures={"stage": "audit"})
-    assert segment_traffic("general", "draft-v1", "offline-cheap", [audit]).experiment_id is None
+    assert segment_traffic("general", "draft-v1", "offline-cheap", [audit]).routing.experiment_id is None
+
+
+def test_a_prompt_experiment_and_a_routing_canary_split_the_same_leads_independently(plan: pd.DataFrame) -> None:
+    prompt = running(share=0.2)
+    canary = running(kind="routing", control=MODEL, challengers=("offline-nano",), share=0.1, figures={"stage": "draft"})
+    allocation = allocate(plan, NO_DATA, SPEC, initial_state(SPEC), [prompt, canary], DAY)
+    assert (
+        allocation_problems(allocation, SPEC.allocation.exploration_floor, {e.experiment_id: e for e in (prompt, canary)}) == []
+    )
+    assigned = assign_leads(leads(4000, "general"), allocation, SPEC, DAY)
+    loop = assigned[~assigned.holdout]
+    assert set(loop.experiment_id) == {prompt.experiment_id} and set(loop.routing_experiment_id) == {canary.experiment_id}
+    assert set(loop.model) == {MODEL, "offline-nano"} and (loop.model == loop.routing_arm).all()
+    table = pd.crosstab(loop.experiment_arm == "draft-v2", loop.routing_arm == "offline-nano", normalize="index")
+    # Each prompt arm gets about 10% nano drafts: the layers are drawn independently.
+    assert table[True].between(0.07, 0.13).all()
+    assert loop.propensity.round(6).isin(allocation.share.round(6)).all()
+    held = assigned[assigned.holdout]
+    assert held.experiment_id.isna().all() and held.routing_experiment_id.isna().all()
 
 
 def test_the_oldest_running_experiment_gets_the_segment() -> None:
     older = running(challengers=("draft-v2",), started=dt.datetime(2026, 2, 20, 6))
     newer = running(challengers=("draft-v3",), started=dt.datetime(2026, 2, 25, 6))
-    traffic = segment_traffic("general", "draft-v1", MODEL, [newer, older])
+    traffic = segment_traffic("general", "draft-v1", MODEL, [newer, older]).message
     assert traffic.experiment_id == older.experiment_id
     assert newer.experiment_id in traffic.note and "waiting" in traffic.note
     concluded = replace(older, state="retired")
-    assert segment_traffic("general", "draft-v1", MODEL, [newer, concluded]).experiment_id == newer.experiment_id
+    assert segment_traffic("general", "draft-v1", MODEL, [newer, concluded]).message.experiment_id == newer.experiment_id
 
 
 def test_allocation_problems_catch_broken_allocations(plan: pd.DataFrame) -> None:
@@ -260,6 +280,10 @@ def test_allocation_problems_catch_broken_allocations(plan: pd.DataFrame) -> Non
     held = allocation.copy()
     held.loc[held.holdout, "experiment_id"] = experiment.experiment_id
     assert any("holdout rows are in an experiment" in p for p in allocation_problems(held, floor, known))
+    wrong_layer = allocation.copy()
+    wrong_layer["routing_experiment_id"] = wrong_layer["experiment_id"]
+    wrong_layer["routing_arm"] = wrong_layer["experiment_arm"]
+    assert any("cannot run here in the routing layer" in p for p in allocation_problems(wrong_layer, floor, known))
 
     starved = allocation.copy()
     rows = starved.index[(starved.segment == "general") & ~starved.holdout & (starved.angle == "close_speed")]
@@ -279,4 +303,7 @@ def test_holdout_problems_catch_a_wrong_flag_and_a_held_lead_in_an_experiment() 
     in_experiment = frame.copy()
     in_experiment.loc[in_experiment.holdout, "experiment_id"] = "exp_x"
     assert holdout_problems(in_experiment, SPEC.campaign_id, 0.05) == ["holdout leads were put in an experiment"]
+    in_canary = frame.assign(routing_experiment_id=None)
+    in_canary.loc[in_canary.holdout, "routing_experiment_id"] = "exp_y"
+    assert holdout_problems(in_canary, SPEC.campaign_id, 0.05) == ["holdout leads were put in an experiment"]
     assert holdout_problems(frame.assign(holdout=None), SPEC.campaign_id, 0.05) == []  # before loop-v2

@@ -305,13 +305,18 @@ def test_a_model_holding_its_kpis_with_margin_gets_a_downshift_canary() -> None:
         "offline-cheap",
         ("offline-nano",),
     )
-    assert canary.primary_metric == PRIMARY_METRIC and canary.max_traffic_share == 0.1
+    assert canary.primary_metric == PRIMARY_METRIC and canary.max_traffic_share == 0.2
     assert canary.target_segments == tuple(s.name for s in example_spec().segments)
     assert canary.stopping_rule.non_inferiority_margin == DEFAULT_POLICY.margin and canary.mde == DEFAULT_POLICY.margin
     assert canary.base_rate == 0.02 and canary.planned_sample_size > 1000
     rails = {g.metric: g for g in canary.guardrails}
-    assert set(rails) == {"unsubscribe_rate", "complaint_rate", "negative_reply_rate"} and all(g.relative for g in rails.values())
+    assert set(rails) == {"unsubscribe_rate", "complaint_rate", "negative_reply_rate", "first_pass_failure_rate"}
+    assert all(g.relative for g in rails.values())
     assert rails["unsubscribe_rate"].base_rate == 0.004
+    # The stage's own KPI: the nano drafts may fail the gate at most 1.5 times as often (known the day they are drafted).
+    first_pass = rails["first_pass_failure_rate"]
+    assert first_pass.limit == 0.5 and first_pass.prior_events == 0.5
+    assert first_pass.base_rate == pytest.approx(0.01)  # 1% observed, the floor
     assert rails["complaint_rate"].base_rate == 0.0005  # unknown: the floor
     figures = canary.motivating_figures
     assert figures["stage"] == "draft" and figures["direction"] == "downshift"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from factory_dagster.improve.decisions import (
     run_decision_step,
 )
 from factory_dagster.improve.experiments import Experiment, auto_approve, propose
+from factory_dagster.improve.metrics import FIRST_PASS_GUARDRAIL, relative_guardrails
 from factory_dagster.improve.stats import Guardrail, StoppingRule, srm_p_value
 from factory_dagster.improve.store import (
     apply_transition,
@@ -452,6 +453,35 @@ def test_one_running_experiment_per_segment_the_next_waits(con) -> None:
     waiting = outcomes[second.experiment_id]
     assert (waiting.action, waiting.state) == ("waiting", "approved")
     assert waiting.detail == f"waits: {SEGMENT} runs {first.experiment_id}"
+    # A routing canary is another layer: it starts beside the prompt experiment, and the next canary waits for it.
+    canary = approved(con, design(kind="routing", control="cheap", challenger="nano", figures={"stage": "draft"}))
+    later = approved(con, design(kind="routing", control="cheap", challenger="micro", figures={"stage": "draft"}))
+    outcomes = {o.experiment_id: o for o in run_decision_step(con, SPEC, T0, "run-d0b", at(T0, 7))}
+    assert outcomes[canary.experiment_id].state == "running"  # started, then looked at the same day
+    assert outcomes[later.experiment_id].detail == f"waits: {SEGMENT} runs {canary.experiment_id}"
+
+
+def test_a_canary_whose_drafts_fail_the_gate_is_rolled_back_before_any_send_matures() -> None:
+    """The first-pass guardrail counts drafted leads (trials) the day they are drafted: no outcome window."""
+    canary = design(kind="routing", control="cheap", challenger="nano", figures={"stage": "draft"})
+    canary = replace(
+        canary,
+        state="running",
+        max_traffic_share=0.2,
+        guardrails=canary.guardrails + relative_guardrails({"first_pass_failure_rate": 0.005}, (FIRST_PASS_GUARDRAIL,)),
+    )
+    rows = [
+        # Four days of a demo canary: 3 of 550 control jobs and 8 of 138 nano jobs failed their first round.
+        {"arm": "cheap", "assigned": 555, "mature_sends": 0, "drafted": 550, "first_pass_failures": 3},
+        {"arm": "nano", "assigned": 139, "mature_sends": 0, "drafted": 138, "first_pass_failures": 8},
+    ]
+    counts = {a.arm: a for a in arm_counts(canary, rows)}
+    assert counts["nano"].guardrails["first_pass_failure_rate"].trials == 138 and counts["nano"].primary.trials == 0
+    decision = decide_running(canary, list(counts.values()), days_running=2, look=T0)
+    assert decision.action == "roll_back"
+    assert any("first_pass_failure_rate" in reason for reason in decision.reasons)
+    steady = [dict(rows[0]), dict(rows[1], first_pass_failures=1)]
+    assert decide_running(canary, arm_counts(canary, steady), days_running=2, look=T0).action == "continue"
 
 
 def test_a_routing_promotion_moves_the_stage_and_other_kinds_move_nothing() -> None:

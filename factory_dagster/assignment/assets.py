@@ -102,6 +102,7 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
             "assigned": len(new),
             "holdout": int(new["holdout"].sum()) if not new.empty else 0,
             "in_experiments": int(new["experiment_id"].notna().sum()) if not new.empty else 0,
+            "in_routing_canaries": int(new["routing_experiment_id"].notna().sum()) if not new.empty else 0,
             "skipped_suppressed": int(suppressed),
             "loop_version": loop.version,
             "arms": dg.MetadataValue.md(_arms_table(allocation)),
@@ -111,5 +112,5 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
 
 
 def _arms_table(allocation: pd.DataFrame) -> str:
-    columns = ["segment", "holdout", "arm_id", "experiment_arm", "angle_share", "share", "p_best"]
+    columns = ["segment", "holdout", "arm_id", "experiment_arm", "routing_arm", "angle_share", "share", "p_best"]
     return allocation[columns].to_markdown(index=False, floatfmt=".3f")

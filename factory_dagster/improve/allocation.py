@@ -12,14 +12,17 @@ Each lead of a segment goes through three layers, each for a reason:
    angle (they all test the same hypothesis), prior mean `allocation.prior_positive_rate` worth
    `allocation.prior_sends` sends. Share = floor/K + (1 - floor) x P(angle is best). Optimising
    raw replies would walk into the reply-rate trap (more replies, fewer positive ones); this cannot.
-3. **Experiment arm** (`segment_traffic`): outside experiments the segment's champion prompt
-   version (loop state) drafted by the loop's draft model (loop state routing, else the spec's).
-   While a `prompt_version` or draft-stage `routing` experiment runs in the segment, its arms split
-   the segment's loop leads exactly as `decisions.planned_shares` says (control = the champion).
-   The angle is drawn independently of the arm, so arms are compared on the same angle mix.
+3. **Experiment arms** (`segment_traffic`), in two independent layers (`Experiment.layer`):
+   - message: outside experiments the segment's champion prompt version (loop state); while a
+     `prompt_version` experiment runs in the segment, its arms split the segment's loop leads
+     exactly as `decisions.planned_shares` says (control = the champion);
+   - routing: outside canaries the loop's draft model (loop state routing, else the spec's); while a
+     draft-stage `routing` canary runs, its models split the leads the same way.
+   The angle, the message arm and the model are three independent draws, so every arm of one layer
+   is compared on the same angle mix and the same mix of the other layer's arms.
 
-A loop lead's propensity is angle share x arm share; a holdout lead's is 1/K. Draws are seeded by
-(lead, day), so a re-run assigns the same arms.
+A loop lead's propensity is angle share x arm share x routing share; a holdout lead's is 1/K.
+Draws are seeded by (lead, day), so a re-run assigns the same arms.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ ALLOCATION_COLUMNS = [
     "holdout",
     "experiment_id",
     "experiment_arm",
+    "routing_experiment_id",
+    "routing_arm",
     "sends",
     "replies",
     "positive_replies",
@@ -64,6 +69,7 @@ ALLOCATION_COLUMNS = [
     "p_best",
     "angle_share",
     "arm_share",
+    "routing_share",
     "share",
     "policy_version",
     "reason",
@@ -144,21 +150,29 @@ def angle_shares(plan: pd.DataFrame, performance: pd.DataFrame, spec: CampaignSp
 
 @dataclass(frozen=True)
 class TrafficArm:
-    """One way a segment's loop leads are drafted: prompt version x model, with its share."""
+    """One arm of a layer: its name in the experiment (None outside one), what it serves (a prompt
+    version in the message layer, a model in the routing layer) and its share of the leads."""
 
-    experiment_arm: str | None  # the experiment's name for the arm; None outside experiments
-    prompt_version: str
-    model: str
+    experiment_arm: str | None
+    serves: str
     share: float
 
 
 @dataclass(frozen=True)
-class SegmentTraffic:
-    """How a segment's loop (non-holdout) leads split between arms today, and why."""
+class Layer:
+    """How a segment's loop (non-holdout) leads split between the arms of one layer today, and why."""
 
     experiment_id: str | None
     arms: tuple[TrafficArm, ...]
     note: str
+
+
+@dataclass(frozen=True)
+class SegmentTraffic:
+    """The segment's two layers: prompt versions (message) and draft models (routing)."""
+
+    message: Layer
+    routing: Layer
 
 
 def runs_in_assign(experiment: Experiment) -> bool:
@@ -168,6 +182,24 @@ def runs_in_assign(experiment: Experiment) -> bool:
     return experiment.kind == "routing" and experiment.motivating_figures.get("stage", ROUTED_STAGE) == ROUTED_STAGE
 
 
+def _layer(layer: str, segment: str, default: TrafficArm, running: Iterable[Experiment], serve: Callable[[str], str]) -> Layer:
+    """The oldest running experiment of the layer in the segment, split as planned; else the default arm."""
+    mine = sorted(
+        (e for e in running if e.state == "running" and e.layer == layer and segment in e.target_segments and runs_in_assign(e)),
+        key=lambda e: (e.updated_at or e.proposed_at, e.proposed_at, e.experiment_id),
+    )
+    if not mine:
+        return Layer(None, (default,), default.serves)
+    experiment, others = mine[0], mine[1:]
+    shares = planned_shares(experiment)
+    arms = tuple(TrafficArm(name, serve(name), shares[name]) for name in (experiment.control, *experiment.challengers))
+    split = ", ".join(f"{a.experiment_arm} {a.share:.0%}" for a in arms)
+    note = f"experiment {experiment.experiment_id} ({experiment.kind}, control {experiment.control}): {split}"
+    if others:
+        note += f"; also running here, waiting for it (oldest first): {', '.join(e.experiment_id for e in others)}"
+    return Layer(experiment.experiment_id, arms, note)
+
+
 def segment_traffic(
     segment: str,
     champion: str,
@@ -175,29 +207,17 @@ def segment_traffic(
     running: Iterable[Experiment],
     serve: Callable[[str], str] = lambda name: name,
 ) -> SegmentTraffic:
-    """The segment's arms: the champion alone, or the oldest running experiment's planned split.
+    """The segment's arms in each layer: the champion prompt and the loop's draft model alone, or
+    the oldest running experiment of the layer with its planned split.
 
     `serve` maps a configured model name to the model that really serves it (its offline
-    stand-in without a key); the routing experiment's names stay as its `experiment_arm`.
+    stand-in without a key); the routing experiment's names stay as its `routing_arm`.
     """
-    mine = sorted(
-        (e for e in running if e.state == "running" and segment in e.target_segments and runs_in_assign(e)),
-        key=lambda e: (e.updated_at or e.proposed_at, e.proposed_at, e.experiment_id),
+    running = list(running)
+    return SegmentTraffic(
+        message=_layer("message", segment, TrafficArm(None, champion, 1.0), running, lambda name: name),
+        routing=_layer("routing", segment, TrafficArm(None, draft_model, 1.0), running, serve),
     )
-    if not mine:
-        return SegmentTraffic(None, (TrafficArm(None, champion, draft_model, 1.0),), f"champion {champion} on {draft_model}")
-    experiment, others = mine[0], mine[1:]
-    shares = planned_shares(experiment)
-    names = (experiment.control, *experiment.challengers)
-    if experiment.kind == "prompt_version":
-        arms = tuple(TrafficArm(name, name, draft_model, shares[name]) for name in names)
-    else:
-        arms = tuple(TrafficArm(name, champion, serve(name), shares[name]) for name in names)
-    split = ", ".join(f"{a.experiment_arm} {a.share:.0%}" for a in arms)
-    note = f"experiment {experiment.experiment_id} ({experiment.kind}, control {experiment.control}): {split}"
-    if others:
-        note += f"; also running here, waiting for it (oldest first): {', '.join(e.experiment_id for e in others)}"
-    return SegmentTraffic(experiment.experiment_id, arms, note)
 
 
 # ---------------------------------------------------------------- the day's allocation
@@ -214,27 +234,33 @@ def allocate(
 ) -> pd.DataFrame:
     """Every (segment, arm) a lead may get today, loop rows (`loop-v2`) and holdout rows, with shares.
 
-    Within each segment the loop rows' shares sum to 1 (angle share x arm share), and so do the
-    holdout rows'; `share` is the propensity of a lead of that population drawing the row.
+    Within each segment the loop rows' shares sum to 1 (angle share x arm share x routing share),
+    and so do the holdout rows'; `share` is the propensity of a lead of that population drawing the row.
     """
     angles = angle_shares(plan, performance, spec, day)
     draft_model = stage_model(ROUTED_STAGE, state.routing, spec, serve)
     rows = []
     for segment, group in angles.groupby("segment", sort=True):
         traffic = segment_traffic(segment, state.champions[segment], draft_model, running, serve)
+        message, routing = traffic.message, traffic.routing
         for angle in group.itertuples():
-            for arm in traffic.arms:
-                share = angle.angle_share * arm.share
-                rows.append(
-                    _row(angle, arm.prompt_version, arm.model, False, traffic.experiment_id, arm.experiment_arm)
-                    | {
-                        "arm_share": arm.share,
-                        "share": share,
-                        "policy_version": POLICY_VERSION,
-                        "reason": f"{POLICY_VERSION} in segment {segment}: {angle.angle_reason}; {traffic.note}; "
-                        f"propensity = {angle.angle_share:.3f} x {arm.share:.2f} = {share:.4f}",
-                    }
-                )
+            for arm in message.arms:
+                for route in routing.arms:
+                    share = angle.angle_share * arm.share * route.share
+                    rows.append(
+                        _row(angle, arm.serves, route.serves, False, message.experiment_id, arm.experiment_arm)
+                        | {
+                            "routing_experiment_id": routing.experiment_id,
+                            "routing_arm": route.experiment_arm,
+                            "arm_share": arm.share,
+                            "routing_share": route.share,
+                            "share": share,
+                            "policy_version": POLICY_VERSION,
+                            "reason": f"{POLICY_VERSION} in segment {segment}: {angle.angle_reason}; prompt: {message.note}; "
+                            f"model: {routing.note}; propensity = {angle.angle_share:.3f} x {arm.share:.2f} x {route.share:.2f} "
+                            f"= {share:.4f}",
+                        }
+                    )
         rows += _holdout_rows(group, spec)
     return pd.DataFrame(rows, columns=ALLOCATION_COLUMNS)
 
@@ -249,12 +275,15 @@ def _row(angle: Any, prompt_version: str, model: str, holdout: bool, experiment_
         "holdout": holdout,
         "experiment_id": experiment_id,
         "experiment_arm": arm,
+        "routing_experiment_id": None,
+        "routing_arm": None,
         "sends": angle.sends,
         "replies": angle.replies,
         "positive_replies": angle.positive_replies,
         "posterior_mean": angle.posterior_mean,
         "p_best": angle.p_best,
         "angle_share": angle.angle_share,
+        "routing_share": 1.0,
     }
 
 
@@ -278,10 +307,11 @@ def _holdout_rows(angles: pd.DataFrame, spec: CampaignSpec) -> list[dict]:
 
 
 def assign_leads(leads: pd.DataFrame, allocation: pd.DataFrame, spec: CampaignSpec, day: date) -> pd.DataFrame:
-    """One arm per lead: holdout leads uniformly, loop leads by angle share, then by experiment arm.
+    """One arm per lead: holdout leads uniformly, loop leads by angle share, then by message arm, then by model.
 
-    The angle and the arm are two independent seeded draws, so every experiment arm sees the same
-    angle mix; the propensity is the drawn row's share (the product of the two).
+    The angle, the arm and the model are independent seeded draws, so every experiment arm sees the
+    same angle mix and the same mix of the other layer's arms; the propensity is the drawn row's
+    share (the product of the three).
     """
     by_key = {key: g.reset_index(drop=True) for key, g in allocation.groupby(["segment", "holdout"])}
     rows = []
@@ -293,8 +323,11 @@ def assign_leads(leads: pd.DataFrame, allocation: pd.DataFrame, spec: CampaignSp
         else:
             angles = options.drop_duplicates("angle")
             angle = angles["angle"].iloc[_pick(angles["angle_share"], _unit(POLICY_VERSION, day, lead.lead_id, "angle"))]
-            arms = options[options["angle"] == angle]
-            chosen = arms.iloc[_pick(arms["arm_share"], _unit(POLICY_VERSION, day, lead.lead_id, "arm"))]
+            in_angle = options[options["angle"] == angle]
+            arms = in_angle.drop_duplicates("prompt_version")
+            version = arms["prompt_version"].iloc[_pick(arms["arm_share"], _unit(POLICY_VERSION, day, lead.lead_id, "arm"))]
+            routes = in_angle[in_angle["prompt_version"] == version]
+            chosen = routes.iloc[_pick(routes["routing_share"], _unit(POLICY_VERSION, day, lead.lead_id, "route"))]
         rows.append(
             {
                 "lead_id": lead.lead_id,
@@ -309,6 +342,8 @@ def assign_leads(leads: pd.DataFrame, allocation: pd.DataFrame, spec: CampaignSp
                 "experiment_id": chosen.experiment_id,
                 "experiment_arm": chosen.experiment_arm,
                 "holdout": holdout,
+                "routing_experiment_id": chosen.routing_experiment_id,
+                "routing_arm": chosen.routing_arm,
             }
         )
     return pd.DataFrame(rows)
@@ -337,7 +372,7 @@ def allocation_problems(allocation: pd.DataFrame, floor: float, experiments: Map
         if abs(total - 1) > _TOLERANCE:
             problems.append(f"segment {segment}: {population} shares sum to {total:.6f}, not 1")
         if holdout:
-            if group["experiment_id"].notna().any():
+            if group[["experiment_id", "routing_experiment_id"]].notna().any(axis=None):
                 problems.append(f"segment {segment}: holdout rows are in an experiment")
             continue
         by_angle = group.groupby("angle")["share"].sum()
@@ -347,18 +382,32 @@ def allocation_problems(allocation: pd.DataFrame, floor: float, experiments: Map
             for angle, share in by_angle.items()
             if share < minimum - _TOLERANCE
         ]
-        for experiment_id, rows in group[group["experiment_id"].notna()].groupby("experiment_id"):
-            problems += _experiment_problems(segment, experiment_id, rows, experiments.get(experiment_id))
+        for layer, (id_column, arm_column) in LAYER_COLUMNS.items():
+            for experiment_id, rows in group[group[id_column].notna()].groupby(id_column):
+                problems += _experiment_problems(
+                    segment, layer, experiment_id, rows[arm_column], rows["share"], experiments.get(experiment_id)
+                )
     return problems
 
 
-def _experiment_problems(segment: str, experiment_id: str, rows: pd.DataFrame, experiment: Experiment | None) -> list[str]:
+# Each layer's columns in the allocation and the assignments: experiment id, arm.
+LAYER_COLUMNS: Mapping[str, tuple[str, str]] = {
+    "message": ("experiment_id", "experiment_arm"),
+    "routing": ("routing_experiment_id", "routing_arm"),
+}
+
+
+def _experiment_problems(
+    segment: str, layer: str, experiment_id: str, arms: pd.Series, shares: pd.Series, experiment: Experiment | None
+) -> list[str]:
     where = f"segment {segment}: experiment {experiment_id}"
     if experiment is None:
         return [f"{where} does not exist"]
-    if not runs_in_assign(experiment) or segment not in experiment.target_segments:
-        return [f"{where} ({experiment.kind}, segments {', '.join(experiment.target_segments)}) cannot run here"]
-    challenger_share = rows.loc[rows["experiment_arm"].isin(experiment.challengers), "share"].sum()
+    if not runs_in_assign(experiment) or experiment.layer != layer or segment not in experiment.target_segments:
+        return [
+            f"{where} ({experiment.kind}, segments {', '.join(experiment.target_segments)}) cannot run here in the {layer} layer"
+        ]
+    challenger_share = shares[arms.isin(experiment.challengers)].sum()
     if challenger_share > experiment.max_traffic_share + _TOLERANCE:
         return [
             f"{where}: challengers get {challenger_share:.3f} of the traffic, over its maximum {experiment.max_traffic_share:.3f}"
@@ -376,7 +425,7 @@ def holdout_problems(assignments: pd.DataFrame, campaign_id: str, share: float) 
     problems = []
     if wrong := int((expected != flagged).sum()):
         problems.append(f"{wrong} leads' holdout flag differs from the hash at holdout share {share:.0%}")
-    if rows.loc[flagged, "experiment_id"].notna().any():
+    if rows.loc[flagged, [c for c in ("experiment_id", "routing_experiment_id") if c in rows]].notna().any(axis=None):
         problems.append("holdout leads were put in an experiment")
     if 0 < share < 1:
         p = srm_p_value([int(flagged.sum()), int((~flagged).sum())], [share, 1 - share])

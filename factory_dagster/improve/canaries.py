@@ -5,7 +5,9 @@ Why canaries and not a switch: a cheaper tier slips more often, and its repairs 
 So a change of model is never made on the mart's figures alone: a small share of the traffic
 (`max_traffic_share`) drafts with the challenger, and the decision step promotes it only when its
 positive replies per send are not worse than the current model's × (1 − margin) (a non-inferiority
-`StoppingRule`) with unsubscribes, complaints and negative replies held; a breach rolls it back.
+`StoppingRule`) with unsubscribes, complaints and negative replies held, and with its drafts failing
+the gate at their first round at most 1.5 times as often (`metrics.FIRST_PASS_GUARDRAIL`, counted
+the day they are drafted); a breach of any of them rolls it back.
 
 When: the current draft model *holds its KPIs with margin* (first-pass gate rate and audit failure
 rate comfortably inside the limits, on enough leads and mature sends) → propose the next cheaper
@@ -30,7 +32,7 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.improve.experiments import Experiment, propose
-from factory_dagster.improve.metrics import PRIMARY_METRIC, mart_number, relative_guardrails
+from factory_dagster.improve.metrics import FIRST_PASS_GUARDRAIL, PRIMARY_METRIC, mart_number, relative_guardrails
 from factory_dagster.improve.stats import StoppingRule
 from factory_dagster.models.registry import ModelRegistry
 
@@ -69,7 +71,9 @@ class CanaryPolicy:
     downshift_audit_share: float = 0.5  # ... and audit failures at most this share of the spec's hold limit
     upshift_first_pass: float = 0.85  # poor: a first-pass gate rate under this, or audit failures over the spec's limit
     margin: float = 0.2  # non-inferiority margin on positive replies per send (also the power calculation's mde)
-    max_traffic_share: float = 0.1
+    # A fifth of each segment: at 180 leads a day a slipping model shows in its first-pass failures
+    # within about three days of drafts (a tenth takes four or five).
+    max_traffic_share: float = 0.2
     base_rate_floor: float = 0.01  # primary metric's base rate when the mart knows too little
     cool_down: timedelta = timedelta(days=30)  # a canary rejected, retired or rolled back is not proposed again before
 
@@ -216,7 +220,8 @@ def propose_routing_canaries(
             primary_metric=PRIMARY_METRIC,
             base_rate=base_rate,
             mde=policy.margin,
-            guardrails=relative_guardrails(row),
+            guardrails=relative_guardrails(row)
+            + relative_guardrails({FIRST_PASS_GUARDRAIL.metric: 1.0 - float(row["first_pass_rate"])}, (FIRST_PASS_GUARDRAIL,)),
             max_traffic_share=policy.max_traffic_share,
             motivating_figures=motivating,
             proposed_by=PROPOSER,

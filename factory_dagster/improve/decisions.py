@@ -24,7 +24,7 @@ import pandas as pd
 
 from factory_dagster.improve import store, versions
 from factory_dagster.improve.experiments import Experiment, IllegalTransition, conclude
-from factory_dagster.improve.metrics import METRIC_COUNTS
+from factory_dagster.improve.metrics import METRIC_COUNTS, METRIC_TRIALS
 from factory_dagster.improve.stats import ArmCounts, Count, Decision, StoppingRule, decide, seed_for
 from factory_dagster.improve.versions import LoopState
 from factory_dagster.warehouse.store import transaction
@@ -72,9 +72,9 @@ STARTER = "decision step"
 def arm_counts(experiment: Experiment, rows: Sequence[Mapping[str, Any]]) -> list[ArmCounts]:
     """Every arm's counts for `decide_running`, from its int_experiment_arm_counts rows.
 
-    An arm without a row has no traffic yet (zero counts); trials are the arm's mature sends for
-    the primary metric and every guardrail alike. A metric the warehouse does not count is a
-    ValueError: deciding on a missing metric would read as "no events".
+    An arm without a row has no traffic yet (zero counts); each metric's trials are its
+    METRIC_TRIALS column (mature sends for outcomes, drafted leads for the gate). A metric the
+    warehouse does not count is a ValueError: deciding on a missing metric would read as "no events".
     """
     metrics = (experiment.primary_metric, *(g.metric for g in experiment.guardrails))
     if unknown := [m for m in metrics if m not in METRIC_COUNTS]:
@@ -85,8 +85,9 @@ def arm_counts(experiment: Experiment, rows: Sequence[Mapping[str, Any]]) -> lis
     counts = []
     for arm in (experiment.control, *experiment.challengers):
         row = by_arm.get(arm, {})
-        trials = int(row.get("mature_sends", 0))
-        events = {metric: Count(int(row.get(METRIC_COUNTS[metric], 0)), trials) for metric in metrics}
+        events = {
+            metric: Count(int(row.get(METRIC_COUNTS[metric], 0)), int(row.get(METRIC_TRIALS[metric], 0))) for metric in metrics
+        }
         guardrails = {g.metric: events[g.metric] for g in experiment.guardrails}
         counts.append(ArmCounts(arm, int(row.get("assigned", 0)), events[experiment.primary_metric], guardrails))
     return counts
@@ -186,25 +187,27 @@ def _outcome(experiment: Experiment, action: str, detail: str, version: int | No
 
 
 def start_approved(con: duckdb.DuckDBPyConnection, campaign_id: str, day: date, run_id: str, at: datetime) -> list[StepOutcome]:
-    """Start approved experiments, oldest first, at most one running per segment.
+    """Start approved experiments, oldest first, at most one running per segment and layer.
 
-    Why one: two experiments in one segment would split its traffic and each would change the
-    other's control; the later one waits, approved, until the segment is free.
+    Why one: two experiments of one layer in one segment would split its traffic and each would
+    change the other's control; the later one waits, approved, until the segment is free. A routing
+    canary and a message experiment are drawn independently (`Experiment.layer`), so they run together.
     """
-    busy = {s: e.experiment_id for e in store.list_experiments(con, campaign_id, ["running"]) for s in e.target_segments}
+    running = store.list_experiments(con, campaign_id, ["running"])
+    busy = {(e.layer, s): e.experiment_id for e in running for s in e.target_segments}
     outcomes = []
     for experiment in store.list_experiments(con, campaign_id, ["approved"]):
-        taken = {s: busy[s] for s in experiment.target_segments if s in busy}
+        taken = {s: busy[(experiment.layer, s)] for s in experiment.target_segments if (experiment.layer, s) in busy}
         if taken:
             detail = "waits: " + ", ".join(f"{s} runs {other}" for s, other in taken.items())
             outcomes.append(_outcome(experiment, "waiting", detail))
             continue
         evidence = {"segments": list(experiment.target_segments), "max_traffic_share": experiment.max_traffic_share}
-        reason = f"started: no other experiment runs in {', '.join(experiment.target_segments)}"
+        reason = f"started: no other {experiment.layer} experiment runs in {', '.join(experiment.target_segments)}"
         moved, _ = store.move_experiment(
             con, experiment.experiment_id, "running", STARTER, reason, evidence, at, run_id=run_id, partition_day=day
         )
-        busy.update(dict.fromkeys(experiment.target_segments, experiment.experiment_id))
+        busy.update({(experiment.layer, s): experiment.experiment_id for s in experiment.target_segments})
         outcomes.append(_outcome(moved, "started", reason))
     return outcomes
 

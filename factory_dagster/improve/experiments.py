@@ -131,6 +131,13 @@ class Experiment:
         return design_key(self.campaign_id, self.kind, self.control, self.challengers, self.target_segments, self.primary_metric)
 
     @property
+    def layer(self) -> str:
+        """The traffic layer: a routing canary changes the model, the other kinds the message, so one
+        of each can run in a segment at once, drawn independently (a 2 x 2 factorial); two of one
+        layer would split the same leads and each change the other's control."""
+        return "routing" if self.kind == "routing" else "message"
+
+    @property
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
 

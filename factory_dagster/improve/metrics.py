@@ -24,7 +24,12 @@ METRIC_COUNTS: Mapping[str, str] = {
     "unsubscribe_rate": "unsubscribes",
     "complaint_rate": "complaints",
     "negative_reply_rate": "negative_replies",
+    "first_pass_failure_rate": "first_pass_failures",
 }
+
+# Each metric's trials column (the same view): outcome metrics count among mature sends; the gate
+# metric among drafted leads, known the day they are drafted.
+METRIC_TRIALS: Mapping[str, str] = dict.fromkeys(METRIC_COUNTS, "mature_sends") | {"first_pass_failure_rate": "drafted"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class GuardrailRule:
     metric: str
     limit: float  # challenger may reach control × (1 + limit)
     base_rate_floor: float
+    prior_events: float | None = None  # see stats.Guardrail.prior_events
 
 
 # Unsubscribes, complaints and negative replies must not rise by more than half (complaints: double).
@@ -44,6 +50,13 @@ GUARDRAIL_RULES: tuple[GuardrailRule, ...] = (
 )
 
 
+# A routing canary must also hold the stage's own KPI: its drafts may fail the gate at their first
+# round at most half as often again as the control's (repairs and escalations cost money and time).
+# Drafts are plentiful, so the prior is the rule's ordinary one (half an event at the 1% floor is
+# under `prior_weight`), not the heavier prior that rare outcome guardrails need.
+FIRST_PASS_GUARDRAIL = GuardrailRule("first_pass_failure_rate", 0.5, 0.01, prior_events=0.5)
+
+
 def mart_number(value: Any) -> float | None:
     """A mart figure as a float; None for SQL NULL (NaN or None in the frame)."""
     return None if value is None or pd.isna(value) else float(value)
@@ -52,6 +65,12 @@ def mart_number(value: Any) -> float | None:
 def relative_guardrails(rates: Mapping[str, Any], rules: Sequence[GuardrailRule] = GUARDRAIL_RULES) -> tuple[Guardrail, ...]:
     """Relative guardrails centred on the observed `rates` (metric -> rate or None), each at least its floor."""
     return tuple(
-        Guardrail(rule.metric, rule.limit, max(mart_number(rates.get(rule.metric)) or 0.0, rule.base_rate_floor), relative=True)
+        Guardrail(
+            rule.metric,
+            rule.limit,
+            max(mart_number(rates.get(rule.metric)) or 0.0, rule.base_rate_floor),
+            relative=True,
+            prior_events=rule.prior_events,
+        )
         for rule in rules
     )

@@ -282,8 +282,13 @@ class Guardrail:
     base_rate: float
     relative: bool = False
     higher_is_better: bool = False
+    # A relative guardrail's prior is worth at least this many events; None: the stopping rule's
+    # `guardrail_prior_events`. A frequent metric (the gate's first-pass failures) needs less.
+    prior_events: float | None = None
 
     def __post_init__(self) -> None:
+        if self.prior_events is not None and self.prior_events < 0:
+            raise ValueError(f"guardrail {self.metric}: prior events must be non-negative, got {self.prior_events}")
         if not self.metric:
             raise ValueError("a guardrail needs a metric name")
         if not 0.0 < self.base_rate < 1.0:
@@ -411,12 +416,12 @@ def _guardrail_breach(
     Guardrail metrics are rare (unsubscribes, complaints: a few per thousand), and a prior worth
     `prior_weight` sends holds a fraction of one event. For a ratio against control that makes two
     arms with no events yet so uncertain that no challenger could ever look clear, so a relative
-    guardrail's prior is worth at least `guardrail_prior_events` events at the segment's base rate.
+    guardrail's prior is worth at least `guardrail_prior_events` events at the segment's base rate
+    (the guardrail's own `prior_events` when it sets one).
     An absolute limit keeps the weak prior, so a handful of complaints over the limit counts at once.
     """
-    weight = (
-        max(rule.prior_weight, rule.guardrail_prior_events / guardrail.base_rate) if guardrail.relative else rule.prior_weight
-    )
+    prior_events = rule.guardrail_prior_events if guardrail.prior_events is None else guardrail.prior_events
+    weight = max(rule.prior_weight, prior_events / guardrail.base_rate) if guardrail.relative else rule.prior_weight
     counts = {}
     for arm in (control, challenger):
         if guardrail.metric not in arm.guardrails:

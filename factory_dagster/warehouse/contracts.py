@@ -91,7 +91,10 @@ RAW_TABLES: dict[str, str] = {
         experiment_id VARCHAR,
         experiment_arm VARCHAR,
         angle_share DOUBLE,
-        arm_share DOUBLE
+        arm_share DOUBLE,
+        routing_experiment_id VARCHAR,
+        routing_arm VARCHAR,
+        routing_share DOUBLE
     """,
     "assignments": """
         partition_day DATE NOT NULL,
@@ -111,6 +114,8 @@ RAW_TABLES: dict[str, str] = {
         experiment_id VARCHAR,
         experiment_arm VARCHAR,
         holdout BOOLEAN,
+        routing_experiment_id VARCHAR,
+        routing_arm VARCHAR,
         PRIMARY KEY (campaign_id, lead_id)
     """,
     "drafts": """

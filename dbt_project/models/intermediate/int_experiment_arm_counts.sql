@@ -1,7 +1,10 @@
 -- Per experiment and arm: what the decision step decides on and marts.experiment_results shows.
 --
--- Traffic: leads the assign stage gave the arm (stg_assignments.experiment_id / experiment_arm,
--- holdout leads never count). Outcomes: only *mature* sends count, so a young send cannot look
+-- Traffic: leads the assign stage gave the arm, in either layer (stg_assignments.experiment_id /
+-- experiment_arm for prompt experiments, routing_experiment_id / routing_arm for routing canaries;
+-- holdout leads never count). Gate: each arm's draft-stage jobs and how many failed the gate at
+-- their first round (int_draft_jobs), known the day the lead is drafted, so a canary whose model
+-- slips is rolled back in days, not after the outcome window. Outcomes: only *mature* sends count, so a young send cannot look
 -- like a non-reply. A send is mature once `outcome_window_days` (var, default 7: outcomes arrive
 -- on days +1..+7) have passed between its day and the latest day any event occurred
 -- (int_send_outcomes.days_since_send), so maturity needs no run date and a view built once stays
@@ -46,6 +49,26 @@ experiment_leads as (
     select campaign_id, lead_id, experiment_id, experiment_arm as arm, partition_day
     from {{ ref('stg_assignments') }}
     where experiment_id is not null and not coalesce(holdout, false)
+    union all
+    select campaign_id, lead_id, routing_experiment_id as experiment_id, routing_arm as arm, partition_day
+    from {{ ref('stg_assignments') }}
+    where routing_experiment_id is not null and not coalesce(holdout, false)
+
+),
+
+gate as (
+
+    select
+        leads.experiment_id,
+        leads.arm,
+        count(*) as drafted,
+        count(*) filter (where not jobs.first_pass) as first_pass_failures
+    from {{ ref('int_draft_jobs') }} as jobs
+    inner join experiment_leads as leads
+        on jobs.campaign_id = leads.campaign_id
+        and jobs.lead_id = leads.lead_id
+    where jobs.stage = 'draft'
+    group by all
 
 ),
 
@@ -126,7 +149,9 @@ select
     coalesce(outcomes.bookings, 0) as bookings,
     coalesce(outcomes.unsubscribes, 0) as unsubscribes,
     coalesce(outcomes.complaints, 0) as complaints,
-    coalesce(outcomes.negative_replies, 0) as negative_replies
+    coalesce(outcomes.negative_replies, 0) as negative_replies,
+    coalesce(gate.drafted, 0) as drafted,
+    coalesce(gate.first_pass_failures, 0) as first_pass_failures
 from arms
 left join period
     on arms.experiment_id = period.experiment_id
@@ -136,4 +161,7 @@ left join assigned
 left join outcomes
     on arms.experiment_id = outcomes.experiment_id
     and arms.arm = outcomes.arm
+left join gate
+    on arms.experiment_id = gate.experiment_id
+    and arms.arm = gate.arm
 cross join as_of

@@ -8,64 +8,9 @@
 
 {% set outcome_window_days = var('outcome_window_days', 7) %}
 
-with rounds as (
+with job_work as (
 
-    -- Every stored draft with the stage and cost of the call that wrote it and its gate verdict.
-    select
-        drafts.campaign_id,
-        drafts.partition_day,
-        drafts.lead_id,
-        drafts.attempt,
-        drafts.candidate_index,
-        drafts.model,
-        calls.stage,
-        calls.cost_usd,
-        coalesce(gate_results.passed, false) as passed
-    from {{ ref('stg_drafts') }} as drafts
-    inner join {{ ref('stg_llm_calls') }} as calls
-        on drafts.llm_call_id = calls.call_id
-    left join {{ ref('stg_gate_results') }} as gate_results
-        on drafts.draft_id = gate_results.draft_id
-    where calls.stage in ('draft', 'repair', 'escalate')
-
-),
-
-jobs as (
-
-    select
-        campaign_id,
-        partition_day,
-        lead_id,
-        stage,
-        min(attempt) as first_attempt,
-        arg_min(model, attempt * 1000 + candidate_index) as model
-    from rounds
-    group by all
-
-),
-
-job_work as (
-
-    select
-        jobs.campaign_id,
-        jobs.partition_day,
-        jobs.lead_id,
-        jobs.stage,
-        jobs.model,
-        coalesce(bool_or(rounds.passed) filter (where rounds.attempt = jobs.first_attempt), false) as first_pass,
-        count(distinct rounds.attempt) filter (
-            where rounds.stage = 'repair' and rounds.attempt > jobs.first_attempt
-        ) as repairs,
-        count(distinct rounds.attempt) filter (
-            where rounds.stage = 'escalate' and rounds.attempt > jobs.first_attempt
-        ) as escalations,
-        coalesce(sum(rounds.cost_usd) filter (where rounds.attempt >= jobs.first_attempt), 0) as cost_usd
-    from jobs
-    inner join rounds
-        on jobs.campaign_id = rounds.campaign_id
-        and jobs.partition_day = rounds.partition_day
-        and jobs.lead_id = rounds.lead_id
-    group by all
+    select * from {{ ref('int_draft_jobs') }}
 
 ),
 

@@ -15,5 +15,7 @@ select
     cast(assigned_at as timestamp) as assigned_at,
     experiment_id,
     experiment_arm,
-    holdout
+    holdout,
+    routing_experiment_id,
+    routing_arm
 from {{ source('raw', 'assignments') }}
