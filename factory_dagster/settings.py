@@ -52,6 +52,16 @@ class Paths:
         return self.home / "inbox" / "suppression"
 
     @property
+    def esp_events_inbox(self) -> Path:
+        """ESP webhook payloads and one-click unsubscribes, as the feedback receiver stored them (one folder per provider)."""
+        return self.home / "inbox" / "esp_events"
+
+    @property
+    def replies_inbox(self) -> Path:
+        """Inbound replies (raw MIME, .eml), as the feedback receiver stored them."""
+        return self.home / "inbox" / "replies"
+
+    @property
     def outbox(self) -> Path:
         return self.home / "outbox"
 

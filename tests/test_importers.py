@@ -19,6 +19,7 @@ from helpers_db import CAMPAIGN, DAY, LEADS, OTHER_CAMPAIGN, SPEC, add_message, 
 
 from factory_dagster.feedback.importer import import_event_files
 from factory_dagster.feedback.suppression import import_suppression_files, suppress_from_events
+from factory_dagster.warehouse.suppressed import suppressed_sql
 from factory_dagster.intake.importer import import_lead_files
 from factory_dagster.intake.reading import LEAD_COLUMNS, read_lead_file
 from factory_dagster.intake.sample_leads import write_sample_file
@@ -440,6 +441,19 @@ def test_a_do_not_contact_file_suppresses_its_addresses(con, tmp_path: Path) -> 
     assert intake_file_rows(con, "suppression") == [(str(path), "imported", 5, 4, 1, None)]
     assert import_suppression_files(con, inbox, run_for(run_id="run-retry")) == 0
     assert count(con, "intake_files") == 1
+
+
+def test_a_bare_domain_suppresses_every_address_at_it(con, tmp_path: Path) -> None:
+    write_csv(
+        tmp_path / "suppression" / "dnc_domains.csv",
+        ["email", "reason"],
+        [["Kranwerk.example", "customer"], ["@cedarpay.example", ""]],
+    )
+    assert import_suppression_files(con, tmp_path / "suppression", run_for()) == 2
+    assert query(con, "SELECT email FROM raw.suppression ORDER BY email") == [("@cedarpay.example",), ("@kranwerk.example",)]
+    addresses = ["JMueller@kranwerk.example", "anna@sub.kranwerk.example", "maria@cedarpay.example", "ana@notkranwerk.example"]
+    flags = [con.execute(f"SELECT {suppressed_sql('$address')}", {"address": a}).fetchone()[0] for a in addresses]
+    assert flags == [True, False, True, False]  # the domain itself, not its subdomains nor look-alikes
 
 
 def test_a_suppression_file_without_an_email_column_is_rejected_with_an_incident(con, tmp_path: Path) -> None:

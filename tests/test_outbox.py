@@ -33,8 +33,10 @@ from helpers_db import (
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.controls.kill_switch import set_kill_switch
+from factory_dagster.delivery.config import Mailbox
 from factory_dagster.delivery.eml import FileTransport
-from factory_dagster.delivery.outbox import deliver_batch, pending_messages, plan_sends
+from factory_dagster.delivery.outbox import pending_messages, plan_sends
+from factory_dagster.delivery.stage import DeliverySetup, run_sends
 from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.warehouse.store import connect, insert_rows
 
@@ -182,17 +184,20 @@ def test_the_kill_switch_is_checked_before_the_budget(con, outbox) -> None:
     assert "pausing for the holiday" in plan_sends(con, SPEC, DAY).hold_reason
 
 
-# --- deliver_batch -----------------------------------------------------------------------------
+# --- the send stage on the file transport ----------------------------------------------------------
 
 
-def test_deliver_batch_writes_one_eml_per_message_and_send_rows(con, outbox, tmp_path: Path) -> None:
-    transport = FileTransport(tmp_path / "outbox")
+def _file_setup(outbox: Path) -> DeliverySetup:
+    return DeliverySetup(FileTransport(outbox), [Mailbox(SPEC.sender.email, SPEC.sender.name, daily_cap=None, per_minute=None)])
+
+
+def test_the_send_stage_writes_one_eml_per_message_and_send_rows(con, outbox, tmp_path: Path) -> None:
     plan = plan_sends(con, SPEC, DAY)
-
-    sent = deliver_batch(plan.batch, SPEC, DAY, transport)
+    result = run_sends(con, SPEC, run_for(DAY), _file_setup(tmp_path / "outbox"))
 
     files = sorted((tmp_path / "outbox").rglob("*.eml"))
-    assert len(files) == len(plan.batch) == len(sent) == 3
+    sent = con.execute("SELECT * FROM raw.sends WHERE partition_day = ? ORDER BY send_id", [DAY]).df()
+    assert len(files) == len(plan.batch) == len(sent) == result.queued == 3
     assert sorted(sent["transport_ref"]) == [str(f) for f in files]
     assert (sent["transport"] == "file").all()
     bodies = dict(query(con, "SELECT send_id, body FROM raw.messages WHERE campaign_id = ?", [CAMPAIGN]))
@@ -202,30 +207,24 @@ def test_deliver_batch_writes_one_eml_per_message_and_send_rows(con, outbox, tmp
         assert email["To"] == row.to_email
         assert email["X-Factory-Send-Id"] == row.send_id
         assert Path(row.transport_ref).parent.name == DAY.isoformat()
-    assert sent["message_day"].tolist() == plan.batch["partition_day"].tolist()
-    assert sent["segment"].tolist() == plan.batch["segment"].tolist()
-
-    # The rows fit raw.sends as the send stage stamps them, and the outbox is then empty.
-    insert_rows(con, "sends", run_for(DAY).stamp(sent, "sent_at"))
-    assert count(con, "sends", "partition_day = ?", [DAY]) == 3
     assert pending_messages(con, DAY, CAMPAIGN).empty
+    assert query(con, "SELECT DISTINCT state FROM raw.outbox") == [("sent",)]
 
-    # Delivering the same batch again (a retried run) writes no new file and changes none.
+    # Running the stage again (a retried run) writes no new file, changes none and adds no send.
     stamps = {f: f.stat().st_mtime_ns for f in files}
-    again = deliver_batch(plan.batch, SPEC, DAY, transport)
+    again = run_sends(con, SPEC, run_for(DAY), _file_setup(tmp_path / "outbox"))
+    assert again.queued == 0 and count(con, "sends", "partition_day = ?", [DAY]) == 3
     assert sorted((tmp_path / "outbox").rglob("*.eml")) == files
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
-    assert again["transport_ref"].tolist() == sent["transport_ref"].tolist()
     assert not list((tmp_path / "outbox").rglob(".*.tmp"))
 
 
-def test_deliver_batch_of_nothing_writes_nothing(con, tmp_path: Path) -> None:
+def test_a_held_send_stage_writes_nothing(con, tmp_path: Path) -> None:
     set_kill_switch(con, True, "ops", "maintenance")
     add_message(con, LEADS[0], DAY)
-    plan = plan_sends(con, SPEC, DAY)
-    sent = deliver_batch(plan.batch, SPEC, DAY, FileTransport(tmp_path / "outbox"))
-    assert sent.empty
-    assert insert_rows(con, "sends", run_for(DAY).stamp(sent, "sent_at")) == 0
+    result = run_sends(con, SPEC, run_for(DAY), _file_setup(tmp_path / "outbox"))
+    assert result.queued == 0 and "maintenance" in result.plan.hold_reason
+    assert count(con, "sends") == 0
     assert not (tmp_path / "outbox").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date
 from email import message_from_bytes, policy
@@ -34,8 +35,8 @@ def parse(path: str) -> EmailMessage:
 
 
 def text_of(email: EmailMessage) -> str:
-    """The body as the reader sees it (the file keeps the wire format's CRLF line ends)."""
-    return email.get_content().replace("\r\n", "\n")
+    """The plain-text body as the reader sees it (the file keeps the wire format's CRLF line ends)."""
+    return email.get_body(("plain",)).get_content().replace("\r\n", "\n")
 
 
 def test_writes_standard_headers_under_the_send_day(tmp_path: Path) -> None:
@@ -51,6 +52,10 @@ def test_writes_standard_headers_under_the_send_day(tmp_path: Path) -> None:
     assert email["Date"].datetime.date() == msg.day
     assert email["Message-ID"] == "<snd_0001@factory.invalid>"
     assert email["X-Factory-Send-Id"] == "snd_0001"
+    # Where SendGrid, Mailgun and Postmark hand the send id back in their webhook events.
+    assert json.loads(email["X-SMTPAPI"]) == {"unique_args": {"factory_send_id": "snd_0001"}}
+    assert json.loads(email["X-Mailgun-Variables"]) == {"factory_send_id": "snd_0001"}
+    assert email["X-PM-Metadata-factory_send_id"] == "snd_0001"
     assert email["List-Unsubscribe"] == "<mailto:maya@brightwave-ledger.example?subject=unsubscribe>"
     body = text_of(email)
     assert body.startswith(msg.body) and ADDRESS in body
@@ -67,7 +72,7 @@ def test_utf8_names_subject_and_body_round_trip(tmp_path: Path) -> None:
 
     assert email["From"].addresses[0].display_name == "Zoë Ångström"
     assert email["Subject"] == msg.subject
-    assert email.get_content_charset() == "utf-8"
+    assert email.get_body(("plain",)).get_content_charset() == "utf-8"
     assert text_of(email).startswith(msg.body)
 
 

@@ -17,6 +17,7 @@ from factory_dagster.learning.marts import segment_arm_performance
 from factory_dagster.planning.assets import SEND_OUTCOMES, campaign_plan
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
+from factory_dagster.warehouse.suppressed import suppressed_sql
 
 
 def _allocation_is_valid(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> tuple[bool, Mapping[str, Any]]:
@@ -24,13 +25,13 @@ def _allocation_is_valid(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day
         "SELECT * FROM raw.allocations WHERE partition_day = ? AND campaign_id = ?", [day, spec.campaign_id]
     ).df()
     assigned = con.execute(
-        "SELECT lead_id, holdout, experiment_id FROM raw.assignments WHERE partition_day = ? AND campaign_id = ?",
+        "SELECT lead_id, holdout, experiment_id, routing_experiment_id FROM raw.assignments WHERE partition_day = ? AND campaign_id = ?",
         [day, spec.campaign_id],
     ).df()
     suppressed = fetch_one(
         con,
-        """SELECT count(*) FROM raw.assignments a JOIN raw.leads l USING (lead_id)
-           WHERE a.partition_day = ? AND l.email IN (SELECT email FROM raw.suppression WHERE added_at <= a.assigned_at)""",
+        f"""SELECT count(*) FROM raw.assignments a JOIN raw.leads l USING (lead_id)
+           WHERE a.partition_day = ? AND {suppressed_sql("l.email", as_of="a.assigned_at")}""",
         [day],
     )[0]
     experiments = {e.experiment_id: e for e in list_experiments(con, spec.campaign_id)}
@@ -74,16 +75,16 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
         ).df()
         performance = segment_arm_performance(con, spec.campaign_id, run.partition_day)
         todo = con.execute(
-            """SELECT l.lead_id, l.segment FROM raw.leads l
+            f"""SELECT l.lead_id, l.segment FROM raw.leads l
                WHERE l.partition_day = ? AND l.campaign_id = ?
                  AND l.lead_id NOT IN (SELECT lead_id FROM raw.assignments WHERE campaign_id = ?)
-                 AND l.email NOT IN (SELECT email FROM raw.suppression)
+                 AND NOT {suppressed_sql("l.email")}
                ORDER BY l.lead_id""",
             [run.partition_day, spec.campaign_id, spec.campaign_id],
         ).df()
         suppressed = fetch_one(
             con,
-            "SELECT count(*) FROM raw.leads WHERE partition_day = ? AND email IN (SELECT email FROM raw.suppression)",
+            f"SELECT count(*) FROM raw.leads WHERE partition_day = ? AND {suppressed_sql('email')}",
             [run.partition_day],
         )[0]
         loop = current_version(con, spec)

@@ -1,5 +1,6 @@
 """Dagster wiring of the send stage: `sends` through the transport, and its blocking check."""
 
+import os
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -8,14 +9,15 @@ import dagster as dg
 import duckdb
 
 from factory_dagster.campaign.spec import CampaignSpec
-from factory_dagster.controls.incidents import record_incident
-from factory_dagster.delivery.eml import FileTransport
-from factory_dagster.delivery.outbox import deliver_batch, plan_sends
+from factory_dagster.delivery.config import ConfigError
+from factory_dagster.delivery.errors import TransportUnusable
+from factory_dagster.delivery.stage import DeliverySetup, run_sends
+from factory_dagster.delivery.unsubscribe import MissingSecret
 from factory_dagster.gates.assets import message_audit, messages
 from factory_dagster.learning.assets import send_guard
 from factory_dagster.market.simulated import SimulatedMarket
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
-from factory_dagster.warehouse.store import fetch_one, insert_rows, transaction
+from factory_dagster.warehouse.store import fetch_one
 
 
 def _sends_are_safe(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> tuple[bool, Mapping[str, Any]]:
@@ -47,45 +49,51 @@ SEND_CHECKS = (
     check_specs=check_specs("sends", *SEND_CHECKS),
 )
 def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
-    """Accepted messages delivered through the file transport (.eml), at most once each, within the daily cap."""
+    """Accepted messages through the outbox (queued -> claimed -> sent | failed | uncertain), at most once each,
+    within the daily cap: as .eml files, or by SMTP with FACTORY_TRANSPORT=smtp."""
     spec = factory.spec()
     run = factory.run_context(context, spec)
+    try:
+        setup = DeliverySetup.from_env(spec, factory.paths.outbox, os.environ)
+    except (ConfigError, MissingSecret) as exc:
+        raise dg.Failure(description=f"sending is not configured: {exc}") from exc
     with factory.warehouse() as con:
-        plan = plan_sends(con, spec, run.partition_day)
-        with transaction(con):
-            # The rows commit only if every delivery in the batch returned; the transport is idempotent per send_id.
-            sent = deliver_batch(plan.batch, spec, run.partition_day, FileTransport(factory.paths.outbox))
-            insert_rows(con, "sends", run.stamp(sent, "sent_at"))
-            if plan.hold_reason:
-                record_incident(con, run, "sends_held", "critical", plan.hold_reason)
-            elif plan.deferred:
-                record_incident(
-                    con,
-                    run,
-                    "send_cap_reached",
-                    "info",
-                    f"{plan.deferred} messages deferred to the next day by the daily cap of {spec.limits.daily_send_cap}",
-                )
+        try:
+            result = run_sends(con, spec, run, setup)
+        except TransportUnusable as exc:
+            raise dg.Failure(description=str(exc)) from exc
         todays = con.execute(
             """SELECT s.*, m.body FROM raw.sends s JOIN raw.messages m USING (message_id)
-               WHERE s.partition_day = ? AND s.campaign_id = ?""",
+               WHERE s.partition_day = ? AND s.campaign_id = ? AND s.status IS DISTINCT FROM 'bounced'""",
             [run.partition_day, spec.campaign_id],
         ).df()
         checks = run_checks(con, spec, run.partition_day, *SEND_CHECKS)
+    plan, report = result.plan, result.report
     if plan.hold_reason:
         context.log.error(f"sending held: {plan.hold_reason}")
+    uncertain = result.recovery.uncertain + report.uncertain
+    if uncertain:
+        context.log.error(f"{len(uncertain)} sends are uncertain (factory outbox uncertain): {', '.join(uncertain[:5])}")
+    if report.stopped:
+        context.log.error(f"sending stopped: {report.stopped}")
     if factory.simulate_market:
         # The market answers every send of the day; it remembers what it saw, so this is idempotent.
         SimulatedMarket(factory.paths.market, seed=factory.market_seed).receive(
             todays.rename(columns={"partition_day": "sent_day"})
         )
-    return dg.MaterializeResult(
-        metadata={
-            "sent": len(sent),
-            "deferred": plan.deferred,
-            "held": plan.hold_reason or "no",
-            "sent_today_total": len(todays),
-            "outbox": dg.MetadataValue.path(str(factory.paths.outbox / run.partition_day.isoformat())),
-        },
-        check_results=checks,
-    )
+    metadata: dict[str, Any] = {
+        "transport": setup.transport.name,
+        "sent": len(report.sent),
+        "bounced": len(report.bounced),
+        "uncertain": len(uncertain),
+        "requeued": len(report.requeued) + len(report.not_tried),
+        "waiting_for_a_mailbox": len(report.no_mailbox),
+        "suppressed_at_send": len(report.suppressed),
+        "retries": report.retries,
+        "deferred": plan.deferred,
+        "held": plan.hold_reason or "no",
+        "sent_today_total": len(todays),
+    }
+    if setup.transport.name == "file":
+        metadata["outbox"] = dg.MetadataValue.path(str(factory.paths.outbox / run.partition_day.isoformat()))
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)

@@ -19,7 +19,12 @@ import pandas as pd
 
 from factory_dagster.models.prompts import load_stored_prompts
 
-UNSENT = "a.lead_id NOT IN (SELECT lead_id FROM raw.sends WHERE campaign_id = $campaign)"
+# A lead is done once it was sent, or once the outbox took its message further than the queue: a
+# send whose outcome is unknown (claimed, uncertain) or settled as failed keeps the message it had.
+UNSENT = """a.lead_id NOT IN (
+    SELECT lead_id FROM raw.sends WHERE campaign_id = $campaign
+    UNION ALL
+    SELECT lead_id FROM raw.outbox WHERE campaign_id = $campaign AND state <> 'queued')"""
 NOT_DONE_ELSEWHERE = """a.lead_id NOT IN (
     SELECT lead_id FROM raw.messages WHERE campaign_id = $campaign AND partition_day <> $day
     UNION ALL

@@ -8,7 +8,9 @@ import dagster as dg
 import duckdb
 
 from factory_dagster.campaign.spec import CampaignSpec
+from factory_dagster.feedback.esp_import import import_esp_event_files
 from factory_dagster.feedback.importer import import_event_files
+from factory_dagster.feedback.reply_import import import_reply_files
 from factory_dagster.feedback.suppression import import_suppression_files, suppress_from_events
 from factory_dagster.market.simulated import SimulatedMarket
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
@@ -51,9 +53,12 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
         context.log.info(f"simulated market exported {len(exported)} event files")
     with factory.warehouse() as con:
         summary = import_event_files(con, factory.paths.events_inbox, run)
+        # What the feedback receiver stored: ESP webhook events, one-click unsubscribes, inbound replies.
+        esp = import_esp_event_files(con, factory.paths.esp_events_inbox, run)
+        replies = import_reply_files(con, factory.paths.replies_inbox, run)
         checks = run_checks(con, spec, run.partition_day, *EVENT_CHECKS)
-    for path, error in summary.rejected_files.items():
-        context.log.warning(f"rejected event file {path}: {error}")
+    for path, error in {**summary.rejected_files, **esp.rejected_files, **replies.rejected_files}.items():
+        context.log.warning(f"rejected inbox file {path}: {error}")
     return dg.MaterializeResult(
         metadata={
             "files_imported": len(summary.files),
@@ -61,6 +66,13 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
             "events": summary.accepted,
             "quarantined": summary.quarantined,
             "already_imported": summary.already_imported,
+            "esp_files_imported": len(esp.files),
+            "esp_events": esp.accepted,
+            "esp_quarantined": esp.quarantined,
+            "esp_skipped": dg.MetadataValue.json(dict(esp.skipped)),
+            "esp_already_imported": esp.already_imported,
+            "replies_stored": replies.stored,
+            "replies_quarantined": replies.quarantined,
         },
         check_results=checks,
     )

@@ -1,8 +1,11 @@
-"""The suppression list: addresses the line must never write to again.
+"""The suppression list: addresses and whole domains the line must never write to again.
 
 Fed by outcomes (unsubscribed, complained, bounced) and by do-not-contact files
-dropped in the suppression inbox (CSV with an `email` column, optional `reason`).
-An address once suppressed stays suppressed.
+dropped in the suppression inbox (CSV with an `email` column, optional `reason`); an
+entry without a local part (`@example.com` or `example.com`) suppresses the whole domain.
+One list for every campaign; an address once suppressed stays suppressed. It is honoured
+before assignment and checked again right before each message is handed to the transport
+(`warehouse.suppressed.suppressed_sql`, the one definition of "suppressed").
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def import_suppression_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: R
             continue
         with transaction(con):
             emails = frame.email.str.strip().str.lower()
+            emails = emails.where(emails.str.contains("@") | (emails == ""), "@" + emails)  # a bare domain: all of it
             # Even a malformed address is suppressed: suppressing too much is the safe side.
             keep = emails != ""
             rows = pd.DataFrame(

@@ -216,7 +216,8 @@ RAW_TABLES: dict[str, str] = {
         body_sha256 VARCHAR NOT NULL,
         transport VARCHAR NOT NULL,
         transport_ref VARCHAR NOT NULL,
-        sent_at TIMESTAMP NOT NULL
+        sent_at TIMESTAMP NOT NULL,
+        status VARCHAR
     """,
     "events": """
         event_id VARCHAR NOT NULL PRIMARY KEY,
@@ -420,5 +421,95 @@ RAW_TABLES: dict[str, str] = {
         rule_version VARCHAR NOT NULL,
         looked_at TIMESTAMP NOT NULL,
         PRIMARY KEY (experiment_id, partition_day, arm)
+    """,
+    # ESP events with no Factory meaning (clicks, deferrals, machine opens…), counted and kept with
+    # the reason instead of dropped (factory_dagster/feedback/esp_events.py has the mapping table).
+    "esp_events_skipped": """
+        event_id VARCHAR NOT NULL PRIMARY KEY,
+        provider VARCHAR NOT NULL,
+        provider_event VARCHAR NOT NULL,
+        send_id VARCHAR,
+        reason_code VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        occurred_at TIMESTAMP,
+        partition_day DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        source_file VARCHAR NOT NULL,
+        source_row INTEGER NOT NULL,
+        raw_record VARCHAR NOT NULL,
+        imported_at TIMESTAMP NOT NULL
+    """,
+    # Inbound replies threaded to their send (factory_dagster/feedback/reply_import.py); the
+    # classifier reads them. `threaded_by` says which header or text tied the reply to its send.
+    "replies": """
+        reply_id VARCHAR NOT NULL PRIMARY KEY,
+        send_id VARCHAR NOT NULL,
+        threaded_by VARCHAR NOT NULL,
+        message_id VARCHAR,
+        in_reply_to VARCHAR,
+        reference_ids VARCHAR,
+        from_address VARCHAR NOT NULL,
+        to_address VARCHAR,
+        subject VARCHAR NOT NULL,
+        body_text VARCHAR NOT NULL,
+        sent_at TIMESTAMP,
+        received_at TIMESTAMP NOT NULL,
+        received_via VARCHAR NOT NULL,
+        partition_day DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        source_file VARCHAR NOT NULL,
+        imported_at TIMESTAMP NOT NULL
+    """,
+    "replies_quarantine": """
+        partition_day DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        source_file VARCHAR NOT NULL,
+        message_id VARCHAR,
+        from_address VARCHAR,
+        subject VARCHAR,
+        reason_code VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        raw_record VARCHAR NOT NULL,
+        imported_at TIMESTAMP NOT NULL
+    """,
+    # The crash-safe outbox (factory_dagster/delivery/states.py): one row per send with its current
+    # state (queued, claimed, sent, failed, uncertain); partition_day and run_id are those of the run
+    # that queued it and then of the run that claimed it.
+    "outbox": """
+        send_id VARCHAR NOT NULL PRIMARY KEY,
+        campaign_id VARCHAR NOT NULL,
+        lead_id VARCHAR NOT NULL,
+        message_id VARCHAR NOT NULL,
+        header_message_id VARCHAR NOT NULL,
+        to_email VARCHAR NOT NULL,
+        transport VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,
+        mailbox VARCHAR,
+        attempts INTEGER NOT NULL,
+        last_error VARCHAR,
+        partition_day DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        queued_at TIMESTAMP NOT NULL,
+        claimed_at TIMESTAMP,
+        finished_at TIMESTAMP,
+        updated_at TIMESTAMP NOT NULL
+    """,
+    # Append-only history of every outbox move, with who made it and why; run_id and partition_day
+    # are null when a person moved it from the CLI (factory outbox resolve).
+    "outbox_transitions": """
+        send_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        from_state VARCHAR,
+        to_state VARCHAR NOT NULL,
+        mailbox VARCHAR,
+        attempts INTEGER NOT NULL,
+        actor VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        run_id VARCHAR,
+        partition_day DATE,
+        occurred_at TIMESTAMP NOT NULL
     """,
 }

@@ -1,0 +1,163 @@
+"""The send stage as a plain function: settle crashed claims, plan, queue, send, say what happened.
+
+The Dagster asset (delivery/assets.py) only calls `run_sends` and turns its result into
+metadata; tests call it directly against a real warehouse and a real SMTP server.
+`FACTORY_TRANSPORT` picks the transport (delivery/config.py): `file` by default, so `make run`
+needs no server; `smtp` sends through the configured server and mailboxes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from factory_dagster.campaign.spec import CampaignSpec
+from factory_dagster.controls.incidents import record_incident
+from factory_dagster.delivery.config import (
+    DEFAULT_PER_MINUTE,
+    Mailbox,
+    RetryPolicy,
+    SmtpSettings,
+    UnsubscribeLinks,
+    mailboxes_from_env,
+    transport_name,
+)
+from factory_dagster.delivery.eml import FileTransport, Transport
+from factory_dagster.delivery.errors import TransportUnusable
+from factory_dagster.delivery.mailboxes import MailboxPool
+from factory_dagster.delivery.outbox import SendPlan, plan_sends
+from factory_dagster.delivery.sender import SendJob, SendReport, send_queued
+from factory_dagster.delivery.smtp import SmtpTransport
+from factory_dagster.delivery.states import QueuedSend, Recovery, enqueue, mailbox_usage, recover_claims, transaction
+from factory_dagster.models.gateway import RunContext
+
+
+@dataclass
+class DeliverySetup:
+    """The transport and what goes with it: mailboxes, one-click links, retries, and the clock the pacing uses."""
+
+    transport: Transport
+    mailboxes: list[Mailbox]
+    links: UnsubscribeLinks | None = None
+    retry: RetryPolicy = RetryPolicy(retries=0)
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+    @classmethod
+    def from_env(cls, spec: CampaignSpec, outbox: Path, environ: Mapping[str, str] | None = None) -> DeliverySetup:
+        """Read FACTORY_TRANSPORT and its settings; raises ConfigError or MissingSecret with a clear message.
+
+        The file transport writes as the spec's sender and adds the https one-click link only when
+        FACTORY_UNSUBSCRIBE_BASE_URL is set; SMTP needs the link (and so the secret) and rotates the mailboxes.
+        """
+        env = os.environ if environ is None else environ
+        if transport_name(env) == "file":
+            sender = Mailbox(spec.sender.email, spec.sender.name, daily_cap=None, per_minute=None)
+            return cls(FileTransport(outbox), [sender], UnsubscribeLinks.from_env(env, required=False))
+        settings = SmtpSettings.from_env(env)
+        links = UnsubscribeLinks.from_env(env, required=True)
+        default = Mailbox(spec.sender.email, spec.sender.name, daily_cap=None, per_minute=DEFAULT_PER_MINUTE)
+        return cls(SmtpTransport(settings), mailboxes_from_env(default, env), links, settings.retry)
+
+
+@dataclass
+class StageResult:
+    plan: SendPlan
+    recovery: Recovery
+    queued: int
+    report: SendReport = field(default_factory=SendReport)
+
+
+def run_sends(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, run: RunContext, setup: DeliverySetup) -> StageResult:
+    """Settle claims a dead run left, plan today's sends, queue them (Message-IDs fixed), send, record incidents.
+
+    Raises TransportUnusable (after recording what went and an incident) when the transport cannot send at all.
+    """
+    actor = f"send stage, run {run.run_id}"
+    recovery = recover_claims(con, actor, run)
+    plan = plan_sends(con, spec, run.partition_day)
+    batch = [QueuedSend(m.send_id, m.lead_id, m.message_id, m.to_email) for m in plan.batch.itertuples()]
+    with transaction(con):
+        queued = enqueue(con, batch, run, setup.transport.name, actor)
+    result = StageResult(plan, recovery, queued)
+    pool = MailboxPool(setup.mailboxes, mailbox_usage(con, run.partition_day), setup.clock, setup.sleep)
+    job = SendJob(
+        run=run,
+        postal_address=spec.sender.postal_address,
+        actor=actor,
+        transport=setup.transport,
+        pool=pool,
+        links=setup.links,
+        retry=setup.retry,
+        sleep=setup.sleep,
+        real_time_date=not setup.transport.idempotent,
+    )
+    try:
+        result.report = send_queued(con, [q.send_id for q in batch], job)
+    finally:
+        close = getattr(setup.transport, "close", None)
+        if close is not None:
+            close()
+    with transaction(con):
+        _record_incidents(con, run, spec, result, setup)
+    if result.report.unusable:
+        raise TransportUnusable(f"sending through {setup.transport.name} is not possible: {result.report.stopped}")
+    return result
+
+
+def _record_incidents(
+    con: duckdb.DuckDBPyConnection, run: RunContext, spec: CampaignSpec, result: StageResult, setup: DeliverySetup
+) -> None:
+    plan, report, recovery = result.plan, result.report, result.recovery
+    if plan.hold_reason:
+        record_incident(con, run, "sends_held", "critical", plan.hold_reason)
+    elif plan.deferred:
+        record_incident(
+            con,
+            run,
+            "send_cap_reached",
+            "info",
+            f"{plan.deferred} messages deferred to the next day by the daily cap of {spec.limits.daily_send_cap}",
+        )
+    uncertain = recovery.uncertain + report.uncertain
+    if uncertain:
+        record_incident(
+            con,
+            run,
+            "sends_uncertain",
+            "critical",
+            f"{len(uncertain)} sends may or may not have been delivered ({', '.join(uncertain[:5])}"
+            f"{', ...' if len(uncertain) > 5 else ''}); they are never sent again by themselves: "
+            "list them with `factory outbox uncertain`, settle each with `factory outbox resolve`",
+        )
+    if report.no_mailbox:
+        caps = ", ".join(f"{m.email} {m.daily_cap}" for m in setup.mailboxes if m.daily_cap is not None)
+        record_incident(
+            con,
+            run,
+            "mailbox_caps_reached",
+            "info",
+            f"{len(report.no_mailbox)} sends stay queued for the next day: every mailbox reached its daily cap ({caps})",
+        )
+    if report.stopped:
+        record_incident(
+            con,
+            run,
+            "transport_stopped",
+            "critical",
+            f"sending through {setup.transport.name} stopped: {report.stopped}; "
+            f"{len(report.requeued) + len(report.not_tried)} sends stay queued",
+        )
+    if report.suppressed:
+        record_incident(
+            con,
+            run,
+            "suppressed_at_send",
+            "info",
+            f"{len(report.suppressed)} queued sends were not sent: their recipients are now suppressed",
+        )
