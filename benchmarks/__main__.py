@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import gates, learning, line_demo, make_run_fresh, model_layer, reliability
+from benchmarks import gates, learning, line_demo, make_run_fresh, model_layer, reliability, replies
 
 RESULTS = Path(__file__).with_name("results.json")
 BENCHMARKS: dict[str, Callable[[], dict]] = {
@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "gates": gates.run,
     "reliability": reliability.run,
     "learning": learning.run,
+    "replies": replies.run,
 }
 
 

@@ -80,6 +80,8 @@ OFFLINE_ROUTING = {
     "escalate": "offline-premium",
     "audit": "offline-premium",
     "improve": "offline-premium",
+    "classify": "offline-cheap",
+    "classify_escalate": "offline-premium",
 }
 
 

@@ -44,6 +44,8 @@ def test_without_a_key_the_offline_stand_ins_serve():
         "escalate": "offline-premium",
         "audit": "offline-premium",
         "improve": "offline-premium",
+        "classify": "offline-cheap",
+        "classify_escalate": "offline-premium",
     }
     assert all("offline stand-in" in r.source for r in routes.values())
     assert routes["draft"].served == ("offline-cheap", "offline-premium")  # the chain keeps its fallback

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate", "audit", "improve"})
+# classify: the cheap read of a reply to our email; classify_escalate: the premium read when the cheap one is unsure.
+MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate", "audit", "improve", "classify", "classify_escalate"})
 
 
 class SpecError(ValueError):

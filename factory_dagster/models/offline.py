@@ -17,6 +17,9 @@ The premium one also rewrites the draft prompt when the improve stage asks (task
 `improve_prompt`): it keeps the parent's guidance and the required rules, and adds what the
 brief's figures point to (how the positively answered messages open and how long they are,
 what the gates catch most). At its defect rate it forgets a required rule, as real models do.
+
+Both read replies to our emails when asked to classify one (task `classify_reply`): a keyword
+judgement of their own in `offline_reader.py`, quicker and more often unsure for the cheap tier.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import unicodedata
 from typing import Any
 
 from factory_dagster.models.offline_judge import judge
-from factory_dagster.models.prompts import COLLEAGUE_TAG, DRAFT_REQUIRED_RULES, parse_tagged_json
+from factory_dagster.models.offline_reader import classify_answer
+from factory_dagster.models.prompts import COLLEAGUE_TAG, DRAFT_REQUIRED_RULES, REPLY_TAG, parse_tagged_json
 
 DEFECT_TYPES: tuple[str, ...] = (
     "over_length",
@@ -147,6 +151,8 @@ class OfflineModel:
         if task == "audit":
             lead, message = parse_tagged_json(user, "lead") or {}, parse_tagged_json(user, "message") or {}
             return json.dumps(judge(brief, lead, message, rng, strict=JUDGE_STRICTNESS), ensure_ascii=False)
+        if task == "classify_reply":
+            return classify_answer(brief, parse_tagged_json(user, REPLY_TAG) or {}, rng, self.defect_rate)
         if task in {"draft", "repair"}:
             lead = parse_tagged_json(user, "lead") or {}
             # A repair re-asks with the violations listed: the model then slips half as often.
