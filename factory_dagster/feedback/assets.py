@@ -10,11 +10,13 @@ import duckdb
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.feedback.esp_import import import_esp_event_files
 from factory_dagster.feedback.importer import import_event_files
+from factory_dagster.feedback.reply_classes import classify_new_replies, replies_honoured, suppress_from_replies
 from factory_dagster.feedback.reply_import import import_reply_files
 from factory_dagster.feedback.suppression import import_suppression_files, suppress_from_events
 from factory_dagster.market.simulated import SimulatedMarket
+from factory_dagster.models.ledger import write_ledger
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
-from factory_dagster.warehouse.store import fetch_one
+from factory_dagster.warehouse.store import fetch_one, transaction
 
 
 def _events_accounted_for(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> tuple[bool, Mapping[str, Any]]:
@@ -56,6 +58,11 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
         # What the feedback receiver stored: ESP webhook events, one-click unsubscribes, inbound replies.
         esp = import_esp_event_files(con, factory.paths.esp_events_inbox, run)
         replies = import_reply_files(con, factory.paths.replies_inbox, run)
+        # What each reply says (rules, cheap model, premium model), as events with the class.
+        gateway = factory.gateway(context, spec)
+        with transaction(con):
+            classes = classify_new_replies(con, gateway, spec)
+            write_ledger(con, gateway)
         checks = run_checks(con, spec, run.partition_day, *EVENT_CHECKS)
     for path, error in {**summary.rejected_files, **esp.rejected_files, **replies.rejected_files}.items():
         context.log.warning(f"rejected inbox file {path}: {error}")
@@ -73,24 +80,49 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
             "esp_already_imported": esp.already_imported,
             "replies_stored": replies.stored,
             "replies_quarantined": replies.quarantined,
+            "replies_classified": classes.classified,
+            "replies_unclassified": classes.unclassified,
+            "reply_classes": dg.MetadataValue.json(dict(classes.by_class)),
+            "reply_events": classes.events,
+            **gateway.usage(),
         },
         check_results=checks,
     )
+
+
+SUPPRESSION_CHECKS = (
+    LineCheck(
+        "replies_honoured",
+        "Every reply asking to stop (unsubscribe, negative) and every reply unclassified for 48 hours has its "
+        "recipient suppressed before anything else is sent.",
+        replies_honoured,
+    ),
+)
 
 
 @line_asset(
     group_name="observe",
     deps=[outcome_events],
     kinds={"duckdb"},
+    check_specs=check_specs("suppression_list", *SUPPRESSION_CHECKS),
 )
 def suppression_list(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
-    """Addresses never to write to again: from unsubscribes, complaints, bounces and do-not-contact files."""
+    """Addresses and domains never to write to again: unsubscribes, complaints, bounces, replies that said no, do-not-contact files."""
     spec = factory.spec()
     run = factory.run_context(context, spec)
     with factory.warehouse() as con:
-        from_events = suppress_from_events(con, run)
+        with transaction(con):
+            from_events = suppress_from_events(con, run)
+            from_replies = suppress_from_replies(con, run)
         from_files = import_suppression_files(con, factory.paths.suppression_inbox, run)
         total = fetch_one(con, "SELECT count(*) FROM raw.suppression")[0]
+        checks = run_checks(con, spec, run.partition_day, *SUPPRESSION_CHECKS)
     return dg.MaterializeResult(
-        metadata={"added_from_events": from_events, "added_from_files": from_files, "suppressed_total": total}
+        metadata={
+            "added_from_events": from_events,
+            "added_from_replies": from_replies,
+            "added_from_files": from_files,
+            "suppressed_total": total,
+        },
+        check_results=checks,
     )

@@ -229,7 +229,11 @@ RAW_TABLES: dict[str, str] = {
         campaign_id VARCHAR NOT NULL,
         source_file VARCHAR NOT NULL,
         source_row INTEGER NOT NULL,
-        imported_at TIMESTAMP NOT NULL
+        imported_at TIMESTAMP NOT NULL,
+        reply_id VARCHAR,
+        reply_class VARCHAR,
+        reply_confidence DOUBLE,
+        reply_model VARCHAR
     """,
     "events_quarantine": """
         partition_day DATE NOT NULL,
@@ -511,5 +515,20 @@ RAW_TABLES: dict[str, str] = {
         run_id VARCHAR,
         partition_day DATE,
         occurred_at TIMESTAMP NOT NULL
+    """,
+    "reply_classes": """
+        reply_id VARCHAR NOT NULL PRIMARY KEY,
+        class VARCHAR,
+        confidence DOUBLE,
+        model VARCHAR,
+        decided_by VARCHAR NOT NULL,
+        rule VARCHAR,
+        reason VARCHAR,
+        quarantine_reason VARCHAR,
+        cost_usd DOUBLE NOT NULL,
+        partition_day DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        classified_at TIMESTAMP NOT NULL
     """,
 }
