@@ -28,7 +28,7 @@ from factory_dagster.improve.decisions import (
     run_decision_step,
 )
 from factory_dagster.improve.experiments import Experiment, auto_approve, propose
-from factory_dagster.improve.metrics import FIRST_PASS_GUARDRAIL, relative_guardrails
+from factory_dagster.improve.metrics import FIRST_ROUND_GUARDRAIL, relative_guardrails
 from factory_dagster.improve.stats import Guardrail, StoppingRule, srm_p_value
 from factory_dagster.improve.store import (
     apply_transition,
@@ -461,26 +461,26 @@ def test_one_running_experiment_per_segment_the_next_waits(con) -> None:
     assert outcomes[later.experiment_id].detail == f"waits: {SEGMENT} runs {canary.experiment_id}"
 
 
-def test_a_canary_whose_drafts_fail_the_gate_is_rolled_back_before_any_send_matures() -> None:
-    """The first-pass guardrail counts drafted leads (trials) the day they are drafted: no outcome window."""
+def test_a_canary_whose_drafts_fail_the_gate_more_often_is_rolled_back_before_any_send_matures() -> None:
+    """The first-round guardrail counts draft candidates (trials) the day they are written: no outcome window."""
     canary = design(kind="routing", control="cheap", challenger="nano", figures={"stage": "draft"})
     canary = replace(
         canary,
         state="running",
         max_traffic_share=0.2,
-        guardrails=canary.guardrails + relative_guardrails({"first_pass_failure_rate": 0.005}, (FIRST_PASS_GUARDRAIL,)),
+        guardrails=canary.guardrails + relative_guardrails({"first_round_failure_rate": 0.15}, (FIRST_ROUND_GUARDRAIL,)),
     )
     rows = [
-        # Four days of a demo canary: 3 of 550 control jobs and 8 of 138 nano jobs failed their first round.
-        {"arm": "cheap", "assigned": 555, "mature_sends": 0, "drafted": 550, "first_pass_failures": 3},
-        {"arm": "nano", "assigned": 139, "mature_sends": 0, "drafted": 138, "first_pass_failures": 8},
+        # Two days of a demo canary: the gate rejected 15% of the control's first-round drafts, 30% of nano's.
+        {"arm": "cheap", "assigned": 280, "mature_sends": 0, "first_round_drafts": 834, "first_round_failures": 124},
+        {"arm": "nano", "assigned": 70, "mature_sends": 0, "first_round_drafts": 208, "first_round_failures": 62},
     ]
     counts = {a.arm: a for a in arm_counts(canary, rows)}
-    assert counts["nano"].guardrails["first_pass_failure_rate"].trials == 138 and counts["nano"].primary.trials == 0
+    assert counts["nano"].guardrails["first_round_failure_rate"].trials == 208 and counts["nano"].primary.trials == 0
     decision = decide_running(canary, list(counts.values()), days_running=2, look=T0)
     assert decision.action == "roll_back"
-    assert any("first_pass_failure_rate" in reason for reason in decision.reasons)
-    steady = [dict(rows[0]), dict(rows[1], first_pass_failures=1)]
+    assert any("first_round_failure_rate" in reason for reason in decision.reasons)
+    steady = [dict(rows[0]), dict(rows[1], first_round_failures=32)]
     assert decide_running(canary, arm_counts(canary, steady), days_running=2, look=T0).action == "continue"
 
 

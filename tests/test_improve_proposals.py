@@ -426,7 +426,7 @@ def test_routing_canaries_are_proposed_for_the_model_that_drafts_today() -> None
     from factory_dagster.models.registry import load_registry
 
     spec = example_spec()  # drafts with offline-cheap
-    figures = [CAMPAIGN, "draft", "offline-cheap", 600, 0.97, 0.02, 0.01, 40, 0.02, 400, 0.02, 0.004, 0.001, 0.01, 0.0009]
+    figures = [CAMPAIGN, "draft", "offline-cheap", 600, 0.97, 0.15, 0.02, 0.01, 40, 0.02, 400, 0.02, 0.004, 0.001, 0.01, 0.0009]
     quality = pd.DataFrame([figures], columns=list(QUALITY_COLUMNS))
     canaries = routing_canaries(load_registry(), {})
     evidence = Evidence(PROPOSAL_DAY, {}, {}, (), pd.DataFrame(), pd.DataFrame(), quality)

@@ -203,7 +203,10 @@ def test_simulate_is_what_receive_stores(tmp_path: Path) -> None:
     assert not (tmp_path / "market").exists()
     market.receive(sends)
     stored = market._stored_events().drop(columns="batch")
-    pd.testing.assert_frame_equal(simulated, stored)
+    pd.testing.assert_frame_equal(simulated, stored[simulated.columns])
+    # Stored beside each event: whom and what it is about, for the replies and webhook events.
+    about = sends.set_index("send_id").loc[stored["send_id"], ["to_email", "subject"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(stored[["to_email", "subject"]], about)
 
 
 def test_defective_messages_are_penalised(clean: tuple[pd.DataFrame, pd.DataFrame], defective: pd.DataFrame) -> None:

@@ -49,10 +49,16 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
     spec = factory.spec()
     run = factory.run_context(context, spec)
     if factory.simulate_market:
-        exported = SimulatedMarket(factory.paths.market, seed=factory.market_seed).export_events(
-            run.partition_day, factory.paths.events_inbox
+        # The market answers through the real doors: webhook events and reply e-mails as the feedback
+        # receiver stores them, bookings as a CRM export (market/feedback.py).
+        delivered = SimulatedMarket(factory.paths.market, seed=factory.market_seed).deliver_feedback(
+            run.partition_day,
+            spec.sender.email,
+            factory.paths.esp_events_inbox,
+            factory.paths.replies_inbox,
+            factory.paths.events_inbox,
         )
-        context.log.info(f"simulated market exported {len(exported)} event files")
+        context.log.info(f"simulated market delivered {len(delivered)} files (webhook events, replies, CRM exports)")
     with factory.warehouse() as con:
         summary = import_event_files(con, factory.paths.events_inbox, run)
         # What the feedback receiver stored: ESP webhook events, one-click unsubscribes, inbound replies.

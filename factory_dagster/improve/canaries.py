@@ -6,8 +6,8 @@ So a change of model is never made on the mart's figures alone: a small share of
 (`max_traffic_share`) drafts with the challenger, and the decision step promotes it only when its
 positive replies per send are not worse than the current model's × (1 − margin) (a non-inferiority
 `StoppingRule`) with unsubscribes, complaints and negative replies held, and with its drafts failing
-the gate at their first round at most 1.5 times as often (`metrics.FIRST_PASS_GUARDRAIL`, counted
-the day they are drafted); a breach of any of them rolls it back.
+the gate rejecting its first-round drafts at most 1.25 times as often (`metrics.FIRST_ROUND_GUARDRAIL`,
+counted the day they are written); a breach of any of them rolls it back.
 
 When: the current draft model *holds its KPIs with margin* (first-pass gate rate and audit failure
 rate comfortably inside the limits, on enough leads and mature sends) → propose the next cheaper
@@ -32,7 +32,7 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.improve.experiments import Experiment, propose
-from factory_dagster.improve.metrics import FIRST_PASS_GUARDRAIL, PRIMARY_METRIC, mart_number, relative_guardrails
+from factory_dagster.improve.metrics import FIRST_ROUND_GUARDRAIL, PRIMARY_METRIC, mart_number, relative_guardrails
 from factory_dagster.improve.stats import StoppingRule
 from factory_dagster.models.registry import ModelRegistry
 
@@ -47,6 +47,7 @@ QUALITY_COLUMNS: tuple[str, ...] = (
     "model",
     "leads",
     "first_pass_rate",
+    "first_round_failure_rate",
     "repairs_per_accepted",
     "escalations_per_accepted",
     "audited",
@@ -221,7 +222,7 @@ def propose_routing_canaries(
             base_rate=base_rate,
             mde=policy.margin,
             guardrails=relative_guardrails(row)
-            + relative_guardrails({FIRST_PASS_GUARDRAIL.metric: 1.0 - float(row["first_pass_rate"])}, (FIRST_PASS_GUARDRAIL,)),
+            + relative_guardrails({FIRST_ROUND_GUARDRAIL.metric: row["first_round_failure_rate"]}, (FIRST_ROUND_GUARDRAIL,)),
             max_traffic_share=policy.max_traffic_share,
             motivating_figures=motivating,
             proposed_by=PROPOSER,

@@ -73,7 +73,7 @@ def arm_counts(experiment: Experiment, rows: Sequence[Mapping[str, Any]]) -> lis
     """Every arm's counts for `decide_running`, from its int_experiment_arm_counts rows.
 
     An arm without a row has no traffic yet (zero counts); each metric's trials are its
-    METRIC_TRIALS column (mature sends for outcomes, drafted leads for the gate). A metric the
+    METRIC_TRIALS column (mature sends for outcomes, first-round draft candidates for the gate). A metric the
     warehouse does not count is a ValueError: deciding on a missing metric would read as "no events".
     """
     metrics = (experiment.primary_metric, *(g.metric for g in experiment.guardrails))

@@ -24,12 +24,14 @@ METRIC_COUNTS: Mapping[str, str] = {
     "unsubscribe_rate": "unsubscribes",
     "complaint_rate": "complaints",
     "negative_reply_rate": "negative_replies",
-    "first_pass_failure_rate": "first_pass_failures",
+    "first_round_failure_rate": "first_round_failures",
 }
 
 # Each metric's trials column (the same view): outcome metrics count among mature sends; the gate
-# metric among drafted leads, known the day they are drafted.
-METRIC_TRIALS: Mapping[str, str] = dict.fromkeys(METRIC_COUNTS, "mature_sends") | {"first_pass_failure_rate": "drafted"}
+# metric among first-round draft candidates, known the day they are written.
+METRIC_TRIALS: Mapping[str, str] = dict.fromkeys(METRIC_COUNTS, "mature_sends") | {
+    "first_round_failure_rate": "first_round_drafts"
+}
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,12 @@ GUARDRAIL_RULES: tuple[GuardrailRule, ...] = (
 )
 
 
-# A routing canary must also hold the stage's own KPI: its drafts may fail the gate at their first
-# round at most half as often again as the control's (repairs and escalations cost money and time).
+# A routing canary must also hold the stage's own KPI: the gate may reject its first-round drafts at
+# most a quarter more often than the control's (each rejection is a repair, an escalation or a lost
+# choice among the candidates; the same 20-25% tolerance as the canary's non-inferiority margin).
 # Drafts are plentiful, so the prior is the rule's ordinary one (half an event at the 1% floor is
-# under `prior_weight`), not the heavier prior that rare outcome guardrails need.
-FIRST_PASS_GUARDRAIL = GuardrailRule("first_pass_failure_rate", 0.5, 0.01, prior_events=0.5)
+# under `prior_weight`), not the heavier prior rare outcomes need.
+FIRST_ROUND_GUARDRAIL = GuardrailRule("first_round_failure_rate", 0.25, 0.01, prior_events=0.5)
 
 
 def mart_number(value: Any) -> float | None:

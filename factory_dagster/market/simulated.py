@@ -61,12 +61,14 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+
+from factory_dagster.market.feedback import deliver_day
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{[A-Za-z_][A-Za-z0-9_ ]*\}|\[[A-Za-z][A-Z
 
 REQUIRED_COLUMNS = ("send_id", "sent_day", "to_email", "segment", "angle", "prompt_version", "subject", "body")
 EXPORT_COLUMNS = ["event_id", "send_id", "event_type", "occurred_at"]
+EXPORT_STATE = "export_state.json"  # the (day, batch) pairs let out as CSV exports
+FEEDBACK_STATE = "feedback_state.json"  # ... and as webhook events, replies and CRM exports
 _DAY = 24 * 60  # minutes
 _WORK_START, _WORK_END = 8 * 60, 20 * 60
 _JUNK_EVENT_TYPES = ("clicked", "deferred", "open")
@@ -260,7 +264,8 @@ class SimulatedMarket:
         new = new[~new["send_id"].isin(self._received_send_ids())]
         if new.empty:
             return 0
-        events = self.simulate(new)
+        # Who and what each event is about, for the replies and webhook events (market/feedback.py).
+        events = self.simulate(new).merge(new[["send_id", "to_email", "subject"]], on="send_id", how="left")
         batches = self.root / "received"
         batches.mkdir(parents=True, exist_ok=True)
         path = batches / f"batch-{len(list(batches.glob('batch-*.parquet'))) + 1:06d}.parquet"
@@ -299,33 +304,70 @@ class SimulatedMarket:
 
     # -- exporting events ---------------------------------------------------------------
 
-    def export_events(self, until_day: date | str, inbox: Path) -> list[Path]:
-        """Write the not yet exported events of every day <= `until_day`, one CSV per day and batch group.
-
-        `until_day` may be anything pandas reads as a day (a date, a partition key string).
-        """
+    def _undelivered(self, until_day: date | str, state_name: str) -> Iterator[tuple[date, pd.DataFrame, list[str]]]:
+        """Each day <= `until_day` with events of batches not yet let out through `state_name`'s door:
+        (day, those events, the day's file names so far). The caller writes them; the state records
+        the batches once the generator resumes, so a crash mid-write lets them out again, never loses them."""
         until_day = pd.Timestamp(until_day).date()
         events = self._stored_events()
         if events.empty:
-            return []
+            return
         events["day"] = events["occurred_at"].dt.date
-        state = self._load_state()
-        inbox = Path(inbox)
-        inbox.mkdir(parents=True, exist_ok=True)
-        written = []
+        state = self._load_state(state_name)
         for day, day_events in events[events["day"] <= until_day].groupby("day", sort=True):
             done = state.setdefault(day.isoformat(), {"batches": [], "files": []})
             pending = day_events[~day_events["batch"].isin(done["batches"])]
             if pending.empty:
                 continue
-            suffix = f"_{len(done['files']) + 1}" if done["files"] else ""
+            yield day, pending, done["files"]
+            done["batches"] = sorted({*done["batches"], *pending["batch"]})
+            self._save_state(state, state_name)
+
+    def export_events(self, until_day: date | str, inbox: Path) -> list[Path]:
+        """Write the not yet exported events of every day <= `until_day`, one CSV per day and batch group.
+
+        `until_day` may be anything pandas reads as a day (a date, a partition key string).
+        """
+        inbox = Path(inbox)
+        inbox.mkdir(parents=True, exist_ok=True)
+        written = []
+        for day, pending, files in self._undelivered(until_day, EXPORT_STATE):
+            suffix = f"_{len(files) + 1}" if files else ""
             path = inbox / f"events_{day.isoformat()}{suffix}.csv"
             export = self._with_junk(pending)
             _write_atomically(path, lambda tmp, frame=export: frame.to_csv(tmp, index=False))
-            done["batches"] = sorted({*done["batches"], *pending["batch"]})
-            done["files"].append(path.name)
-            self._save_state(state)
+            files.append(path.name)
             written.append(path)
+        return written
+
+    def deliver_feedback(
+        self, until_day: date | str, from_address: str, esp_inbox: Path, replies_inbox: Path, crm_inbox: Path
+    ) -> list[Path]:
+        """Let the not yet delivered events of every day <= `until_day` out the way a real market's come:
+        SendGrid webhook events, reply e-mails and a CRM export of bookings (market/feedback.py)."""
+        stored = self._stored_events()
+        positive = set(stored.loc[stored["event_type"] == "positive_reply", "send_id"])
+        written = []
+        for day, pending, files in self._undelivered(until_day, FEEDBACK_STATE):
+            for column in ("to_email", "subject"):  # batches stored before these columns existed
+                if column not in pending:
+                    pending = pending.assign(**{column: None})
+            pending = pending.assign(
+                to_email=pending["to_email"].fillna(pending["send_id"] + "@recipient.invalid"),
+                subject=pending["subject"].fillna("our message"),
+                positive=pending["send_id"].isin(positive),
+            )
+            paths = deliver_day(
+                pending.sort_values(["occurred_at", "event_id"]),
+                lambda *parts: _unit(self.seed, *parts),
+                from_address,
+                esp_inbox,
+                replies_inbox,
+                crm_inbox,
+                day,
+            )
+            files.extend(p.name for p in paths)
+            written += paths
         return written
 
     def _with_junk(self, events: pd.DataFrame) -> pd.DataFrame:
@@ -356,14 +398,14 @@ class SimulatedMarket:
             junk["occurred_at"] = f"{occurred_at:%d/%m/%Y} 25:61"
         return junk
 
-    def _load_state(self) -> dict[str, dict[str, list[str]]]:
-        path = self.root / "export_state.json"
+    def _load_state(self, name: str) -> dict[str, dict[str, list[str]]]:
+        path = self.root / name
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
-    def _save_state(self, state: dict[str, dict[str, list[str]]]) -> None:
+    def _save_state(self, state: dict[str, dict[str, list[str]]], name: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         text = json.dumps(state, indent=1, sort_keys=True)
-        _write_atomically(self.root / "export_state.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        _write_atomically(self.root / name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _digest(*parts: object) -> str:

@@ -2,7 +2,8 @@
 -- owned by the model that wrote the stage's first candidate, with what the job still needed
 -- after its first round (repairs, escalations) and what it cost. marts.model_stage_quality
 -- judges models on these rows; int_experiment_arm_counts counts each experiment arm's
--- first-pass gate failures from them (routing canaries are guarded on the gate, at once).
+-- first-round candidates that failed the gate from them (routing canaries are guarded on the
+-- gate, at once).
 
 with rounds as (
 
@@ -49,6 +50,8 @@ job_work as (
         jobs.stage,
         jobs.model,
         coalesce(bool_or(rounds.passed) filter (where rounds.attempt = jobs.first_attempt), false) as first_pass,
+        count(*) filter (where rounds.attempt = jobs.first_attempt) as first_round_drafts,
+        count(*) filter (where rounds.attempt = jobs.first_attempt and not rounds.passed) as first_round_failures,
         count(distinct rounds.attempt) filter (
             where rounds.stage = 'repair' and rounds.attempt > jobs.first_attempt
         ) as repairs,

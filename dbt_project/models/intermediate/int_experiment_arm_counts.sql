@@ -2,8 +2,8 @@
 --
 -- Traffic: leads the assign stage gave the arm, in either layer (stg_assignments.experiment_id /
 -- experiment_arm for prompt experiments, routing_experiment_id / routing_arm for routing canaries;
--- holdout leads never count). Gate: each arm's draft-stage jobs and how many failed the gate at
--- their first round (int_draft_jobs), known the day the lead is drafted, so a canary whose model
+-- holdout leads never count). Gate: the candidates of each arm's first draft rounds and how many
+-- the gate rejected (int_draft_jobs), known the day the lead is drafted, so a canary whose model
 -- slips is rolled back in days, not after the outcome window. Outcomes: only *mature* sends count, so a young send cannot look
 -- like a non-reply. A send is mature once `outcome_window_days` (var, default 7: outcomes arrive
 -- on days +1..+7) have passed between its day and the latest day any event occurred
@@ -61,8 +61,8 @@ gate as (
     select
         leads.experiment_id,
         leads.arm,
-        count(*) as drafted,
-        count(*) filter (where not jobs.first_pass) as first_pass_failures
+        sum(jobs.first_round_drafts) as first_round_drafts,
+        sum(jobs.first_round_failures) as first_round_failures
     from {{ ref('int_draft_jobs') }} as jobs
     inner join experiment_leads as leads
         on jobs.campaign_id = leads.campaign_id
@@ -150,8 +150,8 @@ select
     coalesce(outcomes.unsubscribes, 0) as unsubscribes,
     coalesce(outcomes.complaints, 0) as complaints,
     coalesce(outcomes.negative_replies, 0) as negative_replies,
-    coalesce(gate.drafted, 0) as drafted,
-    coalesce(gate.first_pass_failures, 0) as first_pass_failures
+    cast(coalesce(gate.first_round_drafts, 0) as bigint) as first_round_drafts,
+    cast(coalesce(gate.first_round_failures, 0) as bigint) as first_round_failures
 from arms
 left join period
     on arms.experiment_id = period.experiment_id
