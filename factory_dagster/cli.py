@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from factory_dagster.campaign.spec import SpecError, load_spec
 from factory_dagster.delivery import cli as delivery_cli
+from factory_dagster.feedback import imap_cli
 from factory_dagster.improve.experiments import STATES
 from factory_dagster.receiver import cli as receiver_cli
 from factory_dagster.replies import cli as replies_cli
+from factory_dagster.review import cli as review_cli
 from factory_dagster.settings import PROJECT_ROOT, Paths
 
 if TYPE_CHECKING:
@@ -285,6 +287,8 @@ def parser() -> argparse.ArgumentParser:
     delivery_cli.register(commands)
     receiver_cli.register(commands)
     replies_cli.register(commands)
+    review_cli.register(commands)
+    imap_cli.register(commands)
     versions = commands.add_parser(
         "versions", help="the loop's versions (segment champions, routing) with who, why and which experiment"
     )

@@ -9,13 +9,14 @@ import pytest
 # Never let a developer's own environment point the tests at their data.
 for _name in ("FACTORY_HOME", "FACTORY_WAREHOUSE", "FACTORY_LEADS_INBOX", "FACTORY_SPEC", "OPENAI_API_KEY", "FACTORY_TRANSPORT"):
     os.environ.pop(_name, None)
-# Nor switch the line's tests to a real mail server or ESP (the SMTP and receiver tests set their own).
+# Nor switch the line's tests to a real mail server, mailbox or ESP (the SMTP, IMAP and receiver tests set their own).
 for _name in [
     n
     for n in os.environ
     if n.startswith(
         (
             "FACTORY_SMTP_",
+            "FACTORY_IMAP_",
             "FACTORY_UNSUBSCRIBE_",
             "FACTORY_SENDGRID_",
             "FACTORY_MAILGUN_",

@@ -10,7 +10,7 @@ import pandas as pd
 import pandera.errors
 import pytest
 
-from factory_dagster.feedback import (
+from factory_dagster.feedback.events import (
     ACCEPTED_EVENTS_SCHEMA,
     EVENT_TYPES,
     REASON_CODES,

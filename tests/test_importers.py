@@ -19,12 +19,12 @@ from helpers_db import CAMPAIGN, DAY, LEADS, OTHER_CAMPAIGN, SPEC, add_message, 
 
 from factory_dagster.feedback.importer import import_event_files
 from factory_dagster.feedback.suppression import import_suppression_files, suppress_from_events
-from factory_dagster.warehouse.suppressed import suppressed_sql
 from factory_dagster.intake.importer import import_lead_files
 from factory_dagster.intake.reading import LEAD_COLUMNS, read_lead_file
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.intake.validation import lead_id_for
 from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.suppressed import suppressed_sql
 
 NEXT_DAY = DAY + timedelta(days=1)
 EVENT_HEADER = ["event_id", "send_id", "event_type", "occurred_at"]

@@ -17,6 +17,7 @@ from factory_dagster.gates.assets import message_audit, messages
 from factory_dagster.learning.assets import send_guard
 from factory_dagster.market.simulated import SimulatedMarket
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
+from factory_dagster.review.sendable import EFFECTIVE_MESSAGES
 from factory_dagster.warehouse.store import fetch_one
 
 
@@ -63,7 +64,7 @@ def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
         except TransportUnusable as exc:
             raise dg.Failure(description=str(exc)) from exc
         todays = con.execute(
-            """SELECT s.*, m.body FROM raw.sends s JOIN raw.messages m USING (message_id)
+            f"""SELECT s.*, m.body FROM raw.sends s JOIN {EFFECTIVE_MESSAGES} m USING (message_id)
                WHERE s.partition_day = ? AND s.campaign_id = ? AND s.status IS DISTINCT FROM 'bounced'""",
             [run.partition_day, spec.campaign_id],
         ).df()

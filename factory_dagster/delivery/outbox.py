@@ -4,6 +4,8 @@ A message leaves at most once: its `send_id` is derived from campaign and lead, 
 a send row exists for it afterwards. Messages held back by the daily cap stay in the
 outbox and go first the next day. A send the crash-safe outbox (delivery/states.py) holds
 as claimed, uncertain or failed is not pending: only a person sends an uncertain one again.
+A message a reviewer holds (`factory review hold`) is not planned, nor, when review is required
+(FACTORY_REVIEW_REQUIRED), one without an approval of its current text (review/sendable.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.controls.kill_switch import kill_switch_state
+from factory_dagster.review.sendable import APPROVED_MESSAGE_IDS, HELD_MESSAGE_IDS
 from factory_dagster.warehouse.store import fetch_one
 from factory_dagster.warehouse.suppressed import suppressed_sql
 
@@ -25,13 +28,18 @@ class SendPlan:
     batch: pd.DataFrame
     deferred: int
     hold_reason: str | None
+    held_for_review: int = 0  # held by a reviewer: not planned until released
+    awaiting_review: int = 0  # review required and not approved yet: not planned
 
 
 def pending_messages(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> pd.DataFrame:
     """Accepted messages up to `day` that were never sent, are not claimed, uncertain or failed in the
-    outbox, are not from a held day and whose recipient (or its domain) is not suppressed, oldest first."""
+    outbox, are not from a held day and whose recipient (or its domain) is not suppressed, oldest first.
+    `review_held` and `review_approved` say what reviewers decided (plan_sends leaves out what they hold)."""
     return con.execute(
-        f"""SELECT m.*, a.segment FROM raw.messages m
+        f"""SELECT m.*, a.segment, m.message_id IN {HELD_MESSAGE_IDS} AS review_held,
+                  m.message_id IN {APPROVED_MESSAGE_IDS} AS review_approved
+           FROM raw.messages m
            JOIN raw.assignments a ON a.campaign_id = m.campaign_id AND a.lead_id = m.lead_id
            WHERE m.campaign_id = $campaign AND m.partition_day <= $day
              AND m.send_id NOT IN (SELECT send_id FROM raw.sends)
@@ -44,12 +52,16 @@ def pending_messages(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str
     ).df()
 
 
-def plan_sends(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> SendPlan:
-    """Apply the guards in order: kill switch, budget, then the daily cap."""
-    pending = pending_messages(con, day, spec.campaign_id)
+def plan_sends(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date, require_review: bool = False) -> SendPlan:
+    """Apply the guards in order: reviewers' holds (and approvals, when required), kill switch, budget, then the daily cap."""
+    every = pending_messages(con, day, spec.campaign_id)
+    held = every["review_held"].astype(bool)
+    unapproved = ~every["review_approved"].astype(bool) & ~held if require_review else pd.Series(False, index=every.index)
+    pending = every[~held & ~unapproved]
+    review = {"held_for_review": int(held.sum()), "awaiting_review": int(unapproved.sum())}
     state = kill_switch_state(con)
     if state.engaged:
-        return SendPlan(pending.head(0), len(pending), f"kill switch engaged by {state.actor}: {state.reason}")
+        return SendPlan(pending.head(0), len(pending), f"kill switch engaged by {state.actor}: {state.reason}", **review)
     spent = fetch_one(
         con,
         "SELECT coalesce(sum(cost_usd), 0) FROM raw.llm_calls WHERE partition_day = ? AND campaign_id = ?",
@@ -60,6 +72,7 @@ def plan_sends(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) ->
             pending.head(0),
             len(pending),
             f"model spend ${spent:.4f} exceeded the daily budget ${spec.limits.daily_budget_usd:.2f}",
+            **review,
         )
     # Sends whose outcome is unknown may have gone: they count against the cap too.
     sent_today = fetch_one(
@@ -70,4 +83,4 @@ def plan_sends(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) ->
         {"day": day, "campaign": spec.campaign_id},
     )[0]
     quota = max(0, spec.limits.daily_send_cap - sent_today)
-    return SendPlan(pending.head(quota), max(0, len(pending) - quota), None)
+    return SendPlan(pending.head(quota), max(0, len(pending) - quota), None, **review)

@@ -33,6 +33,7 @@ from factory_dagster.delivery.states import (
     transaction,
     utcnow,
 )
+from factory_dagster.review.sendable import EFFECTIVE_MESSAGES
 from factory_dagster.warehouse.suppressed import suppressed_sql
 
 
@@ -110,8 +111,8 @@ class _Queued:
 
 
 def _queued_messages(con: duckdb.DuckDBPyConnection, send_ids: Sequence[str]) -> list[_Queued]:
-    """The given sends that are still queued, in the given order, with their stored message (None if it is gone)
-    and whether the recipient is suppressed now.
+    """The given sends that are still queued, in the given order, with their stored message (None if it is gone;
+    its text as a reviewer last edited it, review/sendable.py) and whether the recipient is suppressed now.
 
     This is the check right before a send goes: the claim that follows commits on this same warehouse state,
     because no other process writes while the sender holds the warehouse.
@@ -119,7 +120,7 @@ def _queued_messages(con: duckdb.DuckDBPyConnection, send_ids: Sequence[str]) ->
     rows = con.execute(
         f"""SELECT o.send_id, o.header_message_id, m.message_id, m.to_email, m.subject, m.body,
                    {suppressed_sql("m.to_email")} AS suppressed
-            FROM raw.outbox o LEFT JOIN raw.messages m USING (send_id)
+            FROM raw.outbox o LEFT JOIN {EFFECTIVE_MESSAGES} m USING (send_id)
             WHERE o.state = 'queued' AND o.send_id IN (SELECT unnest($ids::VARCHAR[]))""",
         {"ids": list(send_ids)},
     ).fetchall()

@@ -3,7 +3,8 @@
 The Dagster asset (delivery/assets.py) only calls `run_sends` and turns its result into
 metadata; tests call it directly against a real warehouse and a real SMTP server.
 `FACTORY_TRANSPORT` picks the transport (delivery/config.py): `file` by default, so `make run`
-needs no server; `smtp` sends through the configured server and mailboxes.
+needs no server; `smtp` sends through the configured server and mailboxes. `FACTORY_REVIEW_REQUIRED`
+(review/sendable.py, default off) makes the stage send only messages a person approved.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from factory_dagster.delivery.sender import SendJob, SendReport, send_queued
 from factory_dagster.delivery.smtp import SmtpTransport
 from factory_dagster.delivery.states import QueuedSend, Recovery, enqueue, mailbox_usage, recover_claims, transaction
 from factory_dagster.models.gateway import RunContext
+from factory_dagster.review.sendable import review_required
 
 
 @dataclass
@@ -47,6 +49,7 @@ class DeliverySetup:
     retry: RetryPolicy = RetryPolicy(retries=0)
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    require_review: bool = False  # only messages a person approved go (factory review approve)
 
     @classmethod
     def from_env(cls, spec: CampaignSpec, outbox: Path, environ: Mapping[str, str] | None = None) -> DeliverySetup:
@@ -56,13 +59,14 @@ class DeliverySetup:
         FACTORY_UNSUBSCRIBE_BASE_URL is set; SMTP needs the link (and so the secret) and rotates the mailboxes.
         """
         env = os.environ if environ is None else environ
+        review = review_required(env)
         if transport_name(env) == "file":
             sender = Mailbox(spec.sender.email, spec.sender.name, daily_cap=None, per_minute=None)
-            return cls(FileTransport(outbox), [sender], UnsubscribeLinks.from_env(env, required=False))
+            return cls(FileTransport(outbox), [sender], UnsubscribeLinks.from_env(env, required=False), require_review=review)
         settings = SmtpSettings.from_env(env)
         links = UnsubscribeLinks.from_env(env, required=True)
         default = Mailbox(spec.sender.email, spec.sender.name, daily_cap=None, per_minute=DEFAULT_PER_MINUTE)
-        return cls(SmtpTransport(settings), mailboxes_from_env(default, env), links, settings.retry)
+        return cls(SmtpTransport(settings), mailboxes_from_env(default, env), links, settings.retry, require_review=review)
 
 
 @dataclass
@@ -80,7 +84,7 @@ def run_sends(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, run: RunContex
     """
     actor = f"send stage, run {run.run_id}"
     recovery = recover_claims(con, actor, run)
-    plan = plan_sends(con, spec, run.partition_day)
+    plan = plan_sends(con, spec, run.partition_day, require_review=setup.require_review)
     batch = [QueuedSend(m.send_id, m.lead_id, m.message_id, m.to_email) for m in plan.batch.itertuples()]
     with transaction(con):
         queued = enqueue(con, batch, run, setup.transport.name, actor)
@@ -152,6 +156,23 @@ def _record_incidents(
             "critical",
             f"sending through {setup.transport.name} stopped: {report.stopped}; "
             f"{len(report.requeued) + len(report.not_tried)} sends stay queued",
+        )
+    if plan.held_for_review:
+        record_incident(
+            con,
+            run,
+            "messages_held_by_review",
+            "info",
+            f"{plan.held_for_review} message(s) held by a reviewer wait until released (factory review list)",
+        )
+    if plan.awaiting_review:
+        record_incident(
+            con,
+            run,
+            "messages_awaiting_review",
+            "warning",
+            f"{plan.awaiting_review} message(s) wait for a person's approval (FACTORY_REVIEW_REQUIRED is on): "
+            "factory review list, then factory review approve",
         )
     if report.suppressed:
         record_incident(

@@ -18,8 +18,8 @@ warehouse sees only claims whose process is gone (`recover_claims`). For a trans
 tell whether it already delivered a send (the file transport: the file exists or it does not),
 such a claim simply goes back to the queue; for SMTP it becomes uncertain.
 
-This module imports DuckDB, the standard library and its own package only (no pandas, spec or Dagster):
-a sending process starts fast.
+This module imports DuckDB, the standard library, its own package and review/sendable.py's SQL only (no
+pandas, spec or Dagster): a sending process starts fast.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import duckdb
 
 from factory_dagster.delivery.eml import message_id_for
 from factory_dagster.delivery.mailboxes import MailboxUsage
+from factory_dagster.review.sendable import EFFECTIVE_MESSAGES
 
 STATES = ("queued", "claimed", "sent", "failed", "uncertain")
 # Transports whose deliver() is idempotent per send_id (see eml.Transport.idempotent).
@@ -257,20 +258,21 @@ def record_sends(
 ) -> None:
     """`raw.sends` rows for (send_id, transport_ref, status) from each send's message and assignment (in a transaction).
 
-    The body hash is DuckDB's sha256 of the stored body, the same hex digest as hashlib's of its UTF-8 bytes.
+    The subject and body are those that went: a reviewer's latest edit, if any (review/sendable.py). The body hash
+    is DuckDB's sha256 of that body, the same hex digest as hashlib's of its UTF-8 bytes.
     """
     if not rows:
         return
     ids, refs, statuses = (list(c) for c in zip(*rows, strict=True))
     written = con.execute(
-        """INSERT INTO raw.sends BY NAME
+        f"""INSERT INTO raw.sends BY NAME
            SELECT m.send_id, m.message_id, $day AS partition_day, m.partition_day AS message_day, $run AS run_id,
                   m.campaign_id, m.spec_version, m.lead_id, m.to_email, a.segment, m.arm_id, m.angle, m.prompt_version,
                   m.model, m.subject, sha256(m.body) AS body_sha256, $transport AS transport, c.ref AS transport_ref,
                   $sent_at AS sent_at, c.status AS status
            FROM (SELECT unnest($ids::VARCHAR[]) AS send_id, unnest($refs::VARCHAR[]) AS ref,
                         unnest($statuses::VARCHAR[]) AS status) c
-           JOIN raw.messages m USING (send_id)
+           JOIN {EFFECTIVE_MESSAGES} m USING (send_id)
            JOIN raw.assignments a ON a.campaign_id = m.campaign_id AND a.lead_id = m.lead_id""",
         {"day": day, "run": run_id, "transport": transport, "sent_at": sent_at, "ids": ids, "refs": refs, "statuses": statuses},
     ).fetchall()[0][0]

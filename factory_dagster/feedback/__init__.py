@@ -1,21 +1,5 @@
-"""The observe stage's pure parts: reading and validating outcome-event files."""
+"""The observe stage: what comes back from the world (events, replies, suppression), read, checked and stored.
 
-from factory_dagster.feedback.events import (
-    ACCEPTED_EVENTS_SCHEMA,
-    EVENT_TYPES,
-    REASON_CODES,
-    EventFileError,
-    ValidatedEvents,
-    read_event_file,
-    validate_events,
-)
-
-__all__ = [
-    "ACCEPTED_EVENTS_SCHEMA",
-    "EVENT_TYPES",
-    "REASON_CODES",
-    "EventFileError",
-    "ValidatedEvents",
-    "read_event_file",
-    "validate_events",
-]
+No imports here: `factory fetch-replies` and the receiver's light paths import their own modules
+without loading pandas and Pandera.
+"""

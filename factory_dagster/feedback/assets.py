@@ -8,7 +8,9 @@ import dagster as dg
 import duckdb
 
 from factory_dagster.campaign.spec import CampaignSpec
+from factory_dagster.delivery.config import ConfigError
 from factory_dagster.feedback.esp_import import import_esp_event_files
+from factory_dagster.feedback.imap_fetch import ImapFetchError, ImapSettings, fetch_replies, imap_configured
 from factory_dagster.feedback.importer import import_event_files
 from factory_dagster.feedback.reply_classes import classify_new_replies, replies_honoured, suppress_from_replies
 from factory_dagster.feedback.reply_import import import_reply_files
@@ -59,6 +61,16 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
             factory.paths.events_inbox,
         )
         context.log.info(f"simulated market delivered {len(delivered)} files (webhook events, replies, CRM exports)")
+    imap_fetched = 0
+    if imap_configured():
+        # Before the warehouse is opened, so the network wait holds no lock. A mailbox that cannot be
+        # read is a warning, not a failed day: the next run catches up (nothing is marked fetched).
+        try:
+            fetched = fetch_replies(ImapSettings.from_env(), factory.paths.replies_inbox)
+            imap_fetched = fetched.written
+            context.log.info(fetched.summary())
+        except (ConfigError, ImapFetchError) as exc:
+            context.log.warning(f"replies from IMAP not fetched: {exc}")
     with factory.warehouse() as con:
         summary = import_event_files(con, factory.paths.events_inbox, run)
         # What the feedback receiver stored: ESP webhook events, one-click unsubscribes, inbound replies.
@@ -84,6 +96,7 @@ def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) 
             "esp_quarantined": esp.quarantined,
             "esp_skipped": dg.MetadataValue.json(dict(esp.skipped)),
             "esp_already_imported": esp.already_imported,
+            "imap_replies_fetched": imap_fetched,
             "replies_stored": replies.stored,
             "replies_quarantined": replies.quarantined,
             "replies_classified": classes.classified,

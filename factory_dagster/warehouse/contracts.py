@@ -531,4 +531,56 @@ RAW_TABLES: dict[str, str] = {
         campaign_id VARCHAR NOT NULL,
         classified_at TIMESTAMP NOT NULL
     """,
+    # A person's edits of a message before it went (factory_dagster/review/actions.py), one row per edit,
+    # append-only: both texts, a unified diff, the word-level edit distance and what changed per section
+    # (review/analysis.py). No run_id: a person makes them; partition_day is the message's day.
+    # `base_sha256` is the hash of the model's text the edit applies to (review/sendable.py).
+    "message_edits": """
+        edit_id VARCHAR NOT NULL PRIMARY KEY,
+        message_id VARCHAR NOT NULL,
+        edit_seq INTEGER NOT NULL,
+        send_id VARCHAR NOT NULL,
+        partition_day DATE NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        lead_id VARCHAR NOT NULL,
+        segment VARCHAR NOT NULL,
+        angle VARCHAR NOT NULL,
+        arm_id VARCHAR NOT NULL,
+        prompt_version VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        draft_id VARCHAR NOT NULL,
+        base_sha256 VARCHAR NOT NULL,
+        old_subject VARCHAR NOT NULL,
+        old_body VARCHAR NOT NULL,
+        new_subject VARCHAR NOT NULL,
+        new_body VARCHAR NOT NULL,
+        diff VARCHAR NOT NULL,
+        edit_distance DOUBLE NOT NULL,
+        words_before INTEGER NOT NULL,
+        words_after INTEGER NOT NULL,
+        sections_changed VARCHAR[] NOT NULL,
+        changes STRUCT(section VARCHAR, kind VARCHAR, change VARCHAR, value VARCHAR)[] NOT NULL,
+        actor VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        edited_at TIMESTAMP NOT NULL
+    """,
+    # Every review action on a message (approve, edit, hold, release), append-only and numbered per
+    # message by seq; the latest hold or release says whether it is held, and an approval counts for
+    # the text whose hash it carries (review/sendable.py). No run_id: a person acts from the CLI.
+    "message_reviews": """
+        review_id VARCHAR NOT NULL PRIMARY KEY,
+        message_id VARCHAR NOT NULL,
+        seq INTEGER NOT NULL,
+        send_id VARCHAR NOT NULL,
+        partition_day DATE NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        prompt_version VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        text_sha256 VARCHAR NOT NULL,
+        edit_id VARCHAR,
+        actor VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        reviewed_at TIMESTAMP NOT NULL
+    """,
 }
