@@ -96,13 +96,7 @@ class SmtpSettings:
     retry: RetryPolicy = RetryPolicy()
 
     def __post_init__(self) -> None:
-        if self.tls not in TLS_MODES:
-            raise ConfigError(f"FACTORY_SMTP_TLS must be one of {', '.join(TLS_MODES)}, got {self.tls!r}")
-        if self.tls == "none" and not is_loopback(self.host):
-            raise ConfigError(
-                f"FACTORY_SMTP_TLS=none sends mail and credentials in clear text; it is only allowed for a loopback "
-                f"host (127.0.0.1, ::1, localhost), not {self.host!r}: use starttls or implicit"
-            )
+        check_tls("FACTORY_SMTP_TLS", self.tls, TLS_MODES, self.host, "mail and credentials")
         if (self.username is None) != (self.password is None):
             raise ConfigError("set both FACTORY_SMTP_USERNAME and FACTORY_SMTP_PASSWORD, or neither")
 
@@ -209,6 +203,19 @@ def _mailbox(index: int, entry: Any) -> Mailbox:
     if pace is not None and (isinstance(pace, bool) or not isinstance(pace, int | float) or pace <= 0):
         raise ConfigError(f"{where}.per_minute must be a number > 0 or null, got {pace!r}")
     return Mailbox(email=email, name=name.strip(), daily_cap=cap, per_minute=None if pace is None else float(pace))
+
+
+def check_tls(variable: str, tls: str, modes: tuple[str, ...], host: str, clear_text: str) -> None:
+    """Refuse an unknown TLS mode, and `none` for any host but this machine (`clear_text`: what would travel
+    unencrypted), with the variable to change; shared by the SMTP and IMAP settings."""
+    if tls not in modes:
+        raise ConfigError(f"{variable} must be one of {', '.join(modes)}, got {tls!r}")
+    if tls == "none" and not is_loopback(host):
+        others = " or ".join(m for m in modes if m != "none")
+        raise ConfigError(
+            f"{variable}=none sends {clear_text} in clear text; it is only allowed for a loopback "
+            f"host (127.0.0.1, ::1, localhost), not {host!r}: use {others}"
+        )
 
 
 def is_loopback(host: str) -> bool:

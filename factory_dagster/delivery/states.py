@@ -25,8 +25,7 @@ pandas, spec or Dagster): a sending process starts fast.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Protocol
@@ -36,6 +35,7 @@ import duckdb
 from factory_dagster.delivery.eml import message_id_for
 from factory_dagster.delivery.mailboxes import MailboxUsage
 from factory_dagster.review.sendable import EFFECTIVE_MESSAGES
+from factory_dagster.warehouse.transactions import transaction
 
 STATES = ("queued", "claimed", "sent", "failed", "uncertain")
 # Transports whose deliver() is idempotent per send_id (see eml.Transport.idempotent).
@@ -83,21 +83,6 @@ class Recovery:
 def utcnow() -> datetime:
     """Naive UTC, as the warehouse's TIMESTAMP columns store it."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-@contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All or nothing, committed (DuckDB writes and syncs its WAL at COMMIT) before the block's caller goes on.
-
-    The same as warehouse.store.transaction, which imports pandas; a sending process does not need it.
-    """
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
 
 
 # --- moves ------------------------------------------------------------------------------------------

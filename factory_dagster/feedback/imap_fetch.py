@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from factory_dagster.delivery.config import ConfigError, is_loopback
+from factory_dagster.delivery.config import ConfigError, check_tls
 from factory_dagster.receiver.inbox import store_reply, write_durably
 
 TLS_MODES = ("implicit", "starttls", "none")
@@ -87,13 +87,7 @@ class ImapSettings:
     timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.tls not in TLS_MODES:
-            raise ConfigError(f"FACTORY_IMAP_TLS must be one of {', '.join(TLS_MODES)}, got {self.tls!r}")
-        if self.tls == "none" and not is_loopback(self.host):
-            raise ConfigError(
-                f"FACTORY_IMAP_TLS=none sends the mailbox password and the replies in clear text; it is only allowed for "
-                f"a loopback host (127.0.0.1, ::1, localhost), not {self.host!r}: use implicit or starttls"
-            )
+        check_tls("FACTORY_IMAP_TLS", self.tls, TLS_MODES, self.host, "the mailbox password and the replies")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"FACTORY_IMAP_PORT must be a port number, got {self.port}")
         if not self.username or not self.password:

@@ -107,33 +107,34 @@ def sendgrid_event(event_type: str, send_id: str, to_email: str, occurred_at: da
     }
 
 
+def _answer(send_id: str, to_email: str, from_address: str, subject: str, occurred_at: datetime, text: str, auto: bool) -> bytes:
+    """A message answering ours, as the recipient's mail system writes it: In-Reply-To our Message-ID."""
+    domain = to_email.split("@")[-1]
+    answer = EmailMessage()
+    answer["From"] = to_email
+    answer["To"] = from_address
+    answer["Subject"] = f"{'Automatic reply' if auto else 'Re'}: {subject}"
+    answer["Date"] = format_datetime(occurred_at)
+    answer["Message-ID"] = f"<{'ooo' if auto else 'reply'}.{send_id}@{domain}>"
+    answer["In-Reply-To"] = message_id_for(send_id)
+    if auto:
+        answer["Auto-Submitted"] = "auto-replied"  # RFC 3834, as mail servers mark their notices
+    else:
+        answer["References"] = message_id_for(send_id)
+    answer.set_content(text)
+    return answer.as_bytes(policy=SMTP)
+
+
 def reply_message(send_id: str, to_email: str, from_address: str, subject: str, text: str, occurred_at: datetime) -> bytes:
-    """A reply as its sender's mail client writes it: In-Reply-To our message, our text quoted below."""
-    reply = EmailMessage()
-    reply["From"] = to_email
-    reply["To"] = from_address
-    reply["Subject"] = f"Re: {subject}"
-    reply["Date"] = format_datetime(occurred_at)
-    reply["Message-ID"] = f"<reply.{send_id}@{to_email.split('@')[-1]}>"
-    reply["In-Reply-To"] = message_id_for(send_id)
-    reply["References"] = message_id_for(send_id)
+    """A person's reply, our text quoted below it."""
     quoted = f"On {occurred_at:%a, %d %b %Y}, {from_address} wrote:\n> {subject}\n> ..."
-    reply.set_content(f"{text}\n\n{quoted}\n")
-    return reply.as_bytes(policy=SMTP)
+    return _answer(send_id, to_email, from_address, subject, occurred_at, f"{text}\n\n{quoted}\n", auto=False)
 
 
 def auto_reply_message(send_id: str, to_email: str, from_address: str, subject: str, occurred_at: datetime) -> bytes:
-    """An out-of-office notice: RFC 3834 `Auto-Submitted`, as mail servers send them."""
-    notice = EmailMessage()
-    notice["From"] = to_email
-    notice["To"] = from_address
-    notice["Subject"] = f"Automatic reply: {subject}"
-    notice["Date"] = format_datetime(occurred_at)
-    notice["Message-ID"] = f"<ooo.{send_id}@{to_email.split('@')[-1]}>"
-    notice["In-Reply-To"] = message_id_for(send_id)
-    notice["Auto-Submitted"] = "auto-replied"
-    notice.set_content(OUT_OF_OFFICE.format(domain=to_email.split("@")[-1]))
-    return notice.as_bytes(policy=SMTP)
+    """An out-of-office notice."""
+    text = OUT_OF_OFFICE.format(domain=to_email.split("@")[-1])
+    return _answer(send_id, to_email, from_address, subject, occurred_at, text, auto=True)
 
 
 def day_end(day: date) -> datetime:

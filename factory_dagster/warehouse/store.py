@@ -19,6 +19,7 @@ import duckdb
 import pandas as pd
 
 from factory_dagster.warehouse.contracts import RAW_TABLES
+from factory_dagster.warehouse.transactions import transaction  # noqa: F401  (the line imports it from here)
 
 LOCK_RETRY_SECONDS = 60.0
 _HELD: dict[Path, duckdb.DuckDBPyConnection] = {}
@@ -140,18 +141,6 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame, 
         # and would hide the real error; the caller's ROLLBACK drops the view anyway.
         with suppress(duckdb.TransactionException):
             con.unregister("_rows")
-
-
-@contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All or nothing: commit on success, roll back on any error."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
 
 
 def replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, rows: pd.DataFrame, campaign_id: str) -> int:
