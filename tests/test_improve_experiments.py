@@ -243,6 +243,15 @@ def test_auto_approve_policy(kind: str, share: float, allowed: bool) -> None:
     assert event.reason == verdict.reason and event.evidence["policy"] == POLICY and event.evidence["max_traffic_share"] == share
 
 
+def test_a_design_that_cannot_reach_its_sample_in_time_needs_a_person() -> None:
+    slow = _experiment(motivating_figures={"days_to_planned_sample": 286, "max_days": 60})
+    verdict = auto_approval(slow, POLICY)
+    assert not verdict.allowed and "286 days" in verdict.reason and "60-day" in verdict.reason
+    assert auto_approve(slow, POLICY, AT) is None
+    assert auto_approval(_experiment(motivating_figures={"days_to_planned_sample": 45}), POLICY).allowed
+    assert auto_approval(_experiment(motivating_figures={"days_to_planned_sample": None}), POLICY).allowed  # no volume yet
+
+
 def test_segment_splits_and_routing_always_need_a_person() -> None:
     greedy = {"segment_split": {"max_share": 1.0}, "routing": {"max_share": 1.0}}
     problems = auto_approve_policy_problems(greedy)

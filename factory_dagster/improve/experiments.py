@@ -373,6 +373,15 @@ def auto_approval(experiment: Experiment, policy: Mapping[str, Any]) -> AutoAppr
     limit = float(policy[kind]["max_share"])
     if share > limit:
         return AutoApproval(False, f"{kind} at {share:.0%} of traffic is over the auto-approved {limit:.0%}")
+    # A design that cannot reach its planned sample before its stopping rule retires it would spend
+    # its traffic on a foregone "retire": whether that is worth it is a person's call.
+    days, max_days = experiment.motivating_figures.get("days_to_planned_sample"), experiment.stopping_rule.max_days
+    if days is not None and days > max_days:
+        return AutoApproval(
+            False,
+            f"at today's volume its planned sample takes {days} days, past the rule's {max_days}-day limit: "
+            "a person decides whether so long a test is worth its traffic",
+        )
     return AutoApproval(True, f"{kind} at {share:.0%} of traffic is within the auto-approved {limit:.0%}")
 
 
