@@ -4,6 +4,12 @@
 -- judges models on these rows; int_experiment_arm_counts counts each experiment arm's
 -- first-round candidates that failed the gate from them (routing canaries are guarded on the
 -- gate, at once).
+--
+-- A table, unlike the other intermediate models: three readers (model_stage_quality, the arm
+-- counts behind experiment_results, and its own row contract) would each recompute the join of
+-- every draft with its call and verdict; built once per learn stage, it is read three times.
+
+{{ config(materialized='table') }}
 
 with rounds as (
 
