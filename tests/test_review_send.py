@@ -6,7 +6,9 @@ import hashlib
 from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from helpers_db import DAY, LEADS, SPEC, add_leads, query, run_for
 from helpers_review import HOOK, add_valid_message, paths_for, review, valid_body
@@ -16,6 +18,7 @@ from factory_dagster.delivery.eml import FileTransport
 from factory_dagster.delivery.outbox import pending_messages
 from factory_dagster.delivery.stage import DeliverySetup, run_sends
 from factory_dagster.delivery.states import QueuedSend, enqueue, transaction
+from factory_dagster.gates.consistency import load_earlier
 from factory_dagster.warehouse.store import connect
 
 ANNA, JUERGEN, SIOBHAN = LEADS[:3]
@@ -141,3 +144,13 @@ def test_review_is_required_only_when_the_environment_says_so(tmp_path, value, r
 def test_a_mistyped_review_setting_stops_the_send_stage(tmp_path) -> None:
     with pytest.raises(ConfigError, match="FACTORY_REVIEW_REQUIRED must be"):
         DeliverySetup.from_env(SPEC, tmp_path, {"FACTORY_REVIEW_REQUIRED": "maybe"})
+
+
+def test_the_gate_compares_new_drafts_with_the_edited_text_that_went(paths, tmp_path) -> None:
+    edit_anna(paths, tmp_path)
+    with connect(paths.warehouse) as con:
+        run_sends(con, SPEC, run_for(DAY), setup_for(paths))
+        colleague = pd.DataFrame([{"lead_id": "new", "email": "new@" + ANNA.email.split("@")[1], "company": ANNA.company}])
+        gate = load_earlier(con, SPEC, DAY + timedelta(days=1), colleague)
+        earlier = gate.reference(SimpleNamespace(**colleague.iloc[0].to_dict()))["messages"]
+    assert earlier and all(NEW_HOOK in m["text"] and HOOK not in m["text"] for m in earlier)

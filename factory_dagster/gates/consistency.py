@@ -34,6 +34,7 @@ from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.drafting.work import UNSENT
 from factory_dagster.gates.injection import mask, visible
 from factory_dagster.gates.rules import Violation, fixed_texts
+from factory_dagster.review.sendable import EFFECTIVE_MESSAGES
 
 NEAR_DUPLICATE = "near_duplicate"
 CONTRADICTS_EARLIER = "contradicts_earlier"
@@ -274,9 +275,10 @@ def load_earlier(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date, 
     ids = [message_id for message_id, company, email in candidates if recipient_keys(company, email) & wanted]
     earlier = (
         con.execute(
-            """SELECT m.lead_id, m.to_email, l.company, l.first_name, coalesce(l.last_name, ''), m.subject, m.body,
+            # The text that went or will go: an operator's edit included (review/sendable.py).
+            f"""SELECT m.lead_id, m.to_email, l.company, l.first_name, coalesce(l.last_name, ''), m.subject, m.body,
                       m.partition_day, s.partition_day
-               FROM raw.messages m JOIN raw.leads l USING (lead_id) LEFT JOIN raw.sends s USING (send_id)
+               FROM {EFFECTIVE_MESSAGES} m JOIN raw.leads l USING (lead_id) LEFT JOIN raw.sends s USING (send_id)
                WHERE list_contains($ids, m.message_id)
                ORDER BY m.partition_day, m.lead_id""",
             {"ids": ids},
