@@ -225,10 +225,3 @@ def test_a_model_error_is_reported_in_dbts_words(tmp_path: Path, dbt_manifest: P
     run = invoke(["build", "--select", "daily_kpis", "--indirect-selection", "empty"], paths.warehouse, paths.home / "dbt_target")
     assert not run.success
     assert "does not exist" in run.describe_failure()  # its staging views were never built
-
-
-def test_dbt_prints_only_errors_unless_asked_to_be_verbose() -> None:
-    from factory_dagster.learning.dbt_runner import _quiet_args
-
-    assert _quiet_args({}) == ["--quiet", "--log-level-file", "none"]
-    assert _quiet_args({"FACTORY_DBT_VERBOSE": "1"}) == []
