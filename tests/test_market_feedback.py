@@ -119,3 +119,13 @@ def test_only_days_up_to_the_cutoff_leave(tmp_path: Path) -> None:
     assert first and not later.empty
     rest = market.deliver_feedback(date(2030, 1, 1), SENDER, tmp_path / "e", tmp_path / "r", tmp_path / "c")
     assert rest and not set(first) & set(rest)
+
+
+def test_a_market_that_exported_csv_before_lets_nothing_out_twice(tmp_path: Path) -> None:
+    market = SimulatedMarket(tmp_path / "market")
+    market.receive(make_sends(200, days=1))
+    exported = market.export_events(FIRST_DAY + timedelta(days=3), tmp_path / "csv")
+    assert exported
+    doors = (tmp_path / "e", tmp_path / "r", tmp_path / "c")
+    assert market.deliver_feedback(FIRST_DAY + timedelta(days=3), SENDER, *doors) == []
+    assert market.deliver_feedback(date(2030, 1, 1), SENDER, *doors)  # the later days still come

@@ -345,6 +345,10 @@ class SimulatedMarket:
     ) -> list[Path]:
         """Let the not yet delivered events of every day <= `until_day` out the way a real market's come:
         SendGrid webhook events, reply e-mails and a CRM export of bookings (market/feedback.py)."""
+        if not (self.root / FEEDBACK_STATE).exists() and (self.root / EXPORT_STATE).exists():
+            # A market from before these doors let its events out as CSV exports, which the line has
+            # imported: those batches are out already, and letting them out again would double them.
+            self._save_state(self._load_state(EXPORT_STATE), FEEDBACK_STATE)
         stored = self._stored_events()
         positive = set(stored.loc[stored["event_type"] == "positive_reply", "send_id"])
         written = []
