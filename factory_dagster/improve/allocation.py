@@ -313,45 +313,68 @@ def assign_leads(leads: pd.DataFrame, allocation: pd.DataFrame, spec: CampaignSp
     same angle mix and the same mix of the other layer's arms; the propensity is the drawn row's
     share (the product of the three).
     """
-    by_key = {key: g.reset_index(drop=True) for key, g in allocation.groupby(["segment", "holdout"])}
+    choices = {key: _Choices(group) for key, group in allocation.groupby(["segment", "holdout"])}
     rows = []
     for lead in leads.itertuples():
         holdout = is_holdout(spec.campaign_id, lead.lead_id, spec.improve.holdout_share)
-        options = by_key[(lead.segment, holdout)]
+        options = choices[(lead.segment, holdout)]
         if holdout:
-            chosen = options.iloc[_pick(options["share"], _unit(HOLDOUT_POLICY_VERSION, day, lead.lead_id))]
+            chosen = options.row(_unit(HOLDOUT_POLICY_VERSION, day, lead.lead_id))
         else:
-            angles = options.drop_duplicates("angle")
-            angle = angles["angle"].iloc[_pick(angles["angle_share"], _unit(POLICY_VERSION, day, lead.lead_id, "angle"))]
-            in_angle = options[options["angle"] == angle]
-            arms = in_angle.drop_duplicates("prompt_version")
-            version = arms["prompt_version"].iloc[_pick(arms["arm_share"], _unit(POLICY_VERSION, day, lead.lead_id, "arm"))]
-            routes = in_angle[in_angle["prompt_version"] == version]
-            chosen = routes.iloc[_pick(routes["routing_share"], _unit(POLICY_VERSION, day, lead.lead_id, "route"))]
+            chosen = options.loop_row(
+                _unit(POLICY_VERSION, day, lead.lead_id, "angle"),
+                _unit(POLICY_VERSION, day, lead.lead_id, "arm"),
+                _unit(POLICY_VERSION, day, lead.lead_id, "route"),
+            )
         rows.append(
             {
                 "lead_id": lead.lead_id,
                 "segment": lead.segment,
-                "arm_id": chosen.arm_id,
-                "angle": chosen.angle,
-                "prompt_version": chosen.prompt_version,
-                "model": chosen.model,
-                "propensity": float(chosen.share),
-                "policy_version": chosen.policy_version,
-                "reason": chosen.reason,
-                "experiment_id": chosen.experiment_id,
-                "experiment_arm": chosen.experiment_arm,
+                "arm_id": chosen["arm_id"],
+                "angle": chosen["angle"],
+                "prompt_version": chosen["prompt_version"],
+                "model": chosen["model"],
+                "propensity": float(chosen["share"]),
+                "policy_version": chosen["policy_version"],
+                "reason": chosen["reason"],
+                "experiment_id": chosen["experiment_id"],
+                "experiment_arm": chosen["experiment_arm"],
                 "holdout": holdout,
-                "routing_experiment_id": chosen.routing_experiment_id,
-                "routing_arm": chosen.routing_arm,
+                "routing_experiment_id": chosen["routing_experiment_id"],
+                "routing_arm": chosen["routing_arm"],
             }
         )
     return pd.DataFrame(rows)
 
 
-def _pick(shares: pd.Series, u: float) -> int:
+class _Choices:
+    """One population's allocation rows (a segment's loop or holdout leads), indexed once for the
+    per-lead draws: angle, then prompt version within the angle, then model within both."""
+
+    def __init__(self, group: pd.DataFrame) -> None:
+        self.records = group.to_dict("records")
+        self.shares = group["share"].to_numpy(dtype=float)
+        self.tree: dict[Any, dict[Any, list[dict]]] = {}
+        for record in self.records:
+            self.tree.setdefault(record["angle"], {}).setdefault(record["prompt_version"], []).append(record)
+
+    def row(self, u: float) -> dict:
+        return self.records[_pick(self.shares, u)]
+
+    def loop_row(self, u_angle: float, u_arm: float, u_route: float) -> dict:
+        angles = list(self.tree)
+        angle = angles[_pick(np.array([self.tree[a][next(iter(self.tree[a]))][0]["angle_share"] for a in angles]), u_angle)]
+        versions = self.tree[angle]
+        names = list(versions)
+        version = names[_pick(np.array([versions[v][0]["arm_share"] for v in names]), u_arm)]
+        routes = versions[version]
+        return routes[_pick(np.array([r["routing_share"] for r in routes]), u_route)]
+
+
+def _pick(shares: pd.Series | np.ndarray, u: float) -> int:
     """The index whose cumulative share first exceeds u (shares sum to 1 within rounding)."""
-    cumulative = shares.cumsum().to_numpy() / shares.sum()
+    shares = np.asarray(shares, dtype=float)
+    cumulative = shares.cumsum() / shares.sum()
     return min(int(np.searchsorted(cumulative, u, side="right")), len(cumulative) - 1)
 
 
