@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import date
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 from helpers_db import SPEC
+from test_transport import make_message as message
 
 from factory_dagster.delivery.config import (
     DEFAULT_PER_MINUTE,
@@ -20,7 +20,7 @@ from factory_dagster.delivery.config import (
     mailboxes_from_env,
     transport_name,
 )
-from factory_dagster.delivery.eml import FileTransport, OutgoingMessage, build_email, email_bytes, message_id_for, text_to_html
+from factory_dagster.delivery.eml import FileTransport, build_email, email_bytes, message_id_for, text_to_html
 from factory_dagster.delivery.smtp import SmtpTransport
 from factory_dagster.delivery.stage import DeliverySetup
 from factory_dagster.delivery.unsubscribe import MissingSecret, read_token
@@ -28,20 +28,6 @@ from factory_dagster.delivery.unsubscribe import MissingSecret, read_token
 SECRET = "s3cret-for-tests-0123456789-abcdefghij"
 PASSWORD = "hunter2-correct-horse"
 DEFAULT = Mailbox("maya@brightwave-ledger.example", "Maya Okafor")
-
-
-def message(**overrides: object) -> OutgoingMessage:
-    fields = {
-        "send_id": "snd_0001",
-        "day": date(2026, 3, 2),
-        "from_name": "Maya Okafor",
-        "from_email": "maya@brightwave-ledger.example",
-        "to_email": "ana@northwind.example",
-        "subject": "Closing the month faster",
-        "body": "Hi Ana,\nWould a 20-minute call next week be useful?",
-        "postal_address": SPEC.sender.postal_address,
-    }
-    return OutgoingMessage(**{**fields, **overrides})
 
 
 # --- the message --------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ class SmtpSettings:
         if not host:
             raise ConfigError("FACTORY_TRANSPORT=smtp needs FACTORY_SMTP_HOST (the SMTP server's host name)")
         tls = env.get("FACTORY_SMTP_TLS", "starttls").strip().lower()
-        port = _number(env, "FACTORY_SMTP_PORT", int, DEFAULT_PORTS.get(tls, 587), minimum=1)
+        port = env_number(env, "FACTORY_SMTP_PORT", int, DEFAULT_PORTS.get(tls, 587), minimum=1)
         if port > 65535:
             raise ConfigError(f"FACTORY_SMTP_PORT must be a port number, got {port}")
         return cls(
@@ -117,11 +117,11 @@ class SmtpSettings:
             username=env.get("FACTORY_SMTP_USERNAME") or None,
             password=env.get("FACTORY_SMTP_PASSWORD") or None,
             ca_file=env.get("FACTORY_SMTP_CA_FILE") or None,
-            timeout_s=_number(env, "FACTORY_SMTP_TIMEOUT_S", float, 30.0, minimum=0.01),
+            timeout_s=env_number(env, "FACTORY_SMTP_TIMEOUT_S", float, 30.0, minimum=0.01),
             retry=RetryPolicy(
-                retries=_number(env, "FACTORY_SMTP_RETRIES", int, 3, minimum=0),
-                backoff_s=_number(env, "FACTORY_SMTP_BACKOFF_S", float, 2.0, minimum=0.0),
-                backoff_max_s=_number(env, "FACTORY_SMTP_BACKOFF_MAX_S", float, 60.0, minimum=0.0),
+                retries=env_number(env, "FACTORY_SMTP_RETRIES", int, 3, minimum=0),
+                backoff_s=env_number(env, "FACTORY_SMTP_BACKOFF_S", float, 2.0, minimum=0.0),
+                backoff_max_s=env_number(env, "FACTORY_SMTP_BACKOFF_MAX_S", float, 60.0, minimum=0.0),
             ),
         )
 
@@ -228,7 +228,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _number(env: Mapping[str, str], name: str, kind: type, default: float, *, minimum: float) -> Any:
+def env_number(env: Mapping[str, str], name: str, kind: type, default: float, *, minimum: float, above: bool = False) -> Any:
+    """A number setting from the environment (`default` when unset), at least `minimum` (over it with
+    `above`); a clear ConfigError naming the variable otherwise. Shared by the SMTP and IMAP settings."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -236,6 +238,8 @@ def _number(env: Mapping[str, str], name: str, kind: type, default: float, *, mi
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name} must be {'a whole number' if kind is int else 'a number'}, got {raw!r}") from None
+    if above and value <= minimum:
+        raise ConfigError(f"{name} must be greater than {minimum}, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
     return value

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,35 +79,39 @@ def read_event_file(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         raise EventFileError(f"{path}: unsupported extension {path.suffix!r}; expected one of {SUPPORTED_EXTENSIONS}")
-    header, rows, lines = _parse_csv(path, _decode(path, path.read_bytes()))
+    header, rows, lines = parse_csv(path, decode_utf8(path, path.read_bytes(), EventFileError), _check_header, EventFileError)
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     frame["source_file"] = str(path)
     frame["source_row"] = pd.Series(lines, dtype="int64")
     return frame
 
 
-def _parse_csv(path: Path, text: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """(header, non-blank records, the line each record starts on)."""
+def parse_csv(
+    path: Path, text: str, check_header: Callable[[Path, list[str]], None], error: type[ValueError]
+) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, non-blank records, the line each record starts on), strictly: `check_header` refuses a
+    header its caller cannot use, and a record with the wrong number of fields or broken quoting is
+    `error`, naming the file and row. Shared by the event importer and `factory replies classify`."""
     reader = csv.reader(io.StringIO(text, newline=""))
     rows, lines = [], []
     try:
         header = [name.strip() for name in next(reader, [])]
-        _check_header(path, header)
+        check_header(path, header)
         start = reader.line_num + 1
         for record in reader:
             if record:
                 if len(record) != len(header):
-                    raise EventFileError(f"{path}, row {start}: {len(record)} fields, but the header has {len(header)}")
+                    raise error(f"{path}, row {start}: {len(record)} fields, but the header has {len(header)}")
                 rows.append(record)
                 lines.append(start)
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise EventFileError(f"{path}, row {reader.line_num}: {exc}") from exc
+        raise error(f"{path}, row {reader.line_num}: {exc}") from exc
     return header, rows, lines
 
 
-def _decode(path: Path, data: bytes) -> str:
-    """UTF-8 text (a spreadsheet's BOM dropped); bad bytes are located so the sender can fix them."""
+def decode_utf8(path: Path, data: bytes, error: type[ValueError]) -> str:
+    """UTF-8 text (a spreadsheet's BOM dropped); bad bytes are located (row and column) so the sender can fix them."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -115,7 +120,7 @@ def _decode(path: Path, data: bytes) -> str:
         field = data.count(b",", line_start, exc.start)
         header = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").strip().split(",")
         column = header[field].strip() if row > 1 and field < len(header) else f"field {field + 1}"
-        raise EventFileError(f"{path}, row {row}, column {column}: byte 0x{data[exc.start]:02x} is not valid UTF-8") from exc
+        raise error(f"{path}, row {row}, column {column}: byte 0x{data[exc.start]:02x} is not valid UTF-8") from exc
 
 
 def _check_header(path: Path, header: list[str]) -> None:

@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from factory_dagster.delivery.config import ConfigError, check_tls
+from factory_dagster.delivery.config import ConfigError, check_tls, env_number
 from factory_dagster.receiver.inbox import store_reply, write_durably
 
 TLS_MODES = ("implicit", "starttls", "none")
@@ -117,11 +117,11 @@ class ImapSettings:
             host=host,
             username=env.get("FACTORY_IMAP_USERNAME", ""),
             password=env.get("FACTORY_IMAP_PASSWORD", ""),
-            port=_number(env, "FACTORY_IMAP_PORT", int, DEFAULT_PORTS.get(tls, 993)),
+            port=env_number(env, "FACTORY_IMAP_PORT", int, DEFAULT_PORTS.get(tls, 993), minimum=0, above=True),
             tls=tls,
             folder=env.get("FACTORY_IMAP_FOLDER", "").strip() or "INBOX",
             ca_file=env.get("FACTORY_IMAP_CA_FILE", "").strip() or None,
-            timeout_s=_number(env, "FACTORY_IMAP_TIMEOUT_S", float, 30.0),
+            timeout_s=env_number(env, "FACTORY_IMAP_TIMEOUT_S", float, 30.0, minimum=0, above=True),
         )
 
 
@@ -432,16 +432,3 @@ def _text(value: object) -> str:
 
 def _scrub(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
-
-
-def _number(env: Mapping[str, str], name: str, kind: type, default: float) -> Any:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be {'a whole number' if kind is int else 'a number'}, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
-    return value

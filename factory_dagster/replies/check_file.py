@@ -14,8 +14,6 @@ stops the command with the file, and the row and column where there is one; noth
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
 import uuid
@@ -25,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from factory_dagster.campaign.spec import load_spec
+from factory_dagster.feedback.events import decode_utf8, parse_csv
 from factory_dagster.models.budget import Budget
 from factory_dagster.models.cache import CachedAnswer, lookup
 from factory_dagster.models.gateway import ModelGateway, RunContext
@@ -42,14 +41,14 @@ class ReplyFileError(ValueError):
     """A replies file that cannot be read; the message names the file (and the row and column)."""
 
 
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        row = data.count(b"\n", 0, exc.start) + 1
-        raise ReplyFileError(
-            f"{path}, row {row}: byte 0x{data[exc.start]:02x} is not valid UTF-8 (save the file as UTF-8)"
-        ) from exc
+def _check_header(path: Path, header: list[str]) -> None:
+    if not any(header):
+        raise ReplyFileError(f"{path}: empty file, expected a header row with a 'text' column")
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise ReplyFileError(f"{path}: duplicate column(s) {', '.join(duplicated)}")
+    if "text" not in header:
+        raise ReplyFileError(f"{path}: no 'text' column; the columns found are: {', '.join(header)}")
 
 
 def read_replies_file(path: Path | str) -> pd.DataFrame:
@@ -59,26 +58,7 @@ def read_replies_file(path: Path | str) -> pd.DataFrame:
         data = path.read_bytes()
     except OSError as exc:
         raise ReplyFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    reader = csv.reader(io.StringIO(_decode(path, data), newline=""))
-    try:
-        header = [name.strip() for name in next(reader, [])]
-        if not any(header):
-            raise ReplyFileError(f"{path}: empty file, expected a header row with a 'text' column")
-        duplicated = sorted({name for name in header if header.count(name) > 1})
-        if duplicated:
-            raise ReplyFileError(f"{path}: duplicate column(s) {', '.join(duplicated)}")
-        if "text" not in header:
-            raise ReplyFileError(f"{path}: no 'text' column; the columns found are: {', '.join(header)}")
-        rows, lines, start = [], [], reader.line_num + 1
-        for record in reader:
-            if record:
-                if len(record) != len(header):
-                    raise ReplyFileError(f"{path}, row {start}: {len(record)} fields, but the header has {len(header)}")
-                rows.append(record)
-                lines.append(start)
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise ReplyFileError(f"{path}, row {reader.line_num}: {exc}") from exc
+    header, rows, lines = parse_csv(path, decode_utf8(path, data, ReplyFileError), _check_header, ReplyFileError)
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     frame[SOURCE_ROW] = pd.Series(lines, dtype="int64")
     return frame
