@@ -354,21 +354,31 @@ class _Choices:
     def __init__(self, group: pd.DataFrame) -> None:
         self.records = group.to_dict("records")
         self.shares = group["share"].to_numpy(dtype=float)
-        self.tree: dict[Any, dict[Any, list[dict]]] = {}
+        tree: dict[Any, dict[Any, list[dict]]] = {}
         for record in self.records:
-            self.tree.setdefault(record["angle"], {}).setdefault(record["prompt_version"], []).append(record)
+            tree.setdefault(record["angle"], {}).setdefault(record["prompt_version"], []).append(record)
+        # Each level's options in first-seen order with their shares (every row of an angle carries the
+        # angle's share, every row of a version its arm share).
+        self.angles = list(tree)
+        self.angle_shares = np.array([next(iter(tree[a].values()))[0]["angle_share"] for a in self.angles], dtype=float)
+        self.versions = {
+            a: (list(v), np.array([rows[0]["arm_share"] for rows in v.values()], dtype=float)) for a, v in tree.items()
+        }
+        self.routes = {
+            (a, p): (rows, np.array([r["routing_share"] for r in rows], dtype=float))
+            for a, v in tree.items()
+            for p, rows in v.items()
+        }
 
     def row(self, u: float) -> dict:
         return self.records[_pick(self.shares, u)]
 
     def loop_row(self, u_angle: float, u_arm: float, u_route: float) -> dict:
-        angles = list(self.tree)
-        angle = angles[_pick(np.array([self.tree[a][next(iter(self.tree[a]))][0]["angle_share"] for a in angles]), u_angle)]
-        versions = self.tree[angle]
-        names = list(versions)
-        version = names[_pick(np.array([versions[v][0]["arm_share"] for v in names]), u_arm)]
-        routes = versions[version]
-        return routes[_pick(np.array([r["routing_share"] for r in routes]), u_route)]
+        angle = self.angles[_pick(self.angle_shares, u_angle)]
+        names, arm_shares = self.versions[angle]
+        version = names[_pick(arm_shares, u_arm)]
+        rows, route_shares = self.routes[(angle, version)]
+        return rows[_pick(route_shares, u_route)]
 
 
 def _pick(shares: pd.Series | np.ndarray, u: float) -> int:

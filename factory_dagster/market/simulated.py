@@ -304,12 +304,14 @@ class SimulatedMarket:
 
     # -- exporting events ---------------------------------------------------------------
 
-    def _undelivered(self, until_day: date | str, state_name: str) -> Iterator[tuple[date, pd.DataFrame, list[str]]]:
+    def _undelivered(
+        self, until_day: date | str, state_name: str, events: pd.DataFrame | None = None
+    ) -> Iterator[tuple[date, pd.DataFrame, list[str]]]:
         """Each day <= `until_day` with events of batches not yet let out through `state_name`'s door:
         (day, those events, the day's file names so far). The caller writes them; the state records
         the batches once the generator resumes, so a crash mid-write lets them out again, never loses them."""
         until_day = pd.Timestamp(until_day).date()
-        events = self._stored_events()
+        events = self._stored_events() if events is None else events.copy()  # `events`: the stored ones, read already
         if events.empty:
             return
         events["day"] = events["occurred_at"].dt.date
@@ -352,7 +354,7 @@ class SimulatedMarket:
         stored = self._stored_events()
         positive = set(stored.loc[stored["event_type"] == "positive_reply", "send_id"])
         written = []
-        for day, pending, files in self._undelivered(until_day, FEEDBACK_STATE):
+        for day, pending, files in self._undelivered(until_day, FEEDBACK_STATE, stored):
             for column in ("to_email", "subject"):  # batches stored before these columns existed
                 if column not in pending:
                     pending = pending.assign(**{column: None})
