@@ -20,22 +20,25 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/factory demo --days 14
 
-# The IMAP tests run a real dovecot (Debian's dovecot-imapd), started by their fixture on its own port and config.
-# Installed with apt only when missing (so this is instant afterwards); while apt runs, a policy-rc.d (unless the
-# machine has one) keeps the package from starting a system dovecot on ports 143/993. Without root or apt it says
-# what to install and fails: the tests never skip.
+# The IMAP tests run a real dovecot (Debian's dovecot-imapd), started by their fixture on its own port and config;
+# the report test opens the report in Debian's headless chromium. Each is installed with apt only when missing (so
+# this is instant afterwards); while apt runs, a policy-rc.d (unless the machine has one) keeps dovecot from starting
+# a system service on ports 143/993. Without root or apt it says what to install and fails: the tests never skip.
 system-deps:
-	@if command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ]; then exit 0; fi; \
+	@missing=; \
+	command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
-		echo "make test needs dovecot for the IMAP tests: as root, apt-get install dovecot-imapd (Debian/Ubuntu)," \
-			"or install dovecot with IMAP from your system's packages; then run make test again" >&2; \
+		echo "make test needs$$missing (dovecot with IMAP for the IMAP tests, chromium for the report test): as root," \
+			"apt-get install$$missing (Debian/Ubuntu), or the same from your system's packages; then run make test again" >&2; \
 		exit 1; \
 	fi; \
-	echo "installing dovecot-imapd for the IMAP tests (apt-get)"; \
+	echo "installing$$missing for the tests (apt-get)"; \
 	added=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
 		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && added=1; \
 	fi; \
-	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dovecot-imapd; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	status=$$?; if [ -n "$$added" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$status
 
 # One worker per core (pytest-xdist); a test file stays on one worker, so its module fixtures run once.

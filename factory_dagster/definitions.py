@@ -19,6 +19,7 @@ from factory_dagster.learning.assets import PRIOR_DAYS, dbt_marts, send_guard
 from factory_dagster.learning.integrity import warehouse_integrity, weekly_integrity
 from factory_dagster.partitions import DAILY
 from factory_dagster.planning.assets import campaign_plan
+from factory_dagster.report.assets import loop_report, loop_report_job
 from factory_dagster.resources import FactoryResource
 from factory_dagster.settings import Paths
 
@@ -57,9 +58,9 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
         "refresh_marts", selection=dg.AssetSelection.assets(dbt_marts), executor_def=dg.in_process_executor
     )
     return dg.Definitions(
-        assets=[*LINE_ASSETS, *PRIOR_DAYS],
+        assets=[*LINE_ASSETS, *PRIOR_DAYS, loop_report],
         # Every stage's checks run inside its asset (resources.LineCheck).
-        jobs=[daily_line, refresh_marts, kill_switch, warehouse_integrity, experiment_decision, loop_rollback],
+        jobs=[daily_line, refresh_marts, kill_switch, warehouse_integrity, experiment_decision, loop_rollback, loop_report_job],
         schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0), weekly_integrity],
         resources={"factory": FactoryResource.from_paths(paths, **factory_overrides)},
     )

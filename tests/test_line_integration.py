@@ -216,3 +216,34 @@ def test_the_consistency_check_runs_and_passes_every_day(line):
             days[day] = days.get(day, True) and evaluation.passed
     assert set(days) >= {(START + timedelta(days=d)).isoformat() for d in range(DAYS)}
     assert all(days.values()), days
+
+
+def test_the_report_renders_from_the_line_and_opens_with_every_image_in_chromium(line, tmp_path):
+    import json
+    import shutil
+
+    from helpers_report import chromium, images_loaded
+
+    from factory_dagster.report.assets import loop_report
+    from factory_dagster.report.plots import PLOTS
+    from factory_dagster.resources import FactoryResource
+
+    paths, _, instance = line
+    chromium()  # fail first, and clearly, when it is missing
+    result = dg.materialize([loop_report], resources={"factory": FactoryResource.from_paths(paths)}, instance=instance)
+    metadata = result.asset_materializations_for_node("loop_report")[-1].metadata
+    index = Path(metadata["index"].path)
+    assert index == paths.home / "reports" / "index.html" and metadata["images"].value == len(PLOTS)
+    sends = query(paths, "SELECT count(*) AS n FROM raw.sends").n[0]
+    assert 0 < metadata["sends"].value <= sends and "| sends / delivered |" in metadata["key_figures"].md_str
+    # The report's loop-vs-holdout sides are the mart's (mature sends only).
+    figures = json.loads((index.parent / "key_figures.json").read_text())
+    mart = query(
+        paths,
+        "SELECT coalesce(sum(loop_sends), 0) AS loop, coalesce(sum(holdout_sends), 0) AS holdout FROM marts.loop_lift WHERE segment IS NULL",
+    )
+    assert (figures["loop_mature_sends"], figures["holdout_mature_sends"]) == (mart.loop[0], mart.holdout[0])
+    # The check can fail: a copy of the page with one image gone counts one fewer.
+    broken = shutil.copytree(index.parent, tmp_path / "broken")
+    (broken / "funnel.png").unlink()
+    assert images_loaded(index, broken / "index.html") == [(len(PLOTS), len(PLOTS)), (len(PLOTS) - 1, len(PLOTS))]
