@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from factory_dagster.cli_types import positive_int
 from factory_dagster.settings import Paths
 
 
@@ -32,13 +33,6 @@ def _fetch_replies(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `fetch-replies` to the `factory` command."""
     command = commands.add_parser(
@@ -46,6 +40,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="copy new replies from the IMAP mailbox in FACTORY_IMAP_* into the replies inbox (read-only, once each)",
     )
     command.add_argument(
-        "--batch-size", type=_positive, default=100, help="messages fetched per round trip; progress is saved after each"
+        "--batch-size", type=positive_int, default=100, help="messages fetched per round trip; progress is saved after each"
     )
     command.set_defaults(run=_fetch_replies)
