@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import gates, learning, line_demo, make_run_fresh, model_layer, reliability, replies
+from benchmarks import content_upworthy, gates, learning, line_demo, make_run_fresh, model_layer, ope, reliability, replies
 
 RESULTS = Path(__file__).with_name("results.json")
 BENCHMARKS: dict[str, Callable[[], dict]] = {
@@ -25,6 +25,8 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "reliability": reliability.run,
     "learning": learning.run,
     "replies": replies.run,
+    "ope": ope.run,
+    "content": content_upworthy.run,
 }
 
 

@@ -13,12 +13,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from factory_dagster.backtest import cli as backtest_cli
 from factory_dagster.campaign.spec import SpecError, load_spec
 from factory_dagster.delivery import cli as delivery_cli
 from factory_dagster.feedback import imap_cli
 from factory_dagster.improve.experiments import STATES
 from factory_dagster.receiver import cli as receiver_cli
 from factory_dagster.replies import cli as replies_cli
+from factory_dagster.report import cli as report_cli
 from factory_dagster.review import cli as review_cli
 from factory_dagster.settings import PROJECT_ROOT, Paths
 
@@ -41,6 +43,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
 
     from factory_dagster.definitions import build_definitions
     from factory_dagster.demo import (
+        QUIET_RUN_CONFIG,
         approve_as_operator,
         closing_lines,
         daily_summary,
@@ -61,7 +64,8 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
         return _fail(exc.description, 2)
     print(f"data folder: {paths.home}")
     operator = (lambda day: approve_as_operator(paths)) if args.operator == "approve" else None
-    results = run_days(build_definitions(paths), instance, paths, args.start, args.days, args.leads_per_day, after_day=operator)
+    defs = build_definitions(paths)
+    results = run_days(defs, instance, paths, args.start, args.days, args.leads_per_day, after_day=operator)
     if results:
         summary = daily_summary(paths, results[0].day, results[-1].day)
         print()
@@ -70,6 +74,10 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
         for line in [*closing_lines(results, summary, args.days), *loop_lines(paths)]:
             print(line)
         print(f"runs are in the Dagster instance at {paths.dagster_home} (make ui)")
+        from factory_dagster.report.assets import run_report_job
+
+        index = run_report_job(defs, instance, QUIET_RUN_CONFIG)
+        print(f"report: {index}" if index else "report: not written (see the `report` run in make ui)")
     print(f"warehouse: {paths.warehouse}")
     return 0 if len(results) == args.days and all(r.completed for r in results) else 1
 
@@ -289,6 +297,8 @@ def parser() -> argparse.ArgumentParser:
     replies_cli.register(commands)
     review_cli.register(commands)
     imap_cli.register(commands)
+    report_cli.register(commands)
+    backtest_cli.register(commands)
     versions = commands.add_parser(
         "versions", help="the loop's versions (segment champions, routing) with who, why and which experiment"
     )
