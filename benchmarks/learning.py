@@ -56,8 +56,9 @@ from benchmarks.learning_loop import LoopPolicy
 from factory_dagster.assignment.policy import arm_id, arm_shares, assign_leads, candidate_arms
 from factory_dagster.campaign.spec import CampaignSpec, load_spec
 from factory_dagster.improve.stats import planned_sample_size
-from factory_dagster.intake.sample_leads import generate_leads
+from factory_dagster.intake.sample_leads import ROLES_BY_SENIORITY, generate_leads
 from factory_dagster.intake.validation import validate_leads
+from factory_dagster.learning.marts import LEAD_ATTRIBUTES
 from factory_dagster.market.simulated import SimulatedMarket
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.routing import resolve_routes, with_served_models
@@ -77,13 +78,15 @@ COUNTED: dict[str, tuple[str, ...]] = {
     "unsubscribes": ("unsubscribed",),
     "complaints": ("complained",),
 }
-LOOP_COLUMNS = ("holdout", "experiment_id", "experiment_arm")  # kept in the send log when a policy sets them
+LOOP_COLUMNS = ("holdout", "experiment_id", "experiment_arm", "split_experiment_id", "split_arm", "part")  # kept when set
+LEAD_COLUMNS = ("lead_id", "segment", *LEAD_ATTRIBUTES)  # what a policy sees of a lead (a split reads the attributes)
 TRAP_PROMOTIONS = (
     "per policy: (seed, segment) pairs whose most-assigned arm in the last week is a trap arm (more replies, "
     "fewer positive replies than the segment's best), plus for loop_v2 experiments that promoted a challenger "
     "with fewer positive replies than its control under the hidden model"
 )
 
+SENIORITIES = tuple(ROLES_BY_SENIORITY)
 ShareRule = Callable[[pd.DataFrame, pd.DataFrame, CampaignSpec, date], pd.DataFrame]
 
 
@@ -125,32 +128,54 @@ POLICIES: dict[str, Callable[[CampaignSpec], Policy]] = {
 
 @dataclass(frozen=True)
 class Truth:
-    """The hidden model's expectations per (segment, arm_id), read once through the oracle."""
+    """The hidden model's expectations per (segment, seniority, arm_id), read once through the oracle.
 
-    positive: dict[tuple[str, str], float]
-    reply: dict[tuple[str, str], float]
-    best_positive: dict[str, float]
-    best_reply: dict[str, float]
+    Why seniority: the market answers some segments' leads by it (`SUBGROUP_RESPONSE`), so a lead's
+    expected outcome depends on it; the oracle stays the issue's, the best single arm per segment,
+    chosen for the segment's own leads. Trap arms are read on the segment's cells (no subgroup).
+    """
+
+    positive: dict[tuple[str, str, str], float]
+    reply: dict[tuple[str, str, str], float]
     traps: frozenset[tuple[str, str]]
+    cells: dict[tuple[str, str], float]  # (segment, arm_id) -> positive rate of the segment's cell (no subgroup)
+
+    def value(self, leads: pd.DataFrame, arm_ids: pd.Series | list[str], of: str = "positive") -> float:
+        table = self.positive if of == "positive" else self.reply
+        return sum(table[key] for key in zip(leads["segment"], leads["seniority"], arm_ids, strict=True))
+
+    def oracle(self, leads: pd.DataFrame, of: str = "positive") -> float:
+        """What the best single arm of each segment, chosen for these leads, would earn on them."""
+        table = self.positive if of == "positive" else self.reply
+        total = 0.0
+        for segment, group in leads.groupby("segment"):
+            counts = group["seniority"].value_counts()
+            arms = {arm for (seg, _, arm) in table if seg == segment}
+            total += max(sum(n * table[segment, level, arm] for level, n in counts.items()) for arm in arms)
+        return total
 
 
 def hidden_truth(market: SimulatedMarket, arms: pd.DataFrame) -> Truth:
-    """Expected positive and reply rates per arm, the best per segment, and the trap arms."""
-    positive, reply = {}, {}
+    """Expected positive and reply rates per segment, seniority and arm, and the trap arms."""
+    positive, reply, cells = {}, {}, {}
     for arm in arms.itertuples():
-        outcomes = market.expected_outcomes(arm.segment, arm.angle, arm.prompt_version)
-        positive[arm.segment, arm.arm_id] = outcomes["positive_reply"]
-        reply[arm.segment, arm.arm_id] = outcomes["replied"]
+        for level in SENIORITIES:
+            outcomes = market.expected_outcomes(arm.segment, arm.angle, arm.prompt_version, lead={"seniority": level})
+            positive[arm.segment, level, arm.arm_id] = outcomes["positive_reply"]
+            reply[arm.segment, level, arm.arm_id] = outcomes["replied"]
+        cells[arm.segment, arm.arm_id] = market.expected_outcomes(arm.segment, arm.angle, arm.prompt_version)
     segments = set(arms["segment"])
-    best_positive = {s: max(v for (seg, _), v in positive.items() if seg == s) for s in segments}
-    best_reply = {s: max(v for (seg, _), v in reply.items() if seg == s) for s in segments}
-    champion = {s: max((k for k in positive if k[0] == s), key=positive.__getitem__) for s in segments}
-    traps = frozenset(key for key in positive if reply[key] > reply[champion[key[0]]] and positive[key] < best_positive[key[0]])
-    return Truth(positive, reply, best_positive, best_reply, traps)
+    best = {s: max((k for k in cells if k[0] == s), key=lambda k: cells[k]["positive_reply"]) for s in segments}
+    traps = frozenset(
+        key
+        for key, cell in cells.items()
+        if cell["replied"] > cells[best[key[0]]]["replied"] and cell["positive_reply"] < cells[best[key[0]]]["positive_reply"]
+    )
+    return Truth(positive, reply, traps, {key: cell["positive_reply"] for key, cell in cells.items()})
 
 
 def daily_leads(spec: CampaignSpec, seed: int) -> list[pd.DataFrame]:
-    """Each day's accepted leads (lead_id, email, first_name, segment), through real intake."""
+    """Each day's accepted leads (email, first name, LEAD_COLUMNS), through real intake."""
     known: set[str] = set()
     days = []
     for offset in range(DAYS):
@@ -158,7 +183,7 @@ def daily_leads(spec: CampaignSpec, seed: int) -> list[pd.DataFrame]:
         raw = raw.assign(source_file=f"leads_{offset}.csv", source_row=range(1, len(raw) + 1))
         accepted, _ = validate_leads(raw, spec, known)
         known |= set(accepted["email"])
-        days.append(accepted[["lead_id", "email", "first_name", "segment"]].reset_index(drop=True))
+        days.append(accepted[["email", "first_name", *LEAD_COLUMNS]].reset_index(drop=True))
     return days
 
 
@@ -174,7 +199,7 @@ def known_performance(log: pd.DataFrame, day: date) -> pd.DataFrame:
 
 def send_frame(assigned: pd.DataFrame, leads: pd.DataFrame, spec: CampaignSpec, day: date, seed: int) -> pd.DataFrame:
     """The day's sends as the market receives them: one clean message per assigned lead."""
-    sends = assigned.merge(leads[["lead_id", "email", "first_name"]], on="lead_id")
+    sends = assigned.merge(leads[["lead_id", "email", "first_name", *LEAD_ATTRIBUTES]], on="lead_id")
     body = "\n\n".join(["Hi {name},", spec.required.call_to_action, spec.required.unsubscribe_footer])
     return sends.assign(
         send_id=[f"bench{seed}_{lead_id}" for lead_id in sends["lead_id"]],
@@ -188,7 +213,7 @@ def send_frame(assigned: pd.DataFrame, leads: pd.DataFrame, spec: CampaignSpec, 
 def outcome_days(sends: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     """Per send, the day each counted outcome first occurred (NaT when it never does)."""
     events = events.assign(day=events["occurred_at"].dt.normalize())
-    columns = ["send_id", "sent_day", "segment", "arm_id", "angle", "prompt_version", *LOOP_COLUMNS]
+    columns = ["send_id", "sent_day", "segment", "arm_id", "angle", "prompt_version", *LEAD_ATTRIBUTES, *LOOP_COLUMNS]
     out = sends[[c for c in columns if c in sends.columns]].copy()
     out["sent_day"] = pd.to_datetime(out["sent_day"])
     for name, types in COUNTED.items():
@@ -203,10 +228,10 @@ def simulate(policy: Policy, spec: CampaignSpec, market: SimulatedMarket, leads:
     assignments = []
     for offset, day_leads in enumerate(leads):
         day = START + timedelta(days=offset)
-        assigned = policy.assign(day_leads[["lead_id", "segment"]], known_performance(log, pd.Timestamp(day)), log, day)
+        assigned = policy.assign(day_leads[list(LEAD_COLUMNS)], known_performance(log, pd.Timestamp(day)), log, day)
         sends = send_frame(assigned, day_leads, spec, day, seed)
         log = pd.concat([log, outcome_days(sends, market.simulate(sends))], ignore_index=True)
-        assignments.append(assigned.assign(day=day))
+        assignments.append(assigned.merge(day_leads[["lead_id", "seniority"]], on="lead_id").assign(day=day))
     return pd.concat(assignments, ignore_index=True)
 
 
@@ -218,41 +243,39 @@ def last_week_scores(assignments: pd.DataFrame, truth: Truth) -> dict[str, float
     """The last days' expected positive (and reply) rate as a share of the oracle, trap traffic, and
     the trap arms the policy settled on (each segment's most-assigned arm of the week)."""
     last = last_week(assignments)
-    keys = list(zip(last["segment"], last["arm_id"], strict=True))
-    oracle = sum(truth.best_positive[s] for s in last["segment"])
+    traps = pd.Series(list(zip(last["segment"], last["arm_id"], strict=True))).isin(truth.traps)
     settled = last.groupby(["segment", "arm_id"]).size().groupby(level="segment").idxmax()
     return {
-        "share": sum(truth.positive[k] for k in keys) / oracle,
-        "reply_share": sum(truth.reply[k] for k in keys) / sum(truth.best_reply[s] for s in last["segment"]),
-        "trap_arm_share": sum(k in truth.traps for k in keys) / len(keys),
+        "share": truth.value(last, last["arm_id"]) / truth.oracle(last),
+        "reply_share": truth.value(last, last["arm_id"], "reply") / truth.oracle(last, "reply"),
+        "trap_arm_share": float(traps.mean()),
         "settled_on_trap": sum(key in truth.traps for key in settled),
     }
 
 
-def loop_ceilings(assignments: pd.DataFrame, truth: Truth) -> dict[str, float]:
+def loop_ceilings(assignments: pd.DataFrame, truth: Truth, spec: CampaignSpec) -> dict[str, float]:
     """Where the loop's last-week score could be at most, as shares of the oracle, to show where the gap is.
 
-    `perfect_angles`: every loop lead on its segment's best angle, prompt versions and models as
-    the loop drew them (experiment split and holdout kept): the best angle learning can do before
-    a promotion. `perfect_angles_promoted`: the same with every loop lead on the best prompt
-    version too, as if the challenger had been promoted (holdout still uniform).
+    `perfect_angles`: every loop lead on its segment's best angle (for the segment's leads, as the
+    oracle picks it), prompt versions and models as the loop drew them (experiment split and holdout
+    kept): the best one allocation per segment can do before a promotion. `perfect_angles_promoted`:
+    every loop lead on the oracle's arm, as if the prompt challenger had been promoted (holdout still
+    uniform).
     """
     last = last_week(assignments)
-    best_arm = {
-        seg: max((a for g, a in truth.positive if g == seg), key=lambda a, g=seg: truth.positive[g, a])
-        for seg in truth.best_positive
-    }
-    best_angle = {segment: arm.split("|")[0] for segment, arm in best_arm.items()}
-    oracle = sum(truth.best_positive[s] for s in last["segment"])
-    angles_only = promoted = 0.0
-    for lead in last.itertuples():
-        if lead.holdout:
-            value = truth.positive[lead.segment, lead.arm_id]
-            angles_only += value
-            promoted += value
-            continue
-        angles_only += truth.positive[lead.segment, arm_id(best_angle[lead.segment], lead.prompt_version, lead.model)]
-        promoted += truth.best_positive[lead.segment]
+    loop = last[~last["holdout"].astype(bool)]
+    held = last[last["holdout"].astype(bool)]
+    angles = [a.name for a in spec.angles]
+    angles_only = truth.value(held, held["arm_id"])
+    for _, group in loop.groupby("segment"):
+        angles_only += max(
+            truth.value(
+                group, [arm_id(angle, pv, model) for pv, model in zip(group["prompt_version"], group["model"], strict=True)]
+            )
+            for angle in angles
+        )
+    promoted = truth.value(held, held["arm_id"]) + truth.oracle(loop)
+    oracle = truth.oracle(last)
     return {"perfect_angles": angles_only / oracle, "perfect_angles_promoted": promoted / oracle}
 
 
@@ -273,7 +296,7 @@ def run() -> dict:
                 assignments = simulate(policy, spec, market, leads, seed)
                 per_seed[name].append(last_week_scores(assignments, truth))
                 if isinstance(policy, LoopPolicy):
-                    ceilings.append(loop_ceilings(assignments, truth))
+                    ceilings.append(loop_ceilings(assignments, truth, spec))
                     loop_decisions.append(policy_outcome(policy, truth, spec))
     figures: dict = {
         "days": DAYS,
@@ -307,10 +330,11 @@ def gap_figures(spec: CampaignSpec, truth: Truth) -> dict[str, float | int]:
     needs to confirm it, and what one experiment at the spec's challenger share gets in DAYS days."""
     control, challenger = spec.drafting.prompt_versions[:2]
     model = spec.routing["draft"]
-    best = {seg: max(truth.positive[seg, arm_id(a.name, control, model)] for a in spec.angles) for seg in truth.best_positive}
+    segments = [s.name for s in spec.segments]
+    best = {seg: max(truth.cells[seg, arm_id(a.name, control, model)] for a in spec.angles) for seg in segments}
     base = sum(best.values()) / len(best)
     segment, angle = next(iter(best)), spec.angles[0].name  # the market's prompt lift is the same in every cell
-    lift = truth.positive[segment, arm_id(angle, challenger, model)] / truth.positive[segment, arm_id(angle, control, model)] - 1
+    lift = truth.cells[segment, arm_id(angle, challenger, model)] / truth.cells[segment, arm_id(angle, control, model)] - 1
     per_day = LEADS_PER_DAY * (1 - spec.improve.holdout_share) * spec.improve.challenger_share
     needed = planned_sample_size(base, lift)
     return {
@@ -327,19 +351,20 @@ def policy_outcome(policy: LoopPolicy, truth: Truth, spec: CampaignSpec) -> dict
     model = spec.routing["draft"]
     worse = sum(
         any(
-            truth.positive[segment, arm_id(angle.name, d["winner"], model)]
-            < truth.positive[segment, arm_id(angle.name, d["control"], model)]
-            for segment in truth.best_positive
+            truth.cells[segment.name, arm_id(angle.name, d["winner"], model)]
+            < truth.cells[segment.name, arm_id(angle.name, d["control"], model)]
+            for segment in spec.segments
             for angle in spec.angles
         )
         for d in policy.decisions
-        if d["winner"] is not None
+        if d["winner"] is not None and d["kind"] == "prompt_version"
     )
     return {
         "states": {e.experiment_id: e.state for e in policy.experiments},
         "decisions": policy.decisions,
         "trap_promotions": worse,
         "champions": dict(policy.state.champions),
+        "splits": dict(policy.state.splits),
     }
 
 

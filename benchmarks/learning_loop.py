@@ -6,11 +6,14 @@ experiment's mature sends, `decisions.decide_running`, `experiments.conclude`, a
 `decisions.promoted_state` makes the winner the champion), then `allocation.allocate` and
 `allocation.assign_leads` assign the day's leads, holdout included.
 
-The experiment is the one the improve stage proposes first in the line: the spec's second
-prompt version (draft-v2) as a challenger of the champion (draft-v1) in every segment, with the
-spec's challenger share, auto-approved by the spec's policy and started on the first day. What it
-is judged on (positive replies; unsubscribes, complaints and negative replies as guardrails) and
-its design figures are in `prompt_experiment`.
+The experiments: the one the improve stage proposes first in the line, the spec's second prompt
+version (draft-v2) as a challenger of the champion (draft-v1) in every segment, with the spec's
+challenger share, auto-approved by the spec's policy and started on the first day (what it is
+judged on and its design figures are in `prompt_experiment`); and the segment splits the line's
+own statistics propose each morning from the mature sends (`splits.propose_splits`), which need a
+person: a benchmark operator approves each at once, as the demo's operator does, and it starts when
+its segment's split layer is free. Hook experiments and routing canaries need the language models'
+text and the gates, which this benchmark leaves out.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from datetime import date, datetime, time, timedelta
 import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
-from factory_dagster.improve.allocation import allocate
+from factory_dagster.improve.allocation import LAYER_COLUMNS, allocate, split_rules
 from factory_dagster.improve.allocation import assign_leads as assign_loop_leads
 from factory_dagster.improve.decisions import arm_counts, decide_running, promoted_state
+from factory_dagster.improve.evidence import MDE, Evidence
 from factory_dagster.improve.experiments import Experiment, auto_approve, conclude, propose, transition
 from factory_dagster.improve.metrics import PRIMARY_METRIC, relative_guardrails
-from factory_dagster.improve.proposals import MDE
+from factory_dagster.improve.splits import part_performance, propose_splits
 from factory_dagster.improve.versions import LoopState, initial_state
 from factory_dagster.planning.fallback import spec_only_plan
 
@@ -35,6 +39,8 @@ from factory_dagster.planning.fallback import spec_only_plan
 # (draft-v2's hidden lift is +15%).
 GUARDRAILS = relative_guardrails({})
 STARTER = "benchmark decision step"
+OPERATOR = "benchmark operator"
+KNOWN = ("replies", "positive_replies", "unsubscribes")
 
 
 def at_morning(day: date) -> datetime:
@@ -71,9 +77,11 @@ def prompt_experiment(
 def experiment_rows(log: pd.DataFrame, experiment: Experiment, day: date, window_days: int) -> list[dict[str, int]]:
     """Per arm what `int_experiment_arm_counts` holds on `day`: leads assigned before the day, and
     the outcomes of sends at least `window_days` old (all of their outcomes have arrived)."""
-    if log.empty:
+    id_column, arm_column = LAYER_COLUMNS[experiment.layer]
+    if log.empty or id_column not in log:
         return []
-    mine = log[log["experiment_id"].eq(experiment.experiment_id) & log["sent_day"].lt(pd.Timestamp(day))]
+    mine = log[log[id_column].eq(experiment.experiment_id) & log["sent_day"].lt(pd.Timestamp(day))]
+    mine = mine.assign(experiment_arm=mine[arm_column])
     mature = mine[mine["sent_day"] <= pd.Timestamp(day - timedelta(days=window_days))]
     known = {
         name: mature[f"{name}_day"].le(pd.Timestamp(day))
@@ -111,9 +119,26 @@ class LoopPolicy:
 
     def assign(self, leads: pd.DataFrame, performance: pd.DataFrame, log: pd.DataFrame, day: date) -> pd.DataFrame:
         self.decide(log, day)
+        self.propose_and_start_splits(log, day)
         running = [e for e in self.experiments if e.state == "running"]
-        allocation = allocate(spec_only_plan(self.spec), performance, self.spec, self.state, running, day)
+        parts = part_performance(known_sends(log, day), split_rules(self.state, running))
+        allocation = allocate(spec_only_plan(self.spec), performance, self.spec, self.state, running, day, part_performance=parts)
         return assign_loop_leads(leads, allocation, self.spec, day)
+
+    def propose_and_start_splits(self, log: pd.DataFrame, day: date) -> None:
+        """The line's split statistics on the mature sends; the operator approves; a split starts when its layer is free."""
+        at = at_morning(day)
+        evidence = Evidence(
+            day, self.state.champions, {}, tuple(self.experiments), mature_sends(log, day, self.spec), pd.DataFrame(), None
+        )
+        for proposed in propose_splits(self.spec, evidence, self.state.splits, at):
+            approved, _ = transition(proposed, "approved", OPERATOR, "the benchmark approves every split", {}, at)
+            self.experiments.append(approved)
+        busy = {s for e in self.experiments if e.state == "running" and e.layer == "split" for s in e.target_segments}
+        for index, experiment in enumerate(self.experiments):
+            if experiment.state == "approved" and not busy & set(experiment.target_segments):
+                self.experiments[index], _ = transition(experiment, "running", STARTER, "segment free", {}, at)
+                busy |= set(experiment.target_segments)
 
     def decide(self, log: pd.DataFrame, day: date) -> None:
         """The decision step of the morning, on every running experiment (the line's functions)."""
@@ -133,9 +158,28 @@ class LoopPolicy:
                 {
                     "day": day.isoformat(),
                     "experiment": experiment.experiment_id,
+                    "kind": experiment.kind,
+                    "segments": list(experiment.target_segments),
                     "action": decision.action,
                     "control": experiment.control,
                     "winner": decision.winner,
                     "reasons": list(decision.reasons),
                 }
             )
+
+
+def known_sends(log: pd.DataFrame, day: date) -> pd.DataFrame:
+    """Per send before `day`: its lead's attributes and the outcomes known by the day (`known_send_outcomes`' shape)."""
+    if log.empty:
+        return pd.DataFrame(columns=["segment", "arm_id", "angle", "seniority", *KNOWN])
+    before = log[log["sent_day"] < pd.Timestamp(day)]
+    return before.assign(**{name: before[f"{name}_day"].le(pd.Timestamp(day)) for name in KNOWN})
+
+
+def mature_sends(log: pd.DataFrame, day: date, spec: CampaignSpec) -> pd.DataFrame:
+    """The sends past the outcome window on `day` with their outcome flags (`evidence.mature_sends`' shape)."""
+    flags = {"positive": "positive_replies", "replied": "replies", "unsubscribed": "unsubscribes", "complained": "complaints"}
+    if log.empty:
+        return pd.DataFrame(columns=["segment", "angle", *flags])
+    mature = log[log["sent_day"] <= pd.Timestamp(day - timedelta(days=spec.improve.outcome_window_days))]
+    return mature.assign(**{flag: mature[f"{counted}_day"].le(pd.Timestamp(day)) for flag, counted in flags.items()})

@@ -22,13 +22,12 @@ from helpers_logic import example_spec, gateway, registry
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.drafting.draft import draft_brief, draft_candidates, draft_request
 from factory_dagster.drafting.work import unsent_work
+from factory_dagster.improve.evidence import Evidence, days_to_planned_sample, gate_catches
 from factory_dagster.improve.experiments import AUTO_APPROVER, Experiment, propose
+from factory_dagster.improve.hooks import hook_problems, hook_version_id
 from factory_dagster.improve.metrics import GUARDRAIL_RULES, PRIMARY_METRIC
 from factory_dagster.improve.proposals import (
     SPEC_AUTHOR,
-    Evidence,
-    days_to_planned_sample,
-    gate_catches,
     open_proposals_table,
     parse_prompt_answer,
     propose_day,
@@ -323,7 +322,8 @@ def test_the_premium_model_writes_a_challenger_from_the_marts(evidence: Path) ->
     name = written.template.version
     assert name == content_version("draft", written.template.system) and written.parent == "draft-v1"
     assert draft_prompt_problems(written.template.system, PROMPTS["draft-v1"].system) == []
-    (experiment,) = report.proposed
+    experiment, hook = report.proposed  # the written prompt, and a written hook (see the hook tests)
+    assert (experiment.kind, hook.kind) == ("prompt_version", "hook")
     assert (experiment.control, experiment.challengers) == ("draft-v1", (name,))
     assert set(experiment.target_segments) == set(SEGMENTS) and report.auto_approved == [experiment.experiment_id]
     assert experiment.proposed_by == "offline-premium (improve-v1)"
@@ -347,19 +347,75 @@ def test_the_premium_model_writes_a_challenger_from_the_marts(evidence: Path) ->
         "campaign_id": CAMPAIGN,
         "origin": "written by offline-premium (improve-v1)",
     }
-    calls = rows(evidence, "SELECT stage, prompt_version, status FROM raw.llm_calls")
-    assert calls.to_dict("records") == [{"stage": "improve", "prompt_version": "improve-v1", "status": "ok"}]
+    calls = rows(evidence, "SELECT stage, prompt_version, status FROM raw.llm_calls ORDER BY prompt_version DESC")
+    assert calls.to_dict("records") == [
+        {"stage": "improve", "prompt_version": "improve-v1", "status": "ok"},
+        {"stage": "improve", "prompt_version": "hook-v1", "status": "ok"},
+    ]
     assert gw.ledger().cost_usd.sum() > 0
 
 
 def test_a_junk_premium_answer_makes_no_proposal_and_no_crash(evidence: Path) -> None:
     spec = spec_with(prompt_versions=["draft-v1"])
-    report, gw = propose_on(evidence, spec, PROPOSAL_DAY, premium=1.0)  # it always drops a required rule
-    assert report.written is None and report.proposed == []
+    # It always drops a required rule from a prompt, and adds a figure the claims do not have to a hook.
+    report, gw = propose_on(evidence, spec, PROPOSAL_DAY, premium=1.0)
+    assert report.written is None and report.hook is None and report.proposed == []
     assert any("unusable" in n and "does not keep the rule" in n for n in report.notes), report.notes
-    assert len(gw.ledger()) == 2  # both attempts were paid for, and ledgered
-    assert len(rows(evidence, "SELECT * FROM raw.llm_calls WHERE stage = 'improve'")) == 2
+    assert any("no hook challenger" in n and "numbers not in the angle's claims: 3" in n for n in report.notes), report.notes
+    assert len(gw.ledger()) == 4  # both attempts of each were paid for, and ledgered
+    assert len(rows(evidence, "SELECT * FROM raw.llm_calls WHERE stage = 'improve'")) == 4
     assert rows(evidence, "SELECT count(*) AS n FROM raw.prompt_versions WHERE parent IS NOT NULL").n[0] == 0
+    assert rows(evidence, "SELECT count(*) AS n FROM raw.hook_versions").n[0] == 0
+
+
+def test_the_premium_model_rewords_a_hook_within_the_claims(evidence: Path) -> None:
+    spec = spec_with(prompt_versions=["draft-v1"], max_open_proposals=2)
+    report, _ = propose_on(evidence, spec, PROPOSAL_DAY)
+    hook = report.hook
+    assert hook is not None, report.notes
+    (experiment,) = [e for e in report.proposed if e.kind == "hook"]
+    # The angle with the most mature sends, against the plan's hook (no champion hook yet), in every segment.
+    assert experiment.motivating_figures["angle"] == hook.task.angle == "close_speed"
+    assert (experiment.control, experiment.challengers) == ("plan", (hook.hook_version,))
+    assert hook.hook_version == hook_version_id(hook.text) and hook_problems(hook.text, spec, "close_speed") == []
+    assert set(experiment.target_segments) == set(SEGMENTS) and experiment.layer == "hook"
+    # Hooks are not in the example spec's auto-approve policy: a person decides.
+    assert experiment.experiment_id in report.waiting and experiment.state == "proposed"
+    assert experiment.proposed_by == "offline-premium (hook-v1)"
+    # The angle reaches only its own leads: the days to the planned sample count only them.
+    share = experiment.motivating_figures["angle_share_of_sends"]
+    assert 0 < share < 1 and experiment.base_rate > 0
+    stored = rows(evidence, "SELECT * FROM raw.hook_versions").to_dict("records")
+    assert [(r["hook_version"], r["angle"], r["text"], r["parent"]) for r in stored] == [
+        (hook.hook_version, "close_speed", hook.text, "plan")
+    ]
+
+
+def test_a_hook_may_reword_an_angle_but_never_add_a_claim() -> None:
+    spec = example_spec()
+    ok = "What would your team do with the hours close speed takes every month?"
+    assert hook_problems(ok, spec, "close_speed") == []
+    # The angle's own figure is allowed; a figure, an offer or a link of its own is not.
+    assert hook_problems("Some teams close up to 4 days faster than they did last year.", spec, "close_speed") == []
+    assert "numbers not in the angle's claims: 40" in " ".join(
+        hook_problems("Teams close 40% faster with us.", spec, "close_speed")
+    )
+    assert "offer words" in " ".join(hook_problems("Try it free for a month, your close will thank you.", spec, "team_time"))
+    assert "link" in " ".join(hook_problems("See how at brightwave.io before your next close.", spec, "team_time"))
+    assert "banned phrase" in " ".join(hook_problems("A revolutionary way to run the month-end close.", spec, "team_time"))
+    assert "4" in " ".join(hook_problems("Teams close up to 4 days faster.", spec, "team_time"))  # another angle's figure
+    assert hook_problems("Too short.", spec, "team_time") == ["is 10 characters, fewer than 20"]
+    assert "repeats a hook in use" in hook_problems(ok, spec, "close_speed", in_use=[ok.upper()])
+    assert hook_problems(ok, spec, "unknown") == ["angle 'unknown' is not in the spec"]
+
+
+def test_one_hook_experiment_per_segment_is_open_at_a_time(evidence: Path) -> None:
+    spec = spec_with(prompt_versions=["draft-v1"], max_open_proposals=5)
+    first, _ = propose_on(evidence, spec, PROPOSAL_DAY)
+    assert first.hook is not None
+    second, _ = propose_on(evidence, spec, PROPOSAL_DAY + timedelta(days=1))
+    assert second.hook is None
+    assert "premium hook writing: every segment has a hook experiment open" in second.notes
 
 
 def test_drafting_renders_a_stored_prompt_version(tmp_path: Path) -> None:

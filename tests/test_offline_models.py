@@ -301,7 +301,7 @@ def test_premium_slips_on_the_improve_request_at_its_defect_rate() -> None:
 
 
 def test_prompts_are_versioned_and_lead_is_delimited_data() -> None:
-    assert set(PROMPTS) == {"plan-v1", "draft-v1", "draft-v2", "repair-v3", "audit-v1", "improve-v1", "classify-v1"}
+    assert set(PROMPTS) == {"plan-v1", "draft-v1", "draft-v2", "repair-v3", "audit-v1", "improve-v1", "hook-v1", "classify-v1"}
     assert prompt("draft-v1").sha256 != prompt("draft-v2").sha256
     with pytest.raises(KeyError, match="unknown prompt version"):
         prompt("draft-v9")

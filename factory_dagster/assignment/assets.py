@@ -10,10 +10,11 @@ import duckdb
 import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
-from factory_dagster.improve.allocation import allocate, allocation_problems, assign_leads, holdout_problems
+from factory_dagster.improve.allocation import allocate, allocation_problems, assign_leads, holdout_problems, split_rules
+from factory_dagster.improve.splits import part_performance
 from factory_dagster.improve.store import list_experiments
 from factory_dagster.improve.versions import current_version
-from factory_dagster.learning.marts import segment_arm_performance
+from factory_dagster.learning.marts import arm_performance, known_send_outcomes
 from factory_dagster.planning.assets import SEND_OUTCOMES, campaign_plan
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
@@ -73,9 +74,9 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
             "SELECT segment, angle FROM raw.plans WHERE partition_day = ? AND campaign_id = ?",
             [run.partition_day, spec.campaign_id],
         ).df()
-        performance = segment_arm_performance(con, spec.campaign_id, run.partition_day)
+        known = known_send_outcomes(con, spec.campaign_id, run.partition_day)
         todo = con.execute(
-            f"""SELECT l.lead_id, l.segment FROM raw.leads l
+            f"""SELECT l.lead_id, l.segment, l.industry, l.company_size, l.seniority, l.region FROM raw.leads l
                WHERE l.partition_day = ? AND l.campaign_id = ?
                  AND l.lead_id NOT IN (SELECT lead_id FROM raw.assignments WHERE campaign_id = ?)
                  AND NOT {suppressed_sql("l.email")}
@@ -90,7 +91,14 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
         loop = current_version(con, spec)
         running = list_experiments(con, spec.campaign_id, {"running"})
         allocation = allocate(
-            plan, performance, spec, loop.state, running, run.partition_day, lambda name: registry.serving(name, os.environ)
+            plan,
+            arm_performance(known),
+            spec,
+            loop.state,
+            running,
+            run.partition_day,
+            lambda name: registry.serving(name, os.environ),
+            part_performance(known, split_rules(loop.state, running)),
         )
         new = assign_leads(todo, allocation, spec, run.partition_day)
         with transaction(con):
@@ -104,6 +112,8 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
             "holdout": int(new["holdout"].sum()) if not new.empty else 0,
             "in_experiments": int(new["experiment_id"].notna().sum()) if not new.empty else 0,
             "in_routing_canaries": int(new["routing_experiment_id"].notna().sum()) if not new.empty else 0,
+            "in_hook_experiments": int(new["hook_experiment_id"].notna().sum()) if not new.empty else 0,
+            "in_split_experiments": int(new["split_experiment_id"].notna().sum()) if not new.empty else 0,
             "skipped_suppressed": int(suppressed),
             "loop_version": loop.version,
             "arms": dg.MetadataValue.md(_arms_table(allocation)),

@@ -64,7 +64,10 @@ def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
         except TransportUnusable as exc:
             raise dg.Failure(description=str(exc)) from exc
         todays = con.execute(
-            f"""SELECT s.*, m.body FROM raw.sends s JOIN {EFFECTIVE_MESSAGES} m USING (message_id)
+            f"""SELECT s.*, m.body, a.hook_version, l.industry, l.company_size, l.seniority, l.region
+               FROM raw.sends s JOIN {EFFECTIVE_MESSAGES} m USING (message_id)
+               LEFT JOIN raw.assignments a ON a.campaign_id = s.campaign_id AND a.lead_id = s.lead_id
+               LEFT JOIN raw.leads l ON l.lead_id = s.lead_id
                WHERE s.partition_day = ? AND s.campaign_id = ? AND s.status IS DISTINCT FROM 'bounced'""",
             [run.partition_day, spec.campaign_id],
         ).df()
@@ -78,7 +81,8 @@ def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
     if report.stopped:
         context.log.error(f"sending stopped: {report.stopped}")
     if factory.simulate_market:
-        # The market answers every send of the day; it remembers what it saw, so this is idempotent.
+        # The market answers every send of the day (who the recipient is and what hook they read with it);
+        # it remembers what it saw, so this is idempotent.
         SimulatedMarket(factory.paths.market, seed=factory.market_seed).receive(
             todays.rename(columns={"partition_day": "sent_day"})
         )

@@ -32,18 +32,20 @@ NOT_DONE_ELSEWHERE = """a.lead_id NOT IN (
 
 
 def unsent_work(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> pd.DataFrame:
-    """Assignment + lead fields + today's plan hook and claims, one row per lead to draft.
+    """Assignment + lead fields + the hook (the assignment's hook version, else today's plan hook) and
+    today's plan claims, one row per lead to draft.
 
     The stored prompt versions the rows name are loaded (see the module docstring).
     """
     work = con.execute(
         f"""SELECT a.lead_id, a.partition_day AS assigned_day, a.segment, a.arm_id, a.angle, a.prompt_version, a.model,
                    l.email, l.first_name, l.last_name, l.company, l.role, l.industry, l.note,
-                   p.hook, p.claims
+                   coalesce(h.text, p.hook) AS hook, p.claims
             FROM raw.assignments a
             JOIN raw.leads l USING (lead_id)
             JOIN raw.plans p ON p.partition_day = $day AND p.campaign_id = a.campaign_id
                              AND p.segment = a.segment AND p.angle = a.angle
+            LEFT JOIN raw.hook_versions h ON h.campaign_id = a.campaign_id AND h.hook_version = a.hook_version
             WHERE a.partition_day <= $day AND a.campaign_id = $campaign AND {UNSENT} AND {NOT_DONE_ELSEWHERE}
             ORDER BY a.partition_day, a.lead_id""",
         {"day": day, "campaign": campaign_id},

@@ -140,6 +140,39 @@ def allowed_numbers(spec: CampaignSpec, angle: Angle, lead: Mapping[str, Any]) -
     )
 
 
+def content_violations(text: str, own_text: str, spec: CampaignSpec, angle: Angle, allowed: frozenset[str]) -> list[Violation]:
+    """What a text says beyond what the spec allows: banned phrases, unfilled placeholders, and numbers,
+    offers or links the angle's claims do not have. `own_text` is `text` without the lead's trusted names
+    (which may contain such words); `allowed` the numbers it may contain (`allowed_numbers`).
+
+    Shared by the draft gate and the improve stage's check of a written hook: a hook may reword an
+    angle, never add a claim (that needs a person to edit the spec).
+    """
+    from factory_dagster.gates.injection import visible  # gates.injection builds on this module's Violation
+
+    found = []
+    allowed_texts = [*angle.claims, *_spec_texts(spec)]
+    norm_own_text = _norm(own_text)
+    for phrase in spec.banned_phrases:
+        if match := banned_pattern(phrase).search(norm_own_text):
+            said = "" if match.group(0) == _norm(phrase) else f" (as {match.group(0)!r})"
+            found.append(Violation("banned_phrase", f"contains banned phrase {phrase!r}{said}"))
+    if match := _PLACEHOLDER.search(text):
+        found.append(Violation("unfilled_placeholder", f"unfilled placeholder {match.group(0)!r}"))
+    invented = sorted(set(_NUMBER.findall(text)) - allowed)
+    invented += [f"{words} ({value})" for value, words in spelled_numbers(own_text) if str(value) not in allowed]
+    if invented:
+        found.append(Violation("unsupported_number", f"numbers not in the angle's claims: {', '.join(invented)}"))
+    allowed_money = {m.group(0).lower() for t in allowed_texts for m in _MONEY_WORDS.finditer(t)}
+    money = sorted({m.group(0).lower() for m in _MONEY_WORDS.finditer(own_text)} - allowed_money)
+    if money:
+        found.append(Violation("unsupported_offer", f"offer words not in the angle's claims: {', '.join(money)}"))
+    links = sorted(_links(visible(own_text)) - {link for t in allowed_texts for link in _links(visible(t))})
+    if links:
+        found.append(Violation("unsupported_url", f"link {links[0]!r} is not allowed"))
+    return found
+
+
 def check_draft(
     subject: str | None, body: str | None, lead: Mapping[str, Any], spec: CampaignSpec, angle: Angle
 ) -> list[Violation]:
@@ -149,7 +182,7 @@ def check_draft(
     and last_name the planted-text rule can see what those fields could have planted.
     """
     # Imported here: gates.injection builds on this module's Violation.
-    from factory_dagster.gates.injection import injection_violations, language_violations, trusted_name, visible
+    from factory_dagster.gates.injection import injection_violations, language_violations, trusted_name
 
     if not subject or not body:
         return [Violation("parse_error", "the answer had no subject or no body")]
@@ -162,7 +195,6 @@ def check_draft(
     names = [re.escape(n) for f in ("company", "first_name") if (n := str(lead.get(f) or "")) and trusted_name(n, f)]
     own = re.compile(rf"(?<!\w)(?:{'|'.join(names)})(?!\w)") if names else None
     own_subject, own_text = (own.sub(" ", subject), own.sub(" ", text)) if own else (subject, text)
-    allowed_texts = [*angle.claims, *_spec_texts(spec)]
     limits = spec.limits
 
     words = word_count(body)
@@ -181,25 +213,7 @@ def check_draft(
     ):
         if _norm(required) not in norm_body:
             found.append(Violation(code, f"body lacks {required!r}"))
-    norm_own_text = _norm(own_text)
-    for phrase in spec.banned_phrases:
-        if match := banned_pattern(phrase).search(norm_own_text):
-            said = "" if match.group(0) == _norm(phrase) else f" (as {match.group(0)!r})"
-            found.append(Violation("banned_phrase", f"contains banned phrase {phrase!r}{said}"))
-    if match := _PLACEHOLDER.search(text):
-        found.append(Violation("unfilled_placeholder", f"unfilled placeholder {match.group(0)!r}"))
-    allowed = allowed_numbers(spec, angle, lead)
-    invented = sorted(set(_NUMBER.findall(text)) - allowed)
-    invented += [f"{words} ({value})" for value, words in spelled_numbers(own_text) if str(value) not in allowed]
-    if invented:
-        found.append(Violation("unsupported_number", f"numbers not in the angle's claims: {', '.join(invented)}"))
-    allowed_money = {m.group(0).lower() for t in allowed_texts for m in _MONEY_WORDS.finditer(t)}
-    money = sorted({m.group(0).lower() for m in _MONEY_WORDS.finditer(own_text)} - allowed_money)
-    if money:
-        found.append(Violation("unsupported_offer", f"offer words not in the angle's claims: {', '.join(money)}"))
-    links = sorted(_links(visible(own_text)) - {link for t in allowed_texts for link in _links(visible(t))})
-    if links:
-        found.append(Violation("unsupported_url", f"link {links[0]!r} is not allowed"))
+    found += content_violations(text, own_text, spec, angle, allowed_numbers(spec, angle, lead))
     greeting = _GREETING.match(body)
     first_name = str(lead.get("first_name") or "")
     if greeting is None:

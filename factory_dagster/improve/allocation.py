@@ -12,16 +12,19 @@ Each lead of a segment goes through three layers, each for a reason:
    angle (they all test the same hypothesis), prior mean `allocation.prior_positive_rate` worth
    `allocation.prior_sends` sends. Share = floor/K + (1 - floor) x P(angle is best). Optimising
    raw replies would walk into the reply-rate trap (more replies, fewer positive ones); this cannot.
-3. **Experiment arms** (`segment_traffic`), in two independent layers (`Experiment.layer`):
+3. **Experiment arms** (`segment_traffic`, `hook_layer`), in three independent layers (`Experiment.layer`):
    - message: outside experiments the segment's champion prompt version (loop state); while a
      `prompt_version` experiment runs in the segment, its arms split the segment's loop leads
      exactly as `decisions.planned_shares` says (control = the champion);
    - routing: outside canaries the loop's draft model (loop state routing, else the spec's); while a
      draft-stage `routing` canary runs, its models split the leads the same way.
-   The angle, the message arm and the model are three independent draws, so every arm of one layer
-   is compared on the same angle mix and the same mix of the other layer's arms.
+   - hook: per (segment, angle), outside experiments the champion hook (loop state hooks; else the
+     day's plan hook); while a `hook` experiment of that angle runs in the segment, its hooks split
+     the angle's leads (`hook_version` names the hook drafting uses).
+   The angle, the message arm, the model and the hook are independent draws, so every arm of one
+   layer is compared on the same angle mix and the same mix of the other layers' arms.
 
-A loop lead's propensity is angle share x arm share x routing share; a holdout lead's is 1/K.
+A loop lead's propensity is angle share x arm share x routing share x hook share; a holdout lead's is 1/K.
 Draws are seeded by (lead, day), so a re-run assigns the same arms.
 """
 
@@ -40,8 +43,9 @@ from factory_dagster.assignment.policy import arm_id
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.improve.decisions import planned_shares
 from factory_dagster.improve.experiments import Experiment
+from factory_dagster.improve.splits import POOLED, SplitRule, part_segment
 from factory_dagster.improve.stats import srm_p_value
-from factory_dagster.improve.versions import LoopState
+from factory_dagster.improve.versions import PLAN_HOOK, LoopState
 from factory_dagster.models.routing import stage_model
 
 POLICY_VERSION = "loop-v2"
@@ -70,6 +74,15 @@ ALLOCATION_COLUMNS = [
     "angle_share",
     "arm_share",
     "routing_share",
+    "hook_experiment_id",
+    "hook_arm",
+    "hook_share",
+    "hook_version",
+    "split_experiment_id",
+    "split_arm",
+    "split_share",
+    "split_rule",
+    "part",
     "share",
     "policy_version",
     "reason",
@@ -176,16 +189,32 @@ class SegmentTraffic:
 
 
 def runs_in_assign(experiment: Experiment) -> bool:
-    """Kinds the assign stage can give traffic: prompt versions, and routing of the draft stage."""
-    if experiment.kind == "prompt_version":
+    """Kinds the assign stage can give traffic: prompt versions, hooks, segment splits, and routing of the draft stage."""
+    if experiment.kind in ("prompt_version", "hook", "segment_split"):
         return True
     return experiment.kind == "routing" and experiment.motivating_figures.get("stage", ROUTED_STAGE) == ROUTED_STAGE
 
 
-def _layer(layer: str, segment: str, default: TrafficArm, running: Iterable[Experiment], serve: Callable[[str], str]) -> Layer:
-    """The oldest running experiment of the layer in the segment, split as planned; else the default arm."""
+def _layer(
+    layer: str,
+    segment: str,
+    default: TrafficArm,
+    running: Iterable[Experiment],
+    serve: Callable[[str], str],
+    angle: str | None = None,
+) -> Layer:
+    """The oldest running experiment of the layer in the segment (for the hook layer: of `angle`), split as
+    planned; else the default arm."""
     mine = sorted(
-        (e for e in running if e.state == "running" and e.layer == layer and segment in e.target_segments and runs_in_assign(e)),
+        (
+            e
+            for e in running
+            if e.state == "running"
+            and e.layer == layer
+            and segment in e.target_segments
+            and runs_in_assign(e)
+            and (layer != "hook" or e.motivating_figures.get("angle") == angle)
+        ),
         key=lambda e: (e.updated_at or e.proposed_at, e.proposed_at, e.experiment_id),
     )
     if not mine:
@@ -220,7 +249,35 @@ def segment_traffic(
     )
 
 
+def hook_layer(segment: str, angle: str, champion_hook: str, running: Iterable[Experiment]) -> Layer:
+    """The hooks of (segment, angle): its champion (a hook version, or the plan's hook of the day), or the
+    oldest running hook experiment of that angle in the segment with its planned split."""
+    return _layer("hook", segment, TrafficArm(None, champion_hook, 1.0), running, lambda name: name, angle)
+
+
+def _hook_version(name: str) -> str | None:
+    """The assignments' hook_version of a hook arm: None for the plan's hook of the day."""
+    return None if name == PLAN_HOOK else name
+
+
 # ---------------------------------------------------------------- the day's allocation
+
+
+def split_rules(state: LoopState, running: Iterable[Experiment]) -> dict[str, SplitRule]:
+    """Segment -> the split rule its parts learn under today: a running split experiment's challenger,
+    else the split the loop promoted; segments without one are allocated as one."""
+    rules = {segment: SplitRule.from_name(name) for segment, name in state.splits.items()}
+    for experiment in running:
+        if experiment.state == "running" and experiment.kind == "segment_split":
+            rules.update({segment: SplitRule.from_name(experiment.challengers[0]) for segment in experiment.target_segments})
+    return rules
+
+
+def split_layer(segment: str, state: LoopState, running: Iterable[Experiment]) -> Layer:
+    """How the segment's loop leads choose their angles: pooled or by the promoted split, or the running
+    split experiment's arms (control pooled, challenger by its rule's parts) with its planned split."""
+    default = TrafficArm(None, state.splits.get(segment, POOLED), 1.0)
+    return _layer("split", segment, default, running, lambda name: name)
 
 
 def allocate(
@@ -231,38 +288,92 @@ def allocate(
     running: Sequence[Experiment],
     day: date,
     serve: Callable[[str], str] = lambda name: name,
+    part_performance: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Every (segment, arm) a lead may get today, loop rows (`loop-v2`) and holdout rows, with shares.
 
-    Within each segment the loop rows' shares sum to 1 (angle share x arm share x routing share),
-    and so do the holdout rows'; `share` is the propensity of a lead of that population drawing the row.
+    Within each segment (each part of a split segment: `part` "in" or "out") the loop rows' shares sum
+    to 1 (split share x angle share x arm share x routing share x hook share), and so do the holdout
+    rows'; `share` is the propensity of a lead of that population drawing the row. `part_performance`
+    holds the performance of split segments' parts, under `splits.part_segment` names.
     """
     angles = angle_shares(plan, performance, spec, day)
+    rules = split_rules(state, running)
+    parts = _part_angles(plan, part_performance, rules, spec, day)
     draft_model = stage_model(ROUTED_STAGE, state.routing, spec, serve)
     rows = []
     for segment, group in angles.groupby("segment", sort=True):
         traffic = segment_traffic(segment, state.champions[segment], draft_model, running, serve)
-        message, routing = traffic.message, traffic.routing
-        for angle in group.itertuples():
-            for arm in message.arms:
-                for route in routing.arms:
-                    share = angle.angle_share * arm.share * route.share
-                    rows.append(
-                        _row(angle, arm.serves, route.serves, False, message.experiment_id, arm.experiment_arm)
+        split, rule = split_layer(segment, state, running), rules.get(segment)
+        for part in ("in", "out") if rule is not None else (None,):
+            for chooser in split.arms:
+                own = chooser.serves != POOLED and part is not None
+                choices = parts[part_segment(segment, part)] if own else group
+                for angle in choices.itertuples():
+                    rows += [
+                        row
                         | {
-                            "routing_experiment_id": routing.experiment_id,
-                            "routing_arm": route.experiment_arm,
-                            "arm_share": arm.share,
-                            "routing_share": route.share,
-                            "share": share,
-                            "policy_version": POLICY_VERSION,
-                            "reason": f"{POLICY_VERSION} in segment {segment}: {angle.angle_reason}; prompt: {message.note}; "
-                            f"model: {routing.note}; propensity = {angle.angle_share:.3f} x {arm.share:.2f} x {route.share:.2f} "
-                            f"= {share:.4f}",
+                            "segment": segment,
+                            "split_experiment_id": split.experiment_id,
+                            "split_arm": chooser.experiment_arm,
+                            "split_share": chooser.share,
+                            "split_rule": rule.name if rule is not None else None,
+                            "part": part,
+                            "share": chooser.share * row["share"],
+                            "reason": f"{row['reason']}; angles: {split.note}"
+                            + (f", lead in part {part}" if part else "")
+                            + (
+                                f"; x split share {chooser.share:.2f} = {chooser.share * row['share']:.4f}"
+                                if chooser.share != 1
+                                else ""
+                            ),
                         }
-                    )
+                        for row in _angle_rows(angle, segment, state, traffic, running)
+                    ]
         rows += _holdout_rows(group, spec)
     return pd.DataFrame(rows, columns=ALLOCATION_COLUMNS)
+
+
+def _part_angles(
+    plan: pd.DataFrame, performance: pd.DataFrame | None, rules: Mapping[str, SplitRule], spec: CampaignSpec, day: date
+) -> dict[str, pd.DataFrame]:
+    """part segment name -> its angle shares, learned from its own leads' sends only."""
+    if not rules:
+        return {}
+    mine = plan[plan["segment"].isin(rules)]
+    part_plan = pd.concat([mine.assign(segment=mine["segment"].map(lambda s, p=p: part_segment(s, p))) for p in ("in", "out")])
+    known = performance if performance is not None else pd.DataFrame()
+    return dict(tuple(angle_shares(part_plan, known, spec, day).groupby("segment")))
+
+
+def _angle_rows(angle: Any, segment: str, state: LoopState, traffic: SegmentTraffic, running: Sequence[Experiment]) -> list[dict]:
+    """The rows of one angle: every prompt arm x model x hook, with the product of their shares."""
+    message, routing = traffic.message, traffic.routing
+    hooks = hook_layer(segment, angle.angle, state.hook(segment, angle.angle), running)
+    rows = []
+    for arm in message.arms:
+        for route in routing.arms:
+            for hook in hooks.arms:
+                share = angle.angle_share * arm.share * route.share * hook.share
+                rows.append(
+                    _row(angle, arm.serves, route.serves, False, message.experiment_id, arm.experiment_arm)
+                    | {
+                        "routing_experiment_id": routing.experiment_id,
+                        "routing_arm": route.experiment_arm,
+                        "arm_share": arm.share,
+                        "routing_share": route.share,
+                        "hook_experiment_id": hooks.experiment_id,
+                        "hook_arm": hook.experiment_arm,
+                        "hook_share": hook.share,
+                        "hook_version": _hook_version(hook.serves),
+                        "share": share,
+                        "policy_version": POLICY_VERSION,
+                        "reason": f"{POLICY_VERSION} in segment {segment}: {angle.angle_reason}; prompt: {message.note}; "
+                        f"model: {routing.note}; hook: {hooks.note}; propensity = {angle.angle_share:.3f} x "
+                        f"{arm.share:.2f} x {route.share:.2f} x {hook.share:.2f} = {share:.4f}",
+                    }
+                )
+    return rows
 
 
 def _row(angle: Any, prompt_version: str, model: str, holdout: bool, experiment_id: str | None, arm: str | None) -> dict:
@@ -284,6 +395,15 @@ def _row(angle: Any, prompt_version: str, model: str, holdout: bool, experiment_
         "p_best": angle.p_best,
         "angle_share": angle.angle_share,
         "routing_share": 1.0,
+        "hook_experiment_id": None,
+        "hook_arm": None,
+        "hook_share": 1.0,
+        "hook_version": None,
+        "split_experiment_id": None,
+        "split_arm": None,
+        "split_share": 1.0,
+        "split_rule": None,
+        "part": None,
     }
 
 
@@ -307,25 +427,27 @@ def _holdout_rows(angles: pd.DataFrame, spec: CampaignSpec) -> list[dict]:
 
 
 def assign_leads(leads: pd.DataFrame, allocation: pd.DataFrame, spec: CampaignSpec, day: date) -> pd.DataFrame:
-    """One arm per lead: holdout leads uniformly, loop leads by angle share, then by message arm, then by model.
+    """One arm per lead: holdout leads uniformly; loop leads by split arm, angle, message arm, model and hook.
 
-    The angle, the arm and the model are independent seeded draws, so every experiment arm sees the
-    same angle mix and the same mix of the other layer's arms; the propensity is the drawn row's
-    share (the product of the three).
+    Each level is an independent seeded draw, so every experiment arm sees the same mix of the other
+    layers' arms; the propensity is the drawn row's share (the product of the levels'). In a split
+    segment a loop lead draws from its own part's rows: `leads` then needs the rule's lead attribute.
     """
-    choices = {key: _Choices(group) for key, group in allocation.groupby(["segment", "holdout"])}
+    keyed = allocation.assign(part=allocation["part"].fillna(""))
+    choices = {key: _Choices(group) for key, group in keyed.groupby(["segment", "holdout", "part"])}
+    loop_rules = allocation.loc[~allocation["holdout"].astype(bool), ["segment", "split_rule"]].dropna()
+    rules = {
+        segment: SplitRule.from_name(rule) for segment, rule in loop_rules.drop_duplicates("segment").itertuples(index=False)
+    }
     rows = []
     for lead in leads.itertuples():
         holdout = is_holdout(spec.campaign_id, lead.lead_id, spec.improve.holdout_share)
-        options = choices[(lead.segment, holdout)]
+        part = rules[lead.segment].part(lead._asdict()) if not holdout and lead.segment in rules else ""
+        options = choices[(lead.segment, holdout, part)]
         if holdout:
             chosen = options.row(_unit(HOLDOUT_POLICY_VERSION, day, lead.lead_id))
         else:
-            chosen = options.loop_row(
-                _unit(POLICY_VERSION, day, lead.lead_id, "angle"),
-                _unit(POLICY_VERSION, day, lead.lead_id, "arm"),
-                _unit(POLICY_VERSION, day, lead.lead_id, "route"),
-            )
+            chosen = options.loop_row(*(_unit(POLICY_VERSION, day, lead.lead_id, level) for level in _Choices.LEVELS))
         rows.append(
             {
                 "lead_id": lead.lead_id,
@@ -342,6 +464,12 @@ def assign_leads(leads: pd.DataFrame, allocation: pd.DataFrame, spec: CampaignSp
                 "holdout": holdout,
                 "routing_experiment_id": chosen["routing_experiment_id"],
                 "routing_arm": chosen["routing_arm"],
+                "hook_experiment_id": chosen["hook_experiment_id"],
+                "hook_arm": chosen["hook_arm"],
+                "hook_version": chosen["hook_version"],
+                "split_experiment_id": chosen["split_experiment_id"],
+                "split_arm": chosen["split_arm"],
+                "part": part or None,
             }
         )
     return pd.DataFrame(rows)
@@ -349,36 +477,59 @@ def assign_leads(leads: pd.DataFrame, allocation: pd.DataFrame, spec: CampaignSp
 
 class _Choices:
     """One population's allocation rows (a segment's loop or holdout leads), indexed once for the
-    per-lead draws: angle, then prompt version within the angle, then model within both."""
+    per-lead draws: split arm, angle, prompt version within the angle, model, hook, each level
+    drawn by its own uniform from its share column (every row of an option carries that option's share)."""
+
+    # (name of the draw, the columns that tell the level's options apart, the level's share column)
+    LEVELS = ("split", "angle", "arm", "route", "hook")
+    _KEYS = (
+        ("split_arm",),
+        ("angle",),
+        ("prompt_version", "experiment_arm"),
+        ("model", "routing_arm"),
+        ("hook_version", "hook_arm"),
+    )
+    _SHARES = ("split_share", "angle_share", "arm_share", "routing_share", "hook_share")
 
     def __init__(self, group: pd.DataFrame) -> None:
         self.records = group.to_dict("records")
         self.shares = group["share"].to_numpy(dtype=float)
-        tree: dict[Any, dict[Any, list[dict]]] = {}
+        self.tree: dict[Any, Any] = {}
         for record in self.records:
-            tree.setdefault(record["angle"], {}).setdefault(record["prompt_version"], []).append(record)
-        # Each level's options in first-seen order with their shares (every row of an angle carries the
-        # angle's share, every row of a version its arm share).
-        self.angles = list(tree)
-        self.angle_shares = np.array([next(iter(tree[a].values()))[0]["angle_share"] for a in self.angles], dtype=float)
-        self.versions = {
-            a: (list(v), np.array([rows[0]["arm_share"] for rows in v.values()], dtype=float)) for a, v in tree.items()
-        }
-        self.routes = {
-            (a, p): (rows, np.array([r["routing_share"] for r in rows], dtype=float))
-            for a, v in tree.items()
-            for p, rows in v.items()
-        }
+            node = self.tree
+            for depth, key in enumerate(self._KEYS):
+                option = tuple(record[column] for column in key)
+                if depth == len(self._KEYS) - 1:
+                    node[option] = record
+                else:
+                    node = node.setdefault(option, {})
+        self._options: dict[int, tuple[list, np.ndarray]] = {}
 
     def row(self, u: float) -> dict:
         return self.records[_pick(self.shares, u)]
 
-    def loop_row(self, u_angle: float, u_arm: float, u_route: float) -> dict:
-        angle = self.angles[_pick(self.angle_shares, u_angle)]
-        names, arm_shares = self.versions[angle]
-        version = names[_pick(arm_shares, u_arm)]
-        rows, route_shares = self.routes[(angle, version)]
-        return rows[_pick(route_shares, u_route)]
+    def loop_row(self, *draws: float) -> dict:
+        """The row the level-by-level draws pick (one uniform per level, in LEVELS order)."""
+        node: Any = self.tree
+        for depth, u in enumerate(draws):
+            options, shares = self._level(node, depth)
+            node = node[options[_pick(shares, u)]]
+        return node
+
+    def _level(self, node: dict, depth: int) -> tuple[list, np.ndarray]:
+        """A node's options in first-seen order with their shares, computed once per node."""
+        if id(node) not in self._options:
+            options = list(node)
+            column = self._SHARES[depth]
+            shares = np.array([_first_record(node[o])[column] for o in options], dtype=float)
+            self._options[id(node)] = (options, shares)
+        return self._options[id(node)]
+
+
+def _first_record(node: Any) -> dict:
+    while not (isinstance(node, dict) and "arm_id" in node):
+        node = next(iter(node.values()))
+    return node
 
 
 def _pick(shares: pd.Series | np.ndarray, u: float) -> int:
@@ -399,13 +550,14 @@ def allocation_problems(allocation: pd.DataFrame, floor: float, experiments: Map
     segments, with the challengers within its maximum traffic share; holdout rows are in no experiment.
     """
     problems = []
-    for (segment, holdout), group in allocation.groupby(["segment", "holdout"]):
-        population = "holdout" if holdout else "loop"
+    keyed = allocation.assign(part=allocation["part"].fillna("") if "part" in allocation else "")
+    for (segment, holdout, part), group in keyed.groupby(["segment", "holdout", "part"]):
+        population = "holdout" if holdout else f"loop (part {part})" if part else "loop"
         total = group["share"].sum()
         if abs(total - 1) > _TOLERANCE:
             problems.append(f"segment {segment}: {population} shares sum to {total:.6f}, not 1")
         if holdout:
-            if group[["experiment_id", "routing_experiment_id"]].notna().any(axis=None):
+            if group[[ids for ids, _ in LAYER_COLUMNS.values()]].notna().any(axis=None):
                 problems.append(f"segment {segment}: holdout rows are in an experiment")
             continue
         by_angle = group.groupby("angle")["share"].sum()
@@ -427,6 +579,8 @@ def allocation_problems(allocation: pd.DataFrame, floor: float, experiments: Map
 LAYER_COLUMNS: Mapping[str, tuple[str, str]] = {
     "message": ("experiment_id", "experiment_arm"),
     "routing": ("routing_experiment_id", "routing_arm"),
+    "hook": ("hook_experiment_id", "hook_arm"),
+    "split": ("split_experiment_id", "split_arm"),
 }
 
 
@@ -458,7 +612,7 @@ def holdout_problems(assignments: pd.DataFrame, campaign_id: str, share: float) 
     problems = []
     if wrong := int((expected != flagged).sum()):
         problems.append(f"{wrong} leads' holdout flag differs from the hash at holdout share {share:.0%}")
-    if rows.loc[flagged, [c for c in ("experiment_id", "routing_experiment_id") if c in rows]].notna().any(axis=None):
+    if rows.loc[flagged, [c for c, _ in LAYER_COLUMNS.values() if c in rows]].notna().any(axis=None):
         problems.append("holdout leads were put in an experiment")
     if 0 < share < 1:
         p = srm_p_value([int(flagged.sum()), int((~flagged).sum())], [share, 1 - share])

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from factory_dagster.improve.decisions import StepOutcome, run_decision_step
+from factory_dagster.improve.preflight import preflight_promotion
 from factory_dagster.improve.versions import current_version
 from factory_dagster.models.gateway import utcnow
 from factory_dagster.resources import FactoryResource, line_asset
@@ -32,12 +33,14 @@ def outcomes_table(outcomes: list[StepOutcome]) -> str:
 
 @line_asset(group_name="improve", deps=[ARM_COUNTS], kinds={"duckdb"})
 def experiment_decisions(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
-    """Starts approved experiments (one per segment), then promotes, retires or rolls back running
-    ones on their mature outcomes; a promotion records a new loop version (champion or routing)."""
+    """Starts approved experiments (one per segment and layer), then promotes, retires or rolls back
+    running ones on their mature outcomes; a promotion records a new loop version (champion, hook,
+    split or routing), and one that changes allocation (a segment split) only after the off-policy
+    preflight on the campaign's logged sends passes (its figures are in the `why` column)."""
     spec = factory.spec()
     run = factory.run_context(context, spec)
     with factory.warehouse() as con:
-        outcomes = run_decision_step(con, spec, run.partition_day, run.run_id, utcnow())
+        outcomes = run_decision_step(con, spec, run.partition_day, run.run_id, utcnow(), preflight_promotion)
         version = current_version(con, spec)
     for outcome in outcomes:
         context.log.info(f"{outcome.experiment_id} ({outcome.state}): {outcome.action}: {outcome.detail}")
@@ -53,5 +56,7 @@ def experiment_decisions(context: dg.AssetExecutionContext, factory: FactoryReso
             "loop_version": version.version,
             "champions": dg.MetadataValue.json(dict(version.state.champions)),
             "routing": dg.MetadataValue.json(dict(version.state.routing)),
+            "hooks": dg.MetadataValue.json(dict(version.state.hooks)),
+            "splits": dg.MetadataValue.json(dict(version.state.splits)),
         }
     )

@@ -14,7 +14,7 @@ experiment, with a new loop version when a challenger is promoted, all in one tr
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,8 @@ def decide_running(experiment: Experiment, arms: Sequence[ArmCounts], days_runni
 # ---------------------------------------------------------------- the line's daily decision step
 
 STARTER = "decision step"
+# Revises a decision before it is stored (con, spec, experiment, decision, day): the off-policy preflight.
+Preflighter = Callable[[duckdb.DuckDBPyConnection, "CampaignSpec", Experiment, Decision, date], Decision]
 
 
 def arm_counts(experiment: Experiment, rows: Sequence[Mapping[str, Any]]) -> list[ArmCounts]:
@@ -156,14 +158,25 @@ def look_rows(experiment: Experiment, decision: Decision, *, day: date, run_id: 
 
 def promoted_state(state: LoopState, experiment: Experiment, winner: str) -> LoopState | None:
     """The loop state after `winner` is promoted: the champion of each target segment (prompt
-    versions) or the route of the experiment's model stage (routing; `motivating_figures["stage"]`,
-    the draft stage by default). None for kinds the loop state does not hold."""
+    versions), the route of the experiment's model stage (routing; `motivating_figures["stage"]`,
+    the draft stage by default), the champion hook of the experiment's angle in each target
+    segment (hooks; `motivating_figures["angle"]`) or the split rule of each target segment (segment
+    splits). None for kinds the loop state does not hold."""
     if experiment.kind == "prompt_version":
         for segment in experiment.target_segments:
             state = state.with_champion(segment, winner)
         return state
     if experiment.kind == "routing":
         return state.with_route(str(experiment.motivating_figures.get("stage", "draft")), winner)
+    if experiment.kind == "hook":
+        angle = str(experiment.motivating_figures["angle"])
+        for segment in experiment.target_segments:
+            state = state.with_hook(segment, angle, winner)
+        return state
+    if experiment.kind == "segment_split" and winner != experiment.control:
+        for segment in experiment.target_segments:
+            state = state.with_split(segment, winner)
+        return state
     return None
 
 
@@ -226,14 +239,21 @@ def _counts_problem(rows: list[dict[str, Any]] | None, spec: CampaignSpec, day: 
 
 
 def decide_experiment(
-    con: duckdb.DuckDBPyConnection, spec: CampaignSpec, experiment: Experiment, day: date, run_id: str, at: datetime
+    con: duckdb.DuckDBPyConnection,
+    spec: CampaignSpec,
+    experiment: Experiment,
+    day: date,
+    run_id: str,
+    at: datetime,
+    preflight: Preflighter | None = None,
 ) -> StepOutcome:
     """Look at one running experiment: store the look, and conclude it (with a new loop version
     on a promotion) in the same transaction.
 
     Once a day at most, never before its latest look, never on counts newer than the day: a re-run
     of the day (or of an older day) leaves it alone, so no experiment is decided twice, no look is
-    replaced, and no day is decided on what only later days knew.
+    replaced, and no day is decided on what only later days knew. `preflight` may revise the decision
+    before it is stored (the off-policy check of an allocation change, `preflight.preflight_promotion`).
     """
     latest = store.latest_look_day(con, experiment.experiment_id)
     if latest is not None and latest >= day:
@@ -247,6 +267,8 @@ def decide_experiment(
         return _outcome(experiment, "not decided", str(exc))
     started = next((r["started_day"] for r in rows if r["started_day"] is not None), day)
     decision = decide_running(experiment, arms, (day - started).days, day)
+    if preflight is not None:
+        decision = preflight(con, spec, experiment, decision, day)
     concluded = conclude(experiment, decision, at)
     version = None
     try:
@@ -280,10 +302,15 @@ def _record_promotion(
 
 
 def run_decision_step(
-    con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date, run_id: str, at: datetime
+    con: duckdb.DuckDBPyConnection,
+    spec: CampaignSpec,
+    day: date,
+    run_id: str,
+    at: datetime,
+    preflight: Preflighter | None = None,
 ) -> list[StepOutcome]:
     """The day's decision step for the spec's campaign: start what may start, then look at every running experiment."""
     outcomes = start_approved(con, spec.campaign_id, day, run_id, at)
     for experiment in store.list_experiments(con, spec.campaign_id, ["running"]):
-        outcomes.append(decide_experiment(con, spec, experiment, day, run_id, at))
+        outcomes.append(decide_experiment(con, spec, experiment, day, run_id, at, preflight))
     return outcomes

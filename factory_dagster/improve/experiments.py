@@ -132,10 +132,11 @@ class Experiment:
 
     @property
     def layer(self) -> str:
-        """The traffic layer: a routing canary changes the model, the other kinds the message, so one
-        of each can run in a segment at once, drawn independently (a 2 x 2 factorial); two of one
-        layer would split the same leads and each change the other's control."""
-        return "routing" if self.kind == "routing" else "message"
+        """The traffic layer: a routing canary changes the model, a hook experiment the opening of one
+        angle's messages, a segment split how angles are chosen, the other kinds the message as a whole,
+        so one of each can run in a segment at once, drawn independently (a factorial design); two of
+        one layer would split the same leads and each change the other's control."""
+        return {"routing": "routing", "hook": "hook", "segment_split": "split"}.get(self.kind, "message")
 
     @property
     def is_open(self) -> bool:

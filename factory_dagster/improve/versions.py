@@ -1,4 +1,4 @@
-"""The loop's versioned state: each segment's champion prompt version and the routing it changed.
+"""The loop's versioned state: each segment's champion prompt version and hooks, and the routing it changed.
 
 Why versions: every promotion, routing change and rollback is a decision someone may have to
 undo. `raw.loop_versions` holds one row per campaign and version with the *whole* state as JSON,
@@ -32,6 +32,9 @@ class UnknownVersion(LookupError):
     """No such loop version for the campaign."""
 
 
+PLAN_HOOK = "plan"  # a (segment, angle) without a champion hook drafts with the day's plan hook
+
+
 @dataclass(frozen=True)
 class LoopState:
     """What the loop has decided so far for one campaign.
@@ -39,24 +42,50 @@ class LoopState:
     `champions`: segment -> the prompt version its leads get outside experiments.
     `routing`: model stage -> the model the loop moved it to (stages not named keep the spec's
     routing). Both hold configured names, resolved to served models like the spec's own routing.
+    `hooks`: "segment|angle" -> the hook version (raw.hook_versions) a hook experiment promoted there;
+    pairs not named draft with the day's plan hook.
+    `splits`: segment -> the split rule a segment-split experiment promoted (`splits.SplitRule` name):
+    its two parts learn their angles apart; segments not named are allocated as one.
     """
 
     champions: Mapping[str, str]
     routing: Mapping[str, str] = field(default_factory=dict)
+    hooks: Mapping[str, str] = field(default_factory=dict)
+    splits: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"champions": dict(self.champions), "routing": dict(self.routing)}, sort_keys=True)
+        data = {"champions": dict(self.champions), "routing": dict(self.routing)}
+        data |= {name: dict(value) for name, value in (("hooks", self.hooks), ("splits", self.splits)) if value}
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> LoopState:
         data = json.loads(text)
-        return cls(champions=dict(data["champions"]), routing=dict(data.get("routing", {})))
+        return cls(
+            champions=dict(data["champions"]),
+            routing=dict(data.get("routing", {})),
+            hooks=dict(data.get("hooks", {})),
+            splits=dict(data.get("splits", {})),
+        )
 
     def with_champion(self, segment: str, prompt_version: str) -> LoopState:
         return replace(self, champions={**self.champions, segment: prompt_version})
 
     def with_route(self, stage: str, model: str) -> LoopState:
         return replace(self, routing={**self.routing, stage: model})
+
+    def with_split(self, segment: str, rule: str) -> LoopState:
+        return replace(self, splits={**self.splits, segment: rule})
+
+    def hook(self, segment: str, angle: str) -> str:
+        """The champion hook of (segment, angle): a hook version, or PLAN_HOOK."""
+        return self.hooks.get(f"{segment}|{angle}", PLAN_HOOK)
+
+    def with_hook(self, segment: str, angle: str, hook_version: str) -> LoopState:
+        hooks = {key: value for key, value in self.hooks.items() if key != f"{segment}|{angle}"}
+        if hook_version != PLAN_HOOK:
+            hooks[f"{segment}|{angle}"] = hook_version
+        return replace(self, hooks=hooks)
 
 
 @dataclass(frozen=True)

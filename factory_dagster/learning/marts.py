@@ -24,6 +24,40 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     )
 
 
+_COUNTS = ("replies", "positive_replies", "unsubscribes")
+LEAD_ATTRIBUTES = ("industry", "company_size", "seniority", "region")
+_SEND_COLUMNS = ["segment", "arm_id", "angle", *LEAD_ATTRIBUTES, *_COUNTS]
+
+
+def known_send_outcomes(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
+    """One row per send made before `before`, with its lead's attributes and whether a reply, a positive
+    reply and an unsubscribe were known by then (the counts of `segment_arm_performance`, per send).
+
+    Why per send: a segment split learns each part of a segment from its own leads' sends.
+    """
+    if not table_exists(con, "intermediate", "int_send_outcomes"):
+        return pd.DataFrame(columns=_SEND_COLUMNS)
+    return con.execute(
+        f"""SELECT o.segment, o.arm_id, o.angle, {", ".join(f"l.{a}" for a in LEAD_ATTRIBUTES)},
+                  coalesce(o.first_reply_known_day <= $before, false) AS replies,
+                  coalesce(o.first_positive_known_day <= $before, false) AS positive_replies,
+                  coalesce(o.first_unsubscribe_known_day <= $before, false) AS unsubscribes
+           FROM intermediate.int_send_outcomes o LEFT JOIN raw.leads l USING (lead_id)
+           WHERE o.campaign_id = $campaign AND o.partition_day < $before
+           ORDER BY o.send_id""",
+        {"campaign": campaign_id, "before": before},
+    ).df()
+
+
+def arm_performance(sends: pd.DataFrame) -> pd.DataFrame:
+    """Per segment and arm: sends, and the replies, positive replies and unsubscribes known (of `known_send_outcomes`)."""
+    if sends.empty:
+        return pd.DataFrame(columns=_PERFORMANCE_COLUMNS)
+    grouped = sends.groupby(["segment", "arm_id"], as_index=False, sort=True)
+    out = grouped.agg(angle=("angle", "first"), sends=("angle", "size"), **{c: (c, "sum") for c in _COUNTS})
+    return out.astype(dict.fromkeys(["sends", *_COUNTS], "int64"))[_PERFORMANCE_COLUMNS]
+
+
 def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
     """Sends, replies, positive replies and unsubscribes per segment and arm, counting the sends made before `before`.
 
@@ -32,18 +66,7 @@ def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, be
     the day sees the same figures (and so makes the same, cached, model calls), even though
     later days have since counted more sends and imported more replies.
     """
-    if not table_exists(con, "intermediate", "int_send_outcomes"):
-        return pd.DataFrame(columns=_PERFORMANCE_COLUMNS)
-    return con.execute(
-        """SELECT segment, arm_id, any_value(angle) AS angle, count(*)::INTEGER AS sends,
-                  (count(*) FILTER (WHERE first_reply_known_day <= $before))::INTEGER AS replies,
-                  (count(*) FILTER (WHERE first_positive_known_day <= $before))::INTEGER AS positive_replies,
-                  (count(*) FILTER (WHERE first_unsubscribe_known_day <= $before))::INTEGER AS unsubscribes
-           FROM intermediate.int_send_outcomes
-           WHERE campaign_id = $campaign AND partition_day < $before
-           GROUP BY segment, arm_id ORDER BY segment, arm_id""",
-        {"campaign": campaign_id, "before": before},
-    ).df()
+    return arm_performance(known_send_outcomes(con, campaign_id, before))
 
 
 def segment_angle_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:

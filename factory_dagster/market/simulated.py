@@ -13,7 +13,7 @@ random state, so two markets with the same seed answer identically):
    gets `bounced` on day +1 and nothing else; every other send gets `delivered` on day +1.
 2. Opened with 45%, on day +1..+3.
 3. Reply probability p = RESPONSE[segment][angle].reply x PROMPT_LIFT[prompt_version]
-   (x 0.4 for a defective message). Only opened messages are replied to, with
+   x the hook's lift (x 0.4 for a defective message). Only opened messages are replied to, with
    P(reply | opened) = p / 0.45, so p is the reply rate per delivered send. Replies come
    0..6 days after the open (sooner is likelier), never later than day +7.
    `positive_reply` follows RESPONSE[segment][angle].positive_share of replies minutes
@@ -35,13 +35,20 @@ optimises raw replies settles on the wrong arm there, and one that optimises pos
 replies per send (with unsubscribes as a guardrail) settles on the right one. In
 `enterprise_finance` and `general` the most replied-to angle is also the most positive.
 
+People within a segment differ too (SUBGROUP_RESPONSE): in `general`, senior leads (C-level, VP,
+Director) answer `close_speed` far better and `team_time` worse than the rest of the segment, so
+the segment's best angle is not each lead's, and a segment split by seniority earns more. The
+market reads the lead's attributes from a send's optional columns (e.g. `seniority`); a send
+without them gets the segment's cell.
+
 Benchmarks may score a policy against the truth through the oracle accessors
 `expected_outcomes` and `expected_positive_rate`; the line itself never calls them.
 
 Segments and angles the table does not know get DEFAULT_RESPONSE; prompt versions it does
 not know get a fixed, seed-derived lift in [0.85, 1.15): a new prompt version has a real
-but unknown effect that an experiment can find. The lift acts on replies only, not on
-their positive share.
+but unknown effect that an experiment can find. So does a hook the improve stage wrote (a send's
+optional `hook_version`, HOOK_LIFT); the planner's own hooks (no hook version) have none. Both
+lifts act on replies only, not on their positive share.
 
 Storage under `root`: one parquet file per `receive` call (`received/batch-NNNNNN.parquet`,
 the future events of that call's new sends) and `export_state.json`, which records the
@@ -61,10 +68,11 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -109,9 +117,18 @@ RESPONSE: dict[str, dict[str, CellResponse]] = {
         "team_time": CellResponse(reply=0.030, positive_share=0.50, unsubscribe=0.006, complaint=0.0008),
     },
 }
+# (segment, lead attribute, the attribute values it applies to) -> the cells that differ for those leads.
+SUBGROUP_RESPONSE: dict[tuple[str, str, frozenset[str]], dict[str, CellResponse]] = {
+    ("general", "seniority", frozenset({"C-level", "VP", "Director"})): {
+        "close_speed": CellResponse(reply=0.045, positive_share=0.55, unsubscribe=0.006, complaint=0.0008),
+        "team_time": CellResponse(reply=0.018, positive_share=0.45, unsubscribe=0.007, complaint=0.0008),
+    },
+}
+LEAD_ATTRIBUTES = tuple(sorted({attribute for _, attribute, _ in SUBGROUP_RESPONSE}))  # what a send may carry
 DEFAULT_RESPONSE = CellResponse(reply=0.02, positive_share=0.45, unsubscribe=0.006, complaint=0.0008)
 PROMPT_LIFT: dict[str, float] = {"draft-v1": 1.00, "draft-v2": 1.15}
 UNKNOWN_PROMPT_LIFT = (0.85, 1.15)
+HOOK_LIFT = (0.8, 1.25)  # a written hook can do clearly better or worse than the planner's
 
 BOUNCE_RATE = 0.02
 OPEN_RATE = 0.45
@@ -130,6 +147,14 @@ FEEDBACK_STATE = "feedback_state.json"  # ... and as webhook events, replies and
 _DAY = 24 * 60  # minutes
 _WORK_START, _WORK_END = 8 * 60, 20 * 60
 _JUNK_EVENT_TYPES = ("clicked", "deferred", "open")
+
+
+def _cell(segment: str, angle: str, lead: Mapping[str, Any] | None) -> CellResponse:
+    """How `segment` answers `angle`, for this lead: its subgroup's cell where one applies."""
+    for (where, attribute, values), cells in SUBGROUP_RESPONSE.items():
+        if where == segment and angle in cells and lead is not None and lead.get(attribute) in values:
+            return cells[angle]
+    return RESPONSE.get(segment, {}).get(angle, DEFAULT_RESPONSE)
 
 
 def find_defects(subject: str, body: str) -> list[str]:
@@ -156,20 +181,45 @@ class SimulatedMarket:
 
     # -- the hidden model ---------------------------------------------------------------
 
-    def reply_rate(self, segment: str, angle: str, prompt_version: str, defective: bool) -> float:
+    def reply_rate(
+        self,
+        segment: str,
+        angle: str,
+        prompt_version: str,
+        defective: bool,
+        hook_version: str | None = None,
+        lead: Mapping[str, Any] | None = None,
+    ) -> float:
         """P(reply | delivered) for one send: the truth the learn stage tries to estimate."""
-        return self._send_model(segment, angle, prompt_version, defective).reply
+        return self._send_model(segment, angle, prompt_version, defective, hook_version, lead).reply
 
-    def _send_model(self, segment: str, angle: str, prompt_version: str, defective: bool) -> CellResponse:
-        """The cell's response with the prompt lift and the defect penalties applied."""
-        cell = RESPONSE.get(segment, {}).get(angle, DEFAULT_RESPONSE)
+    def _send_model(
+        self,
+        segment: str,
+        angle: str,
+        prompt_version: str,
+        defective: bool,
+        hook_version: str | None = None,
+        lead: Mapping[str, Any] | None = None,
+    ) -> CellResponse:
+        """The cell's response (the lead's subgroup's, if it has one) with the prompt and hook lifts and the
+        defect penalties applied."""
+        cell = _cell(segment, angle, lead)
         penalty = DEFECT_PENALTY if defective else {"replied": 1.0, "complained": 1.0, "unsubscribed": 1.0}
+        lift = self._prompt_lift(prompt_version) * self.hook_lift(hook_version)
         return CellResponse(
-            reply=cell.reply * self._prompt_lift(prompt_version) * penalty["replied"],
+            reply=cell.reply * lift * penalty["replied"],
             positive_share=cell.positive_share,
             unsubscribe=cell.unsubscribe * penalty["unsubscribed"],
             complaint=cell.complaint * penalty["complained"],
         )
+
+    def hook_lift(self, hook_version: str | None) -> float:
+        """A written hook's hidden effect on replies (1 for the planner's hook, `hook_version` None)."""
+        if hook_version is None or pd.isna(hook_version):
+            return 1.0
+        low, high = HOOK_LIFT
+        return low + (high - low) * _unit(self.seed, "hook_lift", hook_version)
 
     def _prompt_lift(self, prompt_version: str) -> float:
         if prompt_version in PROMPT_LIFT:
@@ -179,13 +229,21 @@ class SimulatedMarket:
 
     # -- the oracle (benchmarks only) ---------------------------------------------------
 
-    def expected_outcomes(self, segment: str, angle: str, prompt_version: str, defective: bool = False) -> dict[str, float]:
+    def expected_outcomes(
+        self,
+        segment: str,
+        angle: str,
+        prompt_version: str,
+        defective: bool = False,
+        hook_version: str | None = None,
+        lead: Mapping[str, Any] | None = None,
+    ) -> dict[str, float]:
         """Expected outcomes per send (bounces included) under the hidden model.
 
         For benchmarks only, to score a policy against the truth (e.g. the best arm per
         segment). The line must never call this: it has to learn from events alone.
         """
-        model = self._send_model(segment, angle, prompt_version, defective)
+        model = self._send_model(segment, angle, prompt_version, defective, hook_version, lead)
         delivered = 1 - BOUNCE_RATE
         silent = delivered * (1 - model.reply)
         replied = delivered * model.reply
@@ -199,12 +257,13 @@ class SimulatedMarket:
             "complained": silent * model.complaint,
         }
 
-    def expected_positive_rate(self, segment: str, angle: str, prompt_version: str) -> float:
-        """Expected positive replies per send of a clean message: the primary metric's truth.
-
-        For benchmarks only (see `expected_outcomes`).
+    def expected_positive_rate(
+        self, segment: str, angle: str, prompt_version: str, lead: Mapping[str, Any] | None = None
+    ) -> float:
+        """Expected positive replies per send of a clean message (to this lead, when given): the primary
+        metric's truth. For benchmarks only (see `expected_outcomes`).
         """
-        return self.expected_outcomes(segment, angle, prompt_version)["positive_reply"]
+        return self.expected_outcomes(segment, angle, prompt_version, lead=lead)["positive_reply"]
 
     # -- one send's outcome -------------------------------------------------------------
 
@@ -255,7 +314,8 @@ class SimulatedMarket:
     def receive(self, deliveries: pd.DataFrame) -> int:
         """Decide and store the future events of sends not seen before; return how many were new.
 
-        Extra columns (e.g. `model`) are ignored: the model acts only through the text.
+        Extra columns (e.g. `model`) are ignored: the model acts only through the text; an optional
+        `hook_version` (the written hook the message opened with) carries its hidden lift.
         """
         missing = [c for c in REQUIRED_COLUMNS if c not in deliveries.columns]
         if missing:
@@ -280,9 +340,12 @@ class SimulatedMarket:
         """
         rows = []
         sent_days = pd.to_datetime(sends["sent_day"]).dt.date
-        for send, sent_day in zip(sends[list(REQUIRED_COLUMNS)].itertuples(index=False), sent_days, strict=True):
+        hooks = sends["hook_version"] if "hook_version" in sends else pd.Series(None, index=sends.index, dtype=object)
+        leads = sends.reindex(columns=list(LEAD_ATTRIBUTES)).to_dict("records")
+        columns = sends[list(REQUIRED_COLUMNS)].itertuples(index=False)
+        for send, sent_day, hook, lead in zip(columns, sent_days, hooks, leads, strict=True):
             defective = bool(find_defects(send.subject, send.body))
-            model = self._send_model(send.segment, send.angle, send.prompt_version, defective)
+            model = self._send_model(send.segment, send.angle, send.prompt_version, defective, hook, lead)
             start = datetime.combine(sent_day, datetime.min.time())
             for event_type, minute in self._outcome(send.send_id, send.to_email, model):
                 occurred_at = start + timedelta(minutes=minute)

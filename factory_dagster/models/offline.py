@@ -148,6 +148,11 @@ class OfflineModel:
             if rng.random() < self.defect_rate:  # a slip: the last required rule is left out
                 answer["prompt"] = answer["prompt"].replace(brief["required_rules"][-1], "").strip()
             return json.dumps(answer, ensure_ascii=False)
+        if task == "improve_hook":
+            answer = improved_hook(brief)
+            if rng.random() < self.defect_rate:  # a slip: a figure the claims do not have
+                answer["hook"] = answer["hook"].rstrip(".?") + ", often 3 times over."
+            return json.dumps(answer, ensure_ascii=False)
         if task == "audit":
             lead, message = parse_tagged_json(user, "lead") or {}, parse_tagged_json(user, "message") or {}
             return json.dumps(judge(brief, lead, message, rng, strict=JUDGE_STRICTNESS), ensure_ascii=False)
@@ -347,3 +352,41 @@ def improved_prompt(brief: dict[str, Any]) -> dict[str, str]:
         why.append("the figures show no clear difference, so the change is a sharper focus on the hook")
     text = " ".join([*sentences, *rules])
     return {"prompt": text, "rationale": "; ".join(why) + "."}
+
+
+# ---------------------------------------------------------------- writing a hook
+
+# Hook wordings the offline premium model chooses from: questions and statements, no figures.
+_HOOK_QUESTIONS = (
+    "What would your team do with the hours {topic} takes every month?",
+    "Is {topic} still the part of month-end your team would change first?",
+    "How much of the close at your company comes down to {topic}?",
+)
+_HOOK_STATEMENTS = (
+    "Most finance leaders we meet want {topic} settled before anything else.",
+    "{Topic} is usually where a slow close starts, and where it is easiest to fix.",
+    "If {topic} is on your list this quarter, this may be worth a minute.",
+)
+
+
+def improved_hook(brief: dict[str, Any]) -> dict[str, str]:
+    """A new hook for the brief's angle: a question when positively answered messages opened with one more
+    often than the others, else a statement, never one of the hooks in use. Deterministic per brief."""
+    topic = str(brief.get("angle", "this")).replace("_", " ")
+    evidence = brief.get("messages") or {}
+    positive, other = evidence.get("positive_messages") or {}, evidence.get("other_messages") or {}
+    q_pos, q_other = positive.get("question_opening_share"), other.get("question_opening_share")
+    asks = q_pos is not None and q_other is not None and q_pos > q_other
+    pool = _HOOK_QUESTIONS if asks else _HOOK_STATEMENTS
+    in_use = {" ".join(str(h).split()).lower() for h in brief.get("hooks_in_use", [])}
+    start = int(hashlib.sha256(json.dumps(brief, sort_keys=True, default=str).encode()).hexdigest(), 16) % len(pool)
+    for offset in range(len(pool)):
+        hook = pool[(start + offset) % len(pool)].format(topic=topic, Topic=topic.capitalize())
+        if hook.lower() not in in_use:
+            break
+    why = (
+        f"positively answered messages opened with a question {q_pos:.0%} of the time, the others {q_other:.0%}"
+        if q_pos is not None and q_other is not None
+        else "no opening figures yet, so a plainer wording of the angle"
+    )
+    return {"hook": hook, "rationale": why + "."}

@@ -94,7 +94,16 @@ RAW_TABLES: dict[str, str] = {
         arm_share DOUBLE,
         routing_experiment_id VARCHAR,
         routing_arm VARCHAR,
-        routing_share DOUBLE
+        routing_share DOUBLE,
+        hook_experiment_id VARCHAR,
+        hook_arm VARCHAR,
+        hook_share DOUBLE,
+        hook_version VARCHAR,
+        split_experiment_id VARCHAR,
+        split_arm VARCHAR,
+        split_share DOUBLE,
+        split_rule VARCHAR,
+        part VARCHAR
     """,
     "assignments": """
         partition_day DATE NOT NULL,
@@ -116,6 +125,12 @@ RAW_TABLES: dict[str, str] = {
         holdout BOOLEAN,
         routing_experiment_id VARCHAR,
         routing_arm VARCHAR,
+        hook_experiment_id VARCHAR,
+        hook_arm VARCHAR,
+        hook_version VARCHAR,
+        split_experiment_id VARCHAR,
+        split_arm VARCHAR,
+        part VARCHAR,
         PRIMARY KEY (campaign_id, lead_id)
     """,
     "drafts": """
@@ -582,5 +597,19 @@ RAW_TABLES: dict[str, str] = {
         actor VARCHAR NOT NULL,
         reason VARCHAR NOT NULL,
         reviewed_at TIMESTAMP NOT NULL
+    """,
+    # Hook wordings the improve stage's premium model wrote (experiment kind `hook`), content-addressed
+    # (hook-<first 8 hex of the text's SHA-256>) per campaign and angle; drafting uses the text when an
+    # assignment names the hook (hook_version), else the day's plan hook.
+    "hook_versions": """
+        hook_version VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        angle VARCHAR NOT NULL,
+        text VARCHAR NOT NULL,
+        parent VARCHAR NOT NULL,
+        origin VARCHAR NOT NULL,
+        rationale VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (campaign_id, hook_version)
     """,
 }

@@ -1,8 +1,9 @@
 -- Per experiment and arm: what the decision step decides on and marts.experiment_results shows.
 --
--- Traffic: leads the assign stage gave the arm, in either layer (stg_assignments.experiment_id /
--- experiment_arm for prompt experiments, routing_experiment_id / routing_arm for routing canaries;
--- holdout leads never count). Gate: the candidates of each arm's first draft rounds and how many
+-- Traffic: leads the assign stage gave the arm, in any layer (stg_assignments.experiment_id /
+-- experiment_arm for prompt experiments, routing_experiment_id / routing_arm for routing canaries,
+-- hook_experiment_id / hook_arm for hook experiments, split_experiment_id / split_arm for segment
+-- splits; holdout leads never count). Gate: the candidates of each arm's first draft rounds and how many
 -- the gate rejected (int_draft_jobs), known the day the lead is drafted, so a canary whose model
 -- slips is rolled back in days, not after the outcome window. Outcomes: only *mature* sends count, so a young send cannot look
 -- like a non-reply. A send is mature once `outcome_window_days` (var, default 7: outcomes arrive
@@ -46,13 +47,21 @@ period as (
 
 experiment_leads as (
 
-    select campaign_id, lead_id, experiment_id, experiment_arm as arm, partition_day
+    -- One traffic layer per (experiment id, arm) column pair of the assignments.
+    {%- set layers = [
+        ('experiment_id', 'experiment_arm'),
+        ('routing_experiment_id', 'routing_arm'),
+        ('hook_experiment_id', 'hook_arm'),
+        ('split_experiment_id', 'split_arm'),
+    ] %}
+    {%- for id_column, arm_column in layers %}
+    select campaign_id, lead_id, {{ id_column }} as experiment_id, {{ arm_column }} as arm, partition_day
     from {{ ref('stg_assignments') }}
-    where experiment_id is not null and not coalesce(holdout, false)
+    where {{ id_column }} is not null and not coalesce(holdout, false)
+    {%- if not loop.last %}
     union all
-    select campaign_id, lead_id, routing_experiment_id as experiment_id, routing_arm as arm, partition_day
-    from {{ ref('stg_assignments') }}
-    where routing_experiment_id is not null and not coalesce(holdout, false)
+    {%- endif %}
+    {%- endfor %}
 
 ),
 

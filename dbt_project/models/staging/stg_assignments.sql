@@ -17,5 +17,11 @@ select
     experiment_arm,
     holdout,
     routing_experiment_id,
-    routing_arm
+    routing_arm,
+    hook_experiment_id,
+    hook_arm,
+    hook_version,
+    split_experiment_id,
+    split_arm,
+    part
 from {{ source('raw', 'assignments') }}
