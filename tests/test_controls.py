@@ -178,14 +178,14 @@ def test_segment_arm_performance_counts_only_sends_before_the_day(con) -> None:
     con.execute("CREATE SCHEMA intermediate")
     con.execute(
         """CREATE TABLE intermediate.int_send_outcomes AS SELECT * FROM (VALUES
-             ('brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01', NULL),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', NULL, NULL, DATE '2026-03-01'),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-03', DATE '2026-03-03', NULL),
-             ('brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', NULL, DATE '2026-03-03'),
-             ('brightwave-close', DATE '2026-03-02', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', DATE '2026-03-02', NULL),
-             ('harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01', NULL)
-           ) AS t(campaign_id, partition_day, segment, arm_id, angle, first_reply_known_day, first_positive_known_day,
-                  first_unsubscribe_known_day)"""
+             ('s1', 'lead_1', 'brightwave-close', DATE '2026-02-27', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01', NULL),
+             ('s2', 'lead_2', 'brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', NULL, NULL, DATE '2026-03-01'),
+             ('s3', 'lead_3', 'brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-03', DATE '2026-03-03', NULL),
+             ('s4', 'lead_4', 'brightwave-close', DATE '2026-02-28', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', NULL, DATE '2026-03-03'),
+             ('s5', 'lead_5', 'brightwave-close', DATE '2026-03-02', 'general', 'team_time|draft-v2|offline-cheap', 'team_time', DATE '2026-03-02', DATE '2026-03-02', NULL),
+             ('s6', 'lead_6', 'harbour-payroll', DATE '2026-02-28', 'general', 'team_time|draft-v1|offline-cheap', 'team_time', DATE '2026-03-01', DATE '2026-03-01', NULL)
+           ) AS t(send_id, lead_id, campaign_id, partition_day, segment, arm_id, angle, first_reply_known_day,
+                  first_positive_known_day, first_unsubscribe_known_day)"""
     )
     performance = segment_arm_performance(con, CAMPAIGN, DAY)  # DAY is 2026-03-02: its own sends do not count
     assert performance.to_dict("records") == [

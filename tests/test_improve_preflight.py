@@ -6,67 +6,70 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_improve_allocation import SPEC, running
 
 from factory_dagster.improve.preflight import MIN_REWARDED_ROWS, preflight_promotion, split_preflight
 from factory_dagster.improve.splits import POOLED, SplitRule
 from factory_dagster.improve.stats import Decision
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import connect, insert_rows
 
 RULE = SplitRule("seniority", ("C-level", "Director", "VP"))
 ANGLES = [a.name for a in SPEC.angles]
 MODEL = SPEC.routing["draft"]
 DAY = dt.date(2026, 3, 1)
-OUTCOMES = """CREATE TABLE intermediate.int_send_outcomes (
-    send_id VARCHAR, campaign_id VARCHAR, lead_id VARCHAR, partition_day DATE, segment VARCHAR, arm_id VARCHAR,
-    angle VARCHAR, days_since_send INTEGER, positive_reply BOOLEAN, first_reply_known_day DATE,
-    first_positive_known_day DATE, first_unsubscribe_known_day DATE)"""
 
 
 def logged_warehouse(path: Path, rates: dict[tuple[bool, str], float], leads: int = 3000) -> Path:
     """`general` leads over 30 days, angles drawn uniformly (propensity 1/3 each, as the day's allocation
     says), a positive reply with the rate of (senior?, angle): the raw contracts plus the dbt model's columns."""
     rng = np.random.default_rng(7)
-    start = DAY - dt.timedelta(days=40)
-    with connect(path) as con:
-        con.execute("CREATE SCHEMA intermediate")
-        con.execute(OUTCOMES)
-        leads_rows, assignments, outcomes = [], [], []
-        for i in range(leads):
-            day = start + dt.timedelta(days=i % 30)
-            seniority = ("VP", "Manager", "C-level", "Individual Contributor")[i % 4]
-            angle = ANGLES[int(rng.integers(3))]
-            positive = bool(rng.random() < rates[(seniority in RULE.values, angle)])
-            lead, arm = f"lead_{i:05d}", f"{angle}|draft-v1|{MODEL}"
-            leads_rows.append((lead, day, "run", SPEC.campaign_id, "f.csv", i + 1, f"p{i}@x.example", "Ann", "Lee", "Co"))
-            leads_rows[-1] += ("Software", 100, "CFO", seniority, "DACH", None, "general", dt.datetime(2026, 1, 1))
-            assignments.append((day, f"run-{day}", SPEC.campaign_id, "v1", lead, "general", arm, angle, "draft-v1", MODEL))
-            assignments[-1] += (1 / 3, "loop-v2", "r", dt.datetime.combine(day, dt.time(9)), False)
-            known = day + dt.timedelta(days=3) if positive else None
-            outcomes.append(
-                (f"s{i}", SPEC.campaign_id, lead, day, "general", arm, angle, (DAY - day).days, positive, known, known, None)
-            )
-        con.executemany(f"INSERT INTO raw.leads VALUES ({', '.join(['?'] * 18)})", leads_rows)
-        con.executemany(
-            "INSERT INTO raw.assignments (partition_day, run_id, campaign_id, spec_version, lead_id, segment, arm_id, angle, "
-            "prompt_version, model, propensity, policy_version, reason, assigned_at, holdout) VALUES "
-            f"({', '.join(['?'] * 15)})",
-            assignments,
-        )
-        con.executemany(f"INSERT INTO intermediate.int_send_outcomes VALUES ({', '.join(['?'] * 12)})", outcomes)
-        days = sorted({a[0] for a in assignments})
-        con.executemany(
-            "INSERT INTO raw.allocations (partition_day, run_id, campaign_id, policy_version, segment, arm_id, angle, "
-            "prompt_version, model, sends, replies, posterior_mean, p_best, share, reason, created_at, holdout) VALUES "
-            f"({', '.join(['?'] * 17)})",
+    index = np.arange(leads)
+    days = [DAY - dt.timedelta(days=40 - int(i) % 30) for i in index]
+    seniority = np.resize(["VP", "Manager", "C-level", "Individual Contributor"], leads)
+    angles = np.array(ANGLES)[rng.integers(3, size=leads)]
+    chance = [rates[(level in RULE.values, angle)] for level, angle in zip(seniority, angles, strict=True)]
+    positive = rng.random(leads) < np.array(chance)
+    lead_ids = [f"lead_{i:05d}" for i in index]
+    arms = [f"{angle}|draft-v1|{MODEL}" for angle in angles]
+    known = [day + dt.timedelta(days=3) if hit else None for day, hit in zip(days, positive, strict=True)]
+    frames = {
+        "leads": pd.DataFrame(
+            {"lead_id": lead_ids, "partition_day": days, "run_id": "run", "campaign_id": SPEC.campaign_id}
+            | {"source_file": "f.csv", "source_row": index + 1, "email": [f"p{i}@x.example" for i in index]}
+            | {"first_name": "Ann", "company": "Co", "industry": "Software", "company_size": 100, "role": "CFO"}
+            | {"seniority": seniority, "region": "DACH", "segment": "general", "imported_at": dt.datetime(2026, 1, 1)}
+        ),
+        "assignments": pd.DataFrame(
+            {"partition_day": days, "run_id": [f"run-{d}" for d in days], "campaign_id": SPEC.campaign_id}
+            | {"spec_version": "v1", "lead_id": lead_ids, "segment": "general", "arm_id": arms, "angle": angles}
+            | {"prompt_version": "draft-v1", "model": MODEL, "propensity": 1 / 3, "policy_version": "loop-v2"}
+            | {"reason": "r", "assigned_at": [dt.datetime.combine(d, dt.time(9)) for d in days], "holdout": False}
+        ),
+        "allocations": pd.DataFrame(
             [
-                (d, f"run-{d}", SPEC.campaign_id, "loop-v2", "general", f"{a}|draft-v1|{MODEL}", a, "draft-v1", MODEL)
-                + (0, 0, 0.015, 1 / 3, 1 / 3, "r", dt.datetime(2026, 1, 1), False)
-                for d in days
+                {"partition_day": d, "run_id": f"run-{d}", "campaign_id": SPEC.campaign_id, "policy_version": "loop-v2"}
+                | {"segment": "general", "arm_id": f"{a}|draft-v1|{MODEL}", "angle": a, "prompt_version": "draft-v1"}
+                | {"model": MODEL, "sends": 0, "replies": 0, "posterior_mean": 0.015, "p_best": 1 / 3, "share": 1 / 3}
+                | {"reason": "r", "created_at": dt.datetime(2026, 1, 1), "holdout": False}
+                for d in sorted(set(days))
                 for a in ANGLES
-            ],
-        )
+            ]
+        ),
+    }
+    outcomes = pd.DataFrame(
+        {"send_id": [f"s{i}" for i in index], "campaign_id": SPEC.campaign_id, "lead_id": lead_ids, "partition_day": days}
+        | {"segment": "general", "arm_id": arms, "angle": angles, "days_since_send": [(DAY - d).days for d in days]}
+        | {"positive_reply": positive, "first_reply_known_day": known, "first_positive_known_day": known}
+        | {"first_unsubscribe_known_day": pd.Series([None] * leads, dtype="datetime64[ns]")}
+    )
+    with connect(path) as con:
+        for table, frame in frames.items():
+            insert_rows(con, table, frame)
+        con.execute("CREATE SCHEMA intermediate")
+        con.register("outcomes_frame", outcomes)
+        con.execute("CREATE TABLE intermediate.int_send_outcomes AS SELECT * FROM outcomes_frame")
     return path
 
 
