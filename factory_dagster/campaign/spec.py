@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +24,10 @@ MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate", "audit", "impro
 
 class SpecError(ValueError):
     """A campaign spec that cannot be used; the message names the file and field."""
+
+
+# A spec model `load_spec_file` can load: it has a `version` and a `spec_version` field.
+SpecModel = TypeVar("SpecModel", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -263,7 +267,12 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def load_spec(path: str | Path) -> CampaignSpec:
-    """Read and validate a spec file; raise SpecError naming the file and field on any problem.
+    """Read and validate a campaign spec file; raise SpecError naming the file and field on any problem."""
+    return load_spec_file(path, CampaignSpec, "campaign spec")
+
+
+def load_spec_file(path: str | Path, model: type[SpecModel], what: str) -> SpecModel:
+    """Read and validate a spec file of any kind (`what` names it in errors); shared by the campaign and content specs.
 
     The file is read on every call (an edit takes effect at once); its validation is cached by
     content, since every stage of every day loads the same spec (about 30 ms each time).
@@ -272,25 +281,26 @@ def load_spec(path: str | Path) -> CampaignSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read campaign spec: {exc.strerror or exc}") from exc
+        raise SpecError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
     try:
-        return _validated(text)
+        return _validated(text, model, what)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=32)
-def _validated(text: str) -> CampaignSpec:
+def _validated(text: str, model: type[SpecModel], what: str) -> SpecModel:
+    """The model of a spec text, its `spec_version` set to the declared `version` plus a hash of the text."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise SpecError(f"a campaign spec must be a YAML mapping, got {type(data).__name__}")
+        raise SpecError(f"a {what} must be a YAML mapping, got {type(data).__name__}")
     try:
-        spec = CampaignSpec.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"field '{_field_path(e['loc'])}': {e['msg']}" for e in exc.errors())
-        raise SpecError(f"invalid campaign spec: {problems}") from exc
+        raise SpecError(f"invalid {what}: {problems}") from exc
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
     return spec.model_copy(update={"spec_version": f"{spec.version}+{digest}"})

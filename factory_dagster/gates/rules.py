@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -148,12 +148,25 @@ def content_violations(text: str, own_text: str, spec: CampaignSpec, angle: Angl
     Shared by the draft gate and the improve stage's check of a written hook: a hook may reword an
     angle, never add a claim (that needs a person to edit the spec).
     """
+    return claim_violations(text, own_text, spec.banned_phrases, [*angle.claims, *_spec_texts(spec)], allowed)
+
+
+def claim_violations(
+    text: str,
+    own_text: str,
+    banned_phrases: Iterable[str],
+    allowed_texts: Sequence[str],
+    allowed: frozenset[str],
+    claims_name: str = "the angle's claims",
+) -> list[Violation]:
+    """`content_violations` for any line: banned phrases, placeholders, and numbers, offer words or links
+    beyond `allowed_texts` (the claims and fixed texts) and `allowed` (numbers). The content line calls it
+    with its own spec's claims; `claims_name` names them in the details."""
     from factory_dagster.gates.injection import visible  # gates.injection builds on this module's Violation
 
     found = []
-    allowed_texts = [*angle.claims, *_spec_texts(spec)]
     norm_own_text = _norm(own_text)
-    for phrase in spec.banned_phrases:
+    for phrase in banned_phrases:
         if match := banned_pattern(phrase).search(norm_own_text):
             said = "" if match.group(0) == _norm(phrase) else f" (as {match.group(0)!r})"
             found.append(Violation("banned_phrase", f"contains banned phrase {phrase!r}{said}"))
@@ -162,11 +175,11 @@ def content_violations(text: str, own_text: str, spec: CampaignSpec, angle: Angl
     invented = sorted(set(_NUMBER.findall(text)) - allowed)
     invented += [f"{words} ({value})" for value, words in spelled_numbers(own_text) if str(value) not in allowed]
     if invented:
-        found.append(Violation("unsupported_number", f"numbers not in the angle's claims: {', '.join(invented)}"))
+        found.append(Violation("unsupported_number", f"numbers not in {claims_name}: {', '.join(invented)}"))
     allowed_money = {m.group(0).lower() for t in allowed_texts for m in _MONEY_WORDS.finditer(t)}
     money = sorted({m.group(0).lower() for m in _MONEY_WORDS.finditer(own_text)} - allowed_money)
     if money:
-        found.append(Violation("unsupported_offer", f"offer words not in the angle's claims: {', '.join(money)}"))
+        found.append(Violation("unsupported_offer", f"offer words not in {claims_name}: {', '.join(money)}"))
     links = sorted(_links(visible(own_text)) - {link for t in allowed_texts for link in _links(visible(t))})
     if links:
         found.append(Violation("unsupported_url", f"link {links[0]!r} is not allowed"))
