@@ -612,4 +612,33 @@ RAW_TABLES: dict[str, str] = {
         created_at TIMESTAMP NOT NULL,
         PRIMARY KEY (campaign_id, hook_version)
     """,
+    # The content line's engagement (factory_dagster/content/engagement.py): one row per variant, metric and day
+    # from a LinkedIn or GA4 export row or an e-mail event; source_file/source_row name where it came from.
+    "content_engagement": """
+        variant_id VARCHAR NOT NULL,
+        channel VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        day DATE NOT NULL,
+        source VARCHAR NOT NULL,
+        source_file VARCHAR NOT NULL,
+        source_row INTEGER NOT NULL,
+        partition_day DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        imported_at TIMESTAMP NOT NULL
+    """,
+    "content_engagement_quarantine": """
+        source VARCHAR NOT NULL,
+        source_file VARCHAR NOT NULL,
+        source_row INTEGER NOT NULL,
+        column_name VARCHAR,
+        reason_code VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        raw_record VARCHAR NOT NULL,
+        partition_day DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        imported_at TIMESTAMP NOT NULL
+    """,
 }
