@@ -29,7 +29,7 @@ from factory_dagster.improve.decisions import (
 )
 from factory_dagster.improve.experiments import Experiment, auto_approve, propose
 from factory_dagster.improve.metrics import FIRST_ROUND_GUARDRAIL, relative_guardrails
-from factory_dagster.improve.stats import Guardrail, StoppingRule, srm_p_value
+from factory_dagster.improve.stats import Guardrail, StoppingRule, srm_sequential_p_value
 from factory_dagster.improve.store import (
     apply_transition,
     decide_by_person,
@@ -290,7 +290,7 @@ def test_experiment_results_join_the_counts_with_the_latest_look(con, built) -> 
     assert challenger["guardrail_status"] in {"clear", "in_doubt"}  # one complaint in 3 sends, far from certain
     assert control["interval_low"] < control["posterior_mean"] < control["interval_high"]
     assert {r["decision"] for r in results.values()} == {"continue"} and control["look_day"] == LOOK_DAY
-    assert control["srm_p_value"] == challenger["srm_p_value"] == pytest.approx(srm_p_value([6, 5], [0.5, 0.5]))
+    assert control["srm_p_value"] == challenger["srm_p_value"] == pytest.approx(srm_sequential_p_value([6, 5], [0.5, 0.5]))
     assert f"3 of {experiment.planned_sample_size} planned mature sends" in control["reasons"]
 
 
@@ -368,12 +368,12 @@ def test_an_approved_experiment_starts_runs_and_is_promoted_with_a_new_champion(
     assert load_experiment(con, experiment.experiment_id).winner == "draft-v3"
     version = current_version(con, SPEC)
     assert version.state.champions == {**initial_state(SPEC).champions, SEGMENT: "draft-v3"}
-    assert (version.experiment_id, version.actor) == (experiment.experiment_id, "decision step (bayes-fixed-horizon-v1)")
+    assert (version.experiment_id, version.actor) == (experiment.experiment_id, "decision step (bayes-fixed-horizon-v2)")
     history = experiment_events(con, experiment.experiment_id)
     assert [(e["from_state"], e["to_state"], e["actor"]) for e in history] == [
         ("proposed", "approved", "ana"),
         ("approved", "running", "decision step"),
-        ("running", "promoted", "decision step (bayes-fixed-horizon-v1)"),
+        ("running", "promoted", "decision step (bayes-fixed-horizon-v2)"),
     ]
     assert json.loads(history[-1]["evidence_json"])["winner"] == "draft-v3" and history[-1]["partition_day"] == day
     looks = query(

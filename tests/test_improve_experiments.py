@@ -206,7 +206,7 @@ def test_conclude_applies_the_decision_step_verdict() -> None:
     srm = _decision(running, round(0.06 * n), shares=(0.8, 0.2))
     assert srm.action == "roll_back"
     rolled, event = conclude(running, srm, AT)
-    assert rolled.state == "rolled_back" and event.actor == "decision step (bayes-fixed-horizon-v1)"
+    assert rolled.state == "rolled_back" and event.actor == "decision step (bayes-fixed-horizon-v2)"
     assert "sample-ratio mismatch" in event.reason and event.evidence["srm"]["p_value"] < 0.001
 
     running = _in_state("running")

@@ -28,6 +28,7 @@ from factory_dagster.improve.stats import (
     posterior,
     seed_for,
     srm_p_value,
+    srm_sequential_p_value,
 )
 
 # ---------------------------------------------------------------- special functions
@@ -308,6 +309,28 @@ def test_absolute_guardrail_breach_rolls_back() -> None:
     arms = [_arm("control", 800, 600, 30, complaints=0), _arm("challenger", 800, 600, 30, complaints=8)]
     decision = _decide(arms)
     assert decision.action == "roll_back" and any("complaint_rate <= 0.003" in r for r in decision.reasons)
+
+
+def test_the_sequential_srm_p_value_is_anytime_valid_and_still_finds_broken_assignment() -> None:
+    # A Dirichlet-multinomial Bayes factor: exact on a tiny case (prior Dirichlet(50, 50) against 50/50, counts 2 and 0).
+    assert srm_sequential_p_value([2, 0], [0.5, 0.5]) == pytest.approx(1 / ((50 / 100) * (51 / 101) / 0.25))
+    assert srm_sequential_p_value([500, 500], [1, 1]) == 1.0
+    rng = np.random.default_rng(5)
+    days, per_day = 60, 30
+
+    def ever_alarms(rate: float, p_value) -> bool:
+        challenger = np.cumsum(rng.binomial(per_day, rate, size=days))
+        total = np.cumsum(np.full(days, per_day))
+        return min(p_value([int(n - c), int(c)], [0.8, 0.2]) for n, c in zip(total, challenger, strict=True)) < 0.01
+
+    # Looked at after every day of a correct 80/20 assignment: the chi-square test alarms far more often
+    # than its level, the sequential one stays under it.
+    runs = 400
+    sequential = sum(ever_alarms(0.2, srm_sequential_p_value) for _ in range(runs)) / runs
+    chi_square = sum(ever_alarms(0.2, srm_p_value) for _ in range(runs)) / runs
+    assert sequential <= 0.01 < chi_square
+    # A broken assignment (25% instead of 20%) is still caught within the 60 days.
+    assert sum(ever_alarms(0.25, srm_sequential_p_value) for _ in range(50)) >= 45
 
 
 def test_sample_ratio_mismatch_rolls_back() -> None:
