@@ -1,6 +1,6 @@
 """Policy `loop-v2`: how the assign stage runs the loop, as pure functions the line and the benchmark share.
 
-Each lead of a segment goes through three layers, each for a reason:
+Each lead of a segment goes through three steps, each for a reason:
 
 1. **Holdout** (`is_holdout`): a fixed share of the campaign's leads (`spec.improve.holdout_share`),
    chosen by a hash of (campaign, lead), keeps the frozen baseline `holdout-uniform-v1`: uniform
@@ -12,7 +12,12 @@ Each lead of a segment goes through three layers, each for a reason:
    angle (they all test the same hypothesis), prior mean `allocation.prior_positive_rate` worth
    `allocation.prior_sends` sends. Share = floor/K + (1 - floor) x P(angle is best). Optimising
    raw replies would walk into the reply-rate trap (more replies, fewer positive ones); this cannot.
-3. **Experiment arms** (`segment_traffic`, `hook_layer`), in three independent layers (`Experiment.layer`):
+3. **Experiment arms** (`split_layer`, `segment_traffic`, `hook_layer`), in four independent layers
+   (`Experiment.layer`):
+   - split: outside experiments the segment is allocated as one, or by the parts of the split rule
+     the loop promoted (loop state splits: each part's angle shares from its own leads' sends);
+     while a `segment_split` experiment runs, control leads get the pooled angle shares and
+     challenger leads their part's (`part_performance`, `splits.part_segment`);
    - message: outside experiments the segment's champion prompt version (loop state); while a
      `prompt_version` experiment runs in the segment, its arms split the segment's loop leads
      exactly as `decisions.planned_shares` says (control = the champion);
@@ -21,10 +26,11 @@ Each lead of a segment goes through three layers, each for a reason:
    - hook: per (segment, angle), outside experiments the champion hook (loop state hooks; else the
      day's plan hook); while a `hook` experiment of that angle runs in the segment, its hooks split
      the angle's leads (`hook_version` names the hook drafting uses).
-   The angle, the message arm, the model and the hook are independent draws, so every arm of one
-   layer is compared on the same angle mix and the same mix of the other layers' arms.
+   The split arm, the angle, the message arm, the model and the hook are independent draws, so every
+   arm of one layer is compared on the same mix of the other layers' arms.
 
-A loop lead's propensity is angle share x arm share x routing share x hook share; a holdout lead's is 1/K.
+A loop lead's propensity is split share x angle share x arm share x routing share x hook share; a
+holdout lead's is 1/K.
 Draws are seeded by (lead, day), so a re-run assigns the same arms.
 """
 
