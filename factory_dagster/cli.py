@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from factory_dagster.backtest import cli as backtest_cli
 from factory_dagster.campaign.spec import SpecError, load_spec
+from factory_dagster.content import cli as content_cli
 from factory_dagster.delivery import cli as delivery_cli
 from factory_dagster.feedback import imap_cli
 from factory_dagster.improve.experiments import STATES
@@ -299,6 +300,7 @@ def parser() -> argparse.ArgumentParser:
     imap_cli.register(commands)
     report_cli.register(commands)
     backtest_cli.register(commands)
+    content_cli.register(commands)
     versions = commands.add_parser(
         "versions", help="the loop's versions (segment champions, routing) with who, why and which experiment"
     )

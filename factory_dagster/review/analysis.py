@@ -87,12 +87,15 @@ def word_edit_distance(old: str, new: str) -> float:
     return levenshtein(a, b) / longest if longest else 0.0
 
 
+def text_diff(old: str, new: str) -> str:
+    """A line-level unified diff of two texts ("before" -> "after"); the content line's edits use it as is."""
+    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), "before", "after", lineterm="")
+    return "\n".join(line.rstrip("\n") for line in lines)
+
+
 def unified_diff(old_subject: str, old_body: str, new_subject: str, new_body: str) -> str:
     """A unified diff of the message as a person reads it: a Subject line, a blank line, the body."""
-    old = f"Subject: {old_subject}\n\n{old_body}".splitlines(keepends=True)
-    new = f"Subject: {new_subject}\n\n{new_body}".splitlines(keepends=True)
-    lines = difflib.unified_diff(old, new, fromfile="before", tofile="after", lineterm="")
-    return "\n".join(line.rstrip("\n") for line in lines)
+    return text_diff(f"Subject: {old_subject}\n\n{old_body}", f"Subject: {new_subject}\n\n{new_body}")
 
 
 def _footer_start(lines: list[str], spec: CampaignSpec) -> int:

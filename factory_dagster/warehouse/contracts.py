@@ -641,4 +641,48 @@ RAW_TABLES: dict[str, str] = {
         campaign_id VARCHAR NOT NULL,
         imported_at TIMESTAMP NOT NULL
     """,
+    # The content line's variants of a day (content/review.py `store_pieces`), one row per variant, written once after
+    # the gate and the premium audit: the model's text, its gate verdict and codes, and the audit's verdict (null: not
+    # audited). `content_id` is the content spec's id; `brief_source` the outside text a brief was built from, if any.
+    "content_pieces": """
+        variant_id VARCHAR NOT NULL PRIMARY KEY,
+        piece_id VARCHAR NOT NULL,
+        day DATE NOT NULL,
+        content_id VARCHAR NOT NULL,
+        spec_version VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        topic VARCHAR NOT NULL,
+        segment VARCHAR NOT NULL,
+        channel VARCHAR NOT NULL,
+        text VARCHAR NOT NULL,
+        hook VARCHAR NOT NULL,
+        claim_ids VARCHAR[] NOT NULL,
+        gate_verdict VARCHAR NOT NULL,
+        violation_codes VARCHAR[] NOT NULL,
+        audit_verdict VARCHAR,
+        audit_reasons VARCHAR,
+        brief_source VARCHAR,
+        model VARCHAR NOT NULL,
+        prompt_version VARCHAR,
+        llm_call_id VARCHAR,
+        created_at TIMESTAMP NOT NULL
+    """,
+    # Every review decision on a content variant (approve, edit, reject, auto_approve), append-only and numbered per
+    # variant by seq; the latest one is the variant's state (content/review.py). An edit carries the new text, its diff
+    # and word-level edit distance against the text it replaced; text_sha256 is the hash of the text decided on.
+    "content_reviews": """
+        review_id VARCHAR NOT NULL PRIMARY KEY,
+        variant_id VARCHAR NOT NULL,
+        seq INTEGER NOT NULL,
+        content_id VARCHAR NOT NULL,
+        day DATE NOT NULL,
+        action VARCHAR NOT NULL,
+        text_sha256 VARCHAR NOT NULL,
+        edited_text VARCHAR,
+        diff VARCHAR,
+        edit_distance DOUBLE,
+        actor VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        reviewed_at TIMESTAMP NOT NULL
+    """,
 }
