@@ -19,7 +19,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # classify: the cheap read of a reply to our email; classify_escalate: the premium read when the cheap one is unsure.
-MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate", "audit", "improve", "classify", "classify_escalate"})
+OUTREACH_MODEL_STAGES = frozenset({"plan", "draft", "repair", "escalate", "audit", "improve", "classify", "classify_escalate"})
+# The content line's model stages (content/stages.py): the premium brief, the cheap variants, the premium audit.
+CONTENT_MODEL_STAGES = frozenset({"content_brief", "content_variants", "content_audit"})
+# Every stage that calls a model: the routing table must route each of them.
+MODEL_STAGES = OUTREACH_MODEL_STAGES | CONTENT_MODEL_STAGES
 
 
 class SpecError(ValueError):
@@ -253,6 +257,11 @@ class CampaignSpec(_Strict):
         """This spec's model chain for a stage (empty when the routing table decides)."""
         value = self.routing.get(stage, [])
         return [value] if isinstance(value, str) else list(value)
+
+    @property
+    def model_stages(self) -> frozenset[str]:
+        """The stages this line calls models for: what `models.routing.resolve_routes` routes."""
+        return OUTREACH_MODEL_STAGES
 
     def segment_for(self, lead: Mapping[str, Any]) -> str:
         """The first segment whose rules the lead meets (the last one is a catch-all)."""

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from factory_dagster.campaign.spec import Segment, _Strict, load_spec_file
+from factory_dagster.campaign.spec import CONTENT_MODEL_STAGES, Segment, _Strict, load_spec_file
 
 ChannelName = Literal["linkedin_post", "email_subject", "headline"]
 # The limits the platforms themselves set; a spec may tighten them, never loosen them.
@@ -197,6 +197,20 @@ class ContentSpec(_Strict):
 
     def topic(self, name: str) -> Topic:
         return next(t for t in self.topics if t.name == name)
+
+    # What `models.routing.resolve_routes` and `models.gateway.RunContext` read of a line's spec.
+    @property
+    def campaign_id(self) -> str:
+        """The id ledger rows carry (`raw.llm_calls.campaign_id`): the content line's own id."""
+        return self.content_id
+
+    @property
+    def model_stages(self) -> frozenset[str]:
+        return CONTENT_MODEL_STAGES
+
+    def chain(self, stage: str) -> list[str]:
+        """No routing overrides in a content spec yet: the routing table decides every stage."""
+        return []
 
     def claims_for(self, topic: str | None = None) -> list[Claim]:
         """The claims a piece may use: its topic's, or every claim of the spec when no topic is given."""

@@ -31,6 +31,7 @@ import re
 import unicodedata
 from typing import Any
 
+from factory_dagster.models.offline_content import CONTENT_TASKS, content_answer
 from factory_dagster.models.offline_judge import judge
 from factory_dagster.models.offline_reader import classify_answer
 from factory_dagster.models.prompts import COLLEAGUE_TAG, DRAFT_REQUIRED_RULES, REPLY_TAG, parse_tagged_json
@@ -172,6 +173,8 @@ class OfflineModel:
             if payload is not None and rng.random() < follow_rate:
                 answer = _follow(answer, payload, brief, lead)
             return json.dumps(answer, ensure_ascii=False)
+        if task in CONTENT_TASKS:  # the content line's brief, variants and audit (offline_content.py)
+            return content_answer(task, brief, user, rng, self.defect_rate, JUDGE_STRICTNESS)
         return json.dumps({"error": f"unknown task {task!r}"})
 
 

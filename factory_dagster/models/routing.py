@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import pandas as pd
 import yaml
@@ -21,6 +21,18 @@ from factory_dagster.campaign.spec import MODEL_STAGES, CampaignSpec, SpecError
 from factory_dagster.models.registry import ModelRegistry
 
 DEFAULT_ROUTING_PATH = Path(__file__).with_name("routing.yaml")
+
+
+class RoutedSpec(Protocol):
+    """What routing needs of a line's spec (a campaign spec, a content spec): its id, its stages, its overrides."""
+
+    @property
+    def campaign_id(self) -> str: ...
+
+    @property
+    def model_stages(self) -> frozenset[str]: ...
+
+    def chain(self, stage: str) -> list[str]: ...
 
 
 class StageRouting(BaseModel):
@@ -73,12 +85,12 @@ def load_routing_table(path: Path = DEFAULT_ROUTING_PATH) -> RoutingTable:
 
 
 def resolve_routes(
-    spec: CampaignSpec, registry: ModelRegistry, environ: Mapping[str, str], table: RoutingTable | None = None
+    spec: RoutedSpec, registry: ModelRegistry, environ: Mapping[str, str], table: RoutingTable | None = None
 ) -> dict[str, Route]:
-    """Every model-calling stage's route, after the spec's overrides and the offline stand-ins."""
+    """Every model-calling stage of the spec's line, routed after the spec's overrides and the offline stand-ins."""
     table = table or load_routing_table()
     routes = {}
-    for stage in sorted(MODEL_STAGES):
+    for stage in sorted(spec.model_stages):
         configured = tuple(spec.chain(stage) or table.stages[stage].chain)
         try:
             served_each = tuple(registry.serving(model, environ) for model in configured)
