@@ -89,10 +89,11 @@ def _stem(word: str) -> str:
 
 @lru_cache(maxsize=256)
 def banned_pattern(phrase: str) -> re.Pattern[str]:
-    """The phrase and its inflections, on normalised text: 'game-changer' also catches 'game changing'."""
+    """The phrase and its inflections, on normalised text: 'game-changer' also catches 'game changing',
+    and "today's" (words joined by an apostrophe) is matched as written."""
     words = re.findall(r"[^\W_]+", _norm(phrase))
     parts = [re.escape(_stem(w)) + (r"\w*" if len(w) > 3 else "") for w in words]
-    return re.compile(r"(?<!\w)" + r"[\s-]+".join(parts) + r"(?!\w)")
+    return re.compile(r"(?<!\w)" + r"[\s'’-]+".join(parts) + r"(?!\w)")
 
 
 def spelled_numbers(text: str) -> list[tuple[int, str]]:
