@@ -42,6 +42,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     # Import late: building the definitions parses the dbt project when needed.
     import dagster as dg
 
+    from factory_dagster.content.demo import content_summary, run_content_day
     from factory_dagster.definitions import build_definitions
     from factory_dagster.demo import (
         QUIET_RUN_CONFIG,
@@ -64,15 +65,20 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     except dg.Failure as exc:  # a stage routed to a model that needs a key and has no offline stand-in
         return _fail(exc.description, 2)
     print(f"data folder: {paths.home}")
-    operator = (lambda day: approve_as_operator(paths)) if args.operator == "approve" else None
     defs = build_definitions(paths)
-    results = run_days(defs, instance, paths, args.start, args.days, args.leads_per_day, after_day=operator)
+
+    def after_day(day: date) -> list[str]:
+        """The demo's operator (unless --operator none), then the content line's day."""
+        lines = approve_as_operator(paths) if args.operator == "approve" else []
+        return lines + run_content_day(defs, instance, day, QUIET_RUN_CONFIG)
+
+    results = run_days(defs, instance, paths, args.start, args.days, args.leads_per_day, after_day=after_day)
     if results:
         summary = daily_summary(paths, results[0].day, results[-1].day)
         print()
         print(format_summary(summary))
         print()
-        for line in [*closing_lines(results, summary, args.days), *loop_lines(paths)]:
+        for line in [*closing_lines(results, summary, args.days), *loop_lines(paths), *content_summary(paths)]:
             print(line)
         print(f"runs are in the Dagster instance at {paths.dagster_home} (make ui)")
         from factory_dagster.report.assets import run_report_job

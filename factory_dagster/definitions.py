@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from factory_dagster.assignment.assets import assignments
+from factory_dagster.content.assets import CONTENT_ASSETS, content_line
 from factory_dagster.controls.jobs import kill_switch
 from factory_dagster.controls.run_history import for_local_instance
 from factory_dagster.delivery.assets import sends
@@ -58,9 +59,18 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
         "refresh_marts", selection=dg.AssetSelection.assets(dbt_marts), executor_def=dg.in_process_executor
     )
     return dg.Definitions(
-        assets=[*LINE_ASSETS, *PRIOR_DAYS, loop_report],
+        assets=[*LINE_ASSETS, *PRIOR_DAYS, loop_report, *CONTENT_ASSETS],
         # Every stage's checks run inside its asset (resources.LineCheck).
-        jobs=[daily_line, refresh_marts, kill_switch, warehouse_integrity, experiment_decision, loop_rollback, loop_report_job],
+        jobs=[
+            daily_line,
+            refresh_marts,
+            kill_switch,
+            warehouse_integrity,
+            experiment_decision,
+            loop_rollback,
+            loop_report_job,
+            content_line,
+        ],
         schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0), weekly_integrity],
         resources={"factory": FactoryResource.from_paths(paths, **factory_overrides)},
     )

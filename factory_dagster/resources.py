@@ -28,7 +28,7 @@ from factory_dagster.models.cache import CachedAnswer, lookup
 from factory_dagster.models.gateway import ModelGateway, RunContext
 from factory_dagster.models.ledger import spent_today
 from factory_dagster.models.registry import ModelRegistry, load_registry
-from factory_dagster.models.routing import Route, resolve_routes, with_served_models
+from factory_dagster.models.routing import Route, RoutedSpec, resolve_routes, with_served_models
 from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH, Paths
 from factory_dagster.warehouse.store import connect, hold
@@ -126,8 +126,21 @@ class FactoryResource(dg.ConfigurableResource):
         run = self.run_context(context, spec)
         gateway = ModelGateway(self.registry(), self.routes(), run, cache_loader=self._cached_answers)
         limit = spec.limits.daily_budget_usd - (0.0 if audit else audit_reserve_usd(gateway, spec))
+        return self._budgeted(gateway, limit)
+
+    def content_gateway(self, context: dg.AssetExecutionContext, spec: RoutedSpec, daily_budget_usd: float) -> ModelGateway:
+        """The same for a content spec: its own routes (content stages), its own id on the ledger and its own budget."""
+        run = RunContext(context.run.run_id, partition_day(context), spec.campaign_id)
+        try:
+            routes = resolve_routes(spec, self.registry(), os.environ)
+        except SpecError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        return self._budgeted(ModelGateway(self.registry(), routes, run, cache_loader=self._cached_answers), daily_budget_usd)
+
+    def _budgeted(self, gateway: ModelGateway, limit: float) -> ModelGateway:
+        """The gateway with the day's budget: what earlier stages and runs of the day spent counts."""
         with self.warehouse() as con:
-            gateway.budget = Budget(max(0.0, limit), spent_today(con, run))
+            gateway.budget = Budget(max(0.0, limit), spent_today(con, gateway.run))
         return gateway
 
     def _cached_answers(self, keys: list[str]) -> dict[str, CachedAnswer]:

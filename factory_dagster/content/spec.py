@@ -152,6 +152,7 @@ class ContentSpec(_Strict):
     reading_grade_max: float = Field(default=9.0, ge=1, le=20, description="Flesch-Kincaid grade ceiling of a piece")
     cadence: Cadence
     variants_per_piece: int = Field(default=3, ge=1, le=10)
+    daily_budget_usd: float = Field(default=1.0, gt=0, description="hard cap on the content line's model spend a day")
     max_similarity: float = Field(
         default=0.6, gt=0, le=1, description="Jaccard index of word 3-shingles with any published piece; 1 turns the rule off"
     )

@@ -1,0 +1,147 @@
+"""Dagster wiring of the content line's day: pieces (brief → variants → gate → audit → approval), then publish and
+engagement. The logic is in `content.stages`, `review`, `publish`, `audience` and `engagement`; these assets only
+load the content spec, hand the stations a gateway and the warehouse, and say what happened in their metadata.
+
+Two assets, not seven: each Dagster step costs about a tenth of a second a day, and the content line shares the
+outreach line's time budget in `make run`. Its marts are built with the outreach line's dbt build (tag `content`).
+"""
+
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from factory_dagster.campaign.spec import SpecError
+from factory_dagster.content.audience import SimulatedAudience
+from factory_dagster.content.cli import content_spec_path, published_folder
+from factory_dagster.content.engagement import Variants, import_engagement_files
+from factory_dagster.content.features import feature_frame
+from factory_dagster.content.prior import fit_prior
+from factory_dagster.content.publish import publish_day, read_published
+from factory_dagster.content.review import approved_variants, auto_approve, published_texts, queue, store_pieces
+from factory_dagster.content.spec import ContentSpec, load_content_spec
+from factory_dagster.content.stages import audit_pieces, write_briefs, write_variants
+from factory_dagster.models.gateway import RunContext
+from factory_dagster.models.ledger import write_ledger
+from factory_dagster.partitions import DAILY
+from factory_dagster.resources import FactoryResource, line_asset, partition_day
+from factory_dagster.warehouse.store import transaction
+
+AUDIT_SAMPLE = 0.1  # of the passed variants, beside every flagged one
+MIN_GUIDANCE_IMPRESSIONS = 200  # a variant's clicks say something about its wording from this many impressions
+
+
+def content_spec() -> ContentSpec:
+    """The content spec (`FACTORY_CONTENT_SPEC`, else the example); an invalid one fails the step with file and field."""
+    try:
+        return load_content_spec(content_spec_path(None))
+    except SpecError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+
+
+def engagement_inbox(home: Path) -> Path:
+    """Where LinkedIn and GA4 exports are dropped (`linkedin/`, `ga4/`), by people or the simulated audience."""
+    return home / "inbox" / "content_engagement"
+
+
+def guidance(con: duckdb.DuckDBPyConnection, content_id: str, day: date) -> dict[str, Any] | None:
+    """What earlier pieces teach the next briefs: the cross-piece prior's feature effects, fitted on the
+    clicks of the variants published before `day` (None until any variant has enough impressions)."""
+    rows = con.execute(
+        """SELECT p.piece_id, p.variant_id, p.text,
+                  sum(e.value) FILTER (WHERE e.metric = 'impressions') AS impressions,
+                  sum(e.value) FILTER (WHERE e.metric = 'clicks') AS clicks
+           FROM raw.content_pieces p JOIN raw.content_engagement e USING (variant_id)
+           WHERE p.content_id = ? AND e.day < ?
+           GROUP BY ALL HAVING impressions >= ? ORDER BY min(e.day), p.piece_id, p.variant_id""",
+        [content_id, day, MIN_GUIDANCE_IMPRESSIONS],
+    ).df()
+    if rows.empty:
+        return None
+    rows["clicks"] = rows[["clicks", "impressions"]].fillna(0).min(axis=1)
+    prior = fit_prior(pd.concat([rows, feature_frame(rows["text"])], axis=1))
+    return {"feature_effects": prior.describe()}
+
+
+@line_asset(group_name="content", kinds={"duckdb"})
+def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
+    """The day's pieces: briefs by the premium model (with the earlier pieces' lessons), variants by the cheap
+    model, each gated; the premium judge audits the flagged ones and a sample; what passed both is approved by
+    the line, the rest waits for a person (`factory content list`)."""
+    spec = content_spec()
+    day = partition_day(context)
+    gateway = factory.content_gateway(context, spec, spec.daily_budget_usd)
+    with factory.warehouse() as con:
+        published = published_texts(con, spec.content_id, day)
+        lessons = guidance(con, spec.content_id, day)
+    briefs, notes = write_briefs(gateway, spec, day, lessons)
+    variants, more = write_variants(gateway, spec, briefs, published)
+    audits = audit_pieces(gateway, spec, variants, AUDIT_SAMPLE, f"{spec.content_id}|{day}")
+    with factory.warehouse() as con:
+        with transaction(con):
+            write_ledger(con, gateway)
+        stored = store_pieces(  # its own transaction
+            con,
+            variants,
+            content_id=spec.content_id,
+            day=day,
+            run_id=gateway.run.run_id,
+            spec_version=spec.spec_version,
+            audits=audits,
+        )
+        approved = auto_approve(con, spec.content_id, day)
+        waiting = queue(con, spec.content_id, day)
+    for note in [*notes, *more]:
+        context.log.warning(note)
+    flagged = int((variants["gate_verdict"] == "flagged").sum()) if not variants.empty else 0
+    return dg.MaterializeResult(
+        metadata={
+            "briefs": len(briefs),
+            "variants": len(variants),
+            "stored": stored,
+            "flagged_by_gate": flagged,
+            "audited": int((audits["audit_status"] == "audited").sum()) if not audits.empty else 0,
+            "auto_approved": len(approved),
+            "waiting_for_a_person": len(waiting),
+            "quarantined_or_deferred": len(notes) + len(more),
+            "guidance": dg.MetadataValue.json(lessons or {}),
+            **gateway.usage(),
+        }
+    )
+
+
+@line_asset(group_name="content", deps=[content_pieces], kinds={"duckdb"})
+def content_engagement(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
+    """Publish the day's approved variants (scheduler CSV and JSON, UTM-tagged), let the simulated audience
+    answer them in the demo, and import every new engagement export, each row accepted or quarantined."""
+    spec = content_spec()
+    day = partition_day(context)
+    run = RunContext(context.run.run_id, day, spec.campaign_id)
+    folder = published_folder(factory.paths)
+    inbox = engagement_inbox(factory.paths.home)
+    with factory.warehouse() as con:
+        approved = approved_variants(con, day, spec.content_id)
+    result = publish_day(approved, day, folder, campaign=spec.content_id) if not approved.empty else None
+    if factory.simulate_market and result is not None:
+        SimulatedAudience(seed=factory.market_seed, campaign=spec.content_id).answer_day(
+            read_published(folder / str(day)), day, inbox
+        )
+    with factory.warehouse() as con:
+        every = [read_published(day_folder) for day_folder in sorted(folder.glob("*")) if day_folder.is_dir()]
+        variants = Variants.from_pieces(pd.concat(every, ignore_index=True)) if every else None
+        summary = import_engagement_files(con, inbox, run, variants) if variants is not None else None
+    return dg.MaterializeResult(
+        metadata={
+            "published": len(approved),
+            "folder": dg.MetadataValue.path(str(folder / str(day))),
+            "engagement": dg.MetadataValue.json(asdict(summary) if summary is not None else {}),
+        }
+    )
+
+
+CONTENT_ASSETS = [content_pieces, content_engagement]
+content_line = dg.define_asset_job("content_line", selection=dg.AssetSelection.assets(*CONTENT_ASSETS), partitions_def=DAILY)
