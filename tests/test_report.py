@@ -285,3 +285,17 @@ def test_the_command_writes_into_the_data_folder_and_prints_the_page(warehouse: 
     with pytest.raises(SystemExit):
         _command("--days", "0")
     assert "at least 1 day" in capsys.readouterr().err
+
+
+def test_the_content_lines_spend_rows_are_not_a_campaign_of_the_report(tmp_path) -> None:
+    import duckdb
+
+    from factory_dagster.report.data import warehouse_campaigns
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("CREATE SCHEMA marts")
+    con.execute(
+        "CREATE TABLE marts.daily_kpis AS SELECT * FROM (VALUES ('outreach', 180, 170, 1.2), ('content', 0, 0, 0.3))"
+        " AS t(campaign_id, leads_in, sends, cost_usd)"
+    )
+    assert warehouse_campaigns(con) == ["outreach"]

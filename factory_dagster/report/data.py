@@ -97,10 +97,11 @@ def _query(con: duckdb.DuckDBPyConnection, needs: list[str], columns: list[str],
 
 
 def warehouse_campaigns(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Every campaign with assignments or daily KPIs, sorted."""
+    """Every outreach campaign (with assignments, or with leads or sends in the daily KPIs), sorted. The content
+    line's model spend also has daily KPI rows under its own id, but none of this report's figures: it is left out."""
     sources = [
-        f"SELECT campaign_id FROM {name}"
-        for name in ("raw.assignments", "marts.daily_kpis")
+        f"SELECT campaign_id FROM {name}{where}"
+        for name, where in (("raw.assignments", ""), ("marts.daily_kpis", " WHERE leads_in > 0 OR sends > 0"))
         if table_exists(con, *name.split("."))
     ]
     if not sources:
