@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
@@ -28,6 +26,8 @@ from email.policy import SMTP, EmailPolicy, default
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from factory_dagster.atomic import write_atomically
 
 MESSAGE_ID_DOMAIN = "factory.invalid"
 # The Date header is derived from the send day, not the clock, so a file is reproducible.
@@ -241,20 +241,6 @@ class FileTransport:
         if msg.send_id not in delivered:
             data = email_bytes(msg)
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, data)
+            write_atomically(path, data)
             delivered[msg.send_id] = path
         return str(delivered[msg.send_id])
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, then rename: readers see all of the file or none."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -25,11 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from factory_dagster.atomic import write_atomically
 
 EVENT_FILE_FORMAT = "factory-esp-events/1"
 ESP_PROVIDERS = ("sendgrid", "mailgun", "postmark")
@@ -73,16 +74,7 @@ def write_durably(folder: Path, name: str, data: bytes) -> Path:
     """Write `data` as `folder/name`: temp file, flush, fsync, rename, fsync the folder. Returns the path."""
     folder = Path(folder)
     _ensure_dir(folder)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(folder / name, data)
     _fsync_dir(folder)
     return folder / name
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from factory_dagster.atomic import write_atomically
 from factory_dagster.report.data import load_report_data
 from factory_dagster.report.figures import figure_rows, key_figures, summary_markdown
 from factory_dagster.report.html import render_page
@@ -31,9 +31,7 @@ class ReportResult:
 
 def _write_text(path: Path, text: str) -> None:
     """Write beside and rename, so a browser or a copy never sees half a page."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    write_atomically(path, text.encode("utf-8"))
 
 
 def write_report(warehouse: Path, out_dir: Path, campaign: str | None = None, days: int | None = None) -> ReportResult:
