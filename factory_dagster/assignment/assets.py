@@ -11,10 +11,10 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.improve.allocation import allocate, allocation_problems, assign_leads, holdout_problems, split_rules
-from factory_dagster.improve.splits import part_performance
+from factory_dagster.improve.splits import split_performance
 from factory_dagster.improve.store import list_experiments
 from factory_dagster.improve.versions import current_version
-from factory_dagster.learning.marts import arm_performance, known_send_outcomes
+from factory_dagster.learning.marts import segment_arm_performance
 from factory_dagster.planning.assets import SEND_OUTCOMES, campaign_plan
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
@@ -74,7 +74,6 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
             "SELECT segment, angle FROM raw.plans WHERE partition_day = ? AND campaign_id = ?",
             [run.partition_day, spec.campaign_id],
         ).df()
-        known = known_send_outcomes(con, spec.campaign_id, run.partition_day)
         todo = con.execute(
             f"""SELECT l.lead_id, l.segment, l.industry, l.company_size, l.seniority, l.region FROM raw.leads l
                WHERE l.partition_day = ? AND l.campaign_id = ?
@@ -92,13 +91,13 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
         running = list_experiments(con, spec.campaign_id, {"running"})
         allocation = allocate(
             plan,
-            arm_performance(known),
+            segment_arm_performance(con, spec.campaign_id, run.partition_day),
             spec,
             loop.state,
             running,
             run.partition_day,
             lambda name: registry.serving(name, os.environ),
-            part_performance(known, split_rules(loop.state, running)),
+            split_performance(con, spec.campaign_id, run.partition_day, split_rules(loop.state, running)),
         )
         new = assign_leads(todo, allocation, spec, run.partition_day)
         with transaction(con):

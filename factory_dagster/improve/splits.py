@@ -26,9 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -36,7 +37,7 @@ from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.improve.evidence import Evidence, design_experiment
 from factory_dagster.improve.experiments import OPEN_STATES, Experiment
 from factory_dagster.improve.stats import seed_for
-from factory_dagster.learning.marts import arm_performance
+from factory_dagster.learning.marts import arm_performance, known_send_outcomes
 
 SPLIT_ATTRIBUTES = ("seniority", "industry", "region", "size_band")
 SIZE_BANDS = ((200, "1-199"), (1000, "200-999"), (None, "1000+"))  # (upper bound, exclusive; label)
@@ -242,3 +243,10 @@ def part_performance(sends: pd.DataFrame, rules: Mapping[str, SplitRule]) -> pd.
     parts = pd.concat([rules[segment].parts(group) for segment, group in mine.groupby("segment")])
     named = mine["segment"] + PART_SEPARATOR + parts.reindex(mine.index)
     return arm_performance(mine.assign(segment=named))
+
+
+def split_performance(
+    con: duckdb.DuckDBPyConnection, campaign_id: str, before: date, rules: Mapping[str, SplitRule]
+) -> pd.DataFrame | None:
+    """`part_performance` of the campaign's known sends, read only when some segment is split (None otherwise)."""
+    return part_performance(known_send_outcomes(con, campaign_id, before), rules) if rules else None

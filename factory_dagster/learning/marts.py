@@ -29,6 +29,17 @@ LEAD_ATTRIBUTES = ("industry", "company_size", "seniority", "region")
 _SEND_COLUMNS = ["segment", "arm_id", "angle", *LEAD_ATTRIBUTES, *_COUNTS]
 
 
+# Every send made before $before, with its lead's attributes and whether a reply, a positive reply and an
+# unsubscribe were known by then: the one definition of "known on the day" the performance reads share.
+_KNOWN_SENDS = f"""
+    SELECT o.send_id, o.segment, o.arm_id, o.angle, {", ".join(f"l.{a}" for a in LEAD_ATTRIBUTES)},
+           coalesce(o.first_reply_known_day <= $before, false) AS replies,
+           coalesce(o.first_positive_known_day <= $before, false) AS positive_replies,
+           coalesce(o.first_unsubscribe_known_day <= $before, false) AS unsubscribes
+    FROM intermediate.int_send_outcomes o LEFT JOIN raw.leads l USING (lead_id)
+    WHERE o.campaign_id = $campaign AND o.partition_day < $before"""
+
+
 def known_send_outcomes(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
     """One row per send made before `before`, with its lead's attributes and whether a reply, a positive
     reply and an unsubscribe were known by then (the counts of `segment_arm_performance`, per send).
@@ -37,16 +48,8 @@ def known_send_outcomes(con: duckdb.DuckDBPyConnection, campaign_id: str, before
     """
     if not table_exists(con, "intermediate", "int_send_outcomes"):
         return pd.DataFrame(columns=_SEND_COLUMNS)
-    return con.execute(
-        f"""SELECT o.segment, o.arm_id, o.angle, {", ".join(f"l.{a}" for a in LEAD_ATTRIBUTES)},
-                  coalesce(o.first_reply_known_day <= $before, false) AS replies,
-                  coalesce(o.first_positive_known_day <= $before, false) AS positive_replies,
-                  coalesce(o.first_unsubscribe_known_day <= $before, false) AS unsubscribes
-           FROM intermediate.int_send_outcomes o LEFT JOIN raw.leads l USING (lead_id)
-           WHERE o.campaign_id = $campaign AND o.partition_day < $before
-           ORDER BY o.send_id""",
-        {"campaign": campaign_id, "before": before},
-    ).df()
+    known = con.execute(f"{_KNOWN_SENDS} ORDER BY o.send_id", {"campaign": campaign_id, "before": before}).df()
+    return known[_SEND_COLUMNS]
 
 
 def arm_performance(sends: pd.DataFrame) -> pd.DataFrame:
@@ -59,14 +62,22 @@ def arm_performance(sends: pd.DataFrame) -> pd.DataFrame:
 
 
 def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
-    """Sends, replies, positive replies and unsubscribes per segment and arm, counting the sends made before `before`.
+    """Sends, replies, positive replies and unsubscribes per segment and arm, counting the sends made before `before`
+    (`arm_performance` of `known_send_outcomes`, summed in DuckDB: the assign stage reads it every day).
 
     What the day's decisions learn from is what was known when the day began: the sends
     before it and the replies imported by its own observe stage at the latest. A re-run of
     the day sees the same figures (and so makes the same, cached, model calls), even though
     later days have since counted more sends and imported more replies.
     """
-    return arm_performance(known_send_outcomes(con, campaign_id, before))
+    if not table_exists(con, "intermediate", "int_send_outcomes"):
+        return pd.DataFrame(columns=_PERFORMANCE_COLUMNS)
+    counts = ", ".join(f"count(*) FILTER (WHERE {c})::BIGINT AS {c}" for c in _COUNTS)
+    return con.execute(
+        f"""SELECT segment, arm_id, any_value(angle) AS angle, count(*)::BIGINT AS sends, {counts}
+            FROM ({_KNOWN_SENDS}) GROUP BY segment, arm_id ORDER BY segment, arm_id""",
+        {"campaign": campaign_id, "before": before},
+    ).df()
 
 
 def segment_angle_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
