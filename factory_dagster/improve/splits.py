@@ -65,6 +65,11 @@ def lead_value(lead: Mapping[str, Any], attribute: str) -> str:
     return str(lead[attribute])
 
 
+def attribute_values(leads: pd.DataFrame, attribute: str) -> pd.Series:
+    """`lead_value` for every lead row (columns of raw.leads)."""
+    return leads["company_size"].map(size_band) if attribute == "size_band" else leads[attribute].astype(str)
+
+
 @dataclass(frozen=True)
 class SplitRule:
     """Leads whose `attribute` is one of `values` are the part "in", the others "out"."""
@@ -88,8 +93,8 @@ class SplitRule:
 
     def parts(self, leads: pd.DataFrame) -> pd.Series:
         """In or out, for each lead row (columns of raw.leads)."""
-        values = leads["company_size"].map(size_band) if self.attribute == "size_band" else leads[self.attribute].astype(str)
-        return pd.Series(np.where(values.isin(self.values), "in", "out"), index=leads.index)
+        inside = attribute_values(leads, self.attribute).isin(self.values)
+        return pd.Series(np.where(inside, "in", "out"), index=leads.index)
 
 
 def part_segment(segment: str, part: str) -> str:
@@ -135,7 +140,7 @@ def find_split(
     required = 1 - (1 - MIN_P_DIFFERENT) / max(1, len(scanned))
     findings = []
     for attribute in scanned:
-        values = mine["company_size"].map(size_band) if attribute == "size_band" else mine[attribute].astype(str)
+        values = attribute_values(mine, attribute)
         level_best = {
             level: angles[int(_posterior_means(*_angle_counts(group, angles), *prior).argmax())]
             for level, group in mine.groupby(values)
