@@ -29,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -294,36 +294,30 @@ def find_variant(con: duckdb.DuckDBPyConnection, content_id: str, variant_id: st
     return found[0]
 
 
+# The approved variants of a day range with their effective text (the latest edit): what publishing takes
+# and what the near-duplicate rule compares with.
+_APPROVED = """
+    WITH decided AS (
+        SELECT variant_id, arg_max(action, seq) AS decision,
+               arg_max(edited_text, seq) FILTER (WHERE action = 'edit') AS edited_text
+        FROM raw.content_reviews GROUP BY variant_id)
+    SELECT p.piece_id, p.variant_id, p.channel, p.segment, p.topic, coalesce(d.edited_text, p.text) AS text,
+           d.edited_text IS NOT NULL AS edited, d.decision, p.content_id
+    FROM raw.content_pieces p JOIN decided d USING (variant_id)
+    WHERE p.day BETWEEN $first AND $last AND ($content IS NULL OR p.content_id = $content)
+      AND d.decision IN ('approve', 'edit', 'auto_approve')"""
+
+
 def approved_variants(con: duckdb.DuckDBPyConnection, day: date, content_id: str | None = None) -> pd.DataFrame:
     """The day's approved variants with their effective text (the latest edit), in `publish.publish_day`'s shape."""
-    frame = con.execute(
-        """WITH decided AS (
-               SELECT variant_id, arg_max(action, seq) AS decision,
-                      arg_max(edited_text, seq) FILTER (WHERE action = 'edit') AS edited_text
-               FROM raw.content_reviews GROUP BY variant_id)
-           SELECT p.piece_id, p.variant_id, p.channel, p.segment, p.topic, coalesce(d.edited_text, p.text) AS text,
-                  d.edited_text IS NOT NULL AS edited, d.decision, p.content_id
-           FROM raw.content_pieces p JOIN decided d USING (variant_id)
-           WHERE p.day = $day AND ($content IS NULL OR p.content_id = $content) AND d.decision IN ('approve', 'edit', 'auto_approve')
-           ORDER BY p.piece_id, p.variant_id""",
-        {"day": day, "content": content_id},
-    ).df()
-    return frame
+    params = {"first": day, "last": day, "content": content_id}
+    return con.execute(f"{_APPROVED} ORDER BY p.piece_id, p.variant_id", params).df()
 
 
 def published_texts(con: duckdb.DuckDBPyConnection, content_id: str, before: date) -> list[str]:
     """The effective texts approved for days before `before`: what the near-duplicate rule compares with."""
-    frame = con.execute(
-        """WITH decided AS (
-               SELECT variant_id, arg_max(action, seq) AS decision,
-                      arg_max(edited_text, seq) FILTER (WHERE action = 'edit') AS edited_text
-               FROM raw.content_reviews GROUP BY variant_id)
-           SELECT coalesce(d.edited_text, p.text) AS text FROM raw.content_pieces p JOIN decided d USING (variant_id)
-           WHERE p.content_id = $content AND p.day < $before AND d.decision IN ('approve', 'edit', 'auto_approve')
-           ORDER BY p.day, p.variant_id""",
-        {"content": content_id, "before": before},
-    ).fetchall()
-    return [text for (text,) in frame]
+    params = {"first": date.min, "last": before - timedelta(days=1), "content": content_id}
+    return list(con.execute(f"{_APPROVED} ORDER BY p.day, p.variant_id", params).df()["text"])
 
 
 def history(con: duckdb.DuckDBPyConnection, variant_id: str) -> list[dict]:
