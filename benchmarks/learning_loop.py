@@ -121,7 +121,8 @@ class LoopPolicy:
         self.decide(log, day)
         self.propose_and_start_splits(log, day)
         running = [e for e in self.experiments if e.state == "running"]
-        parts = part_performance(known_sends(log, day), split_rules(self.state, running))
+        rules = split_rules(self.state, running)
+        parts = part_performance(known_sends(log, day), rules) if rules else None
         allocation = allocate(spec_only_plan(self.spec), performance, self.spec, self.state, running, day, part_performance=parts)
         return assign_loop_leads(leads, allocation, self.spec, day)
 
