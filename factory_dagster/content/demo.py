@@ -49,7 +49,9 @@ def content_summary(paths: Paths) -> list[str]:
                FROM raw.content_engagement e JOIN raw.content_pieces p USING (variant_id) WHERE p.content_id = ?""",
             [spec.content_id],
         ).fetchone()
-        quarantined = con.execute("SELECT count(*) FROM raw.content_engagement_quarantine").fetchone()[0]
+        quarantined = con.execute(
+            "SELECT count(*) FROM raw.content_engagement_quarantine WHERE campaign_id = ?", [spec.content_id]
+        ).fetchone()[0]
     waiting = variants - sum(decisions.values())
     rate = f"{clicks / impressions:.2%}" if impressions else "-"
     return [
