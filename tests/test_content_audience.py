@@ -8,7 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from factory_dagster.content.audience import SimulatedAudience
-from factory_dagster.content.engagement import Variants, email_subject_engagement, import_ga4, import_linkedin
+from factory_dagster.content.engagement import (
+    Variants,
+    email_subject_engagement,
+    import_email_events,
+    import_ga4,
+    import_linkedin,
+)
 from factory_dagster.content.publish import publish_day, read_published
 
 DAY = date(2024, 3, 4)
@@ -74,12 +80,16 @@ def test_exports_round_trip_through_the_importers_with_junk_quarantined(tmp_path
     assert junk > 0 and len(linkedin.quarantined) == junk and len(ga4.quarantined) == junk + 1  # + the organic traffic row
     assert set(linkedin.quarantined["reason_code"]) <= {"bad_number", "inconsistent", "unknown_post"}
     assert set(ga4.quarantined["reason_code"]) <= {"bad_number", "inconsistent", "unknown_variant", "no_utm_content"}
-    events = SimulatedAudience(seed=3).email_events(pieces, DAY)
+    events = SimulatedAudience(seed=3, junk_rate=0.0).email_events(pieces, DAY)
     email = email_subject_engagement(events, variants)
     truth = day.truth[day.truth["channel"] == "email_subject"].set_index(["variant_id", "metric"])["value"]
     assert (
         email.quarantined.empty and email.accepted.groupby(["variant_id", "metric"])["value"].sum().to_dict() == truth.to_dict()
     )
+    # The ESP's export in the inbox: its junk (an open reported twice) is quarantined, the counts stay true.
+    exported = import_email_events(day.email_path, variants)
+    assert exported.accounted_rows() == exported.rows and set(exported.quarantined["reason_code"]) == {"repeat_event"}
+    assert exported.accepted.groupby(["variant_id", "metric"])["value"].sum().to_dict() == truth.to_dict()
 
 
 def test_same_seed_same_bytes_other_seed_other_answers(tmp_path: Path) -> None:

@@ -59,10 +59,8 @@ def test_engagement_comes_back_and_every_export_row_is_accounted_for(content_lin
     (published,) = rows(paths, "SELECT count(DISTINCT variant_id) FROM raw.content_reviews WHERE action = 'auto_approve'")[0:1][0]
     engaged = rows(paths, "SELECT count(DISTINCT variant_id), count(*) FROM raw.content_engagement")[0]
     assert 0 < engaged[0] <= published and engaged[1] > 0
-    files = list((engagement_inbox(paths.home) / "linkedin").glob("*.csv")) + list(
-        (engagement_inbox(paths.home) / "ga4").glob("*.csv")
-    )
-    assert len(files) == 2 * DAYS
+    files = [f for source in ("linkedin", "ga4", "email") for f in (engagement_inbox(paths.home) / source).glob("*.csv")]
+    assert len(files) >= 2 * DAYS  # LinkedIn and GA4 each day, the ESP's events on days with live subject lines
     (registered,) = rows(paths, "SELECT count(*) FROM raw.intake_files WHERE kind = 'content_engagement'")[0:1][0]
     assert registered == len(files)
     reasons = {r for (r,) in rows(paths, "SELECT DISTINCT reason_code FROM raw.content_engagement_quarantine")}
@@ -93,3 +91,22 @@ def test_rerunning_a_day_adds_nothing_twice(content_line) -> None:
     )[0]
     assert after == before
     assert content_summary(paths)[0].startswith(f"content line ({content_spec().content_id}): {DAYS * 3} pieces")
+
+
+def test_each_piece_is_an_experiment_whose_split_is_published_and_concluded_after_its_window(content_line) -> None:
+    paths, _, _, _ = content_line
+    spec = content_spec()
+    experiments = rows(
+        paths,
+        f"""SELECT json_extract_string(motivating_figures_json, '$.first_day'), state FROM raw.experiments
+            WHERE campaign_id = '{spec.content_id}' AND kind = 'content_variants'""",
+    )
+    assert experiments and all(state != "proposed" for _, state in experiments)
+    first_day = [state for first, state in experiments if first == str(START)]
+    assert first_day and all(state in ("promoted", "retired", "rolled_back") for state in first_day)  # window of 3 days over
+    sums = rows(paths, "SELECT day, piece_id, sum(share) FROM raw.content_allocations GROUP BY ALL")
+    assert sums and all(abs(total - 1.0) < 1e-9 for _, _, total in sums)
+    live_on_last_day = {p for d, p, _ in sums if d == START + timedelta(days=DAYS - 1)}
+    assert len(live_on_last_day) > spec.cadence.pieces_per_day  # earlier pieces are still live beside the new ones
+    for i in range(DAYS):
+        assert (published_folder(paths) / str(START + timedelta(days=i)) / "allocation.csv").exists()

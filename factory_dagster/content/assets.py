@@ -7,7 +7,7 @@ outreach line's time budget in `make run`. Its marts are built with the outreach
 """
 
 from dataclasses import asdict
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,17 @@ from factory_dagster.campaign.spec import SpecError
 from factory_dagster.content.audience import SimulatedAudience
 from factory_dagster.content.cli import content_spec_path, published_folder
 from factory_dagster.content.engagement import Variants, import_engagement_files
-from factory_dagster.content.features import feature_frame
-from factory_dagster.content.prior import fit_prior
-from factory_dagster.content.publish import publish_day, read_published
+from factory_dagster.content.experiments import (
+    Learned,
+    allocate_day,
+    decide_pieces,
+    finished_pieces,
+    learn,
+    open_piece_experiments,
+    published_variants,
+    variant_counts,
+)
+from factory_dagster.content.publish import publish_day, publish_shares, published_days
 from factory_dagster.content.review import approved_variants, auto_approve, published_texts, queue, store_pieces
 from factory_dagster.content.spec import ContentSpec, load_content_spec
 from factory_dagster.content.stages import audit_pieces, write_briefs, write_variants
@@ -32,7 +40,6 @@ from factory_dagster.resources import FactoryResource, line_asset, partition_day
 from factory_dagster.warehouse.store import transaction
 
 AUDIT_SAMPLE = 0.1  # of the passed variants, beside every flagged one
-MIN_GUIDANCE_IMPRESSIONS = 200  # a variant's clicks say something about its wording from this many impressions
 
 
 def content_spec() -> ContentSpec:
@@ -48,23 +55,15 @@ def engagement_inbox(home: Path) -> Path:
     return home / "inbox" / "content_engagement"
 
 
-def guidance(con: duckdb.DuckDBPyConnection, content_id: str, day: date) -> dict[str, Any] | None:
-    """What earlier pieces teach the next briefs: the cross-piece prior's feature effects, fitted on the
-    clicks of the variants published before `day` (None until any variant has enough impressions)."""
-    rows = con.execute(
-        """SELECT p.piece_id, p.variant_id, p.text,
-                  sum(e.value) FILTER (WHERE e.metric = 'impressions') AS impressions,
-                  sum(e.value) FILTER (WHERE e.metric = 'clicks') AS clicks
-           FROM raw.content_pieces p JOIN raw.content_engagement e USING (variant_id)
-           WHERE p.content_id = ? AND e.day < ?
-           GROUP BY ALL HAVING impressions >= ? ORDER BY min(e.day), p.piece_id, p.variant_id""",
-        [content_id, day, MIN_GUIDANCE_IMPRESSIONS],
-    ).df()
-    if rows.empty:
-        return None
-    rows["clicks"] = rows[["clicks", "impressions"]].fillna(0).min(axis=1)
-    prior = fit_prior(pd.concat([rows, feature_frame(rows["text"])], axis=1))
-    return {"feature_effects": prior.describe()}
+def day_learning(con: duckdb.DuckDBPyConnection, spec: ContentSpec, day: date, published: pd.DataFrame) -> Learned:
+    """What the pieces whose test ended before `day` teach: the cross-piece prior and each channel's typical rate."""
+    counts = variant_counts(con, spec.content_id, day)
+    return learn(finished_pieces(published, counts, day, spec.cadence.test_days))
+
+
+def guidance(learned: Learned) -> dict[str, Any] | None:
+    """What earlier pieces teach the next briefs: the prior's feature effects (None before any piece finished)."""
+    return {"feature_effects": learned.prior.describe()} if learned.pieces else None
 
 
 @line_asset(group_name="content", kinds={"duckdb"})
@@ -77,7 +76,7 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
     gateway = factory.content_gateway(context, spec, spec.daily_budget_usd)
     with factory.warehouse() as con:
         published = published_texts(con, spec.content_id, day)
-        lessons = guidance(con, spec.content_id, day)
+        lessons = guidance(day_learning(con, spec, day, published_variants(published_days(published_folder(factory.paths)))))
     briefs, notes = write_briefs(gateway, spec, day, lessons)
     variants, more = write_variants(gateway, spec, briefs, published)
     audits = audit_pieces(gateway, spec, variants, AUDIT_SAMPLE, f"{spec.content_id}|{day}")
@@ -116,28 +115,41 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
 
 @line_asset(group_name="content", deps=[content_pieces], kinds={"duckdb"})
 def content_engagement(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
-    """Publish the day's approved variants (scheduler CSV and JSON, UTM-tagged), let the simulated audience
-    answer them in the demo, and import every new engagement export, each row accepted or quarantined."""
+    """Publish the day's approved variants (scheduler CSV and JSON, UTM-tagged); open each new piece's variant
+    experiment; split every live piece's audience over its variants (allocation.csv); let the simulated audience
+    answer in the demo; import every new engagement export, each row accepted or quarantined; and take the day's
+    look at every running piece experiment."""
     spec = content_spec()
     day = partition_day(context)
     run = RunContext(context.run.run_id, day, spec.campaign_id)
+    at = datetime.combine(day, time(18, 0))  # the day's decisions are stamped at its close, as the outreach loop's
     folder = published_folder(factory.paths)
     inbox = engagement_inbox(factory.paths.home)
     with factory.warehouse() as con:
         approved = approved_variants(con, day, spec.content_id)
-    result = publish_day(approved, day, folder, campaign=spec.content_id) if not approved.empty else None
-    if factory.simulate_market and result is not None:
-        SimulatedAudience(seed=factory.market_seed, campaign=spec.content_id).answer_day(
-            read_published(folder / str(day)), day, inbox
-        )
+    if not approved.empty:
+        publish_day(approved, day, folder, campaign=spec.content_id)
+    published = published_variants(published_days(folder))
     with factory.warehouse() as con:
-        every = [read_published(day_folder) for day_folder in sorted(folder.glob("*")) if day_folder.is_dir()]
-        variants = Variants.from_pieces(pd.concat(every, ignore_index=True)) if every else None
+        learned = day_learning(con, spec, day, published)
+        opened = open_piece_experiments(con, spec, published[published["day"] == day], learned, run, at)
+        shares = allocate_day(con, spec, published, learned, run)
+    if not shares.empty:
+        publish_shares(shares, day, folder)
+    if factory.simulate_market and not shares.empty:
+        live = shares[["variant_id", "share"]].merge(published.drop(columns="day"), on="variant_id")
+        SimulatedAudience(seed=factory.market_seed, campaign=spec.content_id).answer_day(live, day, inbox)
+    with factory.warehouse() as con:
+        variants = Variants.from_pieces(published) if not published.empty else None
         summary = import_engagement_files(con, inbox, run, variants) if variants is not None else None
+        looks = decide_pieces(con, spec.content_id, run, at)
     return dg.MaterializeResult(
         metadata={
             "published": len(approved),
             "folder": dg.MetadataValue.path(str(folder / str(day))),
+            "experiments_opened": len(opened),
+            "live_pieces": int(shares["piece_id"].nunique()) if not shares.empty else 0,
+            "looks": dg.MetadataValue.json([asdict(look) for look in looks]),
             "engagement": dg.MetadataValue.json(asdict(summary) if summary is not None else {}),
         }
     )

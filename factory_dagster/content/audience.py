@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from factory_dagster.content.features import features
+from factory_dagster.content.features import features, shown_text
 from factory_dagster.content.publish import SCHEDULED_CHANNELS, write_atomically
 
 
@@ -115,16 +115,12 @@ def _normal(*parts: object) -> float:
     return math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)
 
 
-def shown_text(text: str, channel: str) -> str:
-    """What the reader sees before deciding: a LinkedIn post's hook (first line), else the whole text."""
-    return text.strip().splitlines()[0] if channel == "linkedin_post" and text.strip() else text
-
-
 @dataclass(frozen=True)
 class AudienceDay:
     linkedin_path: Path
     ga4_path: Path
     truth: pd.DataFrame  # variant_id, channel, segment, metric, value: what really happened (tests and benchmarks)
+    email_path: Path | None = None  # the ESP's event export, when subject lines were live
 
 
 class SimulatedAudience:
@@ -162,13 +158,20 @@ class SimulatedAudience:
         return np.random.default_rng(_digest(self.seed, *parts))
 
     def respond(self, published: pd.DataFrame, day: date) -> pd.DataFrame:
-        """The day's true counts per variant (one row per variant and metric)."""
+        """The day's true counts per variant (one row per variant and metric).
+
+        A variant gets its `share` of its piece's audience for the day (the content line's split,
+        `content.experiments`); without a share column each variant is a piece alone and gets all of it.
+        A piece's reach varies from day to day by one seeded factor, as a post's reach does.
+        """
         rows = []
         for piece in published.sort_values("variant_id").to_dict("records"):
             segment, channel, variant = piece.get("segment"), piece["channel"], piece["variant_id"]
             reach, rate = self._reach(segment, channel), self.expected_click_rate(piece["text"], segment, channel)
+            share = float(piece.get("share", 1.0))
+            reach_factor = math.exp(DAY_NOISE_SD * _normal(self.seed, "reach", piece.get("piece_id", variant), day.isoformat()))
             rng = self._rng("respond", variant, day.isoformat())
-            shown = int(rng.poisson(reach.impressions * math.exp(DAY_NOISE_SD * rng.standard_normal())))
+            shown = int(rng.poisson(reach.impressions * share * reach_factor))
             if channel == "email_subject":
                 opened = int(rng.binomial(shown, rate))
                 counts = {"delivered": shown, "opened": opened, "clicked": int(rng.binomial(opened, EMAIL_CLICK_SHARE))}
@@ -194,7 +197,8 @@ class SimulatedAudience:
         return pd.DataFrame(rows, columns=["variant_id", "channel", "segment", "metric", "value"])
 
     def answer_day(self, published: pd.DataFrame, day: date, out_dir: Path) -> AudienceDay:
-        """Write `out_dir/linkedin/linkedin_<day>.csv` and `out_dir/ga4/ga4_<day>.csv` for the day's published variants."""
+        """Write `out_dir/linkedin/linkedin_<day>.csv`, `out_dir/ga4/ga4_<day>.csv` and (for e-mail subject
+        lines) `out_dir/email/email_<day>.csv` for the day's live variants (see `respond` for `share`)."""
         truth = self.respond(published, day)
         counts = truth.pivot_table(index="variant_id", columns="metric", values="value", aggfunc="sum")
         social = published[published["channel"].isin(SCHEDULED_CHANNELS)].sort_values("variant_id")
@@ -225,7 +229,12 @@ class SimulatedAudience:
         write_atomically(linkedin_path, _csv([LINKEDIN_HEADER, *linkedin]))
         preamble = f"# ----------------------------------------\n# Traffic acquisition\n# Start date: {day:%Y%m%d}\n# End date: {day:%Y%m%d}\n"
         write_atomically(ga4_path, (preamble + "\n").encode("utf-8") + _csv([GA4_HEADER, *ga4]))
-        return AudienceDay(linkedin_path, ga4_path, truth)
+        events = self._email_rows(truth[truth["channel"] == "email_subject"], day)
+        email_path = None
+        if not events.empty:
+            email_path = folder / "email" / f"email_{day}.csv"
+            write_atomically(email_path, events.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+        return AudienceDay(linkedin_path, ga4_path, truth, email_path)
 
     def _linkedin_junk(self, real: list[str], variant: str, day: date) -> list[str]:
         kind = _unit(self.seed, "junk_kind", "linkedin", variant, day.isoformat())
@@ -245,12 +254,16 @@ class SimulatedAudience:
 
     def email_events(self, published: pd.DataFrame, day: date) -> pd.DataFrame:
         """E-mail events (raw.events columns plus variant_id and `clicked`) for the day's subject-line variants."""
-        truth = self.respond(published[published["channel"] == "email_subject"], day)
+        return self._email_rows(self.respond(published[published["channel"] == "email_subject"], day), day)
+
+    def _email_rows(self, truth: pd.DataFrame, day: date) -> pd.DataFrame:
+        """An ESP's event export for the subject lines' true counts: one row per delivery, open and click,
+        plus, at the junk rate, a send's open reported twice (which the importer must credit once)."""
         rows = []
         for variant, group in truth.groupby("variant_id", sort=True):
             n = dict(zip(group["metric"], group["value"], strict=True))
             for i in range(n["delivered"]):
-                send = f"send-{variant}-{i:05d}"
+                send = f"send-{variant}-{day:%Y%m%d}-{i:05d}"
                 types = ["delivered"] + ["opened"] * (i < n["opened"]) + ["clicked"] * (i < n["clicked"])
                 rows += [
                     {
@@ -262,6 +275,9 @@ class SimulatedAudience:
                     }
                     for t in types
                 ]
+            if n["opened"] and self.junk_rate and _unit(self.seed, "junk", "email", variant, day.isoformat()) < self.junk_rate:
+                send = f"send-{variant}-{day:%Y%m%d}-00000"
+                rows.append({**rows[-1], "event_id": f"ev-{send}-opened-again", "send_id": send, "event_type": "opened"})
         return pd.DataFrame(rows, columns=["event_id", "send_id", "event_type", "occurred_at", "variant_id"])
 
 

@@ -5,6 +5,7 @@ from datetime import date
 import dagster as dg
 
 from factory_dagster.content.assets import content_spec
+from factory_dagster.content.experiments import KIND
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse.store import connect
 
@@ -52,6 +53,12 @@ def content_summary(paths: Paths) -> list[str]:
         quarantined = con.execute(
             "SELECT count(*) FROM raw.content_engagement_quarantine WHERE campaign_id = ?", [spec.content_id]
         ).fetchone()[0]
+        tests = dict(
+            con.execute(
+                "SELECT state, count(*) FROM raw.experiments WHERE campaign_id = ? AND kind = ? GROUP BY state",
+                [spec.content_id, KIND],
+            ).fetchall()
+        )
     waiting = variants - sum(decisions.values())
     rate = f"{clicks / impressions:.2%}" if impressions else "-"
     return [
@@ -59,4 +66,7 @@ def content_summary(paths: Paths) -> list[str]:
         f"{decisions.get('auto_approve', 0)} approved by the line, {waiting} waiting for a person (factory content list)",
         f"content engagement: {int(impressions):,} impressions, {int(clicks):,} clicks ({rate}); "
         f"{quarantined} export rows quarantined with a reason",
+        f"content experiments: {sum(tests.values())} pieces tested their variants; {tests.get('promoted', 0)} promoted a "
+        f"challenger, {tests.get('retired', 0)} kept the first variant, {tests.get('rolled_back', 0)} rolled back, "
+        f"{tests.get('running', 0)} still running",
     ]

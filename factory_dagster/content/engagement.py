@@ -24,9 +24,10 @@ Assumptions about the exports (column names are matched without regard to case o
   `Date` (YYYYMMDD or YYYY-MM-DD). Rows of other traffic (`(not set)` content) are quarantined as
   `no_utm_content`: the export holds the whole site's traffic, and we account for every row.
   Several rows for one variant (one per source / medium) are all accepted; marts sum them.
-- **E-mail subject lines**: the outreach line's events (the `raw.events` columns) joined to the
-  subject variant of their send (`variant_id`); `clicked` is accepted too (ESP clicks are kept in
-  `raw.esp_events_skipped`). Each event is one row of value 1, credited once per send and type.
+- **E-mail subject lines**: events in the `raw.events` columns (`event_id`, `send_id`, `event_type`,
+  `occurred_at`) with the subject variant of their send (`variant_id`), from the outreach line's
+  events or an ESP's event export dropped as CSV in `email/`; `clicked` is accepted too (ESP clicks
+  are kept in `raw.esp_events_skipped`). Each event is one row of value 1, credited once per send and type.
 
 Re-importing a file is harmless: `import_engagement_files` keys files by content hash in the
 `raw.intake_files` register (kind `content_engagement`).
@@ -327,18 +328,22 @@ def import_ga4(path: Path, variants: Variants, day: date | None = None) -> Engag
 # -- e-mail subject lines ------------------------------------------------------------------
 
 
+EMAIL_COLUMNS = ["event_id", "send_id", "event_type", "occurred_at", "variant_id"]
+
+
 def email_subject_engagement(events: pd.DataFrame, variants: Variants, source_file: str = "raw.events") -> Engagement:
     """Subject-line metrics from e-mail events joined to their send's subject variant (`variant_id`).
 
-    `source_row` is the event's position in `events` (1-based); the raw record keeps its event_id.
+    `source_row` is the event's row in its file (a `source_row` column), else its position in `events`
+    (1-based); the raw record keeps its event_id.
     """
-    needed = ["event_id", "send_id", "event_type", "occurred_at", "variant_id"]
-    missing = [c for c in needed if c not in events.columns]
+    missing = [c for c in EMAIL_COLUMNS if c not in events.columns]
     if missing:
         raise EngagementFileError(f"{source_file}: events lack column(s) {', '.join(missing)}")
     sorter, seen = _Sorter("email", source_file), {}
     stamps = pd.to_datetime(events["occurred_at"], errors="coerce", utc=True, format="mixed")
-    for position, (record, stamp) in enumerate(zip(events[needed].to_dict("records"), stamps, strict=True), start=1):
+    positions = events["source_row"] if "source_row" in events.columns else range(1, len(events) + 1)
+    for position, record, stamp in zip(positions, events[EMAIL_COLUMNS].to_dict("records"), stamps, strict=True):
         variant = "" if pd.isna(record["variant_id"]) else str(record["variant_id"]).strip()
         event_type, key = str(record["event_type"]).strip(), (str(record["send_id"]), str(record["event_type"]).strip())
         if not variant:
@@ -368,9 +373,20 @@ def email_subject_engagement(events: pd.DataFrame, variants: Variants, source_fi
     return sorter.result(len(events))
 
 
+def _email_header(path: Path, header: list[str]) -> None:
+    _require(path, header, {name: (name,) for name in EMAIL_COLUMNS})
+
+
+def import_email_events(path: Path, variants: Variants, day: date | None = None) -> Engagement:
+    """An ESP's event export (CSV, the `EMAIL_COLUMNS`) as subject-line metrics; `day` is unused (events carry their time)."""
+    header, frame, _ = _read(Path(path), _email_header)
+    frame = frame.rename(columns={name: name.strip().lower() for name in header})
+    return email_subject_engagement(frame, variants, str(path))
+
+
 # -- the warehouse -------------------------------------------------------------------------
 
-IMPORTERS = {"linkedin": import_linkedin, "ga4": import_ga4}
+IMPORTERS = {"linkedin": import_linkedin, "ga4": import_ga4, "email": import_email_events}
 
 
 @dataclass
@@ -391,7 +407,7 @@ def store_engagement(con: duckdb.DuckDBPyConnection, run: RunContext, result: En
 def import_engagement_files(
     con: duckdb.DuckDBPyConnection, inbox: Path, run: RunContext, variants: Variants, day: date | None = None
 ) -> EngagementImportSummary:
-    """Import every new export in `inbox/linkedin/` and `inbox/ga4/`, each file once (by content hash).
+    """Import every new export in `inbox/linkedin/`, `inbox/ga4/` and `inbox/email/`, each file once (by content hash).
 
     A file that cannot be read is registered as rejected with an incident naming it; the other files go on.
     """

@@ -135,6 +135,12 @@ def reading_grade(text: str) -> float:
     return 0.39 * len(found) / sentences(text) + 11.8 * per_word - 15.59
 
 
+def shown_text(text: str, channel: str) -> str:
+    """What the reader sees before deciding, so what a headline's features are measured on: a LinkedIn
+    post's hook (the first line, all the feed shows), else the whole text."""
+    return text.strip().splitlines()[0] if channel == "linkedin_post" and text.strip() else text
+
+
 def _is_number(word: str) -> bool:
     return any(ch.isdigit() for ch in word) or word.lower() in NUMBER_WORDS
 

@@ -42,6 +42,7 @@ REQUIRED_COLUMNS = ("piece_id", "variant_id", "channel", "text")
 DEFAULT_LANDING_URL = "https://example.com/"
 CSV_NAME = "bulk_upload.csv"
 JSON_NAME = "pieces.json"
+SHARES_NAME = "allocation.csv"  # the day's split of each live piece's audience over its variants
 FIRST_SLOT = time(9, 0)
 SLOT_MINUTES = 5  # Hootsuite accepts times that end in 0 or 5 only
 # Variant ids travel in URLs and in exports that other tools write: keep them plain.
@@ -172,6 +173,25 @@ def publish_day(
     changed = write_atomically(json_path, _json_bytes(day, campaign, records)) or changed
     scheduled = sum(r["scheduled_at"] is not None for r in records)
     return PublishResult(folder, csv_path, json_path, len(records), scheduled, changed)
+
+
+def publish_shares(shares: pd.DataFrame, day: date, out_dir: Path) -> Path:
+    """Write `out_dir/<day>/allocation.csv`: each live variant's share of its piece's audience that day.
+
+    What a landing-page A/B tool, an ESP's subject test or an ads manager's budget split takes as
+    weights (a piece published days ago is live again here until its test ends). Byte-identical on a re-run.
+    """
+    columns = ["piece_id", "variant_id", "experiment_id", "share"]
+    frame = shares.sort_values(["piece_id", "variant_id"], kind="stable")[columns].assign(share=lambda f: f["share"].round(6))
+    path = Path(out_dir) / day.isoformat() / SHARES_NAME
+    write_atomically(path, frame.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    return path
+
+
+def published_days(out_dir: Path) -> list[tuple[date, pd.DataFrame]]:
+    """Every published day under `out_dir` with its pieces, oldest first (a day folder without pieces is skipped)."""
+    days = sorted(p.parent for p in Path(out_dir).glob(f"*/{JSON_NAME}"))
+    return [(date.fromisoformat(d.name), read_published(d)) for d in days]
 
 
 def read_published(folder: Path) -> pd.DataFrame:

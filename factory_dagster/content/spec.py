@@ -137,6 +137,9 @@ class Topic(_Strict):
 
 class Cadence(_Strict):
     pieces_per_day: int = Field(ge=1, le=100)
+    # Days a piece's variants share its audience (the allocation shifts it towards the leader daily) before
+    # the experiment's final look names the piece's best variant.
+    test_days: int = Field(default=3, ge=1, le=30)
 
 
 class ContentSpec(_Strict):

@@ -24,10 +24,11 @@ from typing import Any, Literal
 
 from factory_dagster.improve.stats import DEFAULT_RULE, Decision, Guardrail, StoppingRule, planned_sample_size
 
-Kind = Literal["prompt_version", "hook", "segment_split", "routing", "allocation_policy"]
+Kind = Literal["prompt_version", "hook", "segment_split", "routing", "allocation_policy", "content_variants"]
 State = Literal["proposed", "approved", "rejected", "running", "promoted", "retired", "rolled_back"]
 
-KINDS: tuple[str, ...] = ("prompt_version", "hook", "segment_split", "routing", "allocation_policy")
+# content_variants: the variants of one content piece, its audience split by the content line's allocation.
+KINDS: tuple[str, ...] = ("prompt_version", "hook", "segment_split", "routing", "allocation_policy", "content_variants")
 STATES: tuple[str, ...] = ("proposed", "approved", "rejected", "running", "promoted", "retired", "rolled_back")
 TRANSITIONS: Mapping[str, frozenset[str]] = {
     "proposed": frozenset({"approved", "rejected"}),
@@ -135,8 +136,10 @@ class Experiment:
         """The traffic layer: a routing canary changes the model, a hook experiment the opening of one
         angle's messages, a segment split how angles are chosen, the other kinds the message as a whole,
         so one of each can run in a segment at once, drawn independently (a factorial design); two of
-        one layer would split the same leads and each change the other's control."""
-        return {"routing": "routing", "hook": "hook", "segment_split": "split"}.get(self.kind, "message")
+        one layer would split the same leads and each change the other's control. A content piece's
+        variant test splits the piece's own audience, never leads."""
+        layers = {"routing": "routing", "hook": "hook", "segment_split": "split", "content_variants": "content"}
+        return layers.get(self.kind, "message")
 
     @property
     def is_open(self) -> bool:

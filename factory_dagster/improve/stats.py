@@ -482,6 +482,7 @@ def decide(
     rule: StoppingRule = DEFAULT_RULE,
     days_running: int,
     seed: int,
+    horizon_reached: bool = False,
 ) -> Decision:
     """Today's decision for one running experiment: continue, promote, retire or roll_back, with reasons.
 
@@ -491,6 +492,10 @@ def decide(
     `rule.max_days`; otherwise the experiment continues. See the module docstring for why daily
     looks keep this valid. The evidence's intervals are quantiles of the same seeded draws the
     decision used, so it is self-consistent; `BetaPosterior.interval` gives the exact one.
+
+    `horizon_reached` makes today's look the final one whatever the sample: for experiments whose
+    horizon is a fixed window of days (a content piece's variant test, whose adaptive allocation
+    leaves weak arms short of any planned sample), not a planned sample.
     """
     names = [a.arm for a in arms]
     if len(set(names)) != len(names) or control not in names or len(names) < 2:
@@ -544,7 +549,7 @@ def decide(
         return Decision("roll_back", tuple(roll_back), None, evidence)
 
     mature = min(a.primary.trials for a in arms)
-    reached = mature >= planned_sample_size
+    reached = mature >= planned_sample_size or horizon_reached
     bonferroni = len(challengers)
     if reached:
         bar, look = 1.0 - (1.0 - rule.prob_better) / bonferroni, "final"
@@ -578,10 +583,15 @@ def decide(
             )
     best_p = max(comparisons[a.arm]["p_better"] for a in challengers)
     if reached:
+        why = (
+            "test window over"
+            if horizon_reached
+            else f"planned sample reached ({mature} >= {planned_sample_size} mature sends per arm)"
+        )
         return Decision(
             "retire",
             (
-                f"planned sample reached ({mature} >= {planned_sample_size} mature sends per arm) and no challenger cleared the bar "
+                f"{why} and no challenger cleared the bar "
                 f"(best {what} = {best_p:.4f}, bar {bar:.4f}; expected loss at most {rule.max_expected_loss:.2%} of control's rate "
                 f"and every guardrail's P(breach) at most {rule.promote_max_breach:g} are needed too)",
             ),

@@ -685,4 +685,21 @@ RAW_TABLES: dict[str, str] = {
         reason VARCHAR NOT NULL,
         reviewed_at TIMESTAMP NOT NULL
     """,
+    # Each day's split of a live content piece's audience over its variants (content/experiments.py): the share the
+    # scheduler, A/B tool or ESP gives each variant that day, with the counts and prior it came from. One row per
+    # (day, variant); a re-run of the day replaces them. experiment_id is null for a piece with one variant.
+    "content_allocations": """
+        day DATE NOT NULL,
+        variant_id VARCHAR NOT NULL,
+        piece_id VARCHAR NOT NULL,
+        content_id VARCHAR NOT NULL,
+        experiment_id VARCHAR,
+        share DOUBLE NOT NULL,
+        impressions_before DOUBLE NOT NULL,
+        events_before DOUBLE NOT NULL,
+        prior_mean DOUBLE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        allocated_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (day, variant_id)
+    """,
 }

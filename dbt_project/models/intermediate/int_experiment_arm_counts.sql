@@ -17,9 +17,10 @@
 with experiments as (
 
     -- Only experiments that ever ran have traffic; a view, so one started today shows at once.
+    -- A content piece's variant test counts impressions, not leads: marts.content_variant_performance.
     select experiment_id, campaign_id, kind, state, control, challengers, planned_sample_size
     from {{ source('raw', 'experiments') }}
-    where state in ('running', 'promoted', 'retired', 'rolled_back')
+    where state in ('running', 'promoted', 'retired', 'rolled_back') and kind != 'content_variants'
 
 ),
 

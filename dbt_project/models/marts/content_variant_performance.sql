@@ -1,6 +1,8 @@
 -- Content variants and what their audience did with them: one row per variant (so per variant x channel x
 -- segment; a variant has one channel and one segment), with the text the features are computed from.
 -- Engagement of a variant the line has no piece for (imported for another spec) is left out.
+-- A piece's variants are one experiment (kind content_variants): each variant's split of the audience
+-- (raw.content_allocations) and the experiment's latest look (raw.experiment_looks) come with it.
 
 with engagement as (
 
@@ -21,6 +23,30 @@ with engagement as (
         max(day) as last_engagement_day
     from {{ ref('stg_content_engagement') }}
     group by variant_id
+
+),
+
+allocations as (
+
+    select variant_id, any_value(experiment_id) as experiment_id, avg(share) as mean_share, count(*) as days_allocated
+    from {{ source('raw', 'content_allocations') }}
+    group by variant_id
+
+),
+
+experiments as (
+
+    select experiment_id, state as experiment_state, control, winner
+    from {{ source('raw', 'experiments') }}
+    where kind = 'content_variants'
+
+),
+
+latest_look as (
+
+    select experiment_id, arm as variant_id, posterior_mean, p_better
+    from {{ source('raw', 'experiment_looks') }}
+    qualify partition_day = max(partition_day) over (partition by experiment_id)
 
 )
 
@@ -57,7 +83,19 @@ select
     coalesce(e.opens, 0) / nullif(e.deliveries, 0) as open_rate,
     coalesce(e.days_with_engagement, 0) as days_published,
     e.first_engagement_day,
-    e.last_engagement_day
+    e.last_engagement_day,
+    a.experiment_id,
+    x.experiment_state,
+    case when x.control is null then null when p.variant_id = x.control then 'control' else 'challenger' end as arm_role,
+    -- The variant its piece keeps once the experiment concluded: the promoted winner, else the first (control).
+    x.experiment_state in ('promoted', 'retired', 'rolled_back') and p.variant_id = coalesce(x.winner, x.control) as kept,
+    a.mean_share,
+    coalesce(a.days_allocated, 0) as days_allocated,
+    l.posterior_mean,
+    l.p_better
 from {{ ref('stg_content_pieces') }} as p
 left join engagement as e using (variant_id)
+left join allocations as a using (variant_id)
+left join experiments as x on x.experiment_id = a.experiment_id
+left join latest_look as l on l.experiment_id = a.experiment_id and l.variant_id = p.variant_id
 where p.approved
