@@ -203,6 +203,7 @@ def _decide(
     shares: dict | None = None,
     seed: int = 1,
     guardrails: tuple[Guardrail, ...] = (UNSUB, COMPLAINTS),
+    horizon_reached: bool = False,
 ):
     return decide(
         arms,
@@ -212,6 +213,7 @@ def _decide(
         base_rate=BASE,
         guardrails=guardrails,
         rule=rule,
+        horizon_reached=horizon_reached,
         days_running=days,
         seed=seed,
     )
@@ -369,6 +371,16 @@ def test_before_the_planned_sample_only_an_overwhelming_result_promotes() -> Non
     assert no_interim.action == "continue"
     early = _decide([_arm("control", 300, 300, 5), _arm("challenger", 300, 300, 40)])  # under half the sample: no look at all
     assert early.action == "continue" and early.evidence["look"] == "none"
+
+
+def test_a_window_horizon_makes_the_look_final_whatever_the_sample() -> None:
+    # A content piece's adaptive split leaves weak arms far short of the planned sample; its window's last day decides.
+    arms = [_arm("control", 300, 300, 5), _arm("challenger", 300, 300, 40)]
+    assert _decide(arms).action == "continue"
+    final = _decide(arms, horizon_reached=True, guardrails=())
+    assert final.action == "promote" and final.evidence["look"] == "final"
+    flat = _decide([_arm("control", 300, 300, 10), _arm("challenger", 300, 300, 11)], horizon_reached=True)
+    assert flat.action == "retire" and flat.reasons[0].startswith("test window over")
 
 
 def test_running_past_the_maximum_retires() -> None:
