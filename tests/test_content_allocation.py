@@ -9,6 +9,7 @@ from helpers_content import synthetic_tests
 
 from benchmarks import content_upworthy as bench
 from factory_dagster.content.allocation import (
+    FINAL_EXPLORATION,
     CrossPiecePrior,
     Engine,
     FlatPrior,
@@ -18,6 +19,7 @@ from factory_dagster.content.allocation import (
     calibrate,
     centred_lifts,
     expected_clicks,
+    horizon_exploration,
     p_best,
     posterior_params,
     run_pieces,
@@ -199,3 +201,21 @@ def test_shipped_data_is_the_archive_with_its_readme() -> None:
     frame = bench.load_frame()
     assert len(frame) == 22_666 and frame["piece_id"].nunique() == 4_873
     assert feature_frame(frame["headline"].head(3)).shape == (3, 15)
+
+
+def test_exploration_fades_with_the_impressions_still_to_come() -> None:
+    equal = batch_fractions(10)
+    assert horizon_exploration(0.25, 0, equal) == pytest.approx(0.25)  # the first batch explores fully
+    assert horizon_exploration(0.25, 5, equal) == pytest.approx(0.25 * 4 / 9)  # 4 of 10 parts to come, 9 after the first
+    assert horizon_exploration(0.25, 9, equal) == pytest.approx(0.25 * FINAL_EXPLORATION)  # the last is nearly greedy
+    assert horizon_exploration(0.25, 0, batch_fractions(1)) == 0.25  # a single batch has no horizon to fade over
+    # In the replay: the fading engine puts more of a clear test's last batch on its leader than plain Thompson.
+    rates = np.array([[0.010, 0.013]])
+    shares = {}
+    for aware in (True, False):
+        rng = np.random.default_rng(3)
+        engine = Engine(batches=10, exploration=1.0, horizon_aware=aware)
+        shares[aware] = run_pieces(
+            np.array([40_000]), np.array([2]), FlatPrior(), binomial_audience(rates, rng), engine, rng
+        ).shares
+    assert shares[True][-1, 0, 1] > shares[False][-1, 0, 1]

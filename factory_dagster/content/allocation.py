@@ -19,6 +19,11 @@ Two things differ from the outreach loop's angle allocation, for reasons:
   about e times the variance. e = 1 is Thompson sampling; smaller explores less. In the Upworthy
   replay (`benchmarks/content_upworthy.py`) the calibration settles on e between 1/32 and 1/4,
   worth about 2 points of the oracle's clicks over plain Thompson sampling at 10 batches.
+- **Exploration fades as the piece's audience runs out** (`horizon_exploration`): batch b explores
+  e x (the share of impressions still to come after it / that share after the first batch), down to
+  a floor, so the last batch goes almost entirely to the leader. Learning pays only through the
+  impressions still to come; a batch with none after it has nothing to learn for. In the Upworthy
+  replay this is worth about 0.2 points of the oracle's clicks.
 
 Arrays are (pieces, variants) with the variants of a piece left-aligned and NaN (or 0 impressions)
 where a piece has fewer variants than the widest; `variants` says how many each piece has.
@@ -44,6 +49,7 @@ class Engine:
     draws: int = 256
     exploration: float = 1.0
     growth: float = 1.0  # batch b gets growth^b parts of the impressions (see `batch_fractions`)
+    horizon_aware: bool = True  # exploration fades with the impressions still to come (`horizon_exploration`)
 
     def __post_init__(self) -> None:
         if self.batches < 1 or self.draws < 1:
@@ -146,6 +152,20 @@ def batch_fractions(batches: int, growth: float = 1.0) -> np.ndarray:
     return parts / parts.sum()
 
 
+FINAL_EXPLORATION = 0.02  # the floor of the fading exploration: the last batch is nearly greedy, never a hard argmax
+
+
+def horizon_exploration(exploration: float, batch: int, fractions: np.ndarray) -> float:
+    """Batch `batch`'s exploration: `exploration` x the share of impressions after it over that after batch 0.
+
+    `fractions` are the batches' shares of the impressions (`batch_fractions`); one batch alone explores fully.
+    """
+    after = 1.0 - np.cumsum(fractions)
+    if len(fractions) < 2 or after[0] <= 0:
+        return exploration
+    return exploration * max(float(after[batch] / after[0]), FINAL_EXPLORATION)
+
+
 def batch_sizes(totals: np.ndarray, batches: int, growth: float = 1.0) -> np.ndarray:
     """(batches, pieces) impressions per batch: integer parts by `batch_fractions` that sum to each total."""
     totals = np.asarray(totals, dtype=np.int64)
@@ -186,9 +206,11 @@ def run_pieces(
     impressions = np.zeros((len(totals), width))
     clicks = np.zeros((len(totals), width))
     history = []
+    fractions = batch_fractions(engine.batches, engine.growth)
     for index, size in enumerate(batch_sizes(totals, engine.batches, engine.growth)):
         alpha, beta = posterior_params(prior, impressions, clicks)
-        shares = p_best(alpha, beta, variants, rng, engine.draws, engine.exploration)
+        exploration = horizon_exploration(engine.exploration, index, fractions) if engine.horizon_aware else engine.exploration
+        shares = p_best(alpha, beta, variants, rng, engine.draws, exploration)
         shares = np.where(valid, shares, 0.0)
         shares /= shares.sum(axis=1, keepdims=True)
         batch = rng.multinomial(size, shares).astype(float)

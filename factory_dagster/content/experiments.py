@@ -13,7 +13,8 @@ and the Dagster UI show both lines' experiments alike. Two things are the conten
 - **The split is adaptive.** The outreach loop holds a fixed split until a planned sample; a piece
   lives a few days for an audience that will not come back, so each day its audience goes to the
   variants by their probability of being the best (Thompson sampling, `content.allocation.p_best`,
-  with the exploration the Upworthy replay calibrated), from Beta posteriors whose prior comes from
+  with the exploration the Upworthy replay calibrated, fading over the window so its last day goes
+  almost all to the leader), from Beta posteriors whose prior comes from
   earlier pieces (`content.prior`: feature lifts, a channel's typical rate). The last day of the
   window is the experiment's final look (`decide(horizon_reached=True)`): a challenger that beats
   the writer's first variant at the rule's bar is promoted, otherwise the experiment is retired and
@@ -34,7 +35,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from factory_dagster.content.allocation import CrossPiecePrior, centred_lifts, p_best, posterior_params
+from factory_dagster.content.allocation import (
+    CrossPiecePrior,
+    batch_fractions,
+    centred_lifts,
+    horizon_exploration,
+    p_best,
+    posterior_params,
+)
 from factory_dagster.content.features import feature_frame, shown_text
 from factory_dagster.content.prior import DEFAULT_BASE_RATE, HeadlinePrior, empty_prior, fit_prior
 from factory_dagster.content.spec import ContentSpec
@@ -276,7 +284,9 @@ def day_shares(
         if experiment is not None and experiment.state == "running":
             alpha, beta = posterior_params(prior, shown, clicked)
             rng = np.random.default_rng(seed_for(experiment.experiment_id, day))
-            shares = p_best(alpha, beta, np.array([len(arms)]), rng, DRAWS, EXPLORATION)[0]
+            window_day = (day - piece["day"].iloc[0]).days  # each day of the window is a batch
+            exploration = horizon_exploration(EXPLORATION, window_day, batch_fractions(test_days))
+            shares = p_best(alpha, beta, np.array([len(arms)]), rng, DRAWS, exploration)[0]
         elif experiment is not None:
             shares = np.array([1.0 if arm == kept_variant(experiment) else 0.0 for arm in arms])
         else:
