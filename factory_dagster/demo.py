@@ -12,6 +12,7 @@ as the daily schedule would. Any other failure stops the demo.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -38,13 +39,23 @@ from factory_dagster.settings import Paths
 from factory_dagster.warehouse.store import connect, fetch_one
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+DAGSTER_YAML_HEADER = "# Written by Factory"
 DAGSTER_YAML = """\
-# Written by Factory. Every DuckDB-touching step runs in the `duckdb` pool: one at a time.
+# Written by Factory, and rewritten by `factory demo` and `factory ui` (remove this line to keep your own settings).
+# Every DuckDB-touching step runs in the `duckdb` pool: one at a time.
 concurrency:
   pools:
     default_limit: 1
 telemetry:
   enabled: false
+# Dagster's own SQLite files in this folder, each opened once per process instead of once per event
+# (factory_dagster/controls/run_history.py).
+storage:
+  custom:
+    module: factory_dagster.controls.run_history
+    class: PooledSqliteStorage
+    config:
+      base_dir: {home}
 """
 SUMMARY_COLUMNS = {
     "day": "day",
@@ -63,12 +74,13 @@ SUMMARY_COLUMNS = {
 
 
 def prepare_dagster_home(paths: Paths) -> dg.DagsterInstance:
-    """The persistent Dagster instance under the data folder, with the DuckDB pool limited to 1."""
+    """The persistent Dagster instance under the data folder, with the DuckDB pool limited to 1 and its SQLite files pooled."""
     home = paths.dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    config, wanted = home / "dagster.yaml", DAGSTER_YAML.format(home=json.dumps(str(home.resolve())))
+    # Factory's own file is brought up to date (an older version's, or a data folder that moved); a person's is left alone.
+    if not config.exists() or (config.read_text().startswith(DAGSTER_YAML_HEADER) and config.read_text() != wanted):
+        config.write_text(wanted)
     os.environ["DAGSTER_HOME"] = str(home)
     write_without_fsync(home)
     return dg.DagsterInstance.get()

@@ -1,11 +1,15 @@
-"""The local Dagster instance's SQLite files skip fsync; other SQLite files keep SQLite's default."""
+"""The local Dagster instance's SQLite files skip fsync (other SQLite files keep SQLite's default) and are opened once
+per process, in the files and schema Dagster's default storage reads."""
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from factory_dagster.controls.run_history import KEEP_FSYNC_ENV, for_local_instance, write_without_fsync
+from factory_dagster.controls.run_history import KEEP_FSYNC_ENV, PooledSqliteStorage, for_local_instance, write_without_fsync
+from factory_dagster.demo import prepare_dagster_home
+from factory_dagster.settings import Paths
 
 FULL, OFF = 2, 0
 
@@ -52,3 +56,63 @@ def test_definitions_apply_it_only_to_the_data_folders_own_instance(tmp_path: Pa
     monkeypatch.setenv("DAGSTER_HOME", str(ours))
     assert for_local_instance(ours)
     assert _synchronous(ours / "run.db") == OFF
+
+
+def _one_asset_job() -> dg.JobDefinition:
+    @dg.asset(check_specs=[dg.AssetCheckSpec("positive", asset="numbers")])
+    def numbers() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"rows": 3}, check_results=[dg.AssetCheckResult(check_name="positive", passed=True)])
+
+    job = dg.define_asset_job("numbers_job", executor_def=dg.in_process_executor)
+    return dg.Definitions(assets=[numbers], jobs=[job]).resolve_job_def("numbers_job")
+
+
+def test_the_pooled_storage_writes_the_files_dagsters_default_storage_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the demo records, the UI (any Dagster process on the folder) sees: same files, same schema, both ways."""
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    paths = Paths(tmp_path, tmp_path / "warehouse.duckdb", tmp_path / "inbox", tmp_path / "spec.yaml")
+    job = _one_asset_job()
+    with prepare_dagster_home(paths) as pooled:
+        assert isinstance(pooled.get_ref().storage, PooledSqliteStorage)
+        first = job.execute_in_process(instance=pooled)
+        assert first.success
+    default_yaml = tmp_path / "default"
+    default_yaml.mkdir()
+    (default_yaml / "dagster.yaml").write_text(f"storage:\n  sqlite:\n    base_dir: {home}\n")
+    with dg.DagsterInstance.from_config(str(default_yaml)) as stock:
+        assert not isinstance(stock.get_ref().storage, PooledSqliteStorage)
+        assert [r.run_id for r in stock.get_runs()] == [first.run_id]
+        assert stock.get_run_by_id(first.run_id).is_success
+        record = stock.get_latest_materialization_event(dg.AssetKey("numbers"))
+        assert record is not None and record.run_id == first.run_id
+        assert stock.get_latest_asset_check_evaluation_record(dg.AssetCheckKey(dg.AssetKey("numbers"), "positive"))
+        second = job.execute_in_process(instance=stock)
+    with dg.DagsterInstance.from_config(str(home)) as pooled_again:
+        assert {r.run_id for r in pooled_again.get_runs()} == {first.run_id, second.run_id}
+        events = pooled_again.all_logs(second.run_id)
+        assert any(e.dagster_event and e.dagster_event.is_step_success for e in events)
+    # Closing the instance closed its connections: SQLite folded the write-ahead logs back into the files.
+    assert not list(home.rglob("*.db-wal"))
+
+
+def test_the_demo_keeps_dagster_yaml_current_but_not_a_persons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "dagster_home"
+    paths = Paths(tmp_path, tmp_path / "warehouse.duckdb", tmp_path / "inbox", tmp_path / "spec.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    home.mkdir()
+    config = home / "dagster.yaml"
+    config.write_text(
+        "# Written by Factory. Every DuckDB-touching step runs in the `duckdb` pool\ntelemetry:\n  enabled: false\n"
+    )
+    prepare_dagster_home(paths).dispose()
+    assert "PooledSqliteStorage" in config.read_text() and str(home.resolve()) in config.read_text()
+    config.write_text(config.read_text().replace(str(home.resolve()), "/where/it/was/before"))  # the data folder moved
+    prepare_dagster_home(paths).dispose()
+    assert "/where/it/was/before" not in config.read_text()
+    own = "telemetry:\n  enabled: false\n"
+    config.write_text(own)
+    prepare_dagster_home(paths).dispose()
+    assert config.read_text() == own

@@ -19,11 +19,29 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from dagster._config import StringSource
+from dagster._config.config_schema import UserConfigSchema
+from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine
 
 KEEP_FSYNC_ENV = "FACTORY_DAGSTER_FSYNC"
 _HOMES: set[str] = set()
@@ -62,3 +80,103 @@ def for_local_instance(dagster_home: Path) -> bool:
     if not current or Path(current).resolve() != Path(dagster_home).resolve():
         return False
     return write_without_fsync(dagster_home)
+
+
+# --- The same SQLite files, opened once per process ------------------------------------------------------------------
+#
+# Why: Dagster's SQLite storages build a new SQLAlchemy engine and open (then close, checkpointing the WAL) a new SQLite
+# connection for every event they record and every run record they read or write: a demo day's run made about 1,100 of
+# them, a few milliseconds each. These classes keep one pooled engine per database file and are otherwise Dagster's
+# own: the same files, schema and migrations, so `make ui` (which loads the same dagster.yaml) reads and writes them as
+# before, and other processes see every commit at once (WAL mode).
+
+_OPEN_SHARDS = 4  # the index shard and the few runs a process records or reads at a time
+
+
+def _pooled_engine(conn_string: str) -> Engine:
+    """An engine with SQLAlchemy's default pool for a SQLite file: a connection is checked out per use, then kept."""
+    return create_engine(conn_string, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+
+
+def _dispose_all(engines: OrderedDict[str, Engine]) -> None:
+    while engines:
+        engines.popitem()[1].dispose()
+
+
+class PooledSqliteRunStorage(SqliteRunStorage):
+    """Dagster's SQLite run storage (`history/runs.db`), with one engine for the file."""
+
+    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None) -> None:
+        super().__init__(conn_string, inst_data)
+        self._engine = _pooled_engine(conn_string)
+        weakref.finalize(self, self._engine.dispose)  # at exit too: closing checkpoints the WAL into the file
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
+
+
+class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's run-sharded SQLite event log (`history/runs/*.db`), with engines kept for the recent shards."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        super().__init__(base_dir, inst_data)
+        weakref.finalize(self, _dispose_all, self._engines)  # at exit too: closing checkpoints the WAL into the file
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        with self._db_lock:
+            engine = self._engines.get(shard)
+            if engine is None:
+                engine = self._engines[shard] = _pooled_engine(self.conn_string_for_shard(shard))
+                while len(self._engines) > _OPEN_SHARDS:
+                    self._engines.popitem(last=False)[1].dispose()
+            else:
+                self._engines.move_to_end(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def _dispose_engines(self) -> None:
+        with self._db_lock:
+            _dispose_all(self._engines)
+
+    def wipe(self) -> None:
+        self._dispose_engines()  # the run shards' files are deleted: no connection may keep them open
+        super().wipe()
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._dispose_engines()
+
+
+class PooledSqliteStorage(DagsterSqliteStorage):
+    """Dagster's SQLite storage (runs, event logs, schedules) in the same files, each opened once per process.
+
+    dagster.yaml: `storage: {custom: {module: factory_dagster.controls.run_history, class: PooledSqliteStorage,
+    config: {base_dir: <DAGSTER_HOME>}}}`: in DAGSTER_HOME, Dagster's default storage keeps the same files.
+    """
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        self.base_dir = base_dir
+        self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
+        self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        DagsterStorage.__init__(self)
+
+    @classmethod
+    def config_type(cls) -> UserConfigSchema:
+        return {"base_dir": StringSource}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]) -> PooledSqliteStorage:
+        return cls.from_local(config_value["base_dir"], inst_data=inst_data)
