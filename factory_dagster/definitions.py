@@ -6,6 +6,7 @@ import dagster as dg
 
 from factory_dagster.assignment.assets import assignments
 from factory_dagster.content.assets import CONTENT_ASSETS, content_line
+from factory_dagster.content.review_job import content_review
 from factory_dagster.controls.jobs import kill_switch
 from factory_dagster.controls.run_history import for_local_instance
 from factory_dagster.delivery.assets import sends
@@ -70,6 +71,7 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
             loop_rollback,
             loop_report_job,
             content_line,
+            content_review,
         ],
         schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0), weekly_integrity],
         resources={"factory": FactoryResource.from_paths(paths, **factory_overrides)},

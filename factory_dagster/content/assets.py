@@ -18,6 +18,7 @@ import pandas as pd
 from factory_dagster.campaign.spec import SpecError
 from factory_dagster.content.audience import SimulatedAudience
 from factory_dagster.content.cli import content_spec_path, published_folder
+from factory_dagster.content.edits import edit_lessons, with_edit_notes
 from factory_dagster.content.engagement import Variants, import_engagement_files
 from factory_dagster.content.experiments import (
     Learned,
@@ -68,15 +69,16 @@ def guidance(learned: Learned) -> dict[str, Any] | None:
 
 @line_asset(group_name="content", kinds={"duckdb"})
 def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
-    """The day's pieces: briefs by the premium model (with the earlier pieces' lessons), variants by the cheap
-    model, each gated; the premium judge audits the flagged ones and a sample; what passed both is approved by
-    the line, the rest waits for a person (`factory content list`)."""
+    """The day's pieces: briefs by the premium model (with the earlier pieces' lessons and what operators' edits
+    taught), variants by the cheap model, each gated; the premium judge audits the flagged ones and a sample; what
+    passed both is approved by the line, the rest waits for a person (`factory content list`)."""
     spec = content_spec()
     day = partition_day(context)
     gateway = factory.content_gateway(context, spec, spec.daily_budget_usd)
     with factory.warehouse() as con:
         published = published_texts(con, spec.content_id, day)
-        lessons = guidance(day_learning(con, spec, day, published_variants(published_days(published_folder(factory.paths)))))
+        learned = day_learning(con, spec, day, published_variants(published_days(published_folder(factory.paths))))
+        lessons = with_edit_notes(guidance(learned), edit_lessons(con, spec.content_id, day))
     briefs, notes = write_briefs(gateway, spec, day, lessons)
     variants, more = write_variants(gateway, spec, briefs, published)
     audits = audit_pieces(gateway, spec, variants, AUDIT_SAMPLE, f"{spec.content_id}|{day}")

@@ -7,12 +7,17 @@ their answers from templates and the JSON brief, deterministically per brief and
   planned today, states the angle for that reader, picks the topic's claims and passes on the
   guidance lines that fit. At its defect rate it names a claim the topic does not have, a segment
   or a channel the spec does not have: the brief stage refuses such an answer.
-- **content_variants** (cheap): `count` variants that mix a question, a plain statement, a figure
-  from the claims, a negative wording and a "here is how" line, each within the channel's limits
-  (for a LinkedIn post: a hook line and a short body from the claims). It reads the brief's
-  guidance: it drops questions when they cost clicks and leads with a figure when figures help.
-  At its defect rate a variant carries one of `CONTENT_DEFECT_TYPES`, each a rule the content gate
-  catches (`content.gates.check_piece`).
+- **content_variants** (cheap): `count` variants in different styles (a question, a plain statement,
+  a figure from the claims, a negative wording, a "here is how" line), each a sentence frame of its
+  style (`FRAMES`) with slots drawn from the brief: the topic, the segment's readers, a time of the
+  month, a claim's figure. A LinkedIn post adds a body of a context line, one claim, a piece of
+  advice, a closing line and hashtags, each drawn from a pool. So two pieces on one topic rarely
+  share most of their wording (the gate's near-duplicate rule), and the same brief always gives the
+  same texts. Each variant is within the channel's limits and the brief's reading grade. It reads
+  the brief's guidance: it drops questions when they cost clicks, leads with a figure when figures
+  help, and leaves out any phrase a note says operators removed ("operators removed 'X' in 3 of 4
+  ... edits", `content.edits`). At its defect rate a variant carries one of `CONTENT_DEFECT_TYPES`,
+  each a rule the content gate catches (`content.gates.check_piece`).
 - **content_audit** (premium judge): scores truthfulness to the claims, voice and channel fit
   from 1 to 5 by the checks a careful reviewer makes, reading only the brief and the piece, and
   fails a piece that scores 2 or less anywhere. It notices each problem with probability
@@ -21,12 +26,14 @@ their answers from templates and the JSON brief, deterministically per brief and
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
 import re
 from typing import Any
 
+from factory_dagster.content.features import reading_grade
 from factory_dagster.models.offline_judge import _HYPE, _OFFER, _PROMISE, _SUPERLATIVE, _URL, _new_matches, _noise, _norm
 from factory_dagster.models.prompts import GUIDANCE_TAG, PIECE_TAG, parse_tagged_json
 
@@ -113,9 +120,166 @@ def content_brief_answer(brief: dict[str, Any], guidance: list[str], rng: random
 
 # ---------------------------------------------------------------- the variants
 
+# Sentence frames by style. Slots: {t} the topic ("close habits"), {T} the same capitalised, {r} the readers (from the
+# segment), {w} a time of the month; number frames also {f}/{F} (a claim's figure with its unit: "up to 4 days faster")
+# and {c} (the claim itself). Frames differ in structure, not in one word, and each draws two or three slots, so two
+# pieces on one topic rarely share most of their wording (the gate's near-duplicate rule compares word 3-shingles).
+# A frame never makes the topic a verb's subject ("close habits goes ..."): any topic name reads right in it.
+FRAMES: dict[str, tuple[str, ...]] = {
+    "question": (
+        "What do {r} get wrong about {t} {w}?",
+        "{W}, do {r} have a plan for {t}?",
+        "What would change for {r} {w} with a plan for {t}?",
+        "{T}: what do {r} check first {w}?",
+        "Who owns {t} for {r} {w}?",
+        "When did {r} last look hard at {t} {w}?",
+        "Could {t} be simpler for {r} {w}?",
+        "Which part of {t} takes {r} the longest {w}?",
+        "Do {r} talk about {t} {w}?",
+        "{W}, what slows {r} down on {t}?",
+        "How do {r} think about {t} {w}?",
+    ),
+    "statement": (
+        "A closer look at {t} for {r} {w}.",
+        "{T} {w}: notes for {r}.",
+        "Notes from {r} on {t} {w}.",
+        "{W}: {t}, step by step, for {r}.",
+        "A short read on {t} for {r} {w}.",
+        "For {r}, {t} {w} can be plain and calm.",
+        "The quiet side of {t} for {r} {w}.",
+        "{T}: a habit for {r}, not a project, {w}.",
+        "{W}, {r} keep {t} in view.",
+        "Plain talk about {t} for {r} {w}.",
+        "{T} for {r}: what matters {w}.",
+    ),
+    "number": (
+        "{F}: what it means for {r} {w}.",
+        "{T} {w}, {f}, for {r}.",
+        "{F}. Here is what {r} notice {w}.",
+        "{F}, for {r} {w}.",
+        "The figure {r} ask about {w}: {f}.",
+        "{T} for {r} {w}: {f}.",
+        "For {r} {w}: {c}",
+    ),
+    "negative": (
+        "The mistake {r} make with {t} {w}.",
+        "What goes wrong for {r} with {t} {w}.",
+        "{T}: where it goes wrong for {r} {w}.",
+        "The hidden problem {r} find in {t} {w}.",
+        "Late nights and lost hours {w}: {t} for {r}.",
+        "{T} without the mess: {r} {w}.",
+        "The painful part of {t} for {r} {w}.",
+        "A common mistake in {t} {w}, and the fix for {r}.",
+        "No {r} should lose sleep over {t} {w}.",
+        "The worry {r} bring to {t} {w}.",
+        "{W}, small problems in {t} grow fast for {r}.",
+    ),
+    "how": (
+        "Here is how {r} handle {t} {w}.",
+        "How {r} get {t} right {w}.",
+        "How {r} keep {t} simple {w}.",
+        "{T}: how calm {r} do it {w}.",
+        "A plain guide for {r} to {t} {w}.",
+        "How {r} make room for {t} {w}.",
+        "{W}, here is a simple way into {t} for {r}.",
+        "{W}: how to start on {t} with {r}.",
+        "Where {r} start with {t} {w}.",
+        "How {r} take the stress out of {t} {w}.",
+        "{W}: how {r} stay on top of {t}.",
+    ),
+}
+WHEN = (
+    "at month-end",
+    "before the next close",
+    "in the last week of the month",
+    "on close day",
+    "when the books close",
+    "this month",
+    "after a long close",
+    "at the start of the month",
+)
+READER_WORDS = ("", "busy ", "new ", "senior ")  # drawn before the readers: "for busy controllers"
+# A LinkedIn post's body: a line of context, a claim, a piece of advice, a closing line and up to two hashtags.
+CONTEXT = (
+    "Month-end has a way of eating the last week of every month.",
+    "Most finance teams know the feeling of a close that drags on.",
+    "The close tends to pile up in the last few days.",
+    "Late nights at month-end are common, but they are not a rule.",
+    "{R} often tell the same story about {t}.",
+    "{R} bring up {t} in nearly every talk.",
+    "A calm close starts long before the last day of the month.",
+    "Few teams plan for {t} until it hurts.",
+    "The work does not change much from month to month, and that is good news.",
+    "Ask {r} about {t} and you hear the same few things.",
+)
+ADVICE = (
+    "Start with the checks that always run late.",
+    "Write down who owns each step of the close.",
+    "Move the small checks to the first days of the month.",
+    "Keep a short list of what broke last time.",
+    "Agree on a cut-off time for late entries.",
+    "Clear small mismatches the day they show up.",
+    "Share the close plan with the whole team early.",
+    "Keep notes on each fix so the next close is quicker.",
+    "Pick the step that hurts most and fix that first.",
+    "Look at {t} before the rush, not during it.",
+)
+CLOSINGS = (
+    "Worth a look before your next close.",
+    "Read more at the link.",
+    "Tell us what works for you.",
+    "What would you add?",
+    "Save this for the next month-end.",
+    "Share it with someone who runs the close.",
+    "More on this at the link.",
+)
+HASHTAGS = ("#monthend", "#finance", "#accounting", "#closeprocess")
+_GENERAL_SEGMENTS = frozenset({"general", "all", "everyone", "other", "others"})
+_FIGURE_LEAD = frozenset({"within", "in", "under", "over", "about", "nearly", "than", "just"})
+_EDGE = ".,;:!?\"'()[]…-–— "  # as review.analysis strips a word's edges: content.edits compares phrases this way
+_REMOVED = re.compile(r"\boperators removed '(.+)' in \d+ of \d+\b")
+
 
 def _fits(text: str, limit: int) -> bool:
     return bool(text) and len(text) <= limit
+
+
+def _tokens(text: str) -> list[str]:
+    return [t for t in (w.strip(_EDGE).casefold() for w in text.split()) if t]
+
+
+def removed_phrases(guidance: list[str]) -> list[str]:
+    """The phrases guidance notes say operators removed (`content.edits` writes "operators removed 'X' in 3 of 4 ...")."""
+    return [m.group(1) for line in guidance if (m := _REMOVED.search(line))]
+
+
+def _avoids(text: str, avoid: list[list[str]]) -> bool:
+    """Whether `text` uses none of the phrases (token lists) operators removed."""
+    words = _tokens(text)
+    return not any(words[i : i + len(p)] == p for p in avoid for i in range(len(words) - len(p) + 1))
+
+
+def _readers(segment: Any) -> str:
+    """Who the piece talks about, from the segment's name: "scaleup_finance_leaders" -> "finance leaders"."""
+    name = str(segment.get("name", "") if isinstance(segment, dict) else segment or "")
+    words = [w for w in name.lower().split("_") if w]
+    if not words or words[0] in _GENERAL_SEGMENTS:
+        return "finance teams"
+    return " ".join(words[-2:])
+
+
+def _figure(claim: str) -> str:
+    """A claim's figure with its unit and the words that qualify it ("up to 4 days faster", "within 2 weeks"), or ""."""
+    words = claim.rstrip(".").split()
+    at = next((i for i, w in enumerate(words) if _DIGITS.search(w)), None)
+    if at is None:
+        return ""
+    start = at
+    if [w.lower() for w in words[max(0, at - 2) : at]] == ["up", "to"]:
+        start = at - 2
+    elif at and words[at - 1].lower() in _FIGURE_LEAD:
+        start = at - 1
+    return " ".join(words[start : at + 3]).rstrip(",;:")
 
 
 def _styles(brief: dict[str, Any], figures: list[str]) -> list[str]:
@@ -132,35 +296,63 @@ def _styles(brief: dict[str, Any], figures: list[str]) -> list[str]:
     return styles
 
 
-def _line(style: str, topic: str, brief: dict[str, Any], figures: list[str], index: int) -> str:
-    """One headline-length line in a style (the hook of a post, or a whole subject line or headline)."""
-    phrase = _phrase(topic)
-    angle = str(brief.get("topic_angle") or brief.get("angle") or "").split(",")[0].rstrip(".")
-    options = {
-        "question": (
-            f"Is {phrase} on your list this month?",
-            f"What would better {phrase} change for your team?",
-            f"How much does {phrase} matter to you?",
-        ),
-        "statement": (f"{angle}.", f"A closer look at {phrase}.", f"A note on {phrase}."),
-        "number": tuple(figures) or ("",),
-        "negative": (
-            f"The mistake most teams make with {phrase}.",
-            f"What goes wrong with {phrase} at month-end.",
-            f"Why {phrase} goes wrong at month-end.",
-        ),
-        "how": (f"Here is how calm teams handle {phrase}.", f"How to get {phrase} right this month.", f"How teams fix {phrase}."),
-    }[style]
-    return options[index % len(options)]
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
-def _post(hook: str, brief: dict[str, Any], rng: random.Random) -> str:
-    """A LinkedIn post: the hook line, the claims as short sentences, a closing line and up to two hashtags."""
-    claims = [str(c["text"]) for c in brief.get("claims") or []]
-    body = " ".join(rng.sample(claims, len(claims))) if claims else f"Small habits help with {_phrase(brief['topic'])}."
-    closing = rng.choice(("Worth a look before your next close.", "Read more at the link.", "Tell us what works for you."))
-    tags = " ".join(rng.sample(["#monthend", "#finance", "#accounting"], 2))
-    return f"{hook}\n\n{body}\n\n{closing}\n{tags}"
+def _fills(frame: str, brief: dict[str, Any], figures: list[str]) -> list[str]:
+    """Every way to fill a frame's slots from the brief: each figure, reader word and time of the month, and the frame
+    without its time of the month (a short channel may only have room for that)."""
+    topic, readers = _phrase(str(brief["topic"])), _readers(brief.get("segment"))
+    frames = [frame, re.sub(r"\{W\}[,:] |,? ?\{w\}", "", frame)] if "{w}" in frame or "{W}" in frame else [frame]
+    claims = figures if "{f}" in frame or "{F}" in frame or "{c}" in frame else [""]
+    filled = []
+    for form, claim, word, when in itertools.product(frames, claims, READER_WORDS, WHEN):
+        figure, reader = _figure(claim), word + readers
+        if claim and not figure and "{c}" not in form:
+            continue
+        slots = {"t": topic, "T": _capital(topic), "r": reader, "R": _capital(reader), "w": when, "W": _capital(when)}
+        filled.append(_capital(form.format(**slots, c=claim, f=figure, F=_capital(figure))))
+    return list(dict.fromkeys(filled))
+
+
+def _line(
+    style: str, brief: dict[str, Any], rng: random.Random, figures: list[str], limit: int, avoid: list[list[str]], seen: set[str]
+) -> str:
+    """A headline-length line in a style: a frame drawn at random, then one of its fillings that fits within `limit`,
+    is new to the piece, reads within the brief's reading grade and uses no phrase operators removed; "" when no frame
+    of the style has one."""
+    grade_max = float(brief.get("reading_grade_max") or math.inf)  # the writer keeps its words as simple as asked
+    for frame in rng.sample(FRAMES[style], len(FRAMES[style])):
+        usable = [
+            line
+            for line in _fills(frame, brief, figures)
+            if _fits(line, limit) and line not in seen and _avoids(line, avoid) and reading_grade(line) <= grade_max
+        ]
+        if usable:
+            return rng.choice(usable)
+    return ""
+
+
+def _pick(options: tuple[str, ...], brief: dict[str, Any], rng: random.Random, avoid: list[list[str]]) -> str:
+    """One of `options` (slots filled) that uses no removed phrase; "" when every one does."""
+    topic, readers = _phrase(str(brief["topic"])), _readers(brief.get("segment"))
+    slots = {"t": topic, "T": _capital(topic), "r": readers, "R": _capital(readers)}
+    usable = [o.format(**slots) for o in options if _avoids(o.format(**slots), avoid)]
+    return rng.choice(usable) if usable else ""
+
+
+def _post(hook: str, brief: dict[str, Any], rng: random.Random, avoid: list[list[str]]) -> str:
+    """A LinkedIn post: the hook line, then context, a claim and advice, a closing line and up to two hashtags."""
+    claims = [str(c["text"]) for c in brief.get("claims") or [] if _avoids(str(c["text"]), avoid)]
+    claim = rng.choice(claims) if claims else ""
+    sentences = [_pick(CONTEXT, brief, rng, avoid), claim, _pick(ADVICE, brief, rng, avoid)]
+    if rng.random() < 0.5:  # the claim first, or the context first
+        sentences[0], sentences[1] = sentences[1], sentences[0]
+    body = " ".join(s for s in sentences if s) or f"Small habits help with {_phrase(brief['topic'])}."
+    closing = _pick(CLOSINGS, brief, rng, avoid)
+    tags = " ".join(t for t in rng.sample(HASHTAGS, rng.choice((1, 2, 2))) if _avoids(t, avoid))
+    return "\n\n".join(part for part in (hook, body, "\n".join(p for p in (closing, tags) if p)) if part)
 
 
 def _plant(text: str, defect: str, brief: dict[str, Any], rng: random.Random) -> str:
@@ -187,26 +379,29 @@ def _plant(text: str, defect: str, brief: dict[str, Any], rng: random.Random) ->
 
 
 def content_variants_answer(brief: dict[str, Any], rng: random.Random, defects: list[str | None]) -> dict[str, Any]:
-    """`len(defects)` variants for the brief; `defects[i]` is the defect planted in variant i (None: clean)."""
+    """`len(defects)` variants for the brief; `defects[i]` is the defect planted in variant i (None: clean).
+
+    Variant i takes the i-th style after a drawn start (so a piece's variants differ in style), then a frame of that
+    style and its slots at random: the same brief always gives the same texts, a new piece other ones.
+    """
     channel, limit = brief["channel"], int(brief["max_chars"])
     hook_limit = int(brief.get("hook_max_chars") or limit)
     line_limit = min(limit, hook_limit)
+    avoid = [p for p in (_tokens(phrase) for phrase in removed_phrases(list(brief.get("guidance") or []))) if p]
     figures = [str(c["text"]) for c in brief.get("claims") or [] if _DIGITS.search(str(c["text"]))]
-    figures = [f for f in figures if _fits(f, line_limit)]
+    figures = [f for f in figures if _avoids(f, avoid)]
     styles = _styles(brief, figures)
     start = rng.randrange(len(styles))
     variants, seen = [], set()
     for i, defect in enumerate(defects):
         line = ""
-        for step in range(len(styles) * 3):
-            style = styles[(start + i + step) % len(styles)]
-            candidate = _line(style, str(brief["topic"]), brief, figures, i + step // len(styles))
-            if _fits(candidate, line_limit) and candidate not in seen:
-                line = candidate
+        for step in range(len(styles)):
+            line = _line(styles[(start + i + step) % len(styles)], brief, rng, figures, line_limit, avoid, seen)
+            if line:
                 break
-        line = line or f"{_phrase(str(brief['topic'])).capitalize()}, take {i + 1}."
+        line = line or f"{_capital(_phrase(str(brief['topic'])))}, take {i + 1}."
         seen.add(line)
-        text = _post(line, brief, rng) if channel == "linkedin_post" else line
+        text = _post(line, brief, rng, avoid) if channel == "linkedin_post" else line
         if defect is not None:
             text = _plant(text, defect, brief, rng)
         variants.append({"text": text})
