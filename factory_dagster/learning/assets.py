@@ -9,6 +9,7 @@ from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.controls.kill_switch import kill_switch_state, set_kill_switch
+from factory_dagster.learning import view_reuse
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG, FactoryDbtTranslator, ensure_manifest, prior_day_specs
 from factory_dagster.learning.dbt_runner import invoke
 from factory_dagster.learning.marts import halt_reason
@@ -20,6 +21,18 @@ MANIFEST_JSON = json.loads(MANIFEST.read_text())
 TRANSLATOR = FactoryDbtTranslator()
 ANOMALIES = dg.AssetKey(["marts", "anomalies"])
 PRIOR_DAYS = prior_day_specs(MANIFEST_JSON)
+VIEWS = view_reuse.view_nodes(MANIFEST_JSON)
+
+
+def _output_name(unique_id: str) -> str:
+    return TRANSLATOR.get_asset_spec(MANIFEST_JSON, unique_id, None).key.to_python_identifier()
+
+
+BUILD_ORDER = {_output_name(unique_id): rank for rank, unique_id in enumerate(view_reuse.model_order(MANIFEST_JSON))}
+REUSED_VIEW_METADATA = {
+    "status": "reused",
+    "why": "the view the current project defines is in place: not rebuilt (its tests ran)",
+}
 
 
 # One day per run, like every other stage of the line: the days build on each other.
@@ -32,14 +45,40 @@ PRIOR_DAYS = prior_day_specs(MANIFEST_JSON)
     pool=POOL,
 )
 def dbt_marts(context: dg.AssetExecutionContext, factory: FactoryResource):
-    """`dbt build`, in this process: staging → intermediate → marts, with the dbt tests as checks."""
-    selection = get_updated_cli_invocation_params_for_context(context, MANIFEST_JSON, TRANSLATOR)
-    indirect = ["--indirect-selection", selection.indirect_selection] if selection.indirect_selection else []
-    run = invoke(["build", *selection.selection_args, *indirect], factory.paths.warehouse, factory.paths.home / "dbt_target")
-    for event in run.results:
-        yield from DbtCoreCliEventMessage(raw_event=event, event_history_metadata={}).to_default_asset_events(
+    """`dbt build`, in this process: staging → intermediate → marts, with the dbt tests as checks.
+
+    The whole project's build leaves the views in place when they are the ones the current project built
+    (`view_reuse`): each is recorded as materialized with status `reused`, and its tests run as every day.
+    """
+    warehouse, target = factory.paths.warehouse, factory.paths.home / "dbt_target"
+    whole = not context.is_subset
+    reuse = whole and view_reuse.reusable(warehouse, target, VIEWS)
+    if reuse:
+        args = view_reuse.build_args_without_views(MANIFEST_JSON, exclude=f"tag:{INTEGRITY_TAG}")
+        events: list[object] = [
+            dg.Output(None, output_name=_output_name(unique_id), metadata=REUSED_VIEW_METADATA | {"unique_id": unique_id})
+            for unique_id in VIEWS
+        ]
+    else:
+        selection = get_updated_cli_invocation_params_for_context(context, MANIFEST_JSON, TRANSLATOR)
+        indirect = ["--indirect-selection", selection.indirect_selection] if selection.indirect_selection else []
+        args, events = [*selection.selection_args, *indirect], []
+    run = invoke(["build", *args], warehouse, target)
+    events += [
+        event
+        for raw in run.results
+        for event in DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={}).to_default_asset_events(
             manifest=MANIFEST_JSON, dagster_dbt_translator=TRANSLATOR, context=context
         )
+    ]
+    # A multi-asset yields its outputs in the project's order (a reused view may feed a rebuilt table and the
+    # reverse), then the tests' results.
+    yield from sorted(events, key=lambda e: BUILD_ORDER[e.output_name] if isinstance(e, dg.Output) else len(BUILD_ORDER))
+    if not reuse:
+        if whole and run.success:
+            view_reuse.record(warehouse, target, VIEWS)
+        else:
+            view_reuse.forget(target)
     if not run.success:
         raise dg.Failure(description=f"dbt build failed: {run.describe_failure()}")
 

@@ -1,0 +1,113 @@
+"""The daily dbt build leaves the views in place only while they are the ones the current project built, and still
+runs every test, the views' own included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from factory_dagster.definitions import build_definitions
+from factory_dagster.learning import view_reuse
+from factory_dagster.learning.dbt_project import INTEGRITY_TAG
+from factory_dagster.learning.dbt_runner import invoke
+from factory_dagster.settings import Paths
+from factory_dagster.warehouse.store import connect
+
+DAY = "2026-01-05"
+
+
+@pytest.fixture
+def refresh(tmp_path: Path, dbt_manifest: Path) -> tuple[Paths, dg.JobDefinition, dict]:
+    paths = Paths.under(tmp_path / "factory")
+    with connect(paths.warehouse):
+        pass
+    return paths, build_definitions(paths).resolve_job_def("refresh_marts"), json.loads(dbt_manifest.read_text())
+
+
+def _build(job: dg.JobDefinition) -> tuple[dict[str, str], set[str]]:
+    """One learn stage: each dbt model's materialization status, and the checks (dbt tests) evaluated."""
+    result = job.execute_in_process(partition_key=DAY, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    statuses = {
+        m.asset_key.to_user_string(): m.metadata["status"].value
+        for m in result.asset_materializations_for_node("dbt_marts")
+        if "status" in m.metadata
+    }
+    checks = {
+        e.asset_check_evaluation_data.check_name for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    return statuses, checks
+
+
+def _views(manifest: dict) -> set[str]:
+    return {f"{schema}/{name}" for schema, name in view_reuse.view_nodes(manifest).values()}
+
+
+def test_the_second_build_reuses_the_views_and_runs_every_test(refresh) -> None:
+    paths, job, manifest = refresh
+    views = _views(manifest)
+    first_status, first_checks = _build(job)
+    assert views and views <= first_status.keys()
+    assert {first_status[v] for v in views} == {"success"}
+    assert (paths.home / "dbt_target" / view_reuse.MARKER_NAME).exists()
+
+    second_status, second_checks = _build(job)
+    assert second_status.keys() == first_status.keys()  # every model is still recorded for the day
+    assert {second_status[v] for v in views} == {"reused"}
+    assert {s for k, s in second_status.items() if k not in views} == {"success"}  # the tables are rebuilt
+    assert second_checks == first_checks and len(first_checks) >= 20
+    view_tests = {c for c in first_checks if "stg_" in c or "int_send_outcomes" in c}
+    assert view_tests <= second_checks and view_tests
+
+
+def test_a_view_changed_in_the_warehouse_makes_the_build_rebuild_them_all(refresh) -> None:
+    paths, job, manifest = refresh
+    _build(job)
+    with connect(paths.warehouse) as con:
+        con.execute("CREATE OR REPLACE VIEW staging.stg_sends AS SELECT 1 AS send_id")
+    statuses, _ = _build(job)
+    assert {statuses[v] for v in _views(manifest)} == {"success"}
+    with connect(paths.warehouse, read_only=True) as con:
+        columns = {row[0] for row in con.execute("DESCRIBE staging.stg_sends").fetchall()}
+    assert {"send_id", "message_id", "sent_at"} <= columns
+
+
+def test_another_project_or_database_is_not_reused(refresh, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, job, manifest = refresh
+    _build(job)
+    target, views = paths.home / "dbt_target", view_reuse.view_nodes(manifest)
+    assert view_reuse.reusable(paths.warehouse, target, views)
+    monkeypatch.setattr(view_reuse, "project_fingerprint", lambda: "a project edited since")
+    assert not view_reuse.reusable(paths.warehouse, target, views)
+    monkeypatch.undo()
+    renamed = paths.warehouse.with_name("other.duckdb")
+    paths.warehouse.rename(renamed)
+    assert not view_reuse.reusable(renamed, target, views)
+    view_reuse.forget(target)
+    assert not view_reuse.reusable(paths.warehouse, target, views)
+
+
+def test_building_without_the_views_runs_the_same_tests_as_the_whole_build(refresh) -> None:
+    """dbt drops a test with an excluded parent, so the views are left out by selecting everything else instead."""
+    paths, _, manifest = refresh
+    target = paths.home / "dbt_target"
+    whole = invoke(["build", "--exclude", f"tag:{INTEGRITY_TAG}"], paths.warehouse, target)
+    without = invoke(["build", *view_reuse.build_args_without_views(manifest, f"tag:{INTEGRITY_TAG}")], paths.warehouse, target)
+    assert whole.success and without.success
+
+    def nodes(run, kind: str) -> set[str]:
+        return {e["data"]["node_info"]["unique_id"] for e in run.results if e["data"]["node_info"]["resource_type"] == kind}
+
+    assert nodes(without, "test") == nodes(whole, "test")
+    assert nodes(without, "model") == nodes(whole, "model") - view_reuse.view_nodes(manifest).keys()
+
+
+def test_models_come_after_what_they_select_from(dbt_manifest: Path) -> None:
+    manifest = json.loads(dbt_manifest.read_text())
+    order = {unique_id: rank for rank, unique_id in enumerate(view_reuse.model_order(manifest))}
+    for unique_id, rank in order.items():
+        for parent in manifest["nodes"][unique_id]["depends_on"]["nodes"]:
+            assert order.get(parent, -1) < rank
