@@ -18,6 +18,7 @@ import pandas as pd
 from factory_dagster.campaign.spec import SpecError
 from factory_dagster.content.audience import SimulatedAudience
 from factory_dagster.content.cli import content_spec_path, published_folder
+from factory_dagster.content.edit_proposals import decide_prompt_experiment, prompt_versions, propose_from_edits, start_approved
 from factory_dagster.content.edits import edit_lessons, with_edit_notes
 from factory_dagster.content.engagement import Variants, import_engagement_files
 from factory_dagster.content.experiments import (
@@ -56,6 +57,11 @@ def engagement_inbox(home: Path) -> Path:
     return home / "inbox" / "content_engagement"
 
 
+def day_close(day: date) -> datetime:
+    """When the content line's decisions of a day are stamped: at its close, as the outreach loop's."""
+    return datetime.combine(day, time(18, 0))
+
+
 def day_learning(con: duckdb.DuckDBPyConnection, spec: ContentSpec, day: date, published: pd.DataFrame) -> Learned:
     """What the pieces whose test ended before `day` teach: the cross-piece prior and each channel's typical rate."""
     counts = variant_counts(con, spec.content_id, day)
@@ -75,12 +81,18 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
     spec = content_spec()
     day = partition_day(context)
     gateway = factory.content_gateway(context, spec, spec.daily_budget_usd)
+    at = day_close(day)
     with factory.warehouse() as con:
+        started = start_approved(con, spec.content_id, gateway.run, at)
         published = published_texts(con, spec.content_id, day)
         learned = day_learning(con, spec, day, published_variants(published_days(published_folder(factory.paths))))
-        lessons = with_edit_notes(guidance(learned), edit_lessons(con, spec.content_id, day))
+        taught = edit_lessons(con, spec.content_id, day)
+        proposal = propose_from_edits(con, spec, taught, gateway.run, at)
+        lessons = with_edit_notes(guidance(learned), taught)
     briefs, notes = write_briefs(gateway, spec, day, lessons)
-    variants, more = write_variants(gateway, spec, briefs, published)
+    with factory.warehouse() as con:
+        versions = prompt_versions(con, spec.content_id, [str(p) for p in briefs.get("piece_id", [])])
+    variants, more = write_variants(gateway, spec, briefs, published, versions)
     audits = audit_pieces(gateway, spec, variants, AUDIT_SAMPLE, f"{spec.content_id}|{day}")
     with factory.warehouse() as con:
         with transaction(con):
@@ -96,6 +108,7 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
         )
         approved = auto_approve(con, spec.content_id, day)
         waiting = queue(con, spec.content_id, day)
+        prompt_look = decide_prompt_experiment(con, spec.content_id, gateway.run, at)
     for note in [*notes, *more]:
         context.log.warning(note)
     flagged = int((variants["gate_verdict"] == "flagged").sum()) if not variants.empty else 0
@@ -110,6 +123,9 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
             "waiting_for_a_person": len(waiting),
             "quarantined_or_deferred": len(notes) + len(more),
             "guidance": dg.MetadataValue.json(lessons or {}),
+            "prompt_experiment": dg.MetadataValue.json(
+                {"proposal": proposal.reason, "started": [e.experiment_id for e in started], "look": prompt_look}
+            ),
             **gateway.usage(),
         }
     )
@@ -124,7 +140,7 @@ def content_engagement(context: dg.AssetExecutionContext, factory: FactoryResour
     spec = content_spec()
     day = partition_day(context)
     run = RunContext(context.run.run_id, day, spec.campaign_id)
-    at = datetime.combine(day, time(18, 0))  # the day's decisions are stamped at its close, as the outreach loop's
+    at = day_close(day)
     folder = published_folder(factory.paths)
     inbox = engagement_inbox(factory.paths.home)
     with factory.warehouse() as con:

@@ -49,7 +49,7 @@ from factory_dagster.content.spec import ContentSpec
 from factory_dagster.improve import store
 from factory_dagster.improve.decisions import look_rows
 from factory_dagster.improve.experiments import Experiment, conclude, propose, transition
-from factory_dagster.improve.stats import ArmCounts, Count, StoppingRule, decide, seed_for
+from factory_dagster.improve.stats import ArmCounts, Count, Decision, StoppingRule, decide, seed_for
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.models.ledger import utcnow
 from factory_dagster.warehouse.store import insert_rows, transaction
@@ -393,9 +393,16 @@ def decide_pieces(con: duckdb.DuckDBPyConnection, content_id: str, run: RunConte
             seed=seed_for(experiment.experiment_id, day),
             horizon_reached=days_running >= int(experiment.motivating_figures["test_days"]),
         )
-        with transaction(con):
-            store.save_look(con, look_rows(experiment, decision, day=day, run_id=run.run_id, at=at))
-            if (moved := conclude(experiment, decision, at)) is not None:
-                store.write_transition(con, *moved, run_id=run.run_id, partition_day=day)
+        record_look(con, experiment, decision, run, at)
         looks.append(PieceLook(experiment.experiment_id, piece_id, decision.action, decision.winner, "; ".join(decision.reasons)))
     return looks
+
+
+def record_look(
+    con: duckdb.DuckDBPyConnection, experiment: Experiment, decision: Decision, run: RunContext, at: datetime
+) -> None:
+    """Write a content experiment's look and, when the decision concludes it, its move: together or not at all."""
+    with transaction(con):
+        store.save_look(con, look_rows(experiment, decision, day=run.partition_day, run_id=run.run_id, at=at))
+        if (moved := conclude(experiment, decision, at)) is not None:
+            store.write_transition(con, *moved, run_id=run.run_id, partition_day=run.partition_day)

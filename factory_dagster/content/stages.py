@@ -314,9 +314,12 @@ def write_briefs(
 # ---------------------------------------------------------------- variants
 
 
-def _variants_request(spec: ContentSpec, briefs: pd.DataFrame) -> Callable[[Key, int, Asked], CallRequest]:
+def _variants_request(
+    spec: ContentSpec, briefs: pd.DataFrame, versions: Mapping[str, str]
+) -> Callable[[Key, int, Asked], CallRequest]:
     def request(index: Key, attempt: int, asked: Asked) -> CallRequest:
         row = briefs.loc[index]
+        version = versions.get(str(row["piece_id"]), CONTENT_VARIANTS_PROMPT_VERSION)
         limits = spec.channel(row["channel"])
         segment = next(s for s in spec.segments if s.name == row["segment"])
         brief = {
@@ -339,10 +342,10 @@ def _variants_request(spec: ContentSpec, briefs: pd.DataFrame) -> Callable[[Key,
             "reading_grade_max": spec.reading_grade_max,
             "language": spec.language,
         }
-        messages = build_messages(CONTENT_VARIANTS_PROMPT_VERSION, brief, data={GUIDANCE_TAG: {"lines": list(row["guidance"])}})
+        messages = build_messages(version, brief, data={GUIDANCE_TAG: {"lines": list(row["guidance"])}})
         return CallRequest(
             VARIANTS_STAGE,
-            CONTENT_VARIANTS_PROMPT_VERSION,
+            version,
             messages,
             seed=attempt,
             group=str(row["piece_id"]),
@@ -366,12 +369,19 @@ def variants_problems(answer: VariantsAnswer, count: int) -> list[str]:
 
 
 def write_variants(
-    gateway: ModelGateway, spec: ContentSpec, briefs: pd.DataFrame, published: Sequence[str] = ()
+    gateway: ModelGateway,
+    spec: ContentSpec,
+    briefs: pd.DataFrame,
+    published: Sequence[str] = (),
+    prompt_versions: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Each brief's variants by the cheap model, gated: (rows `VARIANT_COLUMNS`, notes on pieces quarantined or deferred).
 
     `published`: texts already published (any day, any channel), for the gate's near-duplicate rule.
+    `prompt_versions`: piece id -> the variants prompt it is written with (`content.edit_proposals`; default the
+    hand-written one).
     """
+    versions = dict(prompt_versions or {})
     briefs = briefs.reset_index(drop=True)
     if briefs.empty:
         return pd.DataFrame(columns=list(VARIANT_COLUMNS)), []
@@ -381,7 +391,7 @@ def write_variants(
         return (None, problems) if problems else ([v.text.strip() for v in answer.variants], [])
 
     asked = ask_in_rounds(
-        gateway, list(briefs.index), _variants_request(spec, briefs), accept, VariantsAnswer, "a list of variants"
+        gateway, list(briefs.index), _variants_request(spec, briefs, versions), accept, VariantsAnswer, "a list of variants"
     )
     rows = []
     for index in sorted(asked.accepted):
@@ -406,7 +416,7 @@ def write_variants(
                     "violation_details": [f"{v.code}: {v.detail}" for v in found],
                     "model": result.model,
                     "call_id": result.call_id,
-                    "prompt_version": CONTENT_VARIANTS_PROMPT_VERSION,
+                    "prompt_version": versions.get(str(brief["piece_id"]), CONTENT_VARIANTS_PROMPT_VERSION),
                 }
             )
     notes = [
