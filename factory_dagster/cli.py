@@ -42,7 +42,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     # Import late: building the definitions parses the dbt project when needed.
     import dagster as dg
 
-    from factory_dagster.content.demo import content_summary, run_content_day
+    from factory_dagster.content.demo import content_summary, review_as_operator, run_content_day
     from factory_dagster.definitions import build_definitions
     from factory_dagster.demo import (
         QUIET_RUN_CONFIG,
@@ -68,9 +68,11 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     defs = build_definitions(paths)
 
     def after_day(day: date) -> list[str]:
-        """The demo's operator (unless --operator none), then the content line's day."""
-        lines = approve_as_operator(paths) if args.operator == "approve" else []
-        return lines + run_content_day(defs, instance, day, QUIET_RUN_CONFIG)
+        """The demo's operator (unless --operator none), then the content line's day with its content editor."""
+        operator = args.operator == "approve"
+        lines = approve_as_operator(paths) if operator else []
+        review = (lambda d: review_as_operator(paths, d)) if operator else None
+        return lines + run_content_day(defs, instance, day, QUIET_RUN_CONFIG, review)
 
     results = run_days(defs, instance, paths, args.start, args.days, args.leads_per_day, after_day=after_day)
     if results:

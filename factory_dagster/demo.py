@@ -260,11 +260,13 @@ UNUSABLE_SQL = """
 
 
 def daily_summary(paths: Paths, first: date, last: date) -> pd.DataFrame:
-    """The per-day table the demo prints: `marts.daily_kpis`, plus from the raw tables the leads
+    """The per-day table the demo prints: the outreach campaign's `marts.daily_kpis` (the content line's model
+    spend has rows of its own there), plus from the raw tables the leads
     quarantined because the model's answers were unusable and whether the day's sends are held."""
     with connect(paths.warehouse, read_only=True) as con:
         frame = con.execute(
-            f"SELECT {', '.join(MART_COLUMNS)} FROM marts.daily_kpis WHERE day BETWEEN ? AND ? ORDER BY day", [first, last]
+            f"SELECT {', '.join(MART_COLUMNS)} FROM marts.daily_kpis WHERE campaign_id = ? AND day BETWEEN ? AND ? ORDER BY day",
+            [load_spec(paths.spec).campaign_id, first, last],
         ).df()
         unusable = con.execute(UNUSABLE_SQL, {"first": first, "last": last}).df()
         held = _held_days(con, paths)

@@ -49,10 +49,9 @@ def con(tmp_path: Path):
 
 def test_only_lessons_taught_often_enough_become_rules() -> None:
     assert edit_rules(lessons(removed=2)) == []
-    assert edit_rules(lessons(removed=3)) == ["In a linkedin_post, never write 'game-changing'."]
+    assert edit_rules(lessons(removed=3)) == ["For linkedin_post texts, never write 'game-changing'."]
     assert (
-        edit_rules(lessons(removed=3, shortened=3))[1]
-        == "In a linkedin_post, write about 20% shorter than the limit would allow."
+        edit_rules(lessons(removed=3, shortened=3))[1] == "Keep linkedin_post texts about 20% shorter than you otherwise would."
     )
 
 
@@ -66,7 +65,7 @@ def test_a_lesson_is_proposed_once_as_a_challenger_prompt_stored_with_its_parent
         "SELECT parent, origin, template FROM raw.prompt_versions WHERE prompt_version = ?", [challenger]
     ).fetchone()
     assert parent == prompts.CONTENT_VARIANTS_PROMPT_VERSION and origin == "operators' edits"
-    assert text.endswith(f"{RULES_HEADER} In a linkedin_post, never write 'game-changing'.")
+    assert text.endswith(f"{RULES_HEADER} For linkedin_post texts, never write 'game-changing'.")
     again = propose_from_edits(con, SPEC, lessons(), RUN, AT)
     assert again.experiment is None and "is proposed" in again.reason  # one open at a time
     store.decide_by_person(con, experiment.experiment_id, "reject", "maya", "not now", "cli", AT)

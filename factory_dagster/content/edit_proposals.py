@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import duckdb
 import pandas as pd
@@ -64,10 +64,10 @@ def edit_rules(lessons: EditLessons) -> list[str]:
     for channel in sorted(lessons.channels, key=lambda c: c.channel):
         for removed in sorted(channel.removed, key=lambda p: (-p.edits, p.phrase)):
             if removed.edits >= MIN_EDITS_FOR_RULE:
-                rules.append(f"In a {channel.channel}, never write '{removed.phrase}'.")
+                rules.append(f"For {channel.channel} texts, never write '{removed.phrase}'.")
         if channel.shortened >= MIN_EDITS_FOR_RULE and channel.median_length_change_pct <= -MIN_SHORTENING_PCT:
             cut = round(-channel.median_length_change_pct / 5) * 5
-            rules.append(f"In a {channel.channel}, write about {cut:.0f}% shorter than the limit would allow.")
+            rules.append(f"Keep {channel.channel} texts about {cut:.0f}% shorter than you otherwise would.")
     return rules
 
 
@@ -110,16 +110,19 @@ def prompt_versions(con: duckdb.DuckDBPyConnection, content_id: str, piece_ids: 
 # -- proposing ---------------------------------------------------------------------------------------
 
 
-def untouched_counts(con: duckdb.DuckDBPyConnection, content_id: str, versions: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per variants prompt version: variants written (trials) and those gone out as written (events)."""
+def untouched_counts(
+    con: duckdb.DuckDBPyConnection, content_id: str, versions: Sequence[str] | None = None, since: date | None = None
+) -> pd.DataFrame:
+    """Per variants prompt version (of the days from `since`): pieces and variants written (trials) and the
+    variants gone out as written (events)."""
     return con.execute(
         """WITH latest AS (SELECT variant_id, arg_max(action, seq) AS action FROM raw.content_reviews GROUP BY variant_id)
-           SELECT p.prompt_version, count(*) AS trials,
+           SELECT p.prompt_version, count(DISTINCT p.piece_id) AS pieces, count(*) AS trials,
                   count(*) FILTER (WHERE l.action IN ('auto_approve', 'approve')) AS events
            FROM raw.content_pieces p LEFT JOIN latest l USING (variant_id)
-           WHERE p.content_id = ? AND (? IS NULL OR list_contains(?, p.prompt_version))
+           WHERE p.content_id = ? AND (? IS NULL OR list_contains(?, p.prompt_version)) AND (? IS NULL OR p.day >= ?)
            GROUP BY p.prompt_version""",
-        [content_id, versions, versions],
+        [content_id, versions, versions, since, since],
     ).df()
 
 
@@ -207,14 +210,15 @@ def decide_prompt_experiment(con: duckdb.DuckDBPyConnection, content_id: str, ru
     if experiment is None or store.latest_look_day(con, experiment.experiment_id) == run.partition_day:
         return None
     arms = [experiment.control, *experiment.challengers]
-    counts = untouched_counts(con, content_id, arms).set_index("prompt_version").reindex(arms).fillna(0)
-    counted = [
-        ArmCounts(a, int(counts.loc[a, "trials"]), Count(int(counts.loc[a, "events"]), int(counts.loc[a, "trials"])))
-        for a in arms
-    ]
     started = next(
         e["occurred_at"] for e in reversed(store.experiment_events(con, experiment.experiment_id)) if e["to_state"] == "running"
     )
+    counts = untouched_counts(con, content_id, arms, since=started.date()).set_index("prompt_version").reindex(arms).fillna(0)
+    # Pieces are what is assigned (the sample-ratio check counts them); variants are what is judged.
+    counted = [
+        ArmCounts(a, int(counts.loc[a, "pieces"]), Count(int(counts.loc[a, "events"]), int(counts.loc[a, "trials"])))
+        for a in arms
+    ]
     decision = decide(
         counted,
         control=experiment.control,
