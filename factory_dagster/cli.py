@@ -24,6 +24,7 @@ from factory_dagster.replies import cli as replies_cli
 from factory_dagster.report import cli as report_cli
 from factory_dagster.review import cli as review_cli
 from factory_dagster.settings import PROJECT_ROOT, Paths
+from factory_dagster.warehouse import pg_server
 
 if TYPE_CHECKING:
     from factory_dagster.improve.experiments import Experiment
@@ -309,6 +310,7 @@ def parser() -> argparse.ArgumentParser:
     report_cli.register(commands)
     backtest_cli.register(commands)
     content_cli.register(commands)
+    pg_server.register(commands)
     versions = commands.add_parser(
         "versions", help="the loop's versions (segment champions, routing) with who, why and which experiment"
     )

@@ -8,7 +8,7 @@ in `Paths.from_env`; a `Paths` value never changes afterwards.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -19,12 +19,18 @@ DEFAULT_MODEL_REGISTRY_PATH = PROJECT_ROOT / "factory_dagster" / "models" / "reg
 
 @dataclass(frozen=True)
 class Paths:
-    """The data folder's layout; the warehouse, lead inbox and spec may live elsewhere."""
+    """The data folder's layout; the warehouse, lead inbox and spec may live elsewhere.
+
+    `warehouse_url` (`FACTORY_WAREHOUSE_URL`, e.g. postgresql://factory@127.0.0.1:5432/factory) will put the warehouse
+    on PostgreSQL instead of the DuckDB file (issue 13; so far only factory_dagster/warehouse/postgres.py and its tests
+    use it). Kept out of the repr: the URL may carry a password.
+    """
 
     home: Path
     warehouse: Path
     leads_inbox: Path
     spec: Path
+    warehouse_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def under(cls, home: Path | str, spec: Path | str = DEFAULT_SPEC_PATH) -> Paths:
@@ -34,13 +40,15 @@ class Paths:
 
     @classmethod
     def from_env(cls) -> Paths:
-        """`FACTORY_HOME`, `FACTORY_WAREHOUSE`, `FACTORY_LEADS_INBOX` and `FACTORY_SPEC` override the defaults."""
+        """`FACTORY_HOME`, `FACTORY_WAREHOUSE`, `FACTORY_LEADS_INBOX` and `FACTORY_SPEC` override the defaults;
+        `FACTORY_WAREHOUSE_URL` names a PostgreSQL warehouse (unset or empty: the DuckDB file)."""
         base = cls.under(os.environ.get("FACTORY_HOME", PROJECT_ROOT / "data"), os.environ.get("FACTORY_SPEC", DEFAULT_SPEC_PATH))
         return cls(
             base.home,
             Path(os.environ.get("FACTORY_WAREHOUSE", base.warehouse)).resolve(),
             Path(os.environ.get("FACTORY_LEADS_INBOX", base.leads_inbox)).resolve(),
             base.spec,
+            os.environ.get("FACTORY_WAREHOUSE_URL") or None,
         )
 
     @property

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from postgres_server import postgres_dsn, postgres_server  # noqa: F401  (the real PostgreSQL fixtures)
 
 # Never let a developer's own environment point the tests at their data.
 for _name in ("FACTORY_HOME", "FACTORY_WAREHOUSE", "FACTORY_LEADS_INBOX", "FACTORY_SPEC", "OPENAI_API_KEY", "FACTORY_TRANSPORT"):
     os.environ.pop(_name, None)
+os.environ.pop("FACTORY_WAREHOUSE_URL", None)  # nor at their PostgreSQL warehouse
 # Nor switch the line's tests to a real mail server, mailbox or ESP (the SMTP, IMAP and receiver tests set their own).
 for _name in [
     n

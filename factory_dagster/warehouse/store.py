@@ -5,6 +5,10 @@ early, and opening retries while another process (dbt, the UI) holds the lock.
 Inside `hold` (one Dagster run of the line) the file stays open and each unit of work
 gets a cursor of it instead: the same transactions, without a file open and a
 checkpoint each time.
+
+The write primitives (`ensure_raw_schema`, `insert_rows`, `replace_partition`, and `transaction`) also
+take a psycopg connection to the PostgreSQL warehouse and hand it to `warehouse/postgres.py`; the
+DuckDB path below is unchanged, and psycopg is imported only when such a connection comes.
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import date
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
 
 from factory_dagster.warehouse.contracts import RAW_TABLES
 from factory_dagster.warehouse.transactions import transaction  # noqa: F401  (the line imports it from here)
+
+if TYPE_CHECKING:
+    import psycopg
 
 LOCK_RETRY_SECONDS = 60.0
 _HELD: dict[Path, duckdb.DuckDBPyConnection] = {}
@@ -58,9 +67,11 @@ def _column_definitions(columns: str) -> dict[str, str]:
     return definitions
 
 
-def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_raw_schema(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> None:
     """Create the `raw` contract tables that do not exist yet, and add columns a newer contract
     introduced to tables an older version created (nullable there: old rows have no value)."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return _postgres().ensure_raw_schema(con)
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
     existing: dict[str, set[str]] = {}
     for table, column in con.execute(
@@ -124,12 +135,16 @@ def connect(path: Path, read_only: bool = False, wait_s: float = LOCK_RETRY_SECO
         con.close()
 
 
-def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame, skip_existing: bool = False) -> int:
+def insert_rows(
+    con: duckdb.DuckDBPyConnection | psycopg.Connection, table: str, rows: pd.DataFrame, skip_existing: bool = False
+) -> int:
     """Append a frame to `raw.<table>`, matching columns by name; the number of rows written.
 
     With `skip_existing`, rows that collide with a key already present are left out
     (append-only registers such as the suppression list and prompt versions).
     """
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return _postgres().insert_rows(con, table, rows, skip_existing)
     if rows.empty:
         return 0
     conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
@@ -143,10 +158,21 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame, 
             con.unregister("_rows")
 
 
-def replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, rows: pd.DataFrame, campaign_id: str) -> int:
+def replace_partition(
+    con: duckdb.DuckDBPyConnection | psycopg.Connection, table: str, day: date, rows: pd.DataFrame, campaign_id: str
+) -> int:
     """Overwrite one day of one campaign in `raw.<table>` (call inside a transaction)."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return _postgres().replace_partition(con, table, day, rows, campaign_id)
     con.execute(f"DELETE FROM raw.{table} WHERE partition_day = ? AND campaign_id = ?", [day, campaign_id])
     return insert_rows(con, table, rows)
+
+
+def _postgres() -> ModuleType:
+    """The PostgreSQL side, imported on first use: a DuckDB-only process never loads psycopg."""
+    from factory_dagster.warehouse import postgres
+
+    return postgres
 
 
 def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> tuple | None:

@@ -11,7 +11,14 @@ import duckdb
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All or nothing: commit on success (DuckDB writes and syncs its WAL at COMMIT), roll back on any error."""
+    """All or nothing: commit on success (DuckDB writes and syncs its WAL at COMMIT), roll back on any error.
+
+    A psycopg connection (the PostgreSQL warehouse) uses its own transaction block, a savepoint when nested.
+    """
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        with con.transaction():
+            yield con
+        return
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
