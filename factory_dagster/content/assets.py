@@ -33,6 +33,7 @@ from factory_dagster.content.experiments import (
 )
 from factory_dagster.content.publish import publish_day, publish_shares, published_days
 from factory_dagster.content.review import approved_variants, auto_approve, published_texts, queue, store_pieces
+from factory_dagster.content.sources import mark_used, pending_sources, sources_inbox
 from factory_dagster.content.spec import ContentSpec, load_content_spec
 from factory_dagster.content.stages import audit_pieces, write_briefs, write_variants
 from factory_dagster.models.gateway import RunContext
@@ -75,8 +76,8 @@ def guidance(learned: Learned) -> dict[str, Any] | None:
 
 @line_asset(group_name="content", kinds={"duckdb"})
 def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
-    """The day's pieces: briefs by the premium model (with the earlier pieces' lessons and what operators' edits
-    taught), variants by the cheap model, each gated; the premium judge audits the flagged ones and a sample; what
+    """The day's pieces: briefs by the premium model (with the earlier pieces' lessons, what operators' edits
+    taught and, when dropped in the inbox, outside text as data), variants by the cheap model, each gated; the premium judge audits the flagged ones and a sample; what
     passed both is approved by the line, the rest waits for a person (`factory content list`)."""
     spec = content_spec()
     day = partition_day(context)
@@ -89,7 +90,8 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
         taught = edit_lessons(con, spec.content_id, day)
         proposal = propose_from_edits(con, spec, taught, gateway.run, at)
         lessons = with_edit_notes(guidance(learned), taught)
-    briefs, notes = write_briefs(gateway, spec, day, lessons)
+        sources = pending_sources(con, sources_inbox(factory.paths.home), gateway.run, spec.cadence.pieces_per_day)
+    briefs, notes = write_briefs(gateway, spec, day, lessons, [s.text for s in sources])
     with factory.warehouse() as con:
         versions = prompt_versions(con, spec.content_id, [str(p) for p in briefs.get("piece_id", [])])
     variants, more = write_variants(gateway, spec, briefs, published, versions)
@@ -106,6 +108,8 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
             spec_version=spec.spec_version,
             audits=audits,
         )
+        used = [s for s in sources if not briefs.empty and s.text in set(briefs["brief_source"].dropna())]
+        mark_used(con, gateway.run, used)
         approved = auto_approve(con, spec.content_id, day)
         waiting = queue(con, spec.content_id, day)
         prompt_look = decide_prompt_experiment(con, spec.content_id, gateway.run, at)
@@ -122,6 +126,7 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
             "auto_approved": len(approved),
             "waiting_for_a_person": len(waiting),
             "quarantined_or_deferred": len(notes) + len(more),
+            "outside_sources": dg.MetadataValue.json([str(s.path) for s in used]),
             "guidance": dg.MetadataValue.json(lessons or {}),
             "prompt_experiment": dg.MetadataValue.json(
                 {"proposal": proposal.reason, "started": [e.experiment_id for e in started], "look": prompt_look}

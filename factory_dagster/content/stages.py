@@ -38,6 +38,7 @@ from factory_dagster.models.prompts import (
     CONTENT_VARIANTS_PROMPT_VERSION,
     GUIDANCE_TAG,
     PIECE_TAG,
+    SOURCE_TAG,
     build_messages,
 )
 
@@ -74,11 +75,11 @@ MIN_EFFECT_PCT = 1.0  # smaller effects are noise, not guidance
 
 BRIEF_COLUMNS = (
     "piece_id", "day", "slot", "topic", "segment", "channel", "angle", "brief", "claim_ids", "guidance",
-    "model", "call_id", "prompt_version",
+    "brief_source", "model", "call_id", "prompt_version",
 )  # fmt: skip
 VARIANT_COLUMNS = (
     "piece_id", "variant_id", "variant_index", "day", "topic", "segment", "channel", "text", "hook", "claims_used",
-    "gate_verdict", "violations", "violation_details", "model", "call_id", "prompt_version",
+    "gate_verdict", "violations", "violation_details", "brief_source", "model", "call_id", "prompt_version",
 )  # fmt: skip
 AUDIT_COLUMNS = (
     "variant_id", "piece_id", "reason_audited", "audit_status", "audit_verdict", "truthfulness", "voice", "channel_fit",
@@ -222,7 +223,9 @@ def _claims_of(spec: ContentSpec, ids: Sequence[str]) -> list[dict[str, str]]:
     return [{"id": i, "text": by_id[i].text, "source": by_id[i].source} for i in ids if i in by_id]
 
 
-def _brief_request(spec: ContentSpec, day: date, topics: list[str], lines: list[str]) -> Callable[[Key, int, Asked], CallRequest]:
+def _brief_request(
+    spec: ContentSpec, day: date, topics: list[str], lines: list[str], sources: Sequence[str]
+) -> Callable[[Key, int, Asked], CallRequest]:
     def request(slot: Key, attempt: int, asked: Asked) -> CallRequest:
         topic = spec.topic(topics[slot])
         planned = [
@@ -242,7 +245,10 @@ def _brief_request(spec: ContentSpec, day: date, topics: list[str], lines: list[
             ],
             "planned_today": planned,
         }
-        messages = build_messages(CONTENT_BRIEF_PROMPT_VERSION, brief, data={GUIDANCE_TAG: {"lines": lines}})
+        data = {GUIDANCE_TAG: {"lines": lines}}
+        if slot < len(sources):  # outside text: only ever inside its data block
+            data[SOURCE_TAG] = {"text": sources[slot]}
+        messages = build_messages(CONTENT_BRIEF_PROMPT_VERSION, brief, data=data)
         return CallRequest(
             BRIEF_STAGE, CONTENT_BRIEF_PROMPT_VERSION, messages, seed=attempt, group=f"brief-{slot}", response_model=BriefAnswer
         )
@@ -266,9 +272,17 @@ def brief_problems(answer: BriefAnswer, spec: ContentSpec, topic: str) -> list[s
 
 
 def write_briefs(
-    gateway: ModelGateway, spec: ContentSpec, day: date, guidance: Mapping[str, Any] | None = None
+    gateway: ModelGateway,
+    spec: ContentSpec,
+    day: date,
+    guidance: Mapping[str, Any] | None = None,
+    sources: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The day's briefs by the premium model: (rows `BRIEF_COLUMNS`, notes on slots quarantined or deferred)."""
+    """The day's briefs by the premium model: (rows `BRIEF_COLUMNS`, notes on slots quarantined or deferred).
+
+    `sources`: outside texts (`content.sources`), one per slot from the first; the brief sees each only as data,
+    and its variants are gated against it (`brief_source`).
+    """
     topics = calendar(spec, day)
     lines = guidance_lines(guidance)
 
@@ -291,11 +305,12 @@ def write_briefs(
             "brief": answer.brief.strip(),
             "claim_ids": list(dict.fromkeys(answer.claims)),
             "guidance": [" ".join(g.split()) for g in answer.guidance if g.strip()],
+            "brief_source": sources[slot] if slot < len(sources) else None,
         }
         return row, []
 
     asked = ask_in_rounds(
-        gateway, range(len(topics)), _brief_request(spec, day, topics, lines), accept, BriefAnswer, "a content brief"
+        gateway, range(len(topics)), _brief_request(spec, day, topics, lines, sources), accept, BriefAnswer, "a content brief"
     )
     rows = [
         {**row, "model": result.model, "call_id": result.call_id, "prompt_version": CONTENT_BRIEF_PROMPT_VERSION}
@@ -398,7 +413,9 @@ def write_variants(
         texts, result = asked.accepted[index]
         brief = briefs.loc[index]
         for number, text in enumerate(texts):
-            found = check_piece(text, brief["channel"], spec, published=published, topic=brief["topic"])
+            source = brief.get("brief_source")
+            source = source if isinstance(source, str) and source else None
+            found = check_piece(text, brief["channel"], spec, published=published, brief_source=source, topic=brief["topic"])
             rows.append(
                 {
                     "piece_id": brief["piece_id"],
@@ -414,6 +431,7 @@ def write_variants(
                     "gate_verdict": verdict(found),
                     "violations": sorted({v.code for v in found}),
                     "violation_details": [f"{v.code}: {v.detail}" for v in found],
+                    "brief_source": source,
                     "model": result.model,
                     "call_id": result.call_id,
                     "prompt_version": versions.get(str(brief["piece_id"]), CONTENT_VARIANTS_PROMPT_VERSION),
