@@ -33,7 +33,8 @@ from helpers_db import (
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.controls.kill_switch import set_kill_switch
-from factory_dagster.delivery.config import Mailbox
+from factory_dagster.delivery.config import ConfigError, Mailbox
+from factory_dagster.delivery.contact_gap import CONTACT_GAP_ENV, DEFAULT_GAP_DAYS, contact_gap_days
 from factory_dagster.delivery.eml import FileTransport
 from factory_dagster.delivery.outbox import pending_messages, plan_sends
 from factory_dagster.delivery.stage import DeliverySetup, run_sends
@@ -123,6 +124,45 @@ def test_plan_sends_takes_everything_under_the_cap(con, outbox) -> None:
     assert plan.hold_reason is None and plan.deferred == 0
     assert send_ids(plan.batch) == send_ids(pending_messages(con, DAY, CAMPAIGN))
     assert len(plan.batch) == 3
+
+
+def test_nobody_is_emailed_by_two_campaigns_within_the_contact_gap(con) -> None:
+    anna, juergen = LEADS[:2]
+    mine = [add_message(con, anna, DAY), add_message(con, juergen, DAY)]
+    theirs = add_message(con, anna, TWO_DAYS_AGO, campaign_id=OTHER_CAMPAIGN)
+    add_send(con, {**theirs, "to_email": anna.email.upper()}, TWO_DAYS_AGO)  # another campaign, two days ago
+    plan = plan_sends(con, SPEC, DAY, gap_days=14)
+    assert send_ids(plan.batch) == [mine[1]["send_id"]] and plan.held_by_contact_gap == 1 and plan.deferred == 0
+    assert plan_sends(con, SPEC, DAY, gap_days=2).held_by_contact_gap == 0  # the gap has passed
+    assert plan_sends(con, SPEC, DAY, gap_days=0).held_by_contact_gap == 0  # 0 turns it off
+    # An outbox row of another campaign that may have gone (claimed) holds too.
+    other = add_message(con, LEADS[2], DAY)
+    outbox_row = {**add_message(con, LEADS[2], DAY, campaign_id=OTHER_CAMPAIGN), "state": "claimed"}
+    insert_rows(
+        con,
+        "outbox",
+        pd.DataFrame(
+            [
+                {
+                    "send_id": outbox_row["send_id"],
+                    "campaign_id": OTHER_CAMPAIGN,
+                    "lead_id": outbox_row["lead_id"],
+                    "message_id": outbox_row["message_id"],
+                    "header_message_id": "<x@factory.invalid>",
+                    "to_email": outbox_row["to_email"],
+                    "transport": "file",
+                    "state": "claimed",
+                    "attempts": 1,
+                    "partition_day": DAY,
+                    "run_id": "r",
+                    "queued_at": pd.Timestamp(DAY),
+                    "updated_at": pd.Timestamp(DAY),
+                }
+            ]
+        ),
+    )
+    held = plan_sends(con, SPEC, DAY, gap_days=14)
+    assert other["send_id"] not in send_ids(held.batch) and held.held_by_contact_gap == 2
 
 
 def test_plan_sends_counts_todays_sends_against_the_cap_and_defers_the_rest(con) -> None:
@@ -330,3 +370,11 @@ def test_clear_unsent_keeps_the_rows_of_sent_leads(con, drafting_day) -> None:
 
     clear_unsent(con, "messages", DAY, CAMPAIGN)  # the sent lead's message stays as it went out
     assert query(con, "SELECT send_id FROM raw.messages") == [(drafting_day["sent"]["send_id"],)]
+
+
+def test_the_contact_gap_setting() -> None:
+    assert contact_gap_days({}) == DEFAULT_GAP_DAYS == 14
+    assert contact_gap_days({CONTACT_GAP_ENV: " 0 "}) == 0 and contact_gap_days({CONTACT_GAP_ENV: "30"}) == 30
+    for bad in ("-1", "two weeks", "400"):
+        with pytest.raises(ConfigError, match=CONTACT_GAP_ENV):
+            contact_gap_days({CONTACT_GAP_ENV: bad})

@@ -96,6 +96,7 @@ def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
         "suppressed_at_send": len(report.suppressed),
         "retries": report.retries,
         "deferred": plan.deferred,
+        "held_by_contact_gap": plan.held_by_contact_gap,
         "held": plan.hold_reason or "no",
         "sent_today_total": len(todays),
     }

@@ -28,6 +28,7 @@ from factory_dagster.delivery.config import (
     mailboxes_from_env,
     transport_name,
 )
+from factory_dagster.delivery.contact_gap import CONTACT_GAP_ENV, DEFAULT_GAP_DAYS, contact_gap_days
 from factory_dagster.delivery.eml import FileTransport, Transport
 from factory_dagster.delivery.errors import TransportUnusable
 from factory_dagster.delivery.mailboxes import MailboxPool
@@ -50,6 +51,7 @@ class DeliverySetup:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     require_review: bool = False  # only messages a person approved go (factory review approve)
+    contact_gap_days: int = DEFAULT_GAP_DAYS  # nobody is e-mailed by two campaigns within this many days
 
     @classmethod
     def from_env(cls, spec: CampaignSpec, outbox: Path, environ: Mapping[str, str] | None = None) -> DeliverySetup:
@@ -59,14 +61,16 @@ class DeliverySetup:
         FACTORY_UNSUBSCRIBE_BASE_URL is set; SMTP needs the link (and so the secret) and rotates the mailboxes.
         """
         env = os.environ if environ is None else environ
-        review = review_required(env)
+        review, gap = review_required(env), contact_gap_days(env)
         if transport_name(env) == "file":
             sender = Mailbox(spec.sender.email, spec.sender.name, daily_cap=None, per_minute=None)
-            return cls(FileTransport(outbox), [sender], UnsubscribeLinks.from_env(env, required=False), require_review=review)
+            links = UnsubscribeLinks.from_env(env, required=False)
+            return cls(FileTransport(outbox), [sender], links, require_review=review, contact_gap_days=gap)
         settings = SmtpSettings.from_env(env)
         links = UnsubscribeLinks.from_env(env, required=True)
         default = Mailbox(spec.sender.email, spec.sender.name, daily_cap=None, per_minute=DEFAULT_PER_MINUTE)
-        return cls(SmtpTransport(settings), mailboxes_from_env(default, env), links, settings.retry, require_review=review)
+        mailboxes = mailboxes_from_env(default, env)
+        return cls(SmtpTransport(settings), mailboxes, links, settings.retry, require_review=review, contact_gap_days=gap)
 
 
 @dataclass
@@ -84,7 +88,7 @@ def run_sends(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, run: RunContex
     """
     actor = f"send stage, run {run.run_id}"
     recovery = recover_claims(con, actor, run)
-    plan = plan_sends(con, spec, run.partition_day, require_review=setup.require_review)
+    plan = plan_sends(con, spec, run.partition_day, require_review=setup.require_review, gap_days=setup.contact_gap_days)
     batch = [QueuedSend(m.send_id, m.lead_id, m.message_id, m.to_email) for m in plan.batch.itertuples()]
     with transaction(con):
         queued = enqueue(con, batch, run, setup.transport.name, actor)
@@ -164,6 +168,15 @@ def _record_incidents(
             "messages_held_by_review",
             "info",
             f"{plan.held_for_review} message(s) held by a reviewer wait until released (factory review list)",
+        )
+    if plan.held_by_contact_gap:
+        record_incident(
+            con,
+            run,
+            "contact_gap",
+            "info",
+            f"{plan.held_by_contact_gap} message(s) wait: another campaign e-mailed their recipients within the last "
+            f"{setup.contact_gap_days} days ({CONTACT_GAP_ENV}); each goes once the gap has passed",
         )
     if plan.awaiting_review:
         record_incident(
