@@ -33,7 +33,7 @@ from typing import Any
 
 import duckdb
 
-from factory_dagster.review.analysis import _EDGE_PUNCTUATION, phrase_changes, word_edit_distance
+from factory_dagster.review.analysis import EDGE_PUNCTUATION, phrase_changes, word_edit_distance
 
 MIN_EDITS = 2  # a phrase (or a length trend) must show in this many edits to be a lesson, not one person's taste
 MIN_LENGTH_CHANGE_PCT = 5.0  # a smaller median change in length is not a trend
@@ -105,7 +105,7 @@ class EditLessons:
 
 def tokens(text: str) -> list[str]:
     """Words as the lessons compare them: case-folded, without the punctuation at their edges."""
-    return [t for t in (w.strip(_EDGE_PUNCTUATION).casefold() for w in text.split()) if t]
+    return [t for t in (w.strip(EDGE_PUNCTUATION).casefold() for w in text.split()) if t]
 
 
 def _contains(haystack: Sequence[str], needle: Sequence[str]) -> bool:

@@ -36,7 +36,7 @@ REMOVED, ADDED = "removed", "added"
 MAX_PHRASE_WORDS = 12
 MIN_KEPT_WORDS = 3  # kept words between two changed runs that keep them apart
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
-_EDGE_PUNCTUATION = ".,;:!?\"'()[]…-–— "
+EDGE_PUNCTUATION = ".,;:!?\"'()[]…-–— "  # stripped from a word's edges when words are compared (review and content edit lessons)
 _SIGN_OFF_WORDS = 3  # "Best,", "Kind regards," ... a short line ending in a comma just above the sender's name
 
 
@@ -167,7 +167,7 @@ def _masked(text: str, lead: Mapping[str, Any]) -> str:
 
 
 def _phrase(words: list[str]) -> str:
-    text = " ".join(words).strip(_EDGE_PUNCTUATION).casefold()
+    text = " ".join(words).strip(EDGE_PUNCTUATION).casefold()
     if len(text.split()) > MAX_PHRASE_WORDS:
         text = " ".join(text.split()[:MAX_PHRASE_WORDS]) + " …"
     return text
