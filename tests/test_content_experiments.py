@@ -62,13 +62,11 @@ def published(day: date = DAY) -> pd.DataFrame:
 
 @pytest.fixture
 def con(tmp_path: Path):
-    path = tmp_path / "warehouse.duckdb"
-    with connect(path) as connection:
+    with connect(tmp_path / "warehouse.duckdb") as connection:
         rows = published().drop(columns="day").assign(
             topic="close_speed", gate_verdict="passed", violation_codes=[[]] * 4, claims_used=[[]] * 4, model="cheap"
         )
         store_pieces(connection, rows, content_id=CONTENT, day=DAY, run_id="r", spec_version="s1", audits=None)
-    with connect(path) as connection:
         yield connection
 
 

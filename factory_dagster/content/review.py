@@ -241,7 +241,7 @@ def store_pieces(
         )
     if not rows:
         return 0
-    before = con.execute("SELECT count(*) FROM raw.content_pieces").fetchone()[0]
+    before = con.execute("SELECT count(*) FROM raw.content_pieces").fetchall()[0][0]
     columns = list(rows[0])
     with transaction(con):
         con.executemany(
@@ -249,7 +249,7 @@ def store_pieces(
             " ON CONFLICT (variant_id) DO NOTHING",
             [[r[c] for c in columns] for r in rows],
         )
-    return con.execute("SELECT count(*) FROM raw.content_pieces").fetchone()[0] - before
+    return con.execute("SELECT count(*) FROM raw.content_pieces").fetchall()[0][0] - before
 
 
 # -- reading the state -----------------------------------------------------------------------------
