@@ -108,12 +108,12 @@ def _kill_switch(args: argparse.Namespace, paths: Paths) -> int:
 
     with connect(paths.warehouse) as con:
         if args.state == "status":
-            state = kill_switch_state(con)
+            state = kill_switch_state(con, args.campaign or load_spec(paths.spec).campaign_id)
         elif not args.reason:
             return _fail("--reason is required to change the kill switch", 2)
         else:
-            state = set_kill_switch(con, args.state == "on", args.actor, args.reason)
-    print(f"kill switch: {'ENGAGED' if state.engaged else 'off'} ({state.actor}: {state.reason})")
+            state = set_kill_switch(con, args.state == "on", args.actor, args.reason, args.campaign)
+    print(f"kill switch for {state.scope}: {'ENGAGED' if state.engaged else 'off'} ({state.actor}: {state.reason})")
     return 0
 
 
@@ -293,6 +293,10 @@ def parser() -> argparse.ArgumentParser:
     switch = commands.add_parser("kill-switch", help="show, engage (on) or release (off) the send kill switch")
     switch.add_argument("state", choices=["status", "on", "off"])
     switch.add_argument("--reason", help="why (required for on/off)")
+    switch.add_argument(
+        "--campaign",
+        help="one campaign's switch (default: the switch for every campaign; status: what is in force for the spec's campaign)",
+    )
     _add_actor(switch)
     switch.set_defaults(run=_kill_switch)
     holds = commands.add_parser("holds", help="list the days whose messages are held, or release one")

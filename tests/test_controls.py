@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from helpers_db import CAMPAIGN, DAY, OTHER_CAMPAIGN, count, query, run_for
 
+from factory_dagster.cli import main
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.controls.kill_switch import KillSwitchState, kill_switch_state, set_kill_switch
 from factory_dagster.learning.marts import halt_reason, segment_angle_performance, segment_arm_performance
@@ -46,6 +48,29 @@ def test_the_latest_change_of_the_kill_switch_wins(con, tmp_path: Path) -> None:
         (False, "maya@brightwave-ledger.example"),
         (True, "maya@brightwave-ledger.example"),
     ]
+
+
+def test_a_campaigns_switch_stops_that_campaign_and_the_switch_for_every_campaign_stops_all(con) -> None:
+    own = set_kill_switch(con, True, "anomaly_guard", "complaint spike", CAMPAIGN)
+    assert kill_switch_state(con, CAMPAIGN) == own and own.scope == CAMPAIGN
+    assert kill_switch_state(con, OTHER_CAMPAIGN).engaged is False  # one campaign's trouble does not stop the others
+    assert kill_switch_state(con).engaged is False
+    every = set_kill_switch(con, True, "maya", "pausing everything for the audit")
+    assert kill_switch_state(con, OTHER_CAMPAIGN) == every and every.scope == "every campaign"
+    set_kill_switch(con, False, "maya", "audit done")
+    assert kill_switch_state(con, CAMPAIGN) == own  # its own switch is still on until a person releases it
+    released = set_kill_switch(con, False, "maya", "spike explained", CAMPAIGN)
+    assert kill_switch_state(con, CAMPAIGN) == released and not released.engaged
+
+
+def test_an_older_warehouses_switch_history_stays_the_switch_for_every_campaign(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as old:  # the table as it was before campaigns had switches of their own
+        old.execute("CREATE SCHEMA raw")
+        old.execute("CREATE TABLE raw.kill_switch (changed_at TIMESTAMP, engaged BOOLEAN, actor VARCHAR, reason VARCHAR)")
+        old.execute("INSERT INTO raw.kill_switch VALUES (now(), true, 'ops', 'engaged before the upgrade')")
+    with connect(path) as con:
+        assert kill_switch_state(con, CAMPAIGN) == KillSwitchState(True, "ops", "engaged before the upgrade")
 
 
 def test_the_kill_switch_state_survives_reopening_the_warehouse(tmp_path: Path) -> None:
@@ -228,3 +253,13 @@ def test_a_hold_is_kept_until_a_person_releases_it_with_a_reason(con) -> None:
     assert release_day(con, DAY, CAMPAIGN, "ann", "read them all, fine") is True
     assert release_day(con, DAY, CAMPAIGN, "ann", "again") is False
     assert open_holds(con, CAMPAIGN) == []
+
+
+def test_the_cli_flips_one_campaigns_switch_or_every_campaigns(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("FACTORY_HOME", str(tmp_path))
+    assert main(["kill-switch", "on", "--campaign", OTHER_CAMPAIGN, "--reason", "list under review", "--actor", "maya"]) == 0
+    assert f"kill switch for {OTHER_CAMPAIGN}: ENGAGED" in capsys.readouterr().out
+    assert main(["kill-switch", "status"]) == 0  # what is in force for the spec's own campaign
+    assert "kill switch for every campaign: off" in capsys.readouterr().out
+    assert main(["kill-switch", "status", "--campaign", OTHER_CAMPAIGN]) == 0
+    assert f"kill switch for {OTHER_CAMPAIGN}: ENGAGED (maya: list under review)" in capsys.readouterr().out

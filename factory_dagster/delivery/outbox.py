@@ -68,9 +68,10 @@ def plan_sends(
     gap = every["contact_gap_held"].astype(bool) & ~held & ~unapproved
     pending = every[~held & ~unapproved & ~gap]
     review = {"held_for_review": int(held.sum()), "awaiting_review": int(unapproved.sum()), "held_by_contact_gap": int(gap.sum())}
-    state = kill_switch_state(con)
+    state = kill_switch_state(con, spec.campaign_id)
     if state.engaged:
-        return SendPlan(pending.head(0), len(pending), f"kill switch engaged by {state.actor}: {state.reason}", **review)
+        why = f"kill switch ({state.scope}) engaged by {state.actor}: {state.reason}"
+        return SendPlan(pending.head(0), len(pending), why, **review)
     spent = fetch_one(
         con,
         "SELECT coalesce(sum(cost_usd), 0) FROM raw.llm_calls WHERE partition_day = ? AND campaign_id = ?",

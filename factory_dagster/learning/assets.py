@@ -85,16 +85,20 @@ def dbt_marts(context: dg.AssetExecutionContext, factory: FactoryResource):
 
 @line_asset(group_name="learn", deps=[ANOMALIES], kinds={"duckdb"})
 def send_guard(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
-    """Engages the kill switch when `marts.anomalies` flags a complaint or bounce spike for the day."""
+    """Engages the campaign's kill switch when `marts.anomalies` flags a complaint or bounce spike for its day."""
     spec = factory.spec()
     run = factory.run_context(context, spec)
     with factory.warehouse() as con:
         reason = halt_reason(con, spec.campaign_id, run.partition_day)
-        state = kill_switch_state(con)
-        if reason and not state.engaged:
-            state = set_kill_switch(con, True, "anomaly_guard", reason)
+        state = kill_switch_state(con, spec.campaign_id)
+        if reason and not state.engaged:  # this campaign's spike stops this campaign, not the others
+            state = set_kill_switch(con, True, "anomaly_guard", reason, spec.campaign_id)
             record_incident(con, run, "kill_switch_engaged", "critical", reason)
             context.log.error(f"kill switch engaged: {reason}")
     return dg.MaterializeResult(
-        metadata={"kill_switch": "engaged" if state.engaged else "off", "reason": state.reason, "anomaly": reason or "none"}
+        metadata={
+            "kill_switch": f"engaged ({state.scope})" if state.engaged else "off",
+            "reason": state.reason,
+            "anomaly": reason or "none",
+        }
     )

@@ -347,7 +347,8 @@ RAW_TABLES: dict[str, str] = {
         changed_at TIMESTAMP NOT NULL,
         engaged BOOLEAN NOT NULL,
         actor VARCHAR NOT NULL,
-        reason VARCHAR NOT NULL
+        reason VARCHAR NOT NULL,
+        campaign_id VARCHAR
     """,
     # The latest version of each experiment (factory_dagster/improve/experiments.py
     # `Experiment.to_record`); run_id and partition_day are those of the run that proposed it.
