@@ -11,9 +11,13 @@ import pandas as pd
 import pytest
 
 from factory_dagster.content.experiments import (
+    CALIBRATE_FROM_PIECES,
+    EXPLORATION,
+    EXPLORATIONS,
     KIND,
     Learned,
     allocate_day,
+    calibrated_exploration,
     day_shares,
     decide_pieces,
     finished_pieces,
@@ -63,8 +67,10 @@ def published(day: date = DAY) -> pd.DataFrame:
 @pytest.fixture
 def con(tmp_path: Path):
     with connect(tmp_path / "warehouse.duckdb") as connection:
-        rows = published().drop(columns="day").assign(
-            topic="close_speed", gate_verdict="passed", violation_codes=[[]] * 4, claims_used=[[]] * 4, model="cheap"
+        rows = (
+            published()
+            .drop(columns="day")
+            .assign(topic="close_speed", gate_verdict="passed", violation_codes=[[]] * 4, claims_used=[[]] * 4, model="cheap")
         )
         store_pieces(connection, rows, content_id=CONTENT, day=DAY, run_id="r", spec_version="s1", audits=None)
         yield connection
@@ -154,3 +160,27 @@ def test_finished_pieces_teach_the_prior_their_channel_rate(con) -> None:
     assert sorted(finished["variant_id"]) == ["p1-a", "p1-b", "p1-c"]  # the subject line had no deliveries
     learned = learn(finished)
     assert learned.pieces == 1 and learned.base_rate("headline") == pytest.approx(0.02)
+
+
+def finished_frame(pieces: int, seed: int = 4) -> pd.DataFrame:
+    """Finished headline pieces of three variants, one of them clearly better (as measured)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(pieces):
+        best = rng.integers(3)
+        for v in range(3):
+            shown = int(rng.integers(2000, 4000))
+            rate = 0.03 if v == best else 0.015
+            rows.append(
+                {"piece_id": f"f{p}", "variant_id": f"f{p}-{v}", "channel": "headline", "text": f"Headline {p} {v}"}
+                | {"impressions": float(shown), "clicks": float(rng.binomial(shown, rate))}
+            )
+    return pd.DataFrame(rows)
+
+
+def test_the_split_explores_as_the_line_own_finished_pieces_say_once_there_are_enough() -> None:
+    assert calibrated_exploration(finished_frame(CALIBRATE_FROM_PIECES - 1), 3) == EXPLORATION  # too few: the default
+    finished = finished_frame(CALIBRATE_FROM_PIECES + 20)
+    chosen = calibrated_exploration(finished, 3)
+    assert chosen in EXPLORATIONS and calibrated_exploration(finished, 3) == chosen  # seeded: the same again
+    assert learn(finished, 3).exploration == chosen

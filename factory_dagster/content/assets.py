@@ -66,7 +66,7 @@ def day_close(day: date) -> datetime:
 def day_learning(con: duckdb.DuckDBPyConnection, spec: ContentSpec, day: date, published: pd.DataFrame) -> Learned:
     """What the pieces whose test ended before `day` teach: the cross-piece prior and each channel's typical rate."""
     counts = variant_counts(con, spec.content_id, day)
-    return learn(finished_pieces(published, counts, day, spec.cadence.test_days))
+    return learn(finished_pieces(published, counts, day, spec.cadence.test_days), spec.cadence.test_days)
 
 
 def guidance(learned: Learned) -> dict[str, Any] | None:

@@ -37,7 +37,10 @@ import pandas as pd
 
 from factory_dagster.content.allocation import (
     CrossPiecePrior,
+    Engine,
+    FlatPrior,
     batch_fractions,
+    calibrate,
     centred_lifts,
     horizon_exploration,
     p_best,
@@ -59,9 +62,13 @@ PROPOSER = "content line"
 STARTER = "content line (published)"
 MDE = 0.2  # the relative difference a fixed test of the variants would be sized for (recorded with the design)
 # Thompson draws are Beta(alpha / e, beta / e): e < 1 explores less than plain Thompson sampling. The Upworthy
-# replay calibrated e between 1/32 and 1/4 on thousands of tests; the line takes 1/4, the most exploratory of them,
-# as its prior learns from few pieces.
+# replay calibrated e between 1/32 and 1/4 on thousands of tests; until the line has `CALIBRATE_FROM_PIECES`
+# finished pieces of its own it takes 1/4, the most exploratory of them, then it replays its finished pieces under
+# each of `EXPLORATIONS` and keeps the best (`content.allocation.calibrate`), as the replay does.
 EXPLORATION = 0.25
+EXPLORATIONS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)
+CALIBRATE_FROM_PIECES = 100
+CALIBRATION_PIECES = 500  # the most recent finished pieces a calibration replays
 DRAWS = 4000
 BASE_WEIGHT = 1000.0  # impressions the channel's typical rate is worth against a piece's own pooled rate
 # Per channel: (trials, events, primary metric). An e-mail subject line is judged on opens per delivery.
@@ -129,6 +136,7 @@ class Learned:
     prior: HeadlinePrior
     channel_rates: dict[str, float]
     pieces: int
+    exploration: float = EXPLORATION  # how much the split explores (`calibrated_exploration`)
 
     def base_rate(self, channel: str) -> float:
         return self.channel_rates.get(channel, DEFAULT_BASE_RATE)
@@ -165,14 +173,41 @@ def finished_pieces(published: pd.DataFrame, counts: pd.DataFrame, day: date, te
     )
 
 
-def learn(finished: pd.DataFrame) -> Learned:
-    """Fit the cross-piece prior on finished pieces (in publishing order) and each channel's median piece rate."""
+def calibrated_exploration(finished: pd.DataFrame, test_days: int, seed: int = 0) -> float:
+    """The exploration that would have earned the most clicks on the recent finished pieces, replayed with their
+    measured rates as the truth and the window's days as batches (flat prior: the prior was fitted on the same
+    pieces); `EXPLORATION` until `CALIBRATE_FROM_PIECES` pieces with two or more variants have finished."""
+    shown = finished[finished.groupby("piece_id")["variant_id"].transform("count") >= 2]
+    pieces = list(dict.fromkeys(shown["piece_id"]))[-CALIBRATION_PIECES:]
+    if len(pieces) < CALIBRATE_FROM_PIECES:
+        return EXPLORATION
+    shown = shown[shown["piece_id"].isin(pieces)]
+    groups = shown.groupby("piece_id", sort=False)  # publishing order
+    sizes = groups.size().to_numpy()
+    rates = np.full((len(sizes), int(sizes.max())), np.nan)
+    for row, (_, piece) in enumerate(groups):
+        rates[row, : len(piece)] = (piece["clicks"] / piece["impressions"]).to_numpy(float)
+    totals = groups["impressions"].sum().to_numpy().astype(np.int64)
+    (_, exploration), _ = calibrate(
+        rates, totals, sizes, {"flat": FlatPrior()}, EXPLORATIONS, Engine(batches=test_days, draws=64), seed
+    )
+    return exploration
+
+
+def learn(finished: pd.DataFrame, test_days: int = 1) -> Learned:
+    """Fit the cross-piece prior on finished pieces (in publishing order), each channel's median piece rate and the
+    split's exploration (`calibrated_exploration`)."""
     if finished.empty:
         return Learned(empty_prior(), {}, 0)
     prior = fit_prior(pd.concat([finished.reset_index(drop=True), feature_frame(finished["text"])], axis=1))
     pooled = finished.groupby(["channel", "piece_id"])[["clicks", "impressions"]].sum()
     rates = (pooled["clicks"] / pooled["impressions"]).groupby(level="channel").median()
-    return Learned(prior, {c: float(min(max(r, 1e-4), 0.9)) for c, r in rates.items()}, finished["piece_id"].nunique())
+    return Learned(
+        prior,
+        {c: float(min(max(r, 1e-4), 0.9)) for c, r in rates.items()},
+        finished["piece_id"].nunique(),
+        calibrated_exploration(finished, test_days),
+    )
 
 
 # -- opening a piece's experiment ------------------------------------------------------------------
@@ -285,7 +320,7 @@ def day_shares(
             alpha, beta = posterior_params(prior, shown, clicked)
             rng = np.random.default_rng(seed_for(experiment.experiment_id, day))
             window_day = (day - piece["day"].iloc[0]).days  # each day of the window is a batch
-            exploration = horizon_exploration(EXPLORATION, window_day, batch_fractions(test_days))
+            exploration = horizon_exploration(learned.exploration, window_day, batch_fractions(test_days))
             shares = p_best(alpha, beta, np.array([len(arms)]), rng, DRAWS, exploration)[0]
         elif experiment is not None:
             shares = np.array([1.0 if arm == kept_variant(experiment) else 0.0 for arm in arms])
