@@ -114,7 +114,7 @@ def test_each_piece_is_an_experiment_whose_split_is_published_and_concluded_afte
         assert (published_folder(paths) / str(START + timedelta(days=i)) / "allocation.csv").exists()
 
 
-def test_an_injected_outside_source_is_data_its_pieces_wait_for_a_person_and_a_bad_file_is_named(tmp_path) -> None:
+def test_an_injected_source_waits_for_a_person_and_bad_source_and_engagement_files_are_named(tmp_path) -> None:
     paths = Paths.under(tmp_path)
     defs = build_definitions(paths)
     instance = dg.DagsterInstance.ephemeral()
@@ -126,6 +126,9 @@ def test_an_injected_outside_source_is_data_its_pieces_wait_for_a_person_and_a_b
         encoding="utf-8",
     )
     (inbox / "b_broken.txt").write_bytes(b"caf\xe9 close notes")
+    exports = engagement_inbox(paths.home) / "linkedin"
+    exports.mkdir(parents=True)
+    (exports / "linkedin_broken.csv").write_text("Date,Impressions\n03/02/2026,12\n", encoding="utf-8")  # no post title
     lines = run_content_day(defs, instance, START, QUIET_RUN_CONFIG)
     assert not lines[0].startswith("content line FAILED"), lines
     pieces = rows(
@@ -141,5 +144,8 @@ def test_an_injected_outside_source_is_data_its_pieces_wait_for_a_person_and_a_b
     assert registered["a_review.txt"] is None and "not valid UTF-8" in registered["b_broken.txt"]
     (incident,) = rows(paths, "SELECT detail FROM raw.incidents WHERE kind = 'content_source_rejected'")[0]
     assert "b_broken.txt" in incident
+    (rejected,) = rows(paths, "SELECT detail FROM raw.incidents WHERE kind = 'engagement_file_rejected'")[0]
+    assert "linkedin_broken.csv" in rejected and "missing column" in rejected  # named; the day's other exports went in
+    assert rows(paths, "SELECT count(*) FROM raw.content_engagement")[0][0] > 0
     run_content_day(defs, instance, START + timedelta(days=1), QUIET_RUN_CONFIG)
     assert rows(paths, "SELECT count(*) FROM raw.content_pieces WHERE brief_source IS NOT NULL")[0][0] == len(pieces)  # used once
