@@ -14,7 +14,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import content_upworthy, gates, learning, line_demo, make_run_fresh, model_layer, ope, reliability, replies
+from benchmarks import (
+    content_upworthy,
+    gates,
+    learning,
+    line_demo,
+    make_run_fresh,
+    model_layer,
+    ope,
+    reliability,
+    replies,
+    scale,
+)
 
 RESULTS = Path(__file__).with_name("results.json")
 BENCHMARKS: dict[str, Callable[[], dict]] = {
@@ -27,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "replies": replies.run,
     "ope": ope.run,
     "content": content_upworthy.run,
+    "scale": scale.run,  # about 30 minutes: one 100,000-lead day and the marts over 10M events
 }
 
 
