@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from factory_dagster.gates.rules import Violation
+from factory_dagster.gates.rules import Violation, compiled
 
 PLANTED_RUN_WORDS = 5
 # The free-text fields a lead's source can plant text in (first name and company are exempt while trusted).
@@ -148,7 +148,7 @@ def mask(text: str, names: Iterable[str], mark: str = " ") -> str:
         parts = visible(name).split()
         if parts:
             pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, parts)) + r"(?!\w)"
-            text = re.sub(pattern, mark, text, flags=re.IGNORECASE)
+            text = compiled(pattern, re.IGNORECASE).sub(mark, text)
     return text
 
 
@@ -303,7 +303,7 @@ def _strip_texts(text: str, texts: Iterable[str]) -> str:
     for fixed in sorted(texts, key=len, reverse=True):
         parts = visible(fixed).split()
         if parts:
-            text = re.sub(r"\s+".join(map(re.escape, parts)), " ", text, flags=re.IGNORECASE)
+            text = compiled(r"\s+".join(map(re.escape, parts)), re.IGNORECASE).sub(" ", text)
     return text
 
 

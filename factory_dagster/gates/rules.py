@@ -87,6 +87,13 @@ def _stem(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=4096)
+def compiled(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """A compiled pattern, kept: the gates build patterns from each lead's names, and a day of many leads
+    overflows the `re` module's own cache of 512 (a 20,000-lead day recompiled 152,000 times, 21 s)."""
+    return re.compile(pattern, flags)
+
+
 @lru_cache(maxsize=256)
 def banned_pattern(phrase: str) -> re.Pattern[str]:
     """The phrase and its inflections, on normalised text: 'game-changer' also catches 'game changing',
@@ -207,7 +214,7 @@ def check_draft(
     # unless the name itself carries an instruction, a link or an address (then it is planted text, not a name).
     company = str(lead.get("company") or "")
     names = [re.escape(n) for f in ("company", "first_name") if (n := str(lead.get(f) or "")) and trusted_name(n, f)]
-    own = re.compile(rf"(?<!\w)(?:{'|'.join(names)})(?!\w)") if names else None
+    own = compiled(rf"(?<!\w)(?:{'|'.join(names)})(?!\w)") if names else None
     own_subject, own_text = (own.sub(" ", subject), own.sub(" ", text)) if own else (subject, text)
     limits = spec.limits
 
