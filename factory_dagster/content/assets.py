@@ -77,8 +77,9 @@ def guidance(learned: Learned) -> dict[str, Any] | None:
 @line_asset(group_name="content", kinds={"duckdb"})
 def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """The day's pieces: briefs by the premium model (with the earlier pieces' lessons, what operators' edits
-    taught and, when dropped in the inbox, outside text as data), variants by the cheap model, each gated; the premium judge audits the flagged ones and a sample; what
-    passed both is approved by the line, the rest waits for a person (`factory content list`)."""
+    taught and, when dropped in the inbox, outside text as data), variants by the cheap model (the variants prompt
+    of the piece's arm while a prompt experiment runs), each gated; the premium judge audits the flagged ones and a
+    sample; what passed both is approved by the line, the rest waits for a person (`factory content list`)."""
     spec = content_spec()
     day = partition_day(context)
     gateway = factory.content_gateway(context, spec, spec.daily_budget_usd)

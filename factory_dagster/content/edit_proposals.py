@@ -159,7 +159,8 @@ def propose_from_edits(
     design = propose(
         campaign_id=spec.content_id,
         kind=KIND,
-        hypothesis=f"variants written under the house rules operators' edits teach go out untouched more often: {' '.join(rules)}",
+        hypothesis="variants written under the house rules operators' edits teach go out untouched more often: "
+        + " ".join(rules),
         control=parent,
         challengers=(challenger.version,),
         target_segments=tuple(s.name for s in spec.segments),

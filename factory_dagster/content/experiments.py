@@ -224,7 +224,9 @@ def piece_design(spec: ContentSpec, piece: pd.DataFrame, learned: Learned, day: 
     return propose(
         campaign_id=spec.content_id,
         kind=KIND,
-        hypothesis=f"one of the {len(arms)} variants of piece {piece_id} ({channel}, {segment}) earns a higher {metric} than the first",
+        hypothesis=(
+            f"one of the {len(arms)} variants of piece {piece_id} ({channel}, {segment}) earns a higher {metric} than the first"
+        ),
         control=arms[0],
         challengers=arms[1:],
         target_segments=(str(segment),),
@@ -346,7 +348,8 @@ def day_shares(
 def recorded_shares(con: duckdb.DuckDBPyConnection, content_id: str, day: date) -> pd.DataFrame:
     """The split already given out for `day` (empty before the day's first run)."""
     return con.execute(
-        f"SELECT {', '.join(ALLOCATION_COLUMNS)} FROM raw.content_allocations WHERE day = ? AND content_id = ? ORDER BY piece_id, variant_id",
+        f"""SELECT {", ".join(ALLOCATION_COLUMNS)} FROM raw.content_allocations
+            WHERE day = ? AND content_id = ? ORDER BY piece_id, variant_id""",
         [day, content_id],
     ).df()
 
