@@ -239,18 +239,7 @@ def _warehouse_counts(warehouse: Path) -> dict[str, int]:
                 t
                 for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'").fetchall()
             }
-            names = (
-                "leads",
-                "leads_quarantine",
-                "assignments",
-                "drafts",
-                "gate_results",
-                "messages",
-                "messages_quarantine",
-                "sends",
-                "llm_calls",
-            )
-            counts = {n: con.execute(f"SELECT count(*) FROM raw.{n}").fetchone()[0] for n in names if n in tables}
+            counts = {n: con.execute(f"SELECT count(*) FROM raw.{n}").fetchone()[0] for n in REPLICATED if n in tables}
             if {"assignments", "messages", "messages_quarantine"} <= tables:
                 # Assigned leads with neither a message nor a quarantine row wait for the next day: the consistency
                 # gate postpones a lead whose every draft reads like a colleague's message going out today.

@@ -29,6 +29,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from factory_dagster.warehouse.contracts import RAW_TABLES
+from factory_dagster.warehouse.store import raw_columns
 
 SCALAR_TYPES = {
     "VARCHAR": "TEXT",
@@ -191,11 +192,7 @@ def ensure_raw_schema(con: psycopg.Connection) -> None:
     with con.transaction():
         con.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
         con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-        existing: dict[str, set[str]] = {}
-        for table, column in con.execute(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw'"
-        ).fetchall():
-            existing.setdefault(table, set()).add(column)
+        existing = raw_columns(con)
         statements = []
         for name in RAW_TABLES:
             if name not in existing:

@@ -67,17 +67,23 @@ def _column_definitions(columns: str) -> dict[str, str]:
     return definitions
 
 
+def raw_columns(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> dict[str, set[str]]:
+    """The columns of each table in the `raw` schema as the warehouse has them (either engine)."""
+    existing: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw'"
+    ).fetchall():
+        existing.setdefault(table, set()).add(column)
+    return existing
+
+
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> None:
     """Create the `raw` contract tables that do not exist yet, and add columns a newer contract
     introduced to tables an older version created (nullable there: old rows have no value)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return _postgres().ensure_raw_schema(con)
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-    existing: dict[str, set[str]] = {}
-    for table, column in con.execute(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw'"
-    ).fetchall():
-        existing.setdefault(table, set()).add(column)
+    existing = raw_columns(con)
     for name, columns in RAW_TABLES.items():
         if name not in existing:
             con.execute(f"CREATE TABLE raw.{name} ({columns})")
