@@ -19,7 +19,6 @@ of every later piece (`champion`).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -31,8 +30,10 @@ from factory_dagster.content.edits import EditLessons
 from factory_dagster.content.experiments import record_look
 from factory_dagster.content.spec import ContentSpec
 from factory_dagster.improve import store
+from factory_dagster.improve.allocation import stable_unit
+from factory_dagster.improve.decisions import decide_running
 from factory_dagster.improve.experiments import OPEN_STATES, Experiment, propose, transition
-from factory_dagster.improve.stats import ArmCounts, Count, decide, seed_for
+from factory_dagster.improve.stats import ArmCounts, Count
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.models.ledger import utcnow
 from factory_dagster.models.prompts import (
@@ -94,8 +95,11 @@ def running_prompt_experiment(con: duckdb.DuckDBPyConnection, content_id: str) -
 
 def arm_of(experiment: Experiment, piece_id: str) -> str:
     """The arm a piece is written with: a stable hash of experiment and piece puts `CHALLENGER_SHARE` on the challenger."""
-    unit = int.from_bytes(hashlib.sha256(f"{experiment.experiment_id}|{piece_id}".encode()).digest()[:8], "big") / 2**64
-    return experiment.challengers[0] if unit < experiment.max_traffic_share else experiment.control
+    return (
+        experiment.challengers[0]
+        if stable_unit(experiment.experiment_id, piece_id) < experiment.max_traffic_share
+        else experiment.control
+    )
 
 
 def prompt_versions(con: duckdb.DuckDBPyConnection, content_id: str, piece_ids: Sequence[str]) -> dict[str, str]:
@@ -220,18 +224,6 @@ def decide_prompt_experiment(con: duckdb.DuckDBPyConnection, content_id: str, ru
         ArmCounts(a, int(counts.loc[a, "pieces"]), Count(int(counts.loc[a, "events"]), int(counts.loc[a, "trials"])))
         for a in arms
     ]
-    decision = decide(
-        counted,
-        control=experiment.control,
-        planned_shares={
-            experiment.control: 1 - experiment.max_traffic_share,
-            experiment.challengers[0]: experiment.max_traffic_share,
-        },
-        planned_sample_size=experiment.planned_sample_size,
-        base_rate=experiment.base_rate,
-        rule=experiment.stopping_rule,
-        days_running=(run.partition_day - started.date()).days + 1,
-        seed=seed_for(experiment.experiment_id, run.partition_day),
-    )
+    decision = decide_running(experiment, counted, (run.partition_day - started.date()).days + 1, run.partition_day)
     record_look(con, experiment, decision, run, at)
     return decision.action

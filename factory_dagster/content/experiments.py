@@ -50,9 +50,9 @@ from factory_dagster.content.features import feature_frame, shown_text
 from factory_dagster.content.prior import DEFAULT_BASE_RATE, HeadlinePrior, empty_prior, fit_prior
 from factory_dagster.content.spec import ContentSpec
 from factory_dagster.improve import store
-from factory_dagster.improve.decisions import look_rows
+from factory_dagster.improve.decisions import decide_running, look_rows
 from factory_dagster.improve.experiments import Experiment, conclude, propose, transition
-from factory_dagster.improve.stats import ArmCounts, Count, Decision, StoppingRule, decide, seed_for
+from factory_dagster.improve.stats import ArmCounts, Count, Decision, StoppingRule, seed_for
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.models.ledger import utcnow
 from factory_dagster.warehouse.store import insert_rows, transaction
@@ -377,7 +377,7 @@ def allocate_day(
 # -- the daily look -------------------------------------------------------------------------------------
 
 
-def planned_shares(con: duckdb.DuckDBPyConnection, experiment: Experiment, daily: pd.DataFrame) -> dict[str, float]:
+def allocated_shares(con: duckdb.DuckDBPyConnection, experiment: Experiment, daily: pd.DataFrame) -> dict[str, float]:
     """Each arm's expected share of the trials so far: every day's shares weighted by that day's trials."""
     arms = [experiment.control, *experiment.challengers]
     shares = con.execute(
@@ -420,15 +420,12 @@ def decide_pieces(con: duckdb.DuckDBPyConnection, content_id: str, run: RunConte
         ]
         first = date.fromisoformat(experiment.motivating_figures["first_day"])
         days_running = (day - first).days + 1
-        decision = decide(
+        decision = decide_running(
+            experiment,
             counted,
-            control=experiment.control,
-            planned_shares=planned_shares(con, experiment, mine),
-            planned_sample_size=experiment.planned_sample_size,
-            base_rate=experiment.base_rate,
-            rule=experiment.stopping_rule,
-            days_running=days_running,
-            seed=seed_for(experiment.experiment_id, day),
+            days_running,
+            day,
+            shares=allocated_shares(con, experiment, mine),
             horizon_reached=days_running >= int(experiment.motivating_figures["test_days"]),
         )
         record_look(con, experiment, decision, run, at)

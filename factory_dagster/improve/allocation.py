@@ -95,14 +95,14 @@ ALLOCATION_COLUMNS = [
 ]
 
 
-def _unit(*parts: object) -> float:
+def stable_unit(*parts: object) -> float:
     """A uniform draw in [0, 1) fixed by `parts` (no random state: re-runs draw the same)."""
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big") / 2**64
 
 
 def is_holdout(campaign_id: str, lead_id: str, share: float) -> bool:
     """Whether the lead belongs to the campaign's holdout: a hash, so sticky and blind to the loop."""
-    return _unit("holdout", campaign_id, lead_id) < share
+    return stable_unit("holdout", campaign_id, lead_id) < share
 
 
 # ---------------------------------------------------------------- layer 2: angles
@@ -130,7 +130,7 @@ def angle_shares(plan: pd.DataFrame, performance: pd.DataFrame, spec: CampaignSp
         sends, replies, positives, unsubscribes = (stats[c].to_numpy() for c in counts)
         alpha = positives + alloc.prior_sends * alloc.prior_positive_rate
         beta = np.maximum(sends - positives, 0) + alloc.prior_sends * (1 - alloc.prior_positive_rate)
-        rng = np.random.default_rng(int(_unit(POLICY_VERSION, day, segment) * 2**63))
+        rng = np.random.default_rng(int(stable_unit(POLICY_VERSION, day, segment) * 2**63))
         draws = rng.beta(alpha[:, None], beta[:, None], size=(len(angles), _DRAWS))
         if alloc.unsubscribe_weight:
             lost = rng.beta(
@@ -451,9 +451,9 @@ def assign_leads(leads: pd.DataFrame, allocation: pd.DataFrame, spec: CampaignSp
         part = rules[lead.segment].part(lead._asdict()) if not holdout and lead.segment in rules else ""
         options = choices[(lead.segment, holdout, part)]
         if holdout:
-            chosen = options.row(_unit(HOLDOUT_POLICY_VERSION, day, lead.lead_id))
+            chosen = options.row(stable_unit(HOLDOUT_POLICY_VERSION, day, lead.lead_id))
         else:
-            chosen = options.loop_row(*(_unit(POLICY_VERSION, day, lead.lead_id, level) for level in _Choices.LEVELS))
+            chosen = options.loop_row(*(stable_unit(POLICY_VERSION, day, lead.lead_id, level) for level in _Choices.LEVELS))
         rows.append(
             {
                 "lead_id": lead.lead_id,

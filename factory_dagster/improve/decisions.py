@@ -40,11 +40,21 @@ def planned_shares(experiment: Experiment) -> dict[str, float]:
     return {experiment.control: 1.0 - share, **dict.fromkeys(experiment.challengers, each)}
 
 
-def decide_running(experiment: Experiment, arms: Sequence[ArmCounts], days_running: int, look: object) -> Decision:
+def decide_running(
+    experiment: Experiment,
+    arms: Sequence[ArmCounts],
+    days_running: int,
+    look: object,
+    *,
+    shares: Mapping[str, float] | None = None,
+    horizon_reached: bool = False,
+) -> Decision:
     """Today's verdict for a running experiment under its own recorded stopping rule.
 
     `arms` must hold the control and every challenger (an arm with no traffic yet has zero
     counts); `look` (e.g. the day) seeds the Monte Carlo draws, so a re-run decides the same.
+    `shares` replaces the design's fixed split for the sample-ratio check where the split moved
+    (a content piece's adaptive one); `horizon_reached` makes today the final look (`stats.decide`).
     """
     by_arm: Mapping[str, ArmCounts] = {a.arm: a for a in arms}
     missing = [arm for arm in (experiment.control, *experiment.challengers) if arm not in by_arm]
@@ -54,13 +64,14 @@ def decide_running(experiment: Experiment, arms: Sequence[ArmCounts], days_runni
     return decide(
         ordered,
         control=experiment.control,
-        planned_shares=planned_shares(experiment),
+        planned_shares=planned_shares(experiment) if shares is None else shares,
         planned_sample_size=experiment.planned_sample_size,
         base_rate=experiment.base_rate,
         guardrails=experiment.guardrails,
         rule=experiment.stopping_rule,
         days_running=days_running,
         seed=seed_for(experiment.experiment_id, look),
+        horizon_reached=horizon_reached,
     )
 
 
