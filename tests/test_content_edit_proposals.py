@@ -16,12 +16,13 @@ from factory_dagster.content.edit_proposals import (
     edit_rules,
     prompt_versions,
     propose_from_edits,
-    start_approved,
+    running_prompt_experiment,
 )
 from factory_dagster.content.edits import ChannelEdits, EditLessons, PhraseCount
 from factory_dagster.content.review import auto_approve, store_pieces
 from factory_dagster.content.spec import load_content_spec
 from factory_dagster.improve import store
+from factory_dagster.improve.decisions import start_approved
 from factory_dagster.models import prompts
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.settings import PROJECT_ROOT
@@ -100,7 +101,9 @@ def piece_rows(version: str, pieces: range, flagged_share: float) -> pd.DataFram
 def test_the_running_experiment_splits_pieces_and_a_clear_winner_becomes_the_champion(con, tmp_path: Path) -> None:
     experiment = propose_from_edits(con, SPEC, lessons(), RUN, AT).experiment
     store.decide_by_person(con, experiment.experiment_id, "approve", "maya", "try it", "cli", AT)
-    (running,) = start_approved(con, CONTENT, RUN, AT)
+    (started,) = start_approved(con, CONTENT, DAY, RUN.run_id, AT)  # the loop's own start step
+    running = running_prompt_experiment(con, CONTENT)
+    assert started.action == "started" and running is not None and running.state == "running"
     arms = prompt_versions(con, CONTENT, [f"p{n}" for n in range(400)])
     challenger = experiment.challengers[0]
     assert 160 < sum(v == challenger for v in arms.values()) < 240  # about half the pieces

@@ -18,7 +18,7 @@ import pandas as pd
 from factory_dagster.campaign.spec import SpecError
 from factory_dagster.content.audience import SimulatedAudience
 from factory_dagster.content.cli import content_spec_path, published_folder
-from factory_dagster.content.edit_proposals import decide_prompt_experiment, prompt_versions, propose_from_edits, start_approved
+from factory_dagster.content.edit_proposals import decide_prompt_experiment, prompt_versions, propose_from_edits
 from factory_dagster.content.edits import edit_lessons, with_edit_notes
 from factory_dagster.content.engagement import Variants, import_engagement_files
 from factory_dagster.content.experiments import (
@@ -36,6 +36,7 @@ from factory_dagster.content.review import approved_variants, auto_approve, publ
 from factory_dagster.content.sources import mark_used, pending_sources, sources_inbox
 from factory_dagster.content.spec import ContentSpec, load_content_spec
 from factory_dagster.content.stages import audit_pieces, write_briefs, write_variants
+from factory_dagster.improve.decisions import start_approved
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.partitions import DAILY
@@ -85,7 +86,7 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
     gateway = factory.content_gateway(context, spec, spec.daily_budget_usd)
     at = day_close(day)
     with factory.warehouse() as con:
-        started = start_approved(con, spec.content_id, gateway.run, at)
+        started = start_approved(con, spec.content_id, day, gateway.run.run_id, at)  # one prompt experiment at a time
         published = published_texts(con, spec.content_id, day)
         learned = day_learning(con, spec, day, published_variants(published_days(published_folder(factory.paths))))
         taught = edit_lessons(con, spec.content_id, day)
@@ -130,7 +131,11 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
             "outside_sources": dg.MetadataValue.json([str(s.path) for s in used]),
             "guidance": dg.MetadataValue.json(lessons or {}),
             "prompt_experiment": dg.MetadataValue.json(
-                {"proposal": proposal.reason, "started": [e.experiment_id for e in started], "look": prompt_look}
+                {
+                    "proposal": proposal.reason,
+                    "started": [o.experiment_id for o in started if o.action == "started"],
+                    "look": prompt_look,
+                }
             ),
             **gateway.usage(),
         }

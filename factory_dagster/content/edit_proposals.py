@@ -32,7 +32,7 @@ from factory_dagster.content.spec import ContentSpec
 from factory_dagster.improve import store
 from factory_dagster.improve.allocation import stable_unit
 from factory_dagster.improve.decisions import decide_running
-from factory_dagster.improve.experiments import OPEN_STATES, Experiment, propose, transition
+from factory_dagster.improve.experiments import OPEN_STATES, Experiment, propose
 from factory_dagster.improve.stats import ArmCounts, Count
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.models.ledger import utcnow
@@ -54,7 +54,6 @@ MIN_SHORTENING_PCT = 10.0  # a median shortening of at least this much becomes a
 CHALLENGER_SHARE = 0.5  # of the pieces while the experiment runs
 MDE = 0.1  # untouched rates are high (most variants pass): a tenth more is what the test is sized for
 PROPOSER = "content line (operators' edits)"
-STARTER = "content line"
 RULES_HEADER = "House rules from operators' edits:"
 ORIGIN = "operators' edits"
 
@@ -194,19 +193,6 @@ def propose_from_edits(
 
 
 # -- running and deciding ---------------------------------------------------------------------------------------
-
-
-def start_approved(con: duckdb.DuckDBPyConnection, content_id: str, run: RunContext, at: datetime) -> list[Experiment]:
-    """Start the approved content prompt experiment (one runs at a time)."""
-    started = []
-    for experiment in store.list_experiments(con, content_id, ["approved"]):
-        if experiment.kind != KIND or running_prompt_experiment(con, content_id) is not None:
-            continue
-        moved, event = transition(experiment, "running", STARTER, "approved, and no other prompt experiment runs", {}, at)
-        with transaction(con):
-            store.write_transition(con, moved, event, run_id=run.run_id, partition_day=run.partition_day)
-        started.append(moved)
-    return started
 
 
 def decide_prompt_experiment(con: duckdb.DuckDBPyConnection, content_id: str, run: RunContext, at: datetime) -> str | None:
