@@ -46,10 +46,9 @@ from urllib.parse import unquote_plus
 import duckdb
 import pandas as pd
 
-from factory_dagster.controls.incidents import record_incident
 from factory_dagster.feedback.events import EVENT_TYPES, decode_utf8, parse_csv
 from factory_dagster.models.gateway import RunContext
-from factory_dagster.warehouse.file_registry import inbox_files, register_file, unregistered_files
+from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 ACCEPTED_COLUMNS = ["variant_id", "channel", "metric", "value", "day", "source", "source_file", "source_row"]
@@ -417,9 +416,7 @@ def import_engagement_files(
             try:
                 result = importer(path, variants, day)
             except EngagementFileError as exc:
-                with transaction(con):
-                    register_file(con, run, REGISTER_KIND, path, sha, error=str(exc))
-                    record_incident(con, run, "engagement_file_rejected", "warning", str(exc))
+                reject_file(con, run, REGISTER_KIND, path, sha, str(exc))
                 summary.rejected_files[str(path)] = str(exc)
                 continue
             accepted_inputs = result.accepted["source_row"].nunique()

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import duckdb
 
-from factory_dagster.controls.incidents import record_incident
 from factory_dagster.feedback.events import decode_utf8
 from factory_dagster.models.gateway import RunContext
-from factory_dagster.warehouse.file_registry import inbox_files, register_file, unregistered_files
+from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import transaction
 
 REGISTER_KIND = "content_source"
@@ -61,9 +60,7 @@ def pending_sources(con: duckdb.DuckDBPyConnection, inbox: Path, run: RunContext
         try:
             found.append(Source(path, sha, _read(path)))
         except SourceFileError as exc:
-            with transaction(con):
-                register_file(con, run, REGISTER_KIND, path, sha, error=str(exc))
-                record_incident(con, run, "content_source_rejected", "warning", str(exc))
+            reject_file(con, run, REGISTER_KIND, path, sha, str(exc))
     return found
 
 

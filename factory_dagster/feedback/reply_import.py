@@ -34,12 +34,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from factory_dagster.controls.incidents import record_incident
 from factory_dagster.delivery.eml import MESSAGE_ID_DOMAIN
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.receiver.inbound import html_to_text
 from factory_dagster.receiver.inbox import RECEIVED_AT_HEADER, RECEIVED_VIA_HEADER
-from factory_dagster.warehouse.file_registry import inbox_files, register_file, unregistered_files
+from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 _SEND_ID = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -190,12 +189,6 @@ def _raw_record(reply: ParsedReply) -> str:
     return json.dumps(fields, ensure_ascii=False)
 
 
-def _reject(con: duckdb.DuckDBPyConnection, run: RunContext, path: Path, sha: str, error: str) -> None:
-    with transaction(con):
-        register_file(con, run, "replies", path, sha, error=error)
-        record_incident(con, run, "reply_file_rejected", "warning", error)
-
-
 def import_reply_files(con: duckdb.DuckDBPyConnection, replies_inbox: Path, run: RunContext) -> ReplyImportSummary:
     """Store and thread every new reply file, all in one transaction (an unreadable file is rejected on its own)."""
     summary = ReplyImportSummary()
@@ -206,7 +199,7 @@ def import_reply_files(con: duckdb.DuckDBPyConnection, replies_inbox: Path, run:
         try:
             reply = parse_reply(path)
         except (OSError, ValueError) as exc:
-            _reject(con, run, path, sha, str(exc))
+            reject_file(con, run, "replies", path, sha, str(exc))
             summary.rejected_files[str(path)] = str(exc)
             continue
         send_id, method_or_code = thread_reply(reply, send_ids)

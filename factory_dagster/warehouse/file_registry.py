@@ -17,7 +17,14 @@ from factory_dagster.controls.incidents import record_incident
 from factory_dagster.models.gateway import RunContext, utcnow
 from factory_dagster.warehouse.store import transaction
 
-_INCIDENT_KIND = {"leads": "lead_file_rejected", "events": "event_file_rejected", "suppression": "suppression_file_rejected"}
+_INCIDENT_KIND = {
+    "leads": "lead_file_rejected",
+    "events": "event_file_rejected",
+    "suppression": "suppression_file_rejected",
+    "replies": "reply_file_rejected",
+    "content_engagement": "engagement_file_rejected",
+    "content_source": "content_source_rejected",
+}
 
 
 def file_sha256(path: Path) -> str:
