@@ -50,6 +50,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
         approve_as_operator,
         closing_lines,
         daily_summary,
+        demo_campaigns,
         describe_models,
         format_summary,
         loop_lines,
@@ -58,30 +59,44 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     )
     from factory_dagster.resources import FactoryResource
 
+    from factory_dagster.campaign.registry import CampaignFolderError
+
+    try:
+        campaigns = demo_campaigns(paths, args.leads_per_day, args.campaigns.split(",") if args.campaigns else None)
+    except CampaignFolderError as exc:
+        return _fail(str(exc), 2)
     instance = prepare_dagster_home(paths)
     factory = FactoryResource.from_paths(paths)  # the line's own resource: the same routing, registry and environment
-    print(f"Factory demo: {args.days} days from {args.start}, {args.leads_per_day} sample leads a day")
+    shown = ", ".join(f"{c.key} {c.leads_per_day}" for c in campaigns)
+    print(f"Factory demo: {args.days} days from {args.start}; campaigns and sample leads a day: {shown}")
     try:
-        print(describe_models(factory.routes(), factory.registry(), os.environ))
-    except dg.Failure as exc:  # a stage routed to a model that needs a key and has no offline stand-in
-        return _fail(exc.description, 2)
+        for campaign in campaigns:
+            spec = load_spec(paths.campaign_spec(campaign.key))
+            print(f"{campaign.key}: {describe_models(factory.routes(spec), factory.registry(), os.environ)}")
+    except (dg.Failure, SpecError) as exc:  # a stage routed to a model that needs a key and has no stand-in; a bad spec
+        return _fail(getattr(exc, "description", None) or str(exc), 2)
     print(f"data folder: {paths.home}")
     defs = build_definitions(paths)
+    keys = [c.key for c in campaigns]
 
     def after_day(day: date) -> list[str]:
         """The demo's operator (unless --operator none), then the content line's day with its content editor."""
         operator = args.operator == "approve"
-        lines = approve_as_operator(paths) if operator else []
+        lines = approve_as_operator(paths, keys) if operator else []
         review = (lambda d: review_as_operator(paths, d)) if operator else None
         return lines + run_content_day(defs, instance, day, QUIET_RUN_CONFIG, review)
 
-    results = run_days(defs, instance, paths, args.start, args.days, args.leads_per_day, after_day=after_day)
+    results = run_days(defs, instance, paths, args.start, args.days, args.leads_per_day, after_day=after_day, campaigns=campaigns)
     if results:
-        summary = daily_summary(paths, results[0].day, results[-1].day)
+        for key in keys:
+            ran = [r for r in results if r.campaign == key]
+            summary = daily_summary(paths, results[0].day, results[-1].day, key)
+            print(f"\n{key} ({load_spec(paths.campaign_spec(key)).campaign_id})")
+            print(format_summary(summary))
+            for line in [*closing_lines(ran, summary, args.days), *loop_lines(paths, key)]:
+                print(line)
         print()
-        print(format_summary(summary))
-        print()
-        for line in [*closing_lines(results, summary, args.days), *loop_lines(paths), *content_summary(paths)]:
+        for line in content_summary(paths):
             print(line)
         print(f"runs are in the Dagster instance at {paths.dagster_home} (make ui)")
         from factory_dagster.report.assets import run_report_job
@@ -89,7 +104,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
         index = run_report_job(defs, instance, QUIET_RUN_CONFIG)
         print(f"report: {index}" if index else "report: not written (see the `report` run in make ui)")
     print(f"warehouse: {paths.warehouse}")
-    return 0 if len(results) == args.days and all(r.completed for r in results) else 1
+    return 0 if len(results) == args.days * len(campaigns) and all(r.completed for r in results) else 1
 
 
 def _ui(args: argparse.Namespace, paths: Paths) -> int:
@@ -276,7 +291,13 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--start", type=date.fromisoformat, default=date(2026, 1, 1), help="first day, YYYY-MM-DD (default 2026-01-01)"
     )
-    demo.add_argument("--leads-per-day", type=int, default=180, help="sample leads dropped in the inbox per day (default 180)")
+    demo.add_argument(
+        "--leads-per-day",
+        type=int,
+        default=180,
+        help="sample leads dropped in the default campaign's inbox per day (default 180); each other campaign gets a quarter",
+    )
+    demo.add_argument("--campaigns", help="comma-separated campaign keys (spec file names) to run (default: every campaign)")
     demo.add_argument("--fresh", action="store_true", help="delete the data folder first")
     demo.add_argument(
         "--operator",

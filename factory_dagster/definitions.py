@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from factory_dagster.assignment.assets import assignments
+from factory_dagster.campaign.schedule import daily_line_schedule
 from factory_dagster.content.assets import CONTENT_ASSETS, content_line
 from factory_dagster.content.review_job import content_review
 from factory_dagster.controls.jobs import kill_switch
@@ -19,7 +20,7 @@ from factory_dagster.improve.proposal_assets import experiment_proposals
 from factory_dagster.intake.assets import leads
 from factory_dagster.learning.assets import PRIOR_DAYS, dbt_marts, send_guard
 from factory_dagster.learning.integrity import warehouse_integrity, weekly_integrity
-from factory_dagster.partitions import DAILY
+from factory_dagster.partitions import CAMPAIGN_DAYS
 from factory_dagster.planning.assets import campaign_plan
 from factory_dagster.report.assets import loop_report, loop_report_job
 from factory_dagster.resources import FactoryResource
@@ -50,11 +51,11 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
     daily_line = dg.define_asset_job(
         "daily_line",
         selection=dg.AssetSelection.assets(*LINE_ASSETS),
-        partitions_def=DAILY,
+        partitions_def=CAMPAIGN_DAYS,
         # One process for the whole day: steps share the DuckDB pool anyway, and the
         # multiprocess executor would re-import the code location for every step.
         executor_def=dg.in_process_executor,
-        description="Observe → learn → improve → intake → plan → assign → draft → gate → send, for one day.",
+        description="Observe → learn → improve → intake → plan → assign → draft → gate → send, for one campaign's day.",
     )
     refresh_marts = dg.define_asset_job(
         "refresh_marts", selection=dg.AssetSelection.assets(dbt_marts), executor_def=dg.in_process_executor
@@ -73,7 +74,7 @@ def build_definitions(paths: Paths | None = None, **factory_overrides: object) -
             content_line,
             content_review,
         ],
-        schedules=[dg.build_schedule_from_partitioned_job(daily_line, hour_of_day=6, minute_of_hour=0), weekly_integrity],
+        schedules=[daily_line_schedule(daily_line, paths.campaigns), weekly_integrity],
         resources={"factory": FactoryResource.from_paths(paths, **factory_overrides)},
     )
 

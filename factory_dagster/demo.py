@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
@@ -24,6 +24,8 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from factory_dagster.campaign.registry import CampaignFolderError, campaign_specs
+from factory_dagster.campaign.runs import execute_campaign_day
 from factory_dagster.campaign.spec import load_spec
 from factory_dagster.controls.holds import open_holds
 from factory_dagster.controls.run_history import write_without_fsync
@@ -99,11 +101,39 @@ class DayResult:
     seconds: float
     error: str | None = None
     held: str | None = None  # why a gate held the day's sends (the run failed at that gate's blocking check)
+    campaign: str = ""  # the campaign key (its spec file's name)
 
     @property
     def completed(self) -> bool:
         """The day ran to its end: every step, or every step up to a gate that held its sends."""
         return self.success or self.held is not None
+
+
+@dataclass(frozen=True)
+class DemoCampaign:
+    """A campaign the demo runs, and the sample leads it drops in its inbox each day (`seed` picks the people)."""
+
+    key: str
+    leads_per_day: int
+    seed: int = 7
+
+
+def demo_campaigns(paths: Paths, leads_per_day: int, keys: Sequence[str] | None = None) -> list[DemoCampaign]:
+    """The campaigns the demo runs (by default every campaign in the folder, the default one first): the default
+    campaign gets `leads_per_day`, each other a quarter of it and people of its own (another seed; `factory demo
+    --campaigns` picks some)."""
+    found = list(campaign_specs(paths.campaigns))
+    if paths.default_campaign not in found:
+        found.insert(0, paths.default_campaign)
+    chosen = list(keys) if keys else sorted(found, key=lambda k: k != paths.default_campaign)
+    unknown = sorted(set(chosen) - set(found))
+    if unknown:
+        raise CampaignFolderError(f"no campaign {', '.join(unknown)} in {paths.campaigns} (campaigns there: {', '.join(found)})")
+    default = paths.default_campaign
+    return [
+        DemoCampaign(key, leads_per_day, 7) if key == default else DemoCampaign(key, max(1, leads_per_day // 4), 8 + found.index(key))
+        for key in chosen
+    ]
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -131,15 +161,19 @@ def _failed_only_at_blocking_checks(result: dg.ExecuteInProcessResult) -> bool:
     )
 
 
-def _held_days(con: duckdb.DuckDBPyConnection, paths: Paths) -> dict[date, str]:
-    """The demo campaign's days whose sends are held (not released yet), and why."""
-    return {_as_date(day): reason for day, reason in open_holds(con, load_spec(paths.spec).campaign_id)}
+def _campaign_id(paths: Paths, key: str) -> str:
+    return load_spec(paths.campaign_spec(key)).campaign_id
 
 
-def day_hold(paths: Paths, day: date) -> str | None:
-    """Why the day's sends are held, else None."""
+def _held_days(con: duckdb.DuckDBPyConnection, campaign_id: str) -> dict[date, str]:
+    """The campaign's days whose sends are held (not released yet), and why."""
+    return {_as_date(day): reason for day, reason in open_holds(con, campaign_id)}
+
+
+def day_hold(paths: Paths, day: date, key: str | None = None) -> str | None:
+    """Why the campaign's (by default the default campaign's) day's sends are held, else None."""
     with connect(paths.warehouse, read_only=True) as con:
-        return _held_days(con, paths).get(day)
+        return _held_days(con, _campaign_id(paths, key or paths.default_campaign)).get(day)
 
 
 def run_days(
@@ -151,65 +185,78 @@ def run_days(
     leads_per_day: int,
     progress: Callable[[str], None] = print,
     after_day: Callable[[date], list[str]] | None = None,
+    campaigns: Sequence[DemoCampaign] | None = None,
 ) -> list[DayResult]:
-    """Run the daily line for `days` days from `start`; stop at the first failing day.
+    """Run the daily line for `days` days from `start`, each day one run per campaign (by default only the default
+    campaign, with `leads_per_day`). A campaign whose day fails (not held: failed) stops there, as its later days build
+    on it; the other campaigns go on, as the daily schedule's runs would.
 
     Runs an earlier demo process left unfinished (it was killed) are failed first and their
     pool slots freed, or the day's run would wait for them for ever. `after_day` acts between
     days (the demo's operator); its lines are printed.
     """
-    job = defs.resolve_job_def("daily_line")
+    campaigns = list(campaigns or [DemoCampaign(paths.default_campaign, leads_per_day)])
     for run_id in recover_dead_runs(instance):
         progress(f"run {run_id} was left unfinished by a process that no longer exists: marked failed, its pool slot freed")
     tags = process_tags()
-    results = []
+    results: list[DayResult] = []
+    live = list(campaigns)
     for offset in range(days):
-        day = start + timedelta(days=offset)
-        write_sample_file(paths.leads_inbox, day, n=leads_per_day)
-        progress(
-            f"day {offset + 1}/{days} {day}: running observe → learn → improve → intake → plan → assign → draft → gate → send"
-        )
-        started = time.perf_counter()
-        with _captured_output(paths, day) as log_path:
-            result = job.execute_in_process(
-                partition_key=day.isoformat(), instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False, tags=tags
-            )
-        outcome = DayResult(
-            day, result.success, time.perf_counter() - started, None if result.success else _failure_message(result)
-        )
-        if not result.success and _failed_only_at_blocking_checks(result):
-            outcome.held = day_hold(paths, day)
-        results.append(outcome)
-        progress(f"day {offset + 1}/{days} {day}: {_day_line(outcome, log_path)}")
-        if not outcome.completed:
+        if not live:
             break
-        for line in after_day(day) if after_day else ():
+        day = start + timedelta(days=offset)
+        for campaign in list(live):
+            outcome = _run_campaign_day(defs, instance, paths, campaign, day, tags)
+            results.append(outcome)
+            label = f"day {offset + 1}/{days} {day}" + (f" {campaign.key}" if len(campaigns) > 1 else "")
+            progress(f"{label}: {_day_line(outcome, paths.home / 'logs' / _log_name(campaign.key, day, 'run'))}")
+            if not outcome.completed:
+                live.remove(campaign)
+                if live:
+                    progress(f"{label}: {campaign.key} stops here; {', '.join(c.key for c in live)} go on")
+        for line in after_day(day) if after_day and live else ():
             progress(f"day {offset + 1}/{days} {day}: {line}")
     if results:
-        # One more dbt build, so the marts also count the last day's sends.
-        with _captured_output(paths, results[-1].day, "refresh"):
-            defs.resolve_job_def("refresh_marts").execute_in_process(
-                partition_key=results[-1].day.isoformat(),
-                instance=instance,
-                run_config=QUIET_RUN_CONFIG,
-                raise_on_error=False,
-                tags=tags,
-            )
+        # One more dbt build, so the marts also count the last day's sends (the marts are shared by every campaign).
+        last = results[-1]
+        with _captured_output(paths, _log_name(last.campaign, last.day, "refresh")):
+            execute_campaign_day(defs, instance, last.campaign, last.day, "refresh_marts", run_config=QUIET_RUN_CONFIG, tags=tags)
     return results
+
+
+def _run_campaign_day(
+    defs: dg.Definitions, instance: dg.DagsterInstance, paths: Paths, campaign: DemoCampaign, day: date, tags: Mapping[str, str]
+) -> DayResult:
+    """Drop the campaign's sample lead file in its inbox, then run its day of the line."""
+    write_sample_file(paths.campaign_inboxes(campaign.key)[0], day, n=campaign.leads_per_day, seed=campaign.seed)
+    started = time.perf_counter()
+    with _captured_output(paths, _log_name(campaign.key, day, "run")):
+        result = execute_campaign_day(defs, instance, campaign.key, day, run_config=QUIET_RUN_CONFIG, tags=tags)
+    outcome = DayResult(
+        day, result.success, time.perf_counter() - started, None if result.success else _failure_message(result), campaign=campaign.key
+    )
+    if not result.success and _failed_only_at_blocking_checks(result):
+        outcome.held = day_hold(paths, day, campaign.key)
+    return outcome
+
+
+def _log_name(key: str, day: date, suffix: str) -> str:
+    return f"{day}-{key}-{suffix}.log"
 
 
 DEMO_OPERATOR = "demo operator"
 
 
-def approve_as_operator(paths: Paths) -> list[str]:
-    """The demo plays the person who approves designs: every proposal still waiting for a person
-    (routing canaries always do) is approved through the same call as `factory experiments approve`,
-    recorded with the actor `demo operator`, so `make run` shows the whole lifecycle unattended.
-    A real team decides these itself (`factory demo --operator none` leaves them waiting)."""
-    spec = load_spec(paths.spec)
+def approve_as_operator(paths: Paths, keys: Sequence[str] | None = None) -> list[str]:
+    """The demo plays the person who approves designs: every proposal of the campaigns (by default the default
+    campaign) still waiting for a person (routing canaries always do) is approved through the same call as
+    `factory experiments approve`, recorded with the actor `demo operator`, so `make run` shows the whole lifecycle
+    unattended. A real team decides these itself (`factory demo --operator none` leaves them waiting)."""
+    campaign_ids = [_campaign_id(paths, key) for key in keys or [paths.default_campaign]]
     lines = []
     with connect(paths.warehouse) as con:
-        for experiment in experiment_store.list_experiments(con, spec.campaign_id, ["proposed"]):
+        proposed = [e for c in campaign_ids for e in experiment_store.list_experiments(con, c, ["proposed"])]
+        for experiment in proposed:
             experiment_store.decide_by_person(
                 con,
                 experiment.experiment_id,
@@ -239,9 +286,9 @@ def _day_line(outcome: DayResult, log_path: object) -> str:
 
 
 @contextlib.contextmanager
-def _captured_output(paths: Paths, day: date, suffix: str = "run"):
+def _captured_output(paths: Paths, name: str):
     """Send dbt's and Dagster's console output of one run to a log file under the data folder."""
-    log_path = paths.home / "logs" / f"{day}-{suffix}.log"
+    log_path = paths.home / "logs" / name
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         yield log_path
@@ -252,24 +299,25 @@ MART_COLUMNS = [c for c in SUMMARY_COLUMNS if c not in {"unusable", "held"}]
 # draft: the model answered something that is not a draft, or nothing (error, refusal, circuit open).
 UNUSABLE_SQL = """
     SELECT q.partition_day AS day, count(*) AS unusable FROM raw.messages_quarantine q
-    WHERE q.partition_day BETWEEN $first AND $last AND NOT EXISTS (
+    WHERE q.campaign_id = $campaign AND q.partition_day BETWEEN $first AND $last AND NOT EXISTS (
         SELECT 1 FROM raw.drafts d
         WHERE d.campaign_id = q.campaign_id AND d.partition_day = q.partition_day AND d.lead_id = q.lead_id
           AND d.parse_error IS NULL)
     GROUP BY 1"""
 
 
-def daily_summary(paths: Paths, first: date, last: date) -> pd.DataFrame:
-    """The per-day table the demo prints: the outreach campaign's `marts.daily_kpis` (the content line's model
-    spend has rows of its own there), plus from the raw tables the leads
+def daily_summary(paths: Paths, first: date, last: date, key: str | None = None) -> pd.DataFrame:
+    """The per-day table the demo prints for a campaign (by default the default one): its `marts.daily_kpis` (the
+    content line's model spend has rows of its own there), plus from the raw tables the leads
     quarantined because the model's answers were unusable and whether the day's sends are held."""
+    campaign_id = _campaign_id(paths, key or paths.default_campaign)
     with connect(paths.warehouse, read_only=True) as con:
         frame = con.execute(
             f"SELECT {', '.join(MART_COLUMNS)} FROM marts.daily_kpis WHERE campaign_id = ? AND day BETWEEN ? AND ? ORDER BY day",
-            [load_spec(paths.spec).campaign_id, first, last],
+            [campaign_id, first, last],
         ).df()
-        unusable = con.execute(UNUSABLE_SQL, {"first": first, "last": last}).df()
-        held = _held_days(con, paths)
+        unusable = con.execute(UNUSABLE_SQL, {"first": first, "last": last, "campaign": campaign_id}).df()
+        held = _held_days(con, campaign_id)
     days = pd.to_datetime(frame["day"]).dt.date
     frame["unusable"] = days.map(dict(zip(unusable["day"].map(_as_date), unusable["unusable"]))).fillna(0).astype(int)
     frame["held"] = days.map(lambda d: "yes" if d in held else "-")
@@ -309,11 +357,11 @@ def closing_lines(results: list[DayResult], summary: pd.DataFrame, days: int) ->
     return [ran, quarantined_note]
 
 
-def loop_lines(paths: Paths) -> list[str]:
-    """The demo's words on the loop, from the warehouse: what was proposed and how it was approved,
-    what runs and what was decided, where the loop stands (version, champions, routing), and what
-    it is worth against the holdout once holdout sends are mature."""
-    spec = load_spec(paths.spec)
+def loop_lines(paths: Paths, key: str | None = None) -> list[str]:
+    """The demo's words on a campaign's loop (by default the default campaign's), from the warehouse: what was
+    proposed and how it was approved, what runs and what was decided, where the loop stands (version, champions,
+    routing), and what it is worth against the holdout once holdout sends are mature."""
+    spec = load_spec(paths.campaign_spec(key or paths.default_campaign))
     with connect(paths.warehouse, read_only=True) as con:
         states = dict(
             con.execute(

@@ -21,6 +21,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
+from factory_dagster.campaign.registry import CampaignFolderError, spec_for_campaign
 from factory_dagster.campaign.spec import CampaignSpec, SpecError, load_spec
 from factory_dagster.gates.audit import audit_reserve_usd
 from factory_dagster.models.budget import Budget
@@ -29,14 +30,18 @@ from factory_dagster.models.gateway import ModelGateway, RunContext
 from factory_dagster.models.ledger import spent_today
 from factory_dagster.models.registry import ModelRegistry, load_registry
 from factory_dagster.models.routing import Route, RoutedSpec, resolve_routes, with_served_models
-from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
+from factory_dagster.partitions import CAMPAIGN_DAYS, DAILY, ONE_DAY_PER_RUN, key_parts
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH, Paths
 from factory_dagster.warehouse.store import connect, hold
 
 POOL = "duckdb"  # every DuckDB-touching step runs in this pool (limit 1): one writer at a time
 
-# Every asset of the daily line: one partition a day, backfilled a day per run, in the DuckDB pool.
-line_asset = functools.partial(dg.asset, partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL)
+# Every asset of the daily line: one partition per campaign and day, backfilled a day per run, in the DuckDB pool.
+line_asset = functools.partial(dg.asset, partitions_def=CAMPAIGN_DAYS, backfill_policy=ONE_DAY_PER_RUN, pool=POOL)
+# The content line's assets: one partition a day (its spec is one, FACTORY_CONTENT_SPEC), otherwise the same.
+day_asset = functools.partial(dg.asset, partitions_def=DAILY, backfill_policy=ONE_DAY_PER_RUN, pool=POOL)
+
+Context = dg.AssetExecutionContext | dg.OpExecutionContext | dg.AssetCheckExecutionContext
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,8 @@ class FactoryResource(dg.ConfigurableResource):
     home: str = Field(description="Factory's data folder (inboxes, outbox, market, dbt target).")
     warehouse_path: str = Field(description="The DuckDB warehouse file.")
     leads_inbox: str = Field(description="Folder where lead files (CSV, Parquet) are dropped.")
-    spec_path: str = Field(description="Campaign spec YAML file.")
+    spec_path: str = Field(description="The default campaign's spec YAML file (jobs without a campaign partition use it).")
+    campaigns_dir: str | None = Field(default=None, description="Campaigns folder: every outreach spec in it is a campaign.")
     registry_path: str = Field(default=str(DEFAULT_MODEL_REGISTRY_PATH), description="Model registry YAML file.")
     simulate_market: bool = Field(default=True, description="Answer sends from the simulated market.")
     market_seed: int = Field(default=11, description="Seed of the simulated market's hidden response model.")
@@ -85,33 +91,58 @@ class FactoryResource(dg.ConfigurableResource):
             warehouse_path=str(paths.warehouse),
             leads_inbox=str(paths.leads_inbox),
             spec_path=str(paths.spec),
+            campaigns_dir=str(paths.campaigns),
             **overrides,
         )
 
     @property
     def paths(self) -> Paths:
-        return Paths(Path(self.home), Path(self.warehouse_path), Path(self.leads_inbox), Path(self.spec_path))
+        campaigns = Path(self.campaigns_dir) if self.campaigns_dir else None
+        return Paths(Path(self.home), Path(self.warehouse_path), Path(self.leads_inbox), Path(self.spec_path), None, campaigns)
 
-    def spec(self) -> CampaignSpec:
-        """The campaign spec, routed to the models that really serve (offline stand-ins without a key).
+    def campaign(self, context: Context | None = None) -> str:
+        """The campaign key of the run's partition; the default campaign's for a job without one."""
+        key = key_parts(context.partition_key)[0] if context is not None and context.has_partition_key else None
+        return key or self.paths.default_campaign
+
+    def spec_file(self, context: Context | None = None) -> Path:
+        """The spec file of the run's campaign (the default campaign's file wherever it lives)."""
+        try:
+            return self.paths.campaign_spec(self.campaign(context))
+        except CampaignFolderError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+
+    def spec_of_campaign(self, campaign_id: str) -> CampaignSpec:
+        """The spec of a campaign named by id (a job's config), from the campaigns folder."""
+        try:
+            path = spec_for_campaign(self.paths.campaigns, campaign_id, Path(self.spec_path))
+            return load_spec(path)
+        except (CampaignFolderError, SpecError) as exc:
+            raise dg.Failure(description=str(exc)) from exc
+
+    def lead_inboxes(self, context: Context) -> list[Path]:
+        return self.paths.campaign_inboxes(self.campaign(context))
+
+    def spec(self, context: Context | None = None) -> CampaignSpec:
+        """The run's campaign spec, routed to the models that really serve (offline stand-ins without a key).
 
         An invalid spec fails the step with the file and field in the message.
         """
-        spec = self.configured_spec()
+        spec = self.configured_spec(context)
         return with_served_models(spec, self.routes(spec))
 
-    def configured_spec(self) -> CampaignSpec:
+    def configured_spec(self, context: Context | None = None) -> CampaignSpec:
         try:
-            return load_spec(self.spec_path)
+            return load_spec(self.spec_file(context))
         except SpecError as exc:
             raise dg.Failure(description=str(exc)) from exc
 
-    def routes(self, spec: CampaignSpec | None = None) -> dict[str, Route]:
-        """Each model stage's chain and mode, from the routing table and the spec's overrides."""
+    def routes(self, spec: RoutedSpec) -> dict[str, Route]:
+        """Each model stage's chain and mode, from the routing table and the spec's overrides (the configured spec's)."""
         try:
-            return resolve_routes(spec or self.configured_spec(), self.registry(), os.environ)
+            return resolve_routes(spec, self.registry(), os.environ)
         except SpecError as exc:
-            raise dg.Failure(description=f"{self.spec_path}: {exc}") from exc
+            raise dg.Failure(description=f"campaign {spec.campaign_id}: {exc}") from exc
 
     def registry(self) -> ModelRegistry:
         return load_registry(Path(self.registry_path))
@@ -124,18 +155,14 @@ class FactoryResource(dg.ConfigurableResource):
         but the audit leaves the audit's worst case unspent, so the audit can always run.
         """
         run = self.run_context(context, spec)
-        gateway = ModelGateway(self.registry(), self.routes(), run, cache_loader=self._cached_answers)
+        gateway = ModelGateway(self.registry(), self.routes(self.configured_spec(context)), run, cache_loader=self._cached_answers)
         limit = spec.limits.daily_budget_usd - (0.0 if audit else audit_reserve_usd(gateway, spec))
         return self._budgeted(gateway, limit)
 
     def content_gateway(self, context: dg.AssetExecutionContext, spec: RoutedSpec, daily_budget_usd: float) -> ModelGateway:
         """The same for a content spec: its own routes (content stages), its own id on the ledger and its own budget."""
         run = RunContext(context.run.run_id, partition_day(context), spec.campaign_id)
-        try:
-            routes = resolve_routes(spec, self.registry(), os.environ)
-        except SpecError as exc:
-            raise dg.Failure(description=str(exc)) from exc
-        return self._budgeted(ModelGateway(self.registry(), routes, run, cache_loader=self._cached_answers), daily_budget_usd)
+        return self._budgeted(ModelGateway(self.registry(), self.routes(spec), run, cache_loader=self._cached_answers), daily_budget_usd)
 
     def _budgeted(self, gateway: ModelGateway, limit: float) -> ModelGateway:
         """The gateway with the day's budget: what earlier stages and runs of the day spent counts."""
@@ -162,5 +189,6 @@ class FactoryResource(dg.ConfigurableResource):
             yield con
 
 
-def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> date:
-    return date.fromisoformat(context.partition_key)
+def partition_day(context: Context) -> date:
+    """The day of the run's partition (campaign x day on the line, a day on the content line)."""
+    return key_parts(context.partition_key)[1]

@@ -31,6 +31,30 @@ class Paths:
     leads_inbox: Path
     spec: Path
     warehouse_url: str | None = field(default=None, repr=False)
+    campaigns_dir: Path | None = None
+
+    @property
+    def campaigns(self) -> Path:
+        """The campaigns folder: every outreach spec in it runs daily (`campaign.registry`); by default the spec's folder."""
+        return self.campaigns_dir or self.spec.parent
+
+    @property
+    def default_campaign(self) -> str:
+        """The default campaign's key (its spec file's name): jobs and commands without a campaign use it."""
+        return self.spec.stem
+
+    def campaign_spec(self, key: str) -> Path:
+        """A campaign's spec file: the default campaign's wherever it lives, else its file in the campaigns folder
+        (`campaign.registry.CampaignFolderError` names the folder and its campaigns when there is none)."""
+        from factory_dagster.campaign.registry import spec_file
+
+        return self.spec if key == self.default_campaign else spec_file(self.campaigns, key)
+
+    def campaign_inboxes(self, key: str) -> list[Path]:
+        """Where a campaign's lead files are dropped: `<leads inbox>/<campaign key>/`; the default campaign (the spec's)
+        also takes files dropped in the inbox itself, as it did before there were several campaigns."""
+        own = self.leads_inbox / key
+        return [own, self.leads_inbox] if key == self.default_campaign else [own]
 
     @classmethod
     def under(cls, home: Path | str, spec: Path | str = DEFAULT_SPEC_PATH) -> Paths:
@@ -40,7 +64,8 @@ class Paths:
 
     @classmethod
     def from_env(cls) -> Paths:
-        """`FACTORY_HOME`, `FACTORY_WAREHOUSE`, `FACTORY_LEADS_INBOX` and `FACTORY_SPEC` override the defaults;
+        """`FACTORY_HOME`, `FACTORY_WAREHOUSE`, `FACTORY_LEADS_INBOX`, `FACTORY_SPEC` (the default campaign) and
+        `FACTORY_CAMPAIGNS` (the campaigns folder) override the defaults;
         `FACTORY_WAREHOUSE_URL` names a PostgreSQL warehouse (unset or empty: the DuckDB file)."""
         base = cls.under(os.environ.get("FACTORY_HOME", PROJECT_ROOT / "data"), os.environ.get("FACTORY_SPEC", DEFAULT_SPEC_PATH))
         return cls(
@@ -49,6 +74,7 @@ class Paths:
             Path(os.environ.get("FACTORY_LEADS_INBOX", base.leads_inbox)).resolve(),
             base.spec,
             os.environ.get("FACTORY_WAREHOUSE_URL") or None,
+            Path(os.environ["FACTORY_CAMPAIGNS"]).resolve() if os.environ.get("FACTORY_CAMPAIGNS") else None,
         )
 
     @property

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from factory_dagster.campaign.runs import execute_campaign_day
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse.store import connect
 
@@ -18,7 +20,7 @@ def query(paths: Paths, sql: str, params: list | None = None) -> pd.DataFrame:
         return con.execute(sql, params or []).df()
 
 
-def run_day(defs: dg.Definitions, instance: dg.DagsterInstance, day: date) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def("daily_line").execute_in_process(
-        partition_key=day.isoformat(), instance=instance, raise_on_error=False
-    )
+def run_day(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, campaign: str | None = None) -> dg.ExecuteInProcessResult:
+    """The line's run of the campaign's day (the default campaign's unless named)."""
+    campaign = campaign or Path(defs.resources["factory"].spec_path).stem
+    return execute_campaign_day(defs, instance, campaign, day)

@@ -22,10 +22,12 @@ from factory_dagster.assignment.policy import (
     candidate_arms,
 )
 from factory_dagster.campaign.spec import load_spec
+from factory_dagster.campaign.runs import register_campaigns
 from factory_dagster.improve.allocation import HOLDOUT_POLICY_VERSION, is_holdout
 from factory_dagster.improve.allocation import POLICY_VERSION as LOOP_POLICY
 from factory_dagster.improve.experiments import propose
 from factory_dagster.improve.store import move_experiment, save_proposed
+from factory_dagster.partitions import line_key
 from factory_dagster.resources import FactoryResource
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse.store import connect
@@ -208,11 +210,13 @@ def test_empirical_arm_frequencies_match_shares(arms: pd.DataFrame, uniform: pd.
 
 
 def _materialize_assignments(paths) -> dg.MaterializeResult:
+    instance = dg.DagsterInstance.ephemeral()
+    register_campaigns(instance, [paths.default_campaign])
     return dg.materialize(
         [assignments],
-        partition_key=DB_DAY.isoformat(),
+        partition_key=line_key(paths.default_campaign, DB_DAY),
         resources={"factory": FactoryResource.from_paths(paths)},
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
     )
 
 

@@ -86,7 +86,7 @@ def test_a_day_of_sample_leads_imports_every_row_once(con, tmp_path: Path) -> No
     path = write_sample_file(inbox, DAY, n=200, defect_rate=0.1)
     run = run_for()
 
-    summary = import_lead_files(con, inbox, SPEC, run)
+    summary = import_lead_files(con, [inbox], SPEC, run)
 
     file_rows = len(pd.read_csv(path, dtype=str, keep_default_na=False))
     assert summary.files == [str(path)] and summary.rejected_files == {}
@@ -121,10 +121,10 @@ def test_a_day_of_sample_leads_imports_every_row_once(con, tmp_path: Path) -> No
 def test_rerunning_the_import_adds_nothing(con, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     write_sample_file(inbox, DAY, n=60)
-    first = import_lead_files(con, inbox, SPEC, run_for())
+    first = import_lead_files(con, [inbox], SPEC, run_for())
     before = (count(con, "leads"), count(con, "leads_quarantine"), count(con, "intake_files"))
 
-    again = import_lead_files(con, inbox, SPEC, run_for(run_id="run-2026-03-02-retry"))
+    again = import_lead_files(con, [inbox], SPEC, run_for(run_id="run-2026-03-02-retry"))
 
     assert first.accepted > 0
     assert again.files == [] and again.rows == again.accepted == again.quarantined == 0
@@ -136,7 +136,7 @@ def test_the_same_content_under_another_name_is_imported_once(con, tmp_path: Pat
     original = write_sample_file(inbox, DAY, n=40)
     shutil.copy(original, inbox / "leads_2026-03-02 (1).csv")  # the same export dropped twice, in one run
 
-    summary = import_lead_files(con, inbox, SPEC, run_for())
+    summary = import_lead_files(con, [inbox], SPEC, run_for())
 
     assert len(summary.files) == 1 and summary.rows == 40
     assert count(con, "intake_files") == 1
@@ -144,7 +144,7 @@ def test_the_same_content_under_another_name_is_imported_once(con, tmp_path: Pat
 
     # ... and renamed again on a later day.
     shutil.copy(original, inbox / "crm_export_final.csv")
-    later = import_lead_files(con, inbox, SPEC, run_for(NEXT_DAY))
+    later = import_lead_files(con, [inbox], SPEC, run_for(NEXT_DAY))
     assert later.files == [] and count(con, "leads") + count(con, "leads_quarantine") == 40
 
 
@@ -155,7 +155,7 @@ def test_a_file_missing_a_required_column_is_rejected_and_the_others_import(con,
     good = write_sample_file(inbox, DAY, n=30)
     run = run_for()
 
-    summary = import_lead_files(con, inbox, SPEC, run)
+    summary = import_lead_files(con, [inbox], SPEC, run)
 
     assert summary.files == [str(good)] and summary.accepted > 0
     assert list(summary.rejected_files) == [str(broken)]
@@ -168,20 +168,20 @@ def test_a_file_missing_a_required_column_is_rejected_and_the_others_import(con,
     assert count(con, "leads_quarantine", "source_file = ?", [str(broken)]) == 0
 
     # The rejected file keeps its verdict: a re-run neither retries it nor raises a second incident.
-    again = import_lead_files(con, inbox, SPEC, run_for(run_id="run-2026-03-02-retry"))
+    again = import_lead_files(con, [inbox], SPEC, run_for(run_id="run-2026-03-02-retry"))
     assert again.files == [] and again.rejected_files == {}
     assert count(con, "incidents") == 1
 
     # A corrected file is new content, so it is imported.
     fixed = write_leads(inbox / "a_crm_export_fixed.csv", [lead_record("ingrid.solberg@solvik.example")])
-    assert import_lead_files(con, inbox, SPEC, run).files == [str(fixed)]
+    assert import_lead_files(con, [inbox], SPEC, run).files == [str(fixed)]
     assert count(con, "leads", "email = 'ingrid.solberg@solvik.example'") == 1
 
 
 def test_an_address_imported_on_an_earlier_day_is_quarantined_as_duplicate(con, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     write_sample_file(inbox, DAY, n=30, defect_rate=0.0)
-    import_lead_files(con, inbox, SPEC, run_for(DAY))
+    import_lead_files(con, [inbox], SPEC, run_for(DAY))
     lead_id, email, first_name, company = query(
         con, "SELECT lead_id, email, first_name, company FROM raw.leads ORDER BY source_row LIMIT 1"
     )[0]
@@ -191,7 +191,7 @@ def test_an_address_imported_on_an_earlier_day_is_quarantined_as_duplicate(con, 
         lead_record("ingrid.solberg@solvik.example"),
     ]
     second = write_leads(inbox / f"leads_{NEXT_DAY.isoformat()}.csv", records)
-    summary = import_lead_files(con, inbox, SPEC, run_for(NEXT_DAY))
+    summary = import_lead_files(con, [inbox], SPEC, run_for(NEXT_DAY))
 
     assert (summary.rows, summary.accepted, summary.quarantined) == (2, 1, 1)
     quarantined = query(
@@ -222,7 +222,7 @@ def test_an_address_in_two_files_of_one_run_is_imported_once(con, tmp_path: Path
         ],
     )
 
-    summary = import_lead_files(con, inbox, SPEC, run_for())
+    summary = import_lead_files(con, [inbox], SPEC, run_for())
 
     assert (summary.rows, summary.accepted, summary.quarantined) == (4, 3, 1)
     assert query(con, "SELECT source_file, source_row, reason_code FROM raw.leads_quarantine") == [(str(second), 2, "duplicate")]
@@ -249,7 +249,7 @@ def test_a_parquet_file_imports_with_typed_columns(con, tmp_path: Path) -> None:
     path = inbox / "leads_2026-03-02.parquet"
     pq.write_table(table, path)
 
-    summary = import_lead_files(con, inbox, SPEC, run_for())
+    summary = import_lead_files(con, [inbox], SPEC, run_for())
 
     assert summary.files == [str(path)] and (summary.rows, summary.accepted, summary.quarantined) == (3, 2, 1)
     leads = query(

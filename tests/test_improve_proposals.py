@@ -457,16 +457,21 @@ def test_the_dagster_asset_proposes_and_shows_the_open_proposals(tmp_path: Path)
     """The asset through Dagster, with the shipped spec and registry (offline stand-ins: no API key)."""
     import dagster as dg
 
+    from factory_dagster.campaign.runs import register_campaigns
     from factory_dagster.improve.proposal_assets import experiment_proposals
+    from factory_dagster.partitions import line_key
     from factory_dagster.resources import FactoryResource
     from factory_dagster.settings import Paths
 
     paths = Paths.under(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    register_campaigns(instance, [paths.default_campaign])
     result = dg.materialize(
         [experiment_proposals],
         resources={"factory": FactoryResource.from_paths(paths)},
-        partition_key=DAY.isoformat(),
+        partition_key=line_key(paths.default_campaign, DAY),
         selection=[experiment_proposals],
+        instance=instance,
     )
     assert result.success
     metadata = result.asset_materializations_for_node("experiment_proposals")[0].metadata

@@ -38,7 +38,7 @@ def line(tmp_path_factory, dbt_manifest):
 
 def test_every_input_lead_row_is_accepted_or_quarantined_exactly_once(line):
     paths, _, _ = line
-    files = list_lead_files(paths.leads_inbox)
+    files = list_lead_files(paths.campaign_inboxes(paths.default_campaign)[0])  # where the demo drops them
     assert len(files) == DAYS
     stored = query(
         paths,
@@ -212,7 +212,7 @@ def test_the_consistency_check_runs_and_passes_every_day(line):
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
         if evaluation.check_name == "messages_consistent_with_earlier":
-            day = instance.get_run_by_id(record.event_log_entry.run_id).tags["dagster/partition"]
+            day = instance.get_run_by_id(record.event_log_entry.run_id).tags["dagster/partition/day"]
             days[day] = days.get(day, True) and evaluation.passed
     assert set(days) >= {(START + timedelta(days=d)).isoformat() for d in range(DAYS)}
     assert all(days.values()), days

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from factory_dagster.campaign.runs import execute_campaign_day
 from factory_dagster.campaign.spec import SpecError, load_spec
 from factory_dagster.definitions import build_definitions
 from factory_dagster.intake.sample_leads import write_sample_file
@@ -108,11 +109,7 @@ def test_one_day_of_the_line_runs_against_the_openai_compatible_server(server, t
     paths = Paths.under(tmp_path)
     day = date(2026, 2, 2)
     write_sample_file(paths.leads_inbox, day, n=40)
-    result = (
-        build_definitions(paths)
-        .resolve_job_def("daily_line")
-        .execute_in_process(partition_key=day.isoformat(), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    )
+    result = execute_campaign_day(build_definitions(paths), dg.DagsterInstance.ephemeral(), paths.default_campaign, day)
     assert result.success
     with connect(paths.warehouse) as con:
         calls = con.execute("SELECT provider, model, count(*) AS n FROM raw.llm_calls GROUP BY 1, 2").df()

@@ -49,7 +49,7 @@ def test_each_corrupt_lead_file_is_rejected_by_name_and_the_good_one_imports(tmp
     good(inbox / "good.csv", DAY)
     run = run_for()
     with connect(tmp_path / "warehouse.duckdb") as con:
-        summary = import_lead_files(con, inbox, SPEC, run)
+        summary = import_lead_files(con, [inbox], SPEC, run)
         files = {
             Path(path).name: (status, error, accepted)
             for path, status, error, accepted in con.execute(

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from factory_dagster.campaign.runs import register_campaigns
 from factory_dagster.definitions import build_definitions
 from factory_dagster.learning import view_reuse
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG
@@ -16,7 +17,7 @@ from factory_dagster.learning.dbt_runner import invoke
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse.store import connect
 
-DAY = "2026-01-05"
+DAY = "brightwave_close|2026-01-05"  # the default campaign's day
 
 
 @pytest.fixture
@@ -29,7 +30,9 @@ def refresh(tmp_path: Path, dbt_manifest: Path) -> tuple[Paths, dg.JobDefinition
 
 def _build(job: dg.JobDefinition) -> tuple[dict[str, str], set[str]]:
     """One learn stage: each dbt model's materialization status, and the checks (dbt tests) evaluated."""
-    result = job.execute_in_process(partition_key=DAY, instance=dg.DagsterInstance.ephemeral())
+    instance = dg.DagsterInstance.ephemeral()
+    register_campaigns(instance, [DAY.split("|")[0]])
+    result = job.execute_in_process(partition_key=DAY, instance=instance)
     assert result.success
     statuses = {
         m.asset_key.to_user_string(): m.metadata["status"].value

@@ -31,9 +31,9 @@ def _allocation_is_valid(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day
     ).df()
     suppressed = fetch_one(
         con,
-        f"""SELECT count(*) FROM raw.assignments a JOIN raw.leads l USING (lead_id)
-           WHERE a.partition_day = ? AND {suppressed_sql("l.email", as_of="a.assigned_at")}""",
-        [day],
+        f"""SELECT count(*) FROM raw.assignments a JOIN raw.leads l USING (campaign_id, lead_id)
+           WHERE a.partition_day = ? AND a.campaign_id = ? AND {suppressed_sql("l.email", as_of="a.assigned_at")}""",
+        [day, spec.campaign_id],
     )[0]
     experiments = {e.experiment_id: e for e in list_experiments(con, spec.campaign_id)}
     problems = allocation_problems(allocation, spec.allocation.exploration_floor, experiments)
@@ -66,7 +66,7 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
     Assignments are sticky: a lead keeps the arm it was first given, so the decision
     log stays true to what was sent even when a day is re-run after the marts moved.
     """
-    spec = factory.spec()
+    spec = factory.spec(context)
     run = factory.run_context(context, spec)
     registry = factory.registry()
     with factory.warehouse() as con:
@@ -84,8 +84,8 @@ def assignments(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
         ).df()
         suppressed = fetch_one(
             con,
-            f"SELECT count(*) FROM raw.leads WHERE partition_day = ? AND {suppressed_sql('email')}",
-            [run.partition_day],
+            f"SELECT count(*) FROM raw.leads WHERE partition_day = ? AND campaign_id = ? AND {suppressed_sql('email')}",
+            [run.partition_day, spec.campaign_id],
         )[0]
         loop = current_version(con, spec)
         running = list_experiments(con, spec.campaign_id, {"running"})

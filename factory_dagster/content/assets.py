@@ -40,7 +40,7 @@ from factory_dagster.improve.decisions import start_approved
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.partitions import DAILY
-from factory_dagster.resources import FactoryResource, line_asset, partition_day
+from factory_dagster.resources import FactoryResource, day_asset, partition_day
 from factory_dagster.warehouse.store import transaction
 
 AUDIT_SAMPLE = 0.1  # of the passed variants, beside every flagged one
@@ -75,7 +75,7 @@ def guidance(learned: Learned) -> dict[str, Any] | None:
     return {"feature_effects": learned.prior.describe()} if learned.pieces else None
 
 
-@line_asset(group_name="content", kinds={"duckdb"})
+@day_asset(group_name="content", kinds={"duckdb"})
 def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """The day's pieces: briefs by the premium model (with the earlier pieces' lessons, what operators' edits
     taught and, when dropped in the inbox, outside text as data), variants by the cheap model (the variants prompt
@@ -142,7 +142,7 @@ def content_pieces(context: dg.AssetExecutionContext, factory: FactoryResource) 
     )
 
 
-@line_asset(group_name="content", deps=[content_pieces], kinds={"duckdb"})
+@day_asset(group_name="content", deps=[content_pieces], kinds={"duckdb"})
 def content_engagement(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Publish the day's approved variants (scheduler CSV and JSON, UTM-tagged); open each new piece's variant
     experiment; split every live piece's audience over its variants (allocation.csv); let the simulated audience

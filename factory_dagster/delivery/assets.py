@@ -52,7 +52,7 @@ SEND_CHECKS = (
 def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Accepted messages through the outbox (queued -> claimed -> sent | failed | uncertain), at most once each,
     within the daily cap: as .eml files, or by SMTP with FACTORY_TRANSPORT=smtp."""
-    spec = factory.spec()
+    spec = factory.spec(context)
     run = factory.run_context(context, spec)
     try:
         setup = DeliverySetup.from_env(spec, factory.paths.outbox, os.environ)
@@ -67,7 +67,7 @@ def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
             f"""SELECT s.*, m.body, a.hook_version, l.industry, l.company_size, l.seniority, l.region
                FROM raw.sends s JOIN {EFFECTIVE_MESSAGES} m USING (message_id)
                LEFT JOIN raw.assignments a ON a.campaign_id = s.campaign_id AND a.lead_id = s.lead_id
-               LEFT JOIN raw.leads l ON l.lead_id = s.lead_id
+               LEFT JOIN raw.leads l ON l.campaign_id = s.campaign_id AND l.lead_id = s.lead_id
                WHERE s.partition_day = ? AND s.campaign_id = ? AND s.status IS DISTINCT FROM 'bounced'""",
             [run.partition_day, spec.campaign_id],
         ).df()

@@ -24,7 +24,7 @@ DRAFT_CHECKS = (
 @line_asset(group_name="draft", deps=[assignments], kinds={"duckdb"}, check_specs=check_specs("drafts", *DRAFT_CHECKS))
 def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Candidate messages from the cheap model for every assigned lead still waiting for a message."""
-    spec = factory.spec()
+    spec = factory.spec(context)
     gateway = factory.gateway(context, spec)
     day = gateway.run.partition_day
     with factory.warehouse() as con:

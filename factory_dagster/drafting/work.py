@@ -42,7 +42,7 @@ def unsent_work(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> 
                    l.email, l.first_name, l.last_name, l.company, l.role, l.industry, l.note,
                    coalesce(h.text, p.hook) AS hook, p.claims
             FROM raw.assignments a
-            JOIN raw.leads l USING (lead_id)
+            JOIN raw.leads l USING (campaign_id, lead_id)
             JOIN raw.plans p ON p.partition_day = $day AND p.campaign_id = a.campaign_id
                              AND p.segment = a.segment AND p.angle = a.angle
             LEFT JOIN raw.hook_versions h ON h.campaign_id = a.campaign_id AND h.hook_version = a.hook_version

@@ -48,7 +48,7 @@ EVENT_CHECKS = (
 @line_asset(group_name="observe", kinds={"duckdb", "pandera"}, check_specs=check_specs("outcome_events", *EVENT_CHECKS))
 def outcome_events(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Outcome events (delivered … complained) from the event inbox; bad rows quarantined with reasons."""
-    spec = factory.spec()
+    spec = factory.spec(context)
     run = factory.run_context(context, spec)
     if factory.simulate_market:
         # The market answers through the real doors: webhook events and reply e-mails as the feedback
@@ -127,7 +127,7 @@ SUPPRESSION_CHECKS = (
 )
 def suppression_list(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Addresses and domains never to write to again: unsubscribes, complaints, bounces, replies that said no, do-not-contact files."""
-    spec = factory.spec()
+    spec = factory.spec(context)
     run = factory.run_context(context, spec)
     with factory.warehouse() as con:
         with transaction(con):

@@ -104,7 +104,7 @@ AUDIT_CHECKS = (
 )
 def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """The one message per lead that passed every rule; repaired, escalated or quarantined otherwise."""
-    spec = factory.spec()
+    spec = factory.spec(context)
     gateway = factory.gateway(context, spec)
     day = gateway.run.partition_day
     with factory.warehouse() as con:
@@ -199,13 +199,13 @@ def message_audit(context: dg.AssetExecutionContext, factory: FactoryResource) -
     When more of the sample fails than the spec allows, the day is held: its messages stay in
     the outbox until an operator releases them, and an incident says why.
     """
-    spec = factory.spec()
+    spec = factory.spec(context)
     gateway = factory.gateway(context, spec, audit=True)
     day = gateway.run.partition_day
     with factory.warehouse() as con:
         todays = con.execute(
             """SELECT m.*, l.first_name, l.last_name, l.company, l.role, l.industry, l.segment
-               FROM raw.messages m JOIN raw.leads l USING (lead_id)
+               FROM raw.messages m JOIN raw.leads l USING (campaign_id, lead_id)
                WHERE m.partition_day = ? AND m.campaign_id = ?""",
             [day, spec.campaign_id],
         ).df()

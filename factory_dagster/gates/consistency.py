@@ -266,7 +266,7 @@ def load_earlier(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date, 
     since = day - timedelta(days=spec.consistency.lookback_days)
     candidates = con.execute(
         f"""SELECT a.message_id, l.company, a.to_email
-            FROM raw.messages a JOIN raw.leads l USING (lead_id)
+            FROM raw.messages a JOIN raw.leads l USING (campaign_id, lead_id)
             WHERE a.partition_day BETWEEN $since AND $day
               AND NOT (a.partition_day = $day AND a.campaign_id = $campaign AND {UNSENT})""",
         {"since": since, "day": day, "campaign": spec.campaign_id},
@@ -278,7 +278,7 @@ def load_earlier(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date, 
             # The text that went or will go: an operator's edit included (review/sendable.py).
             f"""SELECT m.lead_id, m.to_email, l.company, l.first_name, coalesce(l.last_name, ''), m.subject, m.body,
                       m.partition_day, s.partition_day
-               FROM {EFFECTIVE_MESSAGES} m JOIN raw.leads l USING (lead_id) LEFT JOIN raw.sends s USING (send_id)
+               FROM {EFFECTIVE_MESSAGES} m JOIN raw.leads l USING (campaign_id, lead_id) LEFT JOIN raw.sends s USING (send_id)
                WHERE list_contains($ids, m.message_id)
                ORDER BY m.partition_day, m.lead_id""",
             {"ids": ids},
@@ -297,7 +297,7 @@ def stored_inconsistencies(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, d
     todays = con.execute(
         f"""SELECT a.lead_id, a.to_email AS email, l.company, l.first_name, coalesce(l.last_name, '') AS last_name,
                    a.subject, a.body
-            FROM raw.messages a JOIN raw.leads l USING (lead_id)
+            FROM raw.messages a JOIN raw.leads l USING (campaign_id, lead_id)
             WHERE a.partition_day = $day AND a.campaign_id = $campaign AND {UNSENT}
             ORDER BY a.lead_id""",
         {"day": day, "campaign": spec.campaign_id},

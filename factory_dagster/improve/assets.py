@@ -37,7 +37,7 @@ def experiment_decisions(context: dg.AssetExecutionContext, factory: FactoryReso
     running ones on their mature outcomes; a promotion records a new loop version (champion, hook,
     split or routing), and one that changes allocation (a segment split) only after the off-policy
     preflight on the campaign's logged sends passes (its figures are in the `why` column)."""
-    spec = factory.spec()
+    spec = factory.spec(context)
     run = factory.run_context(context, spec)
     with factory.warehouse() as con:
         outcomes = run_decision_step(con, spec, run.partition_day, run.run_id, utcnow(), preflight_promotion)

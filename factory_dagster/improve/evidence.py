@@ -83,7 +83,7 @@ def mature_sends(con: duckdb.DuckDBPyConnection, campaign_id: str, day: date, wi
            FROM intermediate.int_send_outcomes o
            LEFT JOIN raw.messages m ON m.message_id = o.message_id
            LEFT JOIN raw.assignments a ON a.campaign_id = o.campaign_id AND a.lead_id = o.lead_id
-           LEFT JOIN raw.leads l ON l.lead_id = o.lead_id
+           LEFT JOIN raw.leads l ON l.campaign_id = o.campaign_id AND l.lead_id = o.lead_id
            WHERE o.campaign_id = $campaign AND o.partition_day < $day AND o.days_since_send >= $window
            ORDER BY o.send_id""",
         {"campaign": campaign_id, "day": day, "window": window_days},

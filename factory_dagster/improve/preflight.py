@@ -59,10 +59,11 @@ def changes_allocation(experiment: Experiment) -> bool:
     return experiment.kind in ("segment_split", "allocation_policy")
 
 
-def _with_attributes(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> pd.DataFrame:
+def _with_attributes(con: duckdb.DuckDBPyConnection, campaign_id: str, rows: pd.DataFrame) -> pd.DataFrame:
     leads = con.execute(
-        f"SELECT lead_id, {', '.join(LEAD_ATTRIBUTES)} FROM raw.leads WHERE lead_id IN (SELECT unnest($ids::VARCHAR[]))",
-        {"ids": list(rows["lead_id"])},
+        f"""SELECT lead_id, {', '.join(LEAD_ATTRIBUTES)} FROM raw.leads
+            WHERE campaign_id = $campaign AND lead_id IN (SELECT unnest($ids::VARCHAR[]))""",
+        {"campaign": campaign_id, "ids": list(rows["lead_id"])},
     ).df()
     return rows.merge(leads, on="lead_id", how="left")
 
@@ -82,7 +83,7 @@ def split_preflight(
         return Preflight(
             False, f"{rewarded} of {len(rows)} logged sends got a positive reply, {MIN_REWARDED_ROWS} needed", len(rows), rewarded
         )
-    rows = _with_attributes(con, rows.reset_index(drop=True))
+    rows = _with_attributes(con, spec.campaign_id, rows.reset_index(drop=True))
     known = known_send_outcomes(con, spec.campaign_id, day)
     plan = spec_only_plan(spec)
     plan = plan[plan["segment"].isin(experiment.target_segments)]

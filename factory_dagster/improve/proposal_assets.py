@@ -12,7 +12,7 @@ def experiment_proposals(context: dg.AssetExecutionContext, factory: FactoryReso
     """Proposes experiments from the marts (the spec's untested prompt versions, a prompt the premium
     model writes), within the open-experiment limit and never twice, and auto-approves what the
     spec's policy allows; the rest waits for a person (`factory experiments approve|reject`)."""
-    spec = factory.spec()
+    spec = factory.spec(context)
     gateway = factory.gateway(context, spec)
     report = propose_day(factory.warehouse, spec, gateway)
     for note in report.notes:

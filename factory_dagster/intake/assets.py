@@ -20,10 +20,10 @@ def _leads_accounted_for(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day
     total, accepted, quarantined = fetch_one(
         con,
         """SELECT (SELECT coalesce(sum(rows_total), 0) FROM raw.intake_files
-                   WHERE kind = 'leads' AND status = 'imported' AND partition_day = $day),
-                  (SELECT count(*) FROM raw.leads WHERE partition_day = $day),
-                  (SELECT count(*) FROM raw.leads_quarantine WHERE partition_day = $day)""",
-        {"day": day},
+                   WHERE kind = 'leads' AND status = 'imported' AND partition_day = $day AND campaign_id = $campaign),
+                  (SELECT count(*) FROM raw.leads WHERE partition_day = $day AND campaign_id = $campaign),
+                  (SELECT count(*) FROM raw.leads_quarantine WHERE partition_day = $day AND campaign_id = $campaign)""",
+        {"day": day, "campaign": spec.campaign_id},
     )
     ratio = quarantined / total if total else 0.0
     return total == accepted + quarantined and ratio <= ceiling, {
@@ -52,10 +52,10 @@ LEAD_CHECKS = (
 @line_asset(group_name="intake", kinds={"duckdb", "pandera"}, check_specs=check_specs("leads", *LEAD_CHECKS))
 def leads(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """New lead files from the inbox, validated: good rows to `raw.leads`, bad rows to `raw.leads_quarantine`."""
-    spec = factory.spec()
+    spec = factory.spec(context)
     run = factory.run_context(context, spec)
     with factory.warehouse() as con:
-        summary = import_lead_files(con, factory.paths.leads_inbox, spec, run)
+        summary = import_lead_files(con, factory.lead_inboxes(context), spec, run)
         checks = run_checks(con, spec, run.partition_day, *LEAD_CHECKS)
     for path, error in summary.rejected_files.items():
         context.log.warning(f"rejected lead file {path}: {error}")
@@ -66,7 +66,7 @@ def leads(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
             "rows_in": summary.rows,
             "accepted": summary.accepted,
             "quarantined": summary.quarantined,
-            "inbox": dg.MetadataValue.path(str(factory.paths.leads_inbox)),
+            "inbox": dg.MetadataValue.path(str(factory.lead_inboxes(context)[0])),
         },
         check_results=checks,
     )

@@ -13,7 +13,7 @@ from factory_dagster.learning import view_reuse
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG, FactoryDbtTranslator, ensure_manifest, prior_day_specs
 from factory_dagster.learning.dbt_runner import invoke
 from factory_dagster.learning.marts import halt_reason
-from factory_dagster.partitions import DAILY, ONE_DAY_PER_RUN
+from factory_dagster.partitions import CAMPAIGN_DAYS, ONE_DAY_PER_RUN
 from factory_dagster.resources import POOL, FactoryResource, line_asset
 
 MANIFEST = ensure_manifest()
@@ -35,12 +35,13 @@ REUSED_VIEW_METADATA = {
 }
 
 
-# One day per run, like every other stage of the line: the days build on each other.
+# One campaign's day per run, like every other stage of the line: the days build on each other. The build
+# covers every campaign (the marts are shared); each campaign's run refreshes them after its own observe stage.
 @dbt_assets(
     manifest=MANIFEST,
     dagster_dbt_translator=TRANSLATOR,
     exclude=f"tag:{INTEGRITY_TAG}",
-    partitions_def=DAILY,
+    partitions_def=CAMPAIGN_DAYS,
     backfill_policy=ONE_DAY_PER_RUN,
     pool=POOL,
 )
@@ -86,7 +87,7 @@ def dbt_marts(context: dg.AssetExecutionContext, factory: FactoryResource):
 @line_asset(group_name="learn", deps=[ANOMALIES], kinds={"duckdb"})
 def send_guard(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.MaterializeResult:
     """Engages the campaign's kill switch when `marts.anomalies` flags a complaint or bounce spike for its day."""
-    spec = factory.spec()
+    spec = factory.spec(context)
     run = factory.run_context(context, spec)
     with factory.warehouse() as con:
         reason = halt_reason(con, spec.campaign_id, run.partition_day)

@@ -36,7 +36,7 @@ _KNOWN_SENDS = f"""
            coalesce(o.first_reply_known_day <= $before, false) AS replies,
            coalesce(o.first_positive_known_day <= $before, false) AS positive_replies,
            coalesce(o.first_unsubscribe_known_day <= $before, false) AS unsubscribes
-    FROM intermediate.int_send_outcomes o LEFT JOIN raw.leads l USING (lead_id)
+    FROM intermediate.int_send_outcomes o LEFT JOIN raw.leads l USING (campaign_id, lead_id)
     WHERE o.campaign_id = $campaign AND o.partition_day < $before"""
 
 

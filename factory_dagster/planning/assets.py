@@ -36,7 +36,7 @@ def campaign_plan(context: dg.AssetExecutionContext, factory: FactoryResource) -
     When the planner's answers fail their checks the day falls back to the last accepted plan,
     else to a plan built from the spec alone (`planning.fallback`), and an incident says so.
     """
-    spec = factory.spec()
+    spec = factory.spec(context)
     gateway = factory.gateway(context, spec)
     day = gateway.run.partition_day
     with factory.warehouse() as con:

@@ -267,8 +267,8 @@ def release(con: duckdb.DuckDBPyConnection, campaign_id: str, ident: str, actor:
 def _lead(con: duckdb.DuckDBPyConnection, item: ReviewItem) -> pd.Series:
     lead = con.execute(
         "SELECT lead_id, email, first_name, coalesce(last_name, '') AS last_name, company, role, industry, note "
-        "FROM raw.leads WHERE lead_id = ?",
-        [item.lead_id],
+        "FROM raw.leads WHERE campaign_id = ? AND lead_id = ?",
+        [item.campaign_id, item.lead_id],
     ).df()
     if lead.empty:
         raise ReviewError(f"the lead {item.lead_id} of {item.message_id} is not in raw.leads: its rules cannot be checked")
@@ -295,7 +295,7 @@ def edit_violations(
     today = con.execute(
         f"""SELECT a.lead_id, a.to_email AS email, l.company, l.first_name, coalesce(l.last_name, '') AS last_name,
                    a.subject, a.body
-            FROM {EFFECTIVE_MESSAGES} a JOIN raw.leads l USING (lead_id)
+            FROM {EFFECTIVE_MESSAGES} a JOIN raw.leads l USING (campaign_id, lead_id)
             WHERE a.partition_day = $day AND a.campaign_id = $campaign AND a.lead_id <> $lead AND {UNSENT}
             ORDER BY a.lead_id""",
         {"day": item.partition_day, "campaign": item.campaign_id, "lead": item.lead_id},

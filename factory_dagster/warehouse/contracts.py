@@ -22,10 +22,11 @@ RAW_TABLES: dict[str, str] = {
         status VARCHAR NOT NULL,
         error VARCHAR,
         imported_at TIMESTAMP NOT NULL,
-        PRIMARY KEY (kind, file_sha256)
+        PRIMARY KEY (kind, campaign_id, file_sha256)
     """,
+    # A person may be a lead of several campaigns: one row per campaign (the lead_id is the email's hash).
     "leads": """
-        lead_id VARCHAR NOT NULL PRIMARY KEY,
+        lead_id VARCHAR NOT NULL,
         partition_day DATE NOT NULL,
         run_id VARCHAR NOT NULL,
         campaign_id VARCHAR NOT NULL,
@@ -42,7 +43,8 @@ RAW_TABLES: dict[str, str] = {
         region VARCHAR NOT NULL,
         note VARCHAR,
         segment VARCHAR NOT NULL,
-        imported_at TIMESTAMP NOT NULL
+        imported_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (campaign_id, lead_id)
     """,
     "leads_quarantine": """
         partition_day DATE NOT NULL,

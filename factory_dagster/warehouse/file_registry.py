@@ -43,13 +43,18 @@ def inbox_files(inbox: Path, suffixes: Collection[str]) -> list[Path]:
     return sorted(p for p in inbox.iterdir() if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 
-def registered_hashes(con: duckdb.DuckDBPyConnection, kind: str) -> set[str]:
-    return {row[0] for row in con.execute("SELECT file_sha256 FROM raw.intake_files WHERE kind = ?", [kind]).fetchall()}
+def registered_hashes(con: duckdb.DuckDBPyConnection, kind: str, campaign_id: str | None = None) -> set[str]:
+    """Hashes of the kind's registered files: of one campaign's (its own inbox), or of all (a shared inbox)."""
+    scope, params = ("AND campaign_id = ?", [kind, campaign_id]) if campaign_id else ("", [kind])
+    return {row[0] for row in con.execute(f"SELECT file_sha256 FROM raw.intake_files WHERE kind = ? {scope}", params).fetchall()}
 
 
-def unregistered_files(con: duckdb.DuckDBPyConnection, kind: str, paths: list[Path]) -> Iterator[tuple[Path, str]]:
-    """(path, sha256) of each file whose content is not registered yet; a copy in the same batch counts once."""
-    seen = registered_hashes(con, kind)
+def unregistered_files(
+    con: duckdb.DuckDBPyConnection, kind: str, paths: list[Path], campaign_id: str | None = None
+) -> Iterator[tuple[Path, str]]:
+    """(path, sha256) of each file whose content is not registered yet (for the campaign, when its inbox is its own);
+    a copy in the same batch counts once."""
+    seen = registered_hashes(con, kind, campaign_id)
     for path in paths:
         sha = file_sha256(path)
         if sha not in seen:

@@ -13,6 +13,7 @@ DuckDB path below is unchanged, and psycopg is imported only when such a connect
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -78,8 +79,9 @@ def raw_columns(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> dict[str
 
 
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> None:
-    """Create the `raw` contract tables that do not exist yet, and add columns a newer contract
-    introduced to tables an older version created (nullable there: old rows have no value)."""
+    """Create the `raw` contract tables that do not exist yet, add columns a newer contract
+    introduced to tables an older version created (nullable there: old rows have no value), and
+    re-key tables whose contract's primary key changed (`_rekey`)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return _postgres().ensure_raw_schema(con)
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
@@ -91,6 +93,44 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> No
         for column, column_type in _column_definitions(columns).items():
             if column not in existing[name]:
                 con.execute(f"ALTER TABLE raw.{name} ADD COLUMN {column} {column_type}")
+    for name, key in _stale_keys(con).items():
+        _rekey(con, name, key)
+
+
+def contract_key(columns: str) -> list[str]:
+    """The primary key columns a contract declares (a column's own PRIMARY KEY or a table-level one)."""
+    table_level = re.search(r"PRIMARY\s+KEY\s*\(([^)]*)\)", columns, re.IGNORECASE)
+    if table_level:
+        return [c.strip() for c in table_level.group(1).split(",")]
+    inline = re.search(r"^\s*(\w+)\s[^,\n]*PRIMARY\s+KEY", columns, re.IGNORECASE | re.MULTILINE)
+    return [inline.group(1)] if inline else []
+
+
+def _stale_keys(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Tables whose primary key in the warehouse differs from their contract's (an older version made them)."""
+    keys = {
+        table: list(columns)
+        for table, columns in con.execute(
+            """SELECT table_name, constraint_column_names FROM duckdb_constraints()
+               WHERE schema_name = 'raw' AND constraint_type = 'PRIMARY KEY'"""
+        ).fetchall()
+    }
+    wanted = {name: contract_key(columns) for name, columns in RAW_TABLES.items()}
+    return {name: key for name, key in wanted.items() if key and name in keys and keys[name] != key}
+
+
+def _rekey(con: duckdb.DuckDBPyConnection, name: str, key: list[str]) -> None:
+    """Rebuild one table with its contract's primary key, keeping every row (DuckDB cannot alter a key in place).
+
+    Why: a newer contract widened the key (e.g. `leads` from lead_id to campaign_id + lead_id when a
+    person became able to be a lead of several campaigns); the old rows satisfy the wider key.
+    """
+    columns = ", ".join(_column_definitions(RAW_TABLES[name]))
+    with transaction(con):
+        con.execute(f"CREATE TABLE raw._rekey_{name} ({RAW_TABLES[name]})")
+        con.execute(f"INSERT INTO raw._rekey_{name} ({columns}) SELECT {columns} FROM raw.{name}")
+        con.execute(f"DROP TABLE raw.{name}")
+        con.execute(f"ALTER TABLE raw._rekey_{name} RENAME TO {name}")
 
 
 @contextmanager
