@@ -43,6 +43,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     # Import late: building the definitions parses the dbt project when needed.
     import dagster as dg
 
+    from factory_dagster.campaign.registry import CampaignFolderError
     from factory_dagster.content.demo import content_summary, review_as_operator, run_content_day
     from factory_dagster.definitions import build_definitions
     from factory_dagster.demo import (
@@ -58,8 +59,6 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
         run_days,
     )
     from factory_dagster.resources import FactoryResource
-
-    from factory_dagster.campaign.registry import CampaignFolderError
 
     try:
         campaigns = demo_campaigns(paths, args.leads_per_day, args.campaigns.split(",") if args.campaigns else None)

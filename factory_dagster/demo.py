@@ -131,7 +131,9 @@ def demo_campaigns(paths: Paths, leads_per_day: int, keys: Sequence[str] | None 
         raise CampaignFolderError(f"no campaign {', '.join(unknown)} in {paths.campaigns} (campaigns there: {', '.join(found)})")
     default = paths.default_campaign
     return [
-        DemoCampaign(key, leads_per_day, 7) if key == default else DemoCampaign(key, max(1, leads_per_day // 4), 8 + found.index(key))
+        DemoCampaign(key, leads_per_day, 7)
+        if key == default
+        else DemoCampaign(key, max(1, leads_per_day // 4), 8 + found.index(key))
         for key in chosen
     ]
 
@@ -233,7 +235,11 @@ def _run_campaign_day(
     with _captured_output(paths, _log_name(campaign.key, day, "run")):
         result = execute_campaign_day(defs, instance, campaign.key, day, run_config=QUIET_RUN_CONFIG, tags=tags)
     outcome = DayResult(
-        day, result.success, time.perf_counter() - started, None if result.success else _failure_message(result), campaign=campaign.key
+        day,
+        result.success,
+        time.perf_counter() - started,
+        None if result.success else _failure_message(result),
+        campaign=campaign.key,
     )
     if not result.success and _failed_only_at_blocking_checks(result):
         outcome.held = day_hold(paths, day, campaign.key)

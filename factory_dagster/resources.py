@@ -155,14 +155,18 @@ class FactoryResource(dg.ConfigurableResource):
         but the audit leaves the audit's worst case unspent, so the audit can always run.
         """
         run = self.run_context(context, spec)
-        gateway = ModelGateway(self.registry(), self.routes(self.configured_spec(context)), run, cache_loader=self._cached_answers)
+        gateway = ModelGateway(
+            self.registry(), self.routes(self.configured_spec(context)), run, cache_loader=self._cached_answers
+        )
         limit = spec.limits.daily_budget_usd - (0.0 if audit else audit_reserve_usd(gateway, spec))
         return self._budgeted(gateway, limit)
 
     def content_gateway(self, context: dg.AssetExecutionContext, spec: RoutedSpec, daily_budget_usd: float) -> ModelGateway:
         """The same for a content spec: its own routes (content stages), its own id on the ledger and its own budget."""
         run = RunContext(context.run.run_id, partition_day(context), spec.campaign_id)
-        return self._budgeted(ModelGateway(self.registry(), self.routes(spec), run, cache_loader=self._cached_answers), daily_budget_usd)
+        return self._budgeted(
+            ModelGateway(self.registry(), self.routes(spec), run, cache_loader=self._cached_answers), daily_budget_usd
+        )
 
     def _budgeted(self, gateway: ModelGateway, limit: float) -> ModelGateway:
         """The gateway with the day's budget: what earlier stages and runs of the day spent counts."""

@@ -20,7 +20,9 @@ def query(paths: Paths, sql: str, params: list | None = None) -> pd.DataFrame:
         return con.execute(sql, params or []).df()
 
 
-def run_day(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, campaign: str | None = None) -> dg.ExecuteInProcessResult:
+def run_day(
+    defs: dg.Definitions, instance: dg.DagsterInstance, day: date, campaign: str | None = None
+) -> dg.ExecuteInProcessResult:
     """The line's run of the campaign's day (the default campaign's unless named)."""
     campaign = campaign or Path(defs.resources["factory"].spec_path).stem
     return execute_campaign_day(defs, instance, campaign, day)

@@ -21,8 +21,8 @@ from factory_dagster.assignment.policy import (
     assign_leads,
     candidate_arms,
 )
-from factory_dagster.campaign.spec import load_spec
 from factory_dagster.campaign.runs import register_campaigns
+from factory_dagster.campaign.spec import load_spec
 from factory_dagster.improve.allocation import HOLDOUT_POLICY_VERSION, is_holdout
 from factory_dagster.improve.allocation import POLICY_VERSION as LOOP_POLICY
 from factory_dagster.improve.experiments import propose

@@ -143,7 +143,9 @@ def test_the_daily_schedule_asks_for_one_run_per_campaign_and_registers_new_ones
     schedule = defs.resolve_schedule_def("daily_line_schedule")
     with dg.instance_for_test() as instance:
         at = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 3, 9, 6, 0, tzinfo=UTC), repository_def=defs.get_repository_def()
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 3, 9, 6, 0, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
         )
         requests = schedule.evaluate_tick(at).run_requests
         assert set(instance.get_dynamic_partitions(CAMPAIGNS.name)) == set(KEYS)

@@ -25,7 +25,9 @@ def campaign_key(path: Path) -> str:
     """A spec file's campaign key: its name without the suffix."""
     key = Path(path).stem
     if not KEY_PATTERN.match(key):
-        raise CampaignFolderError(f"{path}: a campaign spec's file name must be letters, digits, '_', '-' or '.' (it is the campaign's key)")
+        raise CampaignFolderError(
+            f"{path}: a campaign spec's file name must be letters, digits, '_', '-' or '.' (it is the campaign's key)"
+        )
     return key
 
 

@@ -19,9 +19,7 @@ CAMPAIGN_TAG = "factory/campaign"
 
 def campaign_run_requests(keys: list[str], day: date) -> list[dg.RunRequest]:
     """One request per campaign for the day, tagged with its campaign (for the UI's filters and run-queue limits)."""
-    return [
-        dg.RunRequest(run_key=f"{key}|{day}", partition_key=line_key(key, day), tags={CAMPAIGN_TAG: key}) for key in keys
-    ]
+    return [dg.RunRequest(run_key=f"{key}|{day}", partition_key=line_key(key, day), tags={CAMPAIGN_TAG: key}) for key in keys]
 
 
 def daily_line_schedule(job: dg.JobDefinition, campaigns: Path) -> dg.ScheduleDefinition:

@@ -61,7 +61,7 @@ def changes_allocation(experiment: Experiment) -> bool:
 
 def _with_attributes(con: duckdb.DuckDBPyConnection, campaign_id: str, rows: pd.DataFrame) -> pd.DataFrame:
     leads = con.execute(
-        f"""SELECT lead_id, {', '.join(LEAD_ATTRIBUTES)} FROM raw.leads
+        f"""SELECT lead_id, {", ".join(LEAD_ATTRIBUTES)} FROM raw.leads
             WHERE campaign_id = $campaign AND lead_id IN (SELECT unnest($ids::VARCHAR[]))""",
         {"campaign": campaign_id, "ids": list(rows["lead_id"])},
     ).df()

@@ -33,7 +33,9 @@ def import_lead_files(con: duckdb.DuckDBPyConnection, inboxes: list[Path], spec:
     """Each inbox's new files, for the run's campaign: a file is new to a campaign until that campaign imported it,
     and an address is a duplicate only among the campaign's own leads (a person may be a lead of several campaigns)."""
     summary = IntakeSummary()
-    known_emails = {row[0] for row in con.execute("SELECT email FROM raw.leads WHERE campaign_id = ?", [run.campaign_id]).fetchall()}
+    known_emails = {
+        row[0] for row in con.execute("SELECT email FROM raw.leads WHERE campaign_id = ?", [run.campaign_id]).fetchall()
+    }
     files = [path for inbox in inboxes for path in list_lead_files(inbox)]
     for path, sha in unregistered_files(con, "leads", files, campaign_id=run.campaign_id):
         try:
