@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from factory_dagster.backtest import cli as backtest_cli
-from factory_dagster.campaign.spec import SpecError, load_spec
+from factory_dagster.campaign.registry import CampaignFolderError, spec_for_campaign
+from factory_dagster.campaign.spec import CampaignSpec, SpecError, load_spec
 from factory_dagster.content import cli as content_cli
 from factory_dagster.delivery import cli as delivery_cli
 from factory_dagster.feedback import imap_cli
@@ -35,6 +36,14 @@ def _fail(message: str, code: int) -> int:
     """Tell the operator what went wrong, on stderr, and give the exit code for it."""
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def _campaign_spec(paths: Paths, campaign_id: str | None) -> CampaignSpec:
+    """The spec of the campaign named by id (`--campaign`), found in the campaigns folder; the default campaign's
+    without one. CampaignFolderError names the folder when no spec there is for that id."""
+    if campaign_id is None:
+        return load_spec(paths.spec)
+    return load_spec(spec_for_campaign(paths.campaigns, campaign_id, paths.spec))
 
 
 def _demo(args: argparse.Namespace, paths: Paths) -> int:
@@ -135,7 +144,7 @@ def _holds(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.controls.holds import open_holds, release_day
     from factory_dagster.warehouse.store import connect
 
-    campaign_id = load_spec(paths.spec).campaign_id
+    campaign_id = _campaign_spec(paths, args.campaign).campaign_id
     with connect(paths.warehouse) as con:
         if args.action == "release":
             if not (args.day and args.reason):
@@ -208,7 +217,9 @@ def _experiments(args: argparse.Namespace, paths: Paths) -> int:
 
     with connect(paths.warehouse) as con:
         if args.action == "list":
-            experiments = list_experiments(con, load_spec(paths.spec).campaign_id, [args.state] if args.state else None)
+            experiments = list_experiments(
+                con, _campaign_spec(paths, args.campaign).campaign_id, [args.state] if args.state else None
+            )
             _print_experiment_list(experiments)
             if not experiments:
                 print(f"no {args.state} experiments" if args.state else "no experiments")
@@ -241,9 +252,7 @@ def _versions(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.improve.versions import version_history
     from factory_dagster.warehouse.store import connect
 
-    spec = load_spec(paths.spec)
-    if args.campaign not in (None, spec.campaign_id):
-        return _fail(f"the spec at {paths.spec} is for campaign {spec.campaign_id}, not {args.campaign}", 2)
+    spec = _campaign_spec(paths, args.campaign)
     with connect(paths.warehouse) as con:
         history = version_history(con, spec)
     for version in history:
@@ -259,9 +268,7 @@ def _rollback(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.improve.versions import UnknownVersion, rollback
     from factory_dagster.warehouse.store import connect
 
-    spec = load_spec(paths.spec)
-    if args.campaign != spec.campaign_id:
-        return _fail(f"the spec at {paths.spec} is for campaign {spec.campaign_id}, not {args.campaign}", 2)
+    spec = _campaign_spec(paths, args.campaign)
     reason = "rolled back at the command line (no reason given)" if args.reason is None else args.reason
     try:
         with connect(paths.warehouse) as con:
@@ -323,6 +330,7 @@ def parser() -> argparse.ArgumentParser:
     holds.add_argument("action", choices=["list", "release"])
     holds.add_argument("--day", type=date.fromisoformat, help="the held day, YYYY-MM-DD (release)")
     holds.add_argument("--reason", help="why it may go out now (release)")
+    holds.add_argument("--campaign", help="campaign id (default: the default campaign's, FACTORY_SPEC)")
     _add_actor(holds)
     holds.set_defaults(run=_holds)
     _add_experiments_parser(commands)
@@ -338,10 +346,10 @@ def parser() -> argparse.ArgumentParser:
     versions = commands.add_parser(
         "versions", help="the loop's versions (segment champions, routing) with who, why and which experiment"
     )
-    versions.add_argument("--campaign", help="campaign id (default: the spec's)")
+    versions.add_argument("--campaign", help="campaign id (default: the default campaign's, FACTORY_SPEC)")
     versions.set_defaults(run=_versions)
     rollback = commands.add_parser("rollback", help="restore an earlier loop version (recorded as a new version)")
-    rollback.add_argument("--campaign", required=True, help="campaign id (must be the spec's)")
+    rollback.add_argument("--campaign", required=True, help="campaign id (its spec is found in the campaigns folder)")
     rollback.add_argument(
         "--to", type=int, required=True, metavar="VERSION", help="the version to restore (0: the spec's own state)"
     )
@@ -356,6 +364,7 @@ def _add_experiments_parser(commands: argparse._SubParsersAction) -> None:
     actions = experiments.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="the campaign's experiments, oldest first")
     listing.add_argument("--state", choices=STATES, help="only experiments in this state")
+    listing.add_argument("--campaign", help="campaign id (default: the default campaign's, FACTORY_SPEC)")
     show = actions.add_parser("show", help="one experiment's design and history")
     show.add_argument("experiment_id")
     approve = actions.add_parser("approve", help="approve a proposed design, so that it may start running")
@@ -378,7 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 2)
     # Dagster's beta/preview notices are for developers, not for the operator's terminal.
     warnings.filterwarnings("ignore")
-    return args.run(args, paths)
+    try:
+        return args.run(args, paths)
+    except CampaignFolderError as exc:  # --campaign names no spec of the campaigns folder
+        return _fail(str(exc), 2)
 
 
 if __name__ == "__main__":

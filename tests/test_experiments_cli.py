@@ -19,7 +19,7 @@ from factory_dagster.definitions import build_definitions
 from factory_dagster.improve.experiments import Experiment
 from factory_dagster.improve.store import experiment_events, load_experiment, save_proposed
 from factory_dagster.improve.versions import current_version, record_version, version_history
-from factory_dagster.settings import Paths
+from factory_dagster.settings import PROJECT_ROOT, Paths
 from factory_dagster.warehouse.store import connect, transaction
 
 FACTORY = Path(sys.executable).with_name("factory")
@@ -204,7 +204,7 @@ def test_rollback_to_version_zero_needs_no_reason_and_the_os_user_is_the_actor(p
     ("args", "code", "message"),
     [
         (("--campaign", CAMPAIGN, "--to", "5"), 1, f"error: campaign {CAMPAIGN} has no loop version 5 (versions: 0, 1)"),
-        (("--campaign", OTHER_CAMPAIGN, "--to", "0"), 2, f"is for campaign {CAMPAIGN}, not {OTHER_CAMPAIGN}"),
+        (("--campaign", OTHER_CAMPAIGN, "--to", "0"), 2, f"is for campaign '{OTHER_CAMPAIGN}'"),
         (("--campaign", CAMPAIGN, "--to", "0", "--reason", " "), 2, "error: a rollback needs a reason"),
     ],
 )
@@ -245,7 +245,7 @@ def test_the_dagster_job_rolls_back_and_names_its_run(paths: Paths) -> None:
     ("to_version", "campaign_id", "message"),
     [
         (9, CAMPAIGN, "has no loop version 9 (versions: 0, 1)"),
-        (0, OTHER_CAMPAIGN, f"runs campaign {CAMPAIGN}, not {OTHER_CAMPAIGN}"),
+        (0, OTHER_CAMPAIGN, f"no spec in {PROJECT_ROOT / 'campaigns'} is for campaign '{OTHER_CAMPAIGN}'"),
     ],
 )
 def test_the_dagster_job_fails_with_the_reason(paths: Paths, to_version: int, campaign_id: str, message: str) -> None:
