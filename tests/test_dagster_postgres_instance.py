@@ -1,0 +1,343 @@
+"""The production instance for real: Dagster's storage on PostgreSQL, the daemon's run queue and run monitoring.
+
+Why end to end: deploy/dagster.production.yaml is only worth what the pinned Dagster really does with it. A
+throwaway PostgreSQL cluster holds the instance, `dagster-daemon run` serves the repository's workspace.yaml, and
+runs go in through Dagster's own CLI, as an operator's would; each run is a process of its own that the daemon
+launched. The instance's file is the production file with the test cluster in its environment variables, a run
+limit below the number of runs (so the queue has to hold one back), and short monitoring intervals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+from dagster._core.events import DagsterEventType
+from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
+from helpers_line import START
+
+from factory_dagster.intake.sample_leads import write_sample_file
+from factory_dagster.resources import POOL
+from factory_dagster.settings import PROJECT_ROOT
+from factory_dagster.warehouse import pg_server
+
+PRODUCTION = PROJECT_ROOT / "deploy" / "dagster.production.yaml"
+MODULE, LOCATION = "factory_dagster.definitions", "factory"  # as in the repository's workspace.yaml
+BIN = Path(sys.executable).parent
+JOB = "daily_line"
+MAX_CONCURRENT_RUNS = 2  # below the number of runs, so the queue must hold one back
+FREE_SLOTS_AFTER_RUN_END_SECONDS = 5
+LEADS_PER_DAY = 6
+RUN_DAYS = [START + timedelta(days=n) for n in range(3)]
+KILLED_DAY = START + timedelta(days=3)
+WAIT_SECONDS = 240
+WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
+
+
+def partition_key(day: date) -> str:
+    """The daily line's partition key of a day (one line to change when runs are per campaign and day)."""
+    return day.isoformat()
+
+
+def instance_config(max_concurrent_runs: int) -> dict:
+    """The production instance file, with a run limit of the test's and monitoring that acts within seconds."""
+    config = yaml.safe_load(PRODUCTION.read_text(encoding="utf-8"))
+    config["concurrency"]["runs"]["max_concurrent_runs"] = max_concurrent_runs
+    config["run_coordinator"]["config"] = config["run_coordinator"].get("config", {}) | {"dequeue_interval_seconds": 1}
+    config["run_monitoring"] |= {
+        "poll_interval_seconds": 1,
+        "free_slots_after_run_end_seconds": FREE_SLOTS_AFTER_RUN_END_SECONDS,
+    }
+    config["telemetry"] = {"enabled": False}
+    return config
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A running code server and daemon over a PostgreSQL-backed instance, and how to reach them."""
+
+    environment: Mapping[str, str]
+    workspace: Path
+    instance: dg.DagsterInstance
+    database_dsn: str
+    factory_home: Path
+    daemon: subprocess.Popen
+
+
+def _dagster_cli(environment: Mapping[str, str], *arguments: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "dagster"), *arguments],
+        env=dict(environment),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, f"dagster {' '.join(arguments)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _start_service(
+    stack: contextlib.ExitStack, command: list[str], environment: Mapping[str, str], log: Path
+) -> subprocess.Popen:
+    """A long-running Dagster process in a process group of its own, stopped with all its children when `stack` closes."""
+    output = stack.enter_context(open(log, "w", encoding="utf-8"))
+    process = subprocess.Popen(
+        command, env=dict(environment), cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    stack.callback(_stop_process_group, process)
+    return process
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    """SIGINT to the process group (the process and, for the code server, its run workers), then SIGKILL the rest."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def _wait_for_code_server(environment: Mapping[str, str], port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    command = [str(BIN / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(port)]
+    while subprocess.run(command, env=dict(environment), capture_output=True, check=False).returncode != 0:
+        assert server.poll() is None, f"the code server exited with {server.returncode}"
+        assert time.monotonic() < deadline, f"the code server on port {port} did not answer in {WAIT_SECONDS}s"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_manifest) -> Iterator[Deployment]:
+    """Production's layout on one machine: one code server for the code location, the daemon and every CLI call
+    reach it over gRPC (so the definitions are imported once, not by each), and each run is a process of its own."""
+    database = f"dagster_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    root = tmp_path_factory.mktemp("production")
+    dagster_home, factory_home, workspace = root / "dagster_home", root / "factory", root / "workspace.yaml"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(MAX_CONCURRENT_RUNS)), encoding="utf-8")
+    port = pg_server.free_port()
+    workspace.write_text(
+        yaml.safe_dump({"load_from": [{"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": LOCATION}}]}),
+        encoding="utf-8",
+    )
+    environment = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "FACTORY_HOME": str(factory_home),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": str(postgres_server.port),
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_PG_USER": pg_server.SUPERUSER,
+        "DAGSTER_PG_PASSWORD": "",  # the test cluster trusts loopback
+    }
+    with contextlib.ExitStack() as stack:
+        server = _start_service(
+            stack,
+            [str(BIN / "dagster"), "api", "grpc", "-m", MODULE, "--location-name", LOCATION, "-h", "127.0.0.1", "-p", str(port)],
+            environment,
+            root / "code_server.log",
+        )
+        # The pool's limit is set by name, as docs/deployment.md says (this also creates the instance's tables). It is
+        # the run limit here, not production's 1, so that the run queue is what holds runs back; on the DuckDB file the
+        # runs in progress then take turns at the warehouse (store.LOCK_RETRY_SECONDS).
+        _dagster_cli(environment, "instance", "concurrency", "set", POOL, str(MAX_CONCURRENT_RUNS))
+        _wait_for_code_server(environment, port, server)
+        daemon = _start_service(
+            stack, [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], environment, root / "daemon.log"
+        )
+        with pytest.MonkeyPatch.context() as patch:  # this process reads the same instance
+            for name in (
+                "DAGSTER_HOME",
+                "DAGSTER_PG_HOST",
+                "DAGSTER_PG_PORT",
+                "DAGSTER_PG_DB",
+                "DAGSTER_PG_USER",
+                "DAGSTER_PG_PASSWORD",
+            ):
+                patch.setenv(name, environment[name])
+            with dg.DagsterInstance.get() as instance:
+                yield Deployment(environment, workspace, instance, postgres_server.dsn(database), factory_home, daemon)
+
+
+def submit_partition_runs(deployment: Deployment, job: str, keys: list[str]) -> list[dg.DagsterRun]:
+    """One run per partition key into the daemon's queue, through Dagster's CLI (`dagster job backfill`)."""
+    output = _dagster_cli(
+        deployment.environment,
+        "job",
+        "backfill",
+        "-w",
+        str(deployment.workspace),
+        "-j",
+        job,
+        "--partitions",
+        ",".join(keys),
+        "--noprompt",
+    )
+    backfill_id = re.search(r"Launched backfill job `(\w+)`", output)
+    assert backfill_id, output
+    runs = deployment.instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id.group(1)}))
+    assert sorted(run.tags[PARTITION_NAME_TAG] for run in runs) == sorted(keys)
+    return runs
+
+
+@contextlib.contextmanager
+def connection_peak(dsn: str) -> Iterator[list[int]]:
+    """Sample the number of connections to the instance's database while the block runs (Dagster opens one per
+    query and per waiting step, and a busy instance can run out of them)."""
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(dsn, autocommit=True) as con:
+            while not stop.wait(0.2):
+                row = con.execute("SELECT count(*) - 1 FROM pg_stat_activity WHERE datname = current_database()").fetchone()
+                samples.append(row[0])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+
+
+def wait_for(condition: Callable[[], object], what: str, deployment: Deployment, timeout_s: float = WAIT_SECONDS) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        assert deployment.daemon.poll() is None, f"dagster-daemon exited with {deployment.daemon.returncode}"
+        time.sleep(0.2)
+    raise AssertionError(f"waited {timeout_s:.0f}s for {what}")
+
+
+def wait_until_finished(deployment: Deployment, run_ids: list[str]) -> list[dg.DagsterRun]:
+    def finished() -> list[dg.DagsterRun] | None:
+        runs = deployment.instance.get_runs(filters=dg.RunsFilter(run_ids=run_ids))
+        return runs if all(run.is_finished for run in runs) else None
+
+    return wait_for(finished, f"runs {run_ids} to finish", deployment)
+
+
+def event_times(instance: dg.DagsterInstance, run_id: str) -> dict[DagsterEventType, float]:
+    """When each run-level event of the run was recorded (the first of each type)."""
+    times: dict[DagsterEventType, float] = {}
+    for entry in instance.all_logs(run_id):
+        if entry.dagster_event is not None:
+            times.setdefault(entry.dagster_event.event_type, entry.timestamp)
+    return times
+
+
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The run worker's process id, from the engine event its code server records when it starts it."""
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        found = WORKER_PID.search(entry.message or "")
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def failure_report(instance: dg.DagsterInstance, runs: list[dg.DagsterRun]) -> str:
+    lines = []
+    for run in runs:
+        if run.status != dg.DagsterRunStatus.SUCCESS:
+            errors = [e.message for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.is_failure]
+            lines.append(f"{run.run_id} {run.tags.get(PARTITION_NAME_TAG)} {run.status}: {errors[:3]}")
+    return "\n".join(lines)
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of intervals open at one moment."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    open_now = peak = 0
+    for _, step in edges:
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
+def test_the_daemon_runs_queued_campaign_runs_in_parallel_within_the_run_limit(deployment: Deployment) -> None:
+    started = time.monotonic()
+    for day in RUN_DAYS:
+        write_sample_file(deployment.factory_home / "inbox" / "leads", day, n=LEADS_PER_DAY)
+    with connection_peak(deployment.database_dsn) as peak:
+        runs = submit_partition_runs(deployment, JOB, [partition_key(day) for day in RUN_DAYS])
+        finished = wait_until_finished(deployment, [run.run_id for run in runs])
+    instance = deployment.instance
+    assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in finished), failure_report(instance, finished)
+
+    in_progress = []
+    for run in finished:
+        times = event_times(instance, run.run_id)
+        # The queue held every run: enqueued, then dequeued by the daemon, then started by its worker.
+        order = [
+            DagsterEventType.RUN_ENQUEUED,
+            DagsterEventType.RUN_STARTING,
+            DagsterEventType.RUN_START,
+            DagsterEventType.RUN_SUCCESS,
+        ]
+        assert all(kind in times for kind in order), [kind for kind in order if kind not in times]
+        assert [times[kind] for kind in order] == sorted(times[kind] for kind in order)
+        in_progress.append((times[DagsterEventType.RUN_STARTING], times[DagsterEventType.RUN_SUCCESS]))
+    # The limit held, and the daemon did run them side by side, each in a worker process of its own.
+    assert 2 <= most_at_once(in_progress) <= MAX_CONCURRENT_RUNS, in_progress
+    pids = {worker_pid(instance, run.run_id) for run in finished}
+    assert None not in pids and len(pids) == len(finished) and deployment.daemon.pid not in pids
+
+    # Run history and events are in PostgreSQL, where every process of the deployment reads and writes them.
+    with psycopg.connect(deployment.database_dsn) as con:
+        stored = dict(con.execute("SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", [[r.run_id for r in runs]]))
+        events = con.execute("SELECT count(*) FROM event_logs WHERE run_id = ANY(%s)", [[r.run_id for r in runs]]).fetchone()
+    assert stored == {run.run_id: "SUCCESS" for run in runs}
+    assert events[0] > 10 * len(runs)
+    # Dagster's connections to its database stayed far below the server's max_connections (pg_server: 50).
+    assert 0 < max(peak) <= 25, max(peak)
+    print(f"{len(runs)} runs through the queue in {time.monotonic() - started:.1f}s, at most {max(peak)} connections")
+
+
+def test_a_killed_run_worker_fails_its_run_and_monitoring_frees_its_pool_slot(deployment: Deployment) -> None:
+    instance = deployment.instance
+    write_sample_file(deployment.factory_home / "inbox" / "leads", KILLED_DAY, n=LEADS_PER_DAY)
+    (run,) = submit_partition_runs(deployment, JOB, [partition_key(KILLED_DAY)])
+
+    def holds_slot() -> bool:
+        return run.run_id in instance.event_log_storage.get_concurrency_info(POOL).active_run_ids
+
+    wait_for(holds_slot, f"run {run.run_id} to hold a `{POOL}` slot", deployment)
+    pid = worker_pid(instance, run.run_id)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+    def failed() -> dg.DagsterRun | None:
+        current = instance.get_run_by_id(run.run_id)
+        return current if current.is_finished else None
+
+    assert wait_for(failed, f"run {run.run_id} to be failed", deployment, 60).status == dg.DagsterRunStatus.FAILURE
+    assert holds_slot()  # nothing but run monitoring frees a dead worker's slot ...
+    wait_for(lambda: not holds_slot(), f"the `{POOL}` slot of run {run.run_id} to be freed", deployment, 60)
+    messages = [e.message or "" for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)]
+    assert any("terminated by signal 9" in m for m in messages), messages
