@@ -1,10 +1,11 @@
 """The production instance for real: Dagster's storage on PostgreSQL, the daemon's run queue and run monitoring.
 
 Why end to end: deploy/dagster.production.yaml is only worth what the pinned Dagster really does with it. A
-throwaway PostgreSQL cluster holds the instance, `dagster-daemon run` serves the repository's workspace.yaml, and
-runs go in through Dagster's own CLI, as an operator's would; each run is a process of its own that the daemon
-launched. The instance's file is the production file with the test cluster in its environment variables, a run
-limit below the number of runs (so the queue has to hold one back), and short monitoring intervals.
+throwaway PostgreSQL cluster holds the instance; one code server (`dagster api grpc`) serves the code location that
+workspace.yaml names, and `dagster-daemon run` and every CLI call reach it over gRPC. Runs go in through Dagster's
+own CLI, as an operator's would, and each is a process of its own that the code server started for the daemon. The
+instance's file is the production file with the test cluster in its environment variables, a run limit below the
+number of runs (so the queue has to hold one back), and monitoring intervals of seconds.
 """
 
 from __future__ import annotations
@@ -54,11 +55,11 @@ def partition_key(day: date) -> str:
     return day.isoformat()
 
 
-def instance_config(max_concurrent_runs: int) -> dict:
-    """The production instance file, with a run limit of the test's and monitoring that acts within seconds."""
+def instance_config() -> dict:
+    """The production instance file, with the test's run limit, and a queue and monitoring that act within seconds."""
     config = yaml.safe_load(PRODUCTION.read_text(encoding="utf-8"))
-    config["concurrency"]["runs"]["max_concurrent_runs"] = max_concurrent_runs
-    config["run_coordinator"]["config"] = config["run_coordinator"].get("config", {}) | {"dequeue_interval_seconds": 1}
+    config["concurrency"]["runs"]["max_concurrent_runs"] = MAX_CONCURRENT_RUNS
+    config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
     config["run_monitoring"] |= {
         "poll_interval_seconds": 1,
         "free_slots_after_run_end_seconds": FREE_SLOTS_AFTER_RUN_END_SECONDS,
@@ -135,7 +136,7 @@ def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_
     root = tmp_path_factory.mktemp("production")
     dagster_home, factory_home, workspace = root / "dagster_home", root / "factory", root / "workspace.yaml"
     dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(MAX_CONCURRENT_RUNS)), encoding="utf-8")
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(instance_config()), encoding="utf-8")
     port = pg_server.free_port()
     workspace.write_text(
         yaml.safe_dump({"load_from": [{"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": LOCATION}}]}),
