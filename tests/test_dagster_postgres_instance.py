@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +33,9 @@ from dagster._core.events import DagsterEventType
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 from helpers_line import START
 
+from factory_dagster.campaign.runs import register_campaigns
 from factory_dagster.intake.sample_leads import write_sample_file
+from factory_dagster.partitions import line_key
 from factory_dagster.resources import POOL
 from factory_dagster.settings import PROJECT_ROOT
 from factory_dagster.warehouse import pg_server
@@ -44,15 +47,27 @@ JOB = "daily_line"
 MAX_CONCURRENT_RUNS = 2  # below the number of runs, so the queue must hold one back
 FREE_SLOTS_AFTER_RUN_END_SECONDS = 5
 LEADS_PER_DAY = 6
-RUN_DAYS = [START + timedelta(days=n) for n in range(3)]
-KILLED_DAY = START + timedelta(days=3)
+# Three campaigns' runs of one day (the two examples and a copy of the second under another id).
+CAMPAIGN_KEYS = ["brightwave_close", "brightwave_spend", "third_campaign"]
+KILLED_DAY = START + timedelta(days=1)
 WAIT_SECONDS = 240
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 
 
-def partition_key(day: date) -> str:
-    """The daily line's partition key of a day (one line to change when runs are per campaign and day)."""
-    return day.isoformat()
+def partition_key(campaign: str, day: date) -> str:
+    """The daily line's partition key of a campaign's day."""
+    return str(line_key(campaign, day))
+
+
+def campaigns_folder(folder: Path) -> Path:
+    """The example campaigns, and a third: a copy of the second with an id of its own."""
+    folder.mkdir()
+    for name in ("brightwave_close.yaml", "brightwave_spend.yaml"):
+        shutil.copy(PROJECT_ROOT / "campaigns" / name, folder / name)
+    third = yaml.safe_load((folder / "brightwave_spend.yaml").read_text(encoding="utf-8"))
+    third["campaign_id"] = "third-campaign"
+    (folder / "third_campaign.yaml").write_text(yaml.safe_dump(third), encoding="utf-8")
+    return folder
 
 
 def instance_config() -> dict:
@@ -146,6 +161,7 @@ def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
         "FACTORY_HOME": str(factory_home),
+        "FACTORY_CAMPAIGNS": str(campaigns_folder(root / "campaigns")),
         "PYTHONPATH": str(PROJECT_ROOT),
         "DAGSTER_PG_HOST": "127.0.0.1",
         "DAGSTER_PG_PORT": str(postgres_server.port),
@@ -283,10 +299,11 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
 
 def test_the_daemon_runs_queued_campaign_runs_in_parallel_within_the_run_limit(deployment: Deployment) -> None:
     started = time.monotonic()
-    for day in RUN_DAYS:
-        write_sample_file(deployment.factory_home / "inbox" / "leads", day, n=LEADS_PER_DAY)
+    for campaign in CAMPAIGN_KEYS:
+        write_sample_file(deployment.factory_home / "inbox" / "leads" / campaign, START, n=LEADS_PER_DAY)
+    register_campaigns(deployment.instance, CAMPAIGN_KEYS)  # as the daily schedule does
     with connection_peak(deployment.database_dsn) as peak:
-        runs = submit_partition_runs(deployment, JOB, [partition_key(day) for day in RUN_DAYS])
+        runs = submit_partition_runs(deployment, JOB, [partition_key(campaign, START) for campaign in CAMPAIGN_KEYS])
         finished = wait_until_finished(deployment, [run.run_id for run in runs])
     instance = deployment.instance
     assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in finished), failure_report(instance, finished)
@@ -322,8 +339,9 @@ def test_the_daemon_runs_queued_campaign_runs_in_parallel_within_the_run_limit(d
 
 def test_a_killed_run_worker_fails_its_run_and_monitoring_frees_its_pool_slot(deployment: Deployment) -> None:
     instance = deployment.instance
-    write_sample_file(deployment.factory_home / "inbox" / "leads", KILLED_DAY, n=LEADS_PER_DAY)
-    (run,) = submit_partition_runs(deployment, JOB, [partition_key(KILLED_DAY)])
+    write_sample_file(deployment.factory_home / "inbox" / "leads" / CAMPAIGN_KEYS[0], KILLED_DAY, n=LEADS_PER_DAY)
+    register_campaigns(deployment.instance, CAMPAIGN_KEYS[:1])
+    (run,) = submit_partition_runs(deployment, JOB, [partition_key(CAMPAIGN_KEYS[0], KILLED_DAY)])
 
     def holds_slot() -> bool:
         return run.run_id in instance.event_log_storage.get_concurrency_info(POOL).active_run_ids
