@@ -78,11 +78,14 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     shown = ", ".join(f"{c.key} {c.leads_per_day}" for c in campaigns)
     print(f"Factory demo: {args.days} days from {args.start}; campaigns and sample leads a day: {shown}")
     try:
+        models: dict[str, list[str]] = {}  # what serves the stages -> the campaigns it serves so
         for campaign in campaigns:
             spec = load_spec(paths.campaign_spec(campaign.key))
-            print(f"{campaign.key}: {describe_models(factory.routes(spec), factory.registry(), os.environ)}")
+            models.setdefault(describe_models(factory.routes(spec), factory.registry(), os.environ), []).append(campaign.key)
     except (dg.Failure, SpecError) as exc:  # a stage routed to a model that needs a key and has no stand-in; a bad spec
         return _fail(getattr(exc, "description", None) or str(exc), 2)
+    for line, keys in models.items():
+        print(line if len(models) == 1 else f"{', '.join(keys)}: {line}")
     print(f"data folder: {paths.home}")
     defs = build_definitions(paths)
     keys = [c.key for c in campaigns]
