@@ -99,12 +99,12 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
 
     results = run_days(defs, instance, paths, args.start, args.days, args.leads_per_day, after_day=after_day, campaigns=campaigns)
     if results:
-        for key in keys:
-            ran = [r for r in results if r.campaign == key]
-            summary = daily_summary(paths, results[0].day, results[-1].day, key)
-            print(f"\n{key} ({load_spec(paths.campaign_spec(key)).campaign_id})")
+        for campaign in campaigns:
+            ran = [r for r in results if r.campaign == campaign.key]
+            summary = daily_summary(paths, results[0].day, results[-1].day, campaign.key)
+            print(f"\n{campaign.key} ({load_spec(paths.campaign_spec(campaign.key)).campaign_id})")
             print(format_summary(summary))
-            for line in [*closing_lines(ran, summary, args.days), *loop_lines(paths, key)]:
+            for line in [*closing_lines(ran, summary, args.days - campaign.first_day), *loop_lines(paths, campaign.key)]:
                 print(line)
         print()
         for line in content_summary(paths):

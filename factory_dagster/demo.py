@@ -111,17 +111,20 @@ class DayResult:
 
 @dataclass(frozen=True)
 class DemoCampaign:
-    """A campaign the demo runs, and the sample leads it drops in its inbox each day (`seed` picks the people)."""
+    """A campaign the demo runs, the sample leads it drops in its inbox each day (`seed` picks the people), and the
+    demo day it starts on (0: the first)."""
 
     key: str
     leads_per_day: int
     seed: int = 7
+    first_day: int = 0
 
 
-def demo_campaigns(paths: Paths, leads_per_day: int, keys: Sequence[str] | None = None) -> list[DemoCampaign]:
+def demo_campaigns(paths: Paths, leads_per_day: int, days: int, keys: Sequence[str] | None = None) -> list[DemoCampaign]:
     """The campaigns the demo runs (by default every campaign in the folder, the default one first): the default
-    campaign gets `leads_per_day`, each other a quarter of it and people of its own (another seed; `factory demo
-    --campaigns` picks some)."""
+    campaign runs every day with `leads_per_day`; each other starts halfway through, as a team adds a campaign to a
+    running line, with a quarter of the leads and people of its own (another seed). `factory demo --campaigns`
+    picks some."""
     found = list(campaign_specs(paths.campaigns))
     if paths.default_campaign not in found:
         found.insert(0, paths.default_campaign)
@@ -131,9 +134,9 @@ def demo_campaigns(paths: Paths, leads_per_day: int, keys: Sequence[str] | None 
         raise CampaignFolderError(f"no campaign {', '.join(unknown)} in {paths.campaigns} (campaigns there: {', '.join(found)})")
     default = paths.default_campaign
     return [
-        DemoCampaign(key, leads_per_day, 7)
+        DemoCampaign(key, leads_per_day)
         if key == default
-        else DemoCampaign(key, max(1, leads_per_day // 4), 8 + found.index(key))
+        else DemoCampaign(key, max(1, leads_per_day // 4), 8 + found.index(key), days // 2)
         for key in chosen
     ]
 
@@ -207,7 +210,9 @@ def run_days(
         if not live:
             break
         day = start + timedelta(days=offset)
-        for campaign in list(live):
+        for campaign in [c for c in live if c.first_day <= offset]:
+            if campaign.first_day == offset and offset:
+                progress(f"day {offset + 1}/{days} {day}: {campaign.key} joins the line (a new spec in the campaigns folder)")
             outcome = _run_campaign_day(defs, instance, paths, campaign, day, tags)
             results.append(outcome)
             label = f"day {offset + 1}/{days} {day}" + (f" {campaign.key}" if len(campaigns) > 1 else "")

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from factory_dagster.campaign.registry import spec_file
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DEFAULT_SPEC_PATH = PROJECT_ROOT / "campaigns" / "brightwave_close.yaml"
@@ -46,8 +48,6 @@ class Paths:
     def campaign_spec(self, key: str) -> Path:
         """A campaign's spec file: the default campaign's wherever it lives, else its file in the campaigns folder
         (`campaign.registry.CampaignFolderError` names the folder and its campaigns when there is none)."""
-        from factory_dagster.campaign.registry import spec_file
-
         return self.spec if key == self.default_campaign else spec_file(self.campaigns, key)
 
     def campaign_inboxes(self, key: str) -> list[Path]:

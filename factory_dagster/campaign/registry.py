@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from factory_dagster.campaign.spec import SpecError, load_spec
+
 SPEC_SUFFIXES = (".yaml", ".yml")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a Dagster partition key without the `|` of campaign|day
 
@@ -70,8 +72,6 @@ def spec_for_campaign(folder: Path, campaign_id: str, default: Path) -> Path:
 
     Why: operators name campaigns by id (`--campaign`, a job's config); files are keyed by name.
     """
-    from factory_dagster.campaign.spec import SpecError, load_spec  # the registry itself needs no pydantic
-
     for path in [Path(default), *campaign_specs(folder).values()]:
         try:
             if load_spec(path).campaign_id == campaign_id:
