@@ -5,13 +5,18 @@ first query: about as long as the build itself at demo scale. Here dbt is import
 the parsed manifest is reused by every build of the process, and the structured result
 events are collected in memory for the Dagster wiring to turn into materializations and
 check results.
+
+The same project builds on the DuckDB file (profiles.yml output `local`, the default) or on a PostgreSQL warehouse
+(output `postgres`) when a warehouse URL is given: the URL's parts reach the profile as environment variables, the
+password as `DBT_ENV_SECRET_FACTORY_PG_PASSWORD`, which dbt masks in its logs.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,18 +80,73 @@ def newest_project_file() -> float:
     )
 
 
+@dataclass(frozen=True)
+class Target:
+    """The profiles.yml output a build runs on: its name, the database name dbt gives the parsed nodes, and the
+    environment the profile reads."""
+
+    name: str
+    database: str
+    environ: Mapping[str, str] = field(repr=False)
+
+    @property
+    def on_postgres(self) -> bool:
+        return self.name == POSTGRES_TARGET
+
+    @property
+    def args(self) -> list[str]:
+        return ["--target", self.name] if self.on_postgres else []
+
+
+POSTGRES_TARGET = "postgres"
+
+
+def duckdb_target(warehouse: Path | str) -> Target:
+    """The DuckDB file: dbt-duckdb names the database after the file."""
+    path = Path(warehouse).resolve()
+    return Target("local", path.stem, {"FACTORY_WAREHOUSE": str(path)})
+
+
+def postgres_target(url: str) -> Target:
+    """A PostgreSQL warehouse by its libpq URL (or key=value string), with libpq's defaults for what it leaves out."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = {key: str(value) for key, value in conninfo_to_dict(url).items() if value is not None}
+    except psycopg.Error as exc:  # its message may quote the URL, password included: not chained
+        raise DbtError(f"the warehouse URL is not a PostgreSQL connection string ({type(exc).__name__})") from None
+    user = parts.get("user") or getpass.getuser()
+    database = parts.get("dbname") or user
+    environ = {
+        "FACTORY_PG_HOST": parts.get("host") or "localhost",
+        "FACTORY_PG_PORT": parts.get("port") or "5432",
+        "FACTORY_PG_USER": user,
+        "FACTORY_PG_DATABASE": database,
+        "FACTORY_PG_SSLMODE": parts.get("sslmode") or "prefer",
+        "DBT_ENV_SECRET_FACTORY_PG_PASSWORD": parts.get("password", ""),
+    }
+    return Target(POSTGRES_TARGET, database, environ)
+
+
+def target_for(warehouse: Path | str, warehouse_url: str | None = None) -> Target:
+    """PostgreSQL when a warehouse URL is given, else the DuckDB file."""
+    return postgres_target(warehouse_url) if warehouse_url else duckdb_target(warehouse)
+
+
 @contextmanager
-def _warehouse_env(warehouse: Path | str) -> Iterator[None]:
-    """profiles.yml reads the warehouse path from the environment; restore it afterwards."""
-    previous = os.environ.get("FACTORY_WAREHOUSE")
-    os.environ["FACTORY_WAREHOUSE"] = str(warehouse)
+def _environment(environ: Mapping[str, str]) -> Iterator[None]:
+    """profiles.yml reads the warehouse from the environment; restore it afterwards."""
+    previous = {name: os.environ.get(name) for name in environ}
+    os.environ.update(environ)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("FACTORY_WAREHOUSE", None)
-        else:
-            os.environ["FACTORY_WAREHOUSE"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _project_args(target_path: Path) -> list[str]:
@@ -106,25 +166,26 @@ def _project_args(target_path: Path) -> list[str]:
     ]
 
 
-_MANIFESTS: dict[tuple[str, float], Any] = {}
+_MANIFESTS: dict[tuple[str, str, float], Any] = {}
 
 
-def parse(warehouse: Path | str, target_path: Path) -> Any:
-    """The parsed dbt manifest for `warehouse`, parsed once per process and project state.
+def parse(warehouse: Path | str, target_path: Path, warehouse_url: str | None = None) -> Any:
+    """The parsed dbt manifest for the warehouse, parsed once per process and project state.
 
     dbt writes its artifacts and partial-parse state into `target_path`: each data folder
     keeps its own, so processes on other data folders never read a half-written file.
-    The warehouse file's name is part of the key: dbt-duckdb names the database after it,
-    and the parsed nodes carry that name (the path itself is read again at each build).
+    The target and database name are part of the key: the parsed nodes carry the database's
+    name (dbt-duckdb names it after the file; the path itself is read again at each build).
     """
-    key = (Path(warehouse).stem, newest_project_file())
+    target = target_for(warehouse, warehouse_url)
+    key = (target.name, target.database, newest_project_file())
     if key not in _MANIFESTS:
         from dbt.cli.main import dbtRunner
 
         if len(_MANIFESTS) >= 4:  # a long-lived process (the tests) keeps only recent ones
             _MANIFESTS.pop(next(iter(_MANIFESTS)))
-        with _warehouse_env(Path(warehouse).resolve()):
-            outcome = dbtRunner().invoke(["parse", "--quiet", *_project_args(target_path)])
+        with _environment(target.environ):
+            outcome = dbtRunner().invoke(["parse", "--quiet", *_project_args(target_path), *target.args])
         if not outcome.success:
             raise DbtError(f"dbt could not parse {DBT_PROJECT_DIR}: {outcome.exception}")
         _MANIFESTS[key] = outcome.result
@@ -144,23 +205,43 @@ def write_manifest(warehouse: Path | str) -> Path:
     return MANIFEST_PATH
 
 
-def release_warehouse() -> None:
-    """Close dbt-duckdb's DuckDB handle, which it keeps open between invocations in a process.
+def release_warehouse(target: Target | None = None) -> None:
+    """Close the connections dbt keeps open between invocations in a process.
 
-    DuckDB allows one writing process: while dbt held the file, any other process (the
-    Dagster UI's runs, an analyst's client, a second demo) would fail on the lock.
+    DuckDB allows one writing process: while dbt-duckdb held the file, any other process (the
+    Dagster UI's runs, an analyst's client, a second demo) would fail on the lock. On PostgreSQL
+    an idle session would only hold a server slot (and keep its database from being dropped).
     """
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
     from dbt.adapters.factory import cleanup_connections
 
     cleanup_connections()
+    if target is not None and target.on_postgres:
+        return
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
     environment = DuckDBConnectionManager._ENV  # noqa: SLF001 - no public way to close it (dbt-duckdb 1.11)
     if environment is not None:
         environment.close()
     DuckDBConnectionManager.close_all_connections()
 
 
-def sample_failing_rows(results: list[Any], warehouse: Path | str) -> dict[str, list[str]]:
+def _first_rows(con: Any, failed: list[Any], errors: tuple[type[Exception], ...]) -> dict[str, list[str]]:
+    """Each failed test's first rows as `column=value, ...` (nulls left out), on a DuckDB or psycopg connection."""
+    samples: dict[str, list[str]] = {}
+    for result in failed:
+        try:
+            cursor = con.execute(f"select * from (\n{result.node.compiled_code}\n) as failing limit {SAMPLE_ROWS}")
+        except errors:
+            continue  # that test's count still stands
+        names = [column[0] for column in cursor.description]
+        samples[result.node.name] = [
+            ", ".join(f"{name}={value}" for name, value in zip(names, row, strict=True) if value is not None)
+            for row in cursor.fetchall()
+        ]
+    return samples
+
+
+def sample_failing_rows(results: list[Any], warehouse: Path | str, warehouse_url: str | None = None) -> dict[str, list[str]]:
     """The first rows each failed test returned, as `column=value, ...` (nulls left out).
 
     dbt only counts a test's rows; the rows say what broke (row_contract names the rule, the
@@ -168,33 +249,34 @@ def sample_failing_rows(results: list[Any], warehouse: Path | str) -> dict[str, 
     has let go of the file; without a readable warehouse the failure keeps just its count.
     """
     failed = [r for r in results if r.node.resource_type == "test" and str(r.status).lower() == "fail" and r.node.compiled_code]
-    samples: dict[str, list[str]] = {}
     if not failed:
-        return samples
+        return {}
+    if warehouse_url:
+        import psycopg
+
+        from factory_dagster.warehouse.postgres import WarehouseConnectionError, connect_postgres
+
+        try:
+            with connect_postgres(warehouse_url, ensure_schema=False, connect_timeout_s=5) as con:
+                return _first_rows(con, failed, (psycopg.Error,))
+        except (WarehouseConnectionError, psycopg.Error):
+            return {}  # the server went away: the counts still tell the operator which tests failed
     try:
         with connect(Path(warehouse), read_only=True, wait_s=1.0) as con:
-            for result in failed:
-                try:
-                    cursor = con.execute(f"select * from (\n{result.node.compiled_code}\n) as failing limit {SAMPLE_ROWS}")
-                except duckdb.Error:
-                    continue  # that test's count still stands
-                names = [column[0] for column in cursor.description]
-                samples[result.node.name] = [
-                    ", ".join(f"{name}={value}" for name, value in zip(names, row, strict=True) if value is not None)
-                    for row in cursor.fetchall()
-                ]
+            return _first_rows(con, failed, (duckdb.Error,))
     except duckdb.Error:
-        pass  # a locked file: the counts still tell the operator which tests failed
-    return samples
+        return {}  # a locked file: the counts still tell the operator which tests failed
 
 
-def invoke(command: list[str], warehouse: Path | str, target_path: Path) -> DbtRun:
-    """Run one dbt command (`build`, `test`, ... with its selection) against `warehouse`."""
+def invoke(command: list[str], warehouse: Path | str, target_path: Path, warehouse_url: str | None = None) -> DbtRun:
+    """Run one dbt command (`build`, `test`, ... with its selection) against the warehouse: the DuckDB file
+    `warehouse`, or the PostgreSQL database at `warehouse_url` when one is given."""
     from dbt.cli.main import dbtRunner
     from dbt_common.events.functions import msg_to_dict
 
     target_path.mkdir(parents=True, exist_ok=True)
-    manifest = parse(warehouse, target_path)
+    target = target_for(warehouse, warehouse_url)
+    manifest = parse(warehouse, target_path, warehouse_url)
     results: list[dict[str, Any]] = []
     node_errors: list[str] = []
 
@@ -205,14 +287,14 @@ def invoke(command: list[str], warehouse: Path | str, target_path: Path) -> DbtR
             node_errors.append(" ".join(event.data.msg.split()))
 
     try:
-        with _warehouse_env(Path(warehouse).resolve()):
+        with _environment(target.environ):
             # No JSON artifacts: the results are in memory, and serialising the manifest
             # again after every build cost about a third of a second.
             outcome = dbtRunner(manifest=manifest, callbacks=[keep_results]).invoke(
-                [*command, "--no-write-json", *_project_args(target_path)]
+                [*command, "--no-write-json", *_project_args(target_path), *target.args]
             )
     finally:
-        release_warehouse()
+        release_warehouse(target)
     error = None if outcome.exception is None else f"{type(outcome.exception).__name__}: {outcome.exception}"
-    samples = {} if outcome.success else sample_failing_rows(getattr(outcome.result, "results", []), warehouse)
+    samples = {} if outcome.success else sample_failing_rows(getattr(outcome.result, "results", []), warehouse, warehouse_url)
     return DbtRun(bool(outcome.success), results, error, node_errors, samples)
