@@ -20,7 +20,7 @@ raw_totals as (
 ),
 
 compared as (
-    select 'leads' as measure, cast(mart.leads as double) as mart_total, cast(raw_totals.leads as double) as raw_total,
+    select 'leads' as measure, cast(mart.leads as double precision) as mart_total, cast(raw_totals.leads as double precision) as raw_total,
         mart.leads != raw_totals.leads as differs
     from mart cross join raw_totals
     union all

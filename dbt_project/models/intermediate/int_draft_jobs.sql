@@ -41,9 +41,9 @@ jobs as (
         lead_id,
         stage,
         min(attempt) as first_attempt,
-        arg_min(model, attempt * 1000 + candidate_index) as model
+        {{ arg_min('model', 'attempt * 1000 + candidate_index') }} as model
     from rounds
-    group by all
+    group by campaign_id, partition_day, lead_id, stage
 
 ),
 
@@ -70,7 +70,7 @@ job_work as (
         on jobs.campaign_id = rounds.campaign_id
         and jobs.partition_day = rounds.partition_day
         and jobs.lead_id = rounds.lead_id
-    group by all
+    group by jobs.campaign_id, jobs.partition_day, jobs.lead_id, jobs.stage, jobs.model
 
 )
 

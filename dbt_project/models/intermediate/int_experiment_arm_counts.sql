@@ -78,7 +78,7 @@ gate as (
         on jobs.campaign_id = leads.campaign_id
         and jobs.lead_id = leads.lead_id
     where jobs.stage = 'draft'
-    group by all
+    group by leads.experiment_id, leads.arm
 
 ),
 
@@ -91,7 +91,7 @@ assigned as (
         min(partition_day) as first_assigned_day,
         max(partition_day) as last_assigned_day
     from experiment_leads
-    group by all
+    group by experiment_id, arm
 
 ),
 
@@ -126,7 +126,7 @@ outcomes as (
         count(*) filter (where mature and complained) as complaints,
         count(*) filter (where mature and negative_reply) as negative_replies
     from experiment_sends
-    group by all
+    group by experiment_id, arm
 
 ),
 

@@ -77,7 +77,7 @@ select
     outcomes.first_reply_known_day,
     outcomes.first_positive_known_day,
     outcomes.first_unsubscribe_known_day,
-    date_diff('day', sends.partition_day, latest_event_day.latest_event_day) as days_since_send
+    {{ dbt.datediff('sends.partition_day', 'latest_event_day.latest_event_day', 'day') }} as days_since_send
 from sends
 left join arms
     on sends.campaign_id = arms.campaign_id

@@ -27,7 +27,7 @@ first_outcomes as (
 
     select campaign_id, send_id, event_type, min(occurred_day) as day
     from events
-    group by all
+    group by campaign_id, send_id, event_type
 
 ),
 
@@ -43,7 +43,7 @@ daily_sends as (
 
     select campaign_id, partition_day as day, count(*) as sends
     from sends
-    group by all
+    group by campaign_id, partition_day
 
 ),
 
@@ -57,7 +57,7 @@ daily_outcomes as (
         count(*) filter (where event_type = 'complained') as complaints,
         count(*) filter (where event_type = 'unsubscribed') as unsubscribes
     from first_outcomes
-    group by all
+    group by campaign_id, day
 
 ),
 
@@ -65,7 +65,7 @@ daily_negative_replies as (
 
     select campaign_id, day, count(*) as negative_replies
     from negative_replies
-    group by all
+    group by campaign_id, day
 
 ),
 
@@ -112,7 +112,7 @@ windowed as (
     window last_7_days as (
         partition by campaign_id
         order by day
-        range between interval 6 days preceding and current row
+        range between interval '6 days' preceding and current row
     )
 
 ),
@@ -121,9 +121,9 @@ rates as (
 
     select
         *,
-        bounces_7d / nullif(sends_7d, 0) as bounce_rate_7d,
-        complaints_7d / nullif(sends_7d, 0) as complaint_rate_7d,
-        negative_replies_7d / nullif(sends_7d, 0) as negative_reply_rate_7d,
+        cast(bounces_7d as double precision) / nullif(sends_7d, 0) as bounce_rate_7d,
+        cast(complaints_7d as double precision) / nullif(sends_7d, 0) as complaint_rate_7d,
+        cast(negative_replies_7d as double precision) / nullif(sends_7d, 0) as negative_reply_rate_7d,
         sends_7d >= {{ var('anomaly_min_sends') }} as enough_sends
     from windowed
 

@@ -14,7 +14,7 @@ with per_arm as (
         count(*) as sends,
         count(*) filter (where replied) as replies
     from {{ ref('int_send_outcomes') }}
-    group by all
+    group by campaign_id, arm_id, angle, arm_prompt_version, arm_model
 
 ),
 
@@ -22,11 +22,11 @@ rates as (
 
     select
         *,
-        replies / sends as reply_rate,
-        sends / sum(sends) over (partition by campaign_id) as share_of_sends,
-        (replies + {{ var('prior_sends') }} * {{ var('prior_reply_rate') }})
+        cast(replies as double precision) / sends as reply_rate,
+        cast(sends as double precision) / sum(sends) over (partition by campaign_id) as share_of_sends,
+        cast(replies + {{ var('prior_sends') }} * {{ var('prior_reply_rate') }} as double precision)
             / (sends + {{ var('prior_sends') }}) as smoothed_reply_rate,
-        ({{ z }} * {{ z }}) / sends as z2_over_n
+        cast({{ z }} * {{ z }} as double precision) / sends as z2_over_n
     from per_arm
 
 ),

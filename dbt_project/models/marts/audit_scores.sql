@@ -7,8 +7,8 @@ select
     model,
     criterion,
     count(distinct audit_id) as audited,
-    avg(score) as mean_score,
+    cast(avg(score) as double precision) as mean_score,
     min(score) as min_score,
-    count(distinct audit_id) filter (where not passed) / count(distinct audit_id) as failed_share
+    cast(count(distinct audit_id) filter (where not passed) as double precision) / count(distinct audit_id) as failed_share
 from {{ ref('stg_audits') }}
-group by all
+group by campaign_id, partition_day, model, criterion

@@ -11,8 +11,10 @@ select
     count(*) filter (where review_state = 'auto_approve') as auto_approved,
     count(*) filter (where edits > 0) as variants_edited,
     count(*) filter (where review_state = 'reject') as rejected,
-    count(*) filter (where edits > 0) / nullif(count(*) filter (where review_state <> 'pending'), 0) as edit_rate,
-    count(*) filter (where review_state = 'reject') / nullif(count(*) filter (where review_state <> 'pending'), 0) as reject_rate,
+    cast(count(*) filter (where edits > 0) as double precision)
+        / nullif(count(*) filter (where review_state <> 'pending'), 0) as edit_rate,
+    cast(count(*) filter (where review_state = 'reject') as double precision)
+        / nullif(count(*) filter (where review_state <> 'pending'), 0) as reject_rate,
     avg(mean_edit_distance) filter (where edits > 0) as mean_edit_distance
 from {{ ref('stg_content_pieces') }}
-group by all
+group by content_id, channel, model

@@ -28,7 +28,8 @@ with engagement as (
 
 allocations as (
 
-    select variant_id, any_value(experiment_id) as experiment_id, avg(share) as mean_share, count(*) as days_allocated
+    -- A variant's allocations all name its piece's experiment (or none): min() takes that one on either engine.
+    select variant_id, min(experiment_id) as experiment_id, avg(share) as mean_share, count(*) as days_allocated
     from {{ source('raw', 'content_allocations') }}
     group by variant_id
 
@@ -45,8 +46,11 @@ experiments as (
 latest_look as (
 
     select experiment_id, arm as variant_id, posterior_mean, p_better
-    from {{ source('raw', 'experiment_looks') }}
-    qualify partition_day = max(partition_day) over (partition by experiment_id)
+    from (
+        select *, max(partition_day) over (partition by experiment_id) as latest_look_day
+        from {{ source('raw', 'experiment_looks') }}
+    ) as looks
+    where partition_day = latest_look_day
 
 )
 

@@ -5,7 +5,7 @@ with leads_accepted as (
 
     select campaign_id, partition_day as day, count(*) as leads_accepted
     from {{ ref('stg_leads') }}
-    group by all
+    group by campaign_id, partition_day
 
 ),
 
@@ -13,7 +13,7 @@ leads_quarantined as (
 
     select campaign_id, partition_day as day, count(*) as leads_quarantined
     from {{ ref('stg_leads_quarantine') }}
-    group by all
+    group by campaign_id, partition_day
 
 ),
 
@@ -21,7 +21,7 @@ drafts as (
 
     select campaign_id, partition_day as day, count(*) as drafts
     from {{ ref('stg_drafts') }}
-    group by all
+    group by campaign_id, partition_day
 
 ),
 
@@ -29,7 +29,7 @@ drafts_passed as (
 
     select campaign_id, partition_day as day, count(*) filter (where passed) as drafts_passed
     from {{ ref('stg_gate_results') }}
-    group by all
+    group by campaign_id, partition_day
 
 ),
 
@@ -37,7 +37,7 @@ messages as (
 
     select campaign_id, partition_day as day, count(*) as messages
     from {{ ref('stg_messages') }}
-    group by all
+    group by campaign_id, partition_day
 
 ),
 
@@ -45,7 +45,7 @@ messages_quarantined as (
 
     select campaign_id, partition_day as day, count(*) as messages_quarantined
     from {{ ref('stg_messages_quarantine') }}
-    group by all
+    group by campaign_id, partition_day
 
 ),
 
@@ -62,7 +62,7 @@ send_cohorts as (
         count(*) filter (where unsubscribed) as unsubscribes,
         count(*) filter (where complained) as complaints
     from {{ ref('int_send_outcomes') }}
-    group by all
+    group by campaign_id, partition_day
 
 ),
 
@@ -76,7 +76,7 @@ llm_usage as (
         sum(tokens_out) as tokens_out,
         sum(cost_usd) as cost_usd
     from {{ ref('stg_llm_calls') }}
-    group by all
+    group by campaign_id, partition_day
 
 ),
 
@@ -142,7 +142,7 @@ select
     leads_quarantined,
     drafts,
     drafts_passed,
-    drafts_passed / nullif(drafts, 0) as gate_pass_rate,
+    cast(drafts_passed as double precision) / nullif(drafts, 0) as gate_pass_rate,
     messages,
     messages_quarantined,
     sends,
@@ -152,7 +152,7 @@ select
     bounces,
     unsubscribes,
     complaints,
-    replies / nullif(sends, 0) as reply_rate,
+    cast(replies as double precision) / nullif(sends, 0) as reply_rate,
     llm_calls,
     tokens_in,
     tokens_out,

@@ -7,13 +7,13 @@ with reviewed as (
     -- Messages a person looked at: any review action (approve, edit, hold, release).
     select campaign_id, prompt_version, model, count(distinct message_id) as messages_reviewed
     from {{ source('raw', 'message_reviews') }}
-    group by all
+    group by campaign_id, prompt_version, model
 
 ),
 
 sections as (
 
-    select unnest(['all', 'subject', 'greeting', 'hook', 'body', 'call_to_action', 'footer']) as section
+    select unnest(array['all', 'subject', 'greeting', 'hook', 'body', 'call_to_action', 'footer']) as section
 
 ),
 
@@ -38,16 +38,16 @@ edit_counts as (
         count(*) as edits,
         count(distinct message_id) as messages_edited,
         avg(edit_distance) as mean_edit_distance,
-        avg(words_change) as mean_words_change
+        cast(avg(words_change) as double precision) as mean_words_change
     from edit_sections
-    group by all
+    group by campaign_id, prompt_version, model, section
 
 ),
 
 changes as (
 
     select e.campaign_id, e.prompt_version, e.model, c.section, c.kind, c.change, c.value
-    from {{ ref('stg_message_edits') }} e, unnest(e.changes) as t(c)
+    from {{ ref('stg_message_edits') }} as e, {{ unnest_records('e.changes', 'c', ['section', 'kind', 'change', 'value']) }}
 
 ),
 
@@ -68,8 +68,8 @@ change_counts as (
         select * from changes
         union all
         select campaign_id, prompt_version, model, 'all' as section, kind, change, value from changes
-    )
-    group by all
+    ) as changes_and_all
+    group by campaign_id, prompt_version, model, section, kind, change, value
 
 ),
 
@@ -78,7 +78,8 @@ ranked as (
     select
         *,
         row_number() over (
-            partition by campaign_id, prompt_version, model, section, list_name order by times desc, kind, value, change
+            partition by campaign_id, prompt_version, model, section, list_name
+            order by times desc, {{ binary_order('kind') }}, {{ binary_order('value') }}, {{ binary_order('change') }}
         ) as rank
     from change_counts
 
@@ -97,7 +98,7 @@ top_changes as (
         string_agg(value || ' (' || times || ')', '; ' order by rank) filter (where list_name = 'added') as top_added_phrases
     from ranked
     where rank <= 3
-    group by all
+    group by campaign_id, prompt_version, model, section
 
 )
 
@@ -109,7 +110,7 @@ select
     r.messages_reviewed,
     coalesce(c.messages_edited, 0) as messages_edited,
     coalesce(c.edits, 0) as edits,
-    coalesce(c.messages_edited, 0) / r.messages_reviewed as edit_rate,
+    cast(coalesce(c.messages_edited, 0) as double precision) / r.messages_reviewed as edit_rate,
     c.mean_edit_distance,
     c.mean_words_change,
     t.top_rule_changes,

@@ -10,8 +10,11 @@
 with latest_look as (
 
     select *
-    from {{ source('raw', 'experiment_looks') }}
-    qualify partition_day = max(partition_day) over (partition by experiment_id)
+    from (
+        select *, max(partition_day) over (partition by experiment_id) as latest_look_day
+        from {{ source('raw', 'experiment_looks') }}
+    ) as looks
+    where partition_day = latest_look_day
 
 )
 
@@ -37,7 +40,7 @@ select
     counts.unsubscribes,
     counts.complaints,
     counts.negative_replies,
-    counts.positive_replies / nullif(counts.mature_sends, 0) as positive_reply_rate,
+    cast(counts.positive_replies as double precision) / nullif(counts.mature_sends, 0) as positive_reply_rate,
     looks.partition_day as look_day,
     looks.look,
     looks.days_running,

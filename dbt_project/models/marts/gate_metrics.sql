@@ -27,7 +27,7 @@ per_group as (
     from drafts
     left join gate_results
         on drafts.draft_id = gate_results.draft_id
-    group by all
+    group by drafts.campaign_id, drafts.partition_day, drafts.model, drafts.prompt_version, drafts.attempt
 
 )
 
@@ -39,6 +39,6 @@ select
     attempt,
     drafts,
     passed,
-    passed / drafts as pass_rate,
+    cast(passed as double precision) / drafts as pass_rate,
     selected
 from per_group

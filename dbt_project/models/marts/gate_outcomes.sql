@@ -49,11 +49,11 @@ select
     count(*) filter (where outcome = 'repaired') as repaired,
     count(*) filter (where outcome = 'escalated') as escalated,
     count(*) filter (where outcome = 'quarantined') as quarantined,
-    count(*) filter (where outcome = 'first_pass') / count(*) as first_pass_rate,
-    count(*) filter (where outcome = 'repaired') / count(*) as repair_rate,
-    count(*) filter (where outcome = 'escalated') / count(*) as escalation_rate,
-    count(*) filter (where outcome = 'quarantined') / count(*) as quarantine_rate
+    cast(count(*) filter (where outcome = 'first_pass') as double precision) / count(*) as first_pass_rate,
+    cast(count(*) filter (where outcome = 'repaired') as double precision) / count(*) as repair_rate,
+    cast(count(*) filter (where outcome = 'escalated') as double precision) / count(*) as escalation_rate,
+    cast(count(*) filter (where outcome = 'quarantined') as double precision) / count(*) as quarantine_rate
 from verdicts
 inner join assignments
     on assignments.campaign_id = verdicts.campaign_id and assignments.lead_id = verdicts.lead_id
-group by all
+group by verdicts.campaign_id, verdicts.partition_day, assignments.model, assignments.prompt_version

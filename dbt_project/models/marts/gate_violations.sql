@@ -24,4 +24,4 @@ select
     count(*) as violations,
     count(distinct draft_id) as drafts_flagged
 from violations
-group by all
+group by campaign_id, day, model, prompt_version, attempt, violation_code

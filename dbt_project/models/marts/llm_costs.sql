@@ -13,4 +13,4 @@ select
     count(*) filter (where cache_hit) as cache_hits,
     count(*) filter (where status != 'ok') as failures
 from {{ ref('stg_llm_calls') }}
-group by all
+group by campaign_id, partition_day, stage, model

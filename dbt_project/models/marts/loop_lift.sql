@@ -48,8 +48,8 @@ rates as (
 
     select
         *,
-        loop_positive_replies / nullif(loop_sends, 0) as loop_rate,
-        holdout_positive_replies / nullif(holdout_sends, 0) as holdout_rate
+        cast(loop_positive_replies as double precision) / nullif(loop_sends, 0) as loop_rate,
+        cast(holdout_positive_replies as double precision) / nullif(holdout_sends, 0) as holdout_rate
     from sides
 
 ),

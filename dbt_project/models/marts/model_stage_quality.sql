@@ -20,7 +20,7 @@ audits as (
     select
         message_id,
         bool_and(passed) as passed,
-        avg(score) as mean_score
+        cast(avg(score) as double precision) as mean_score
     from {{ ref('stg_audits') }}
     where status = 'ok'
     group by message_id
@@ -60,8 +60,8 @@ per_model as (
         model,
         count(*) as leads,
         count(*) filter (where first_pass) as first_pass,
-        sum(first_round_drafts) as first_round_drafts,
-        sum(first_round_failures) as first_round_failures,
+        cast(sum(first_round_drafts) as bigint) as first_round_drafts,
+        cast(sum(first_round_failures) as bigint) as first_round_failures,
         count(message_id) as accepted,
         cast(sum(repairs) as bigint) as repairs,
         cast(sum(escalations) as bigint) as escalations,
@@ -78,7 +78,7 @@ per_model as (
         min(partition_day) as first_day,
         max(partition_day) as last_day
     from per_job
-    group by all
+    group by campaign_id, stage, model
 
 )
 
@@ -88,28 +88,28 @@ select
     model,
     leads,
     first_pass,
-    first_pass / leads as first_pass_rate,
-    cast(first_round_drafts as bigint) as first_round_drafts,
-    first_round_failures / nullif(first_round_drafts, 0) as first_round_failure_rate,
+    cast(first_pass as double precision) / leads as first_pass_rate,
+    first_round_drafts,
+    cast(first_round_failures as double precision) / nullif(first_round_drafts, 0) as first_round_failure_rate,
     accepted,
-    accepted / leads as acceptance_rate,
+    cast(accepted as double precision) / leads as acceptance_rate,
     repairs,
     escalations,
-    repairs / nullif(accepted, 0) as repairs_per_accepted,
-    escalations / nullif(accepted, 0) as escalations_per_accepted,
+    cast(repairs as double precision) / nullif(accepted, 0) as repairs_per_accepted,
+    cast(escalations as double precision) / nullif(accepted, 0) as escalations_per_accepted,
     audited,
     audit_mean_score,
-    audit_failures / nullif(audited, 0) as audit_failure_rate,
+    cast(audit_failures as double precision) / nullif(audited, 0) as audit_failure_rate,
     sends,
     mature_sends,
     positive_replies,
-    positive_replies / nullif(mature_sends, 0) as positive_reply_rate,
+    cast(positive_replies as double precision) / nullif(mature_sends, 0) as positive_reply_rate,
     negative_replies,
-    negative_replies / nullif(mature_sends, 0) as negative_reply_rate,
+    cast(negative_replies as double precision) / nullif(mature_sends, 0) as negative_reply_rate,
     unsubscribes,
-    unsubscribes / nullif(mature_sends, 0) as unsubscribe_rate,
+    cast(unsubscribes as double precision) / nullif(mature_sends, 0) as unsubscribe_rate,
     complaints,
-    complaints / nullif(mature_sends, 0) as complaint_rate,
+    cast(complaints as double precision) / nullif(mature_sends, 0) as complaint_rate,
     cost_usd,
     cost_usd / nullif(accepted, 0) as cost_per_accepted_usd,
     first_day,

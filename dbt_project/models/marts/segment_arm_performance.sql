@@ -19,7 +19,7 @@ with per_arm as (
         min(partition_day) as first_send_day,
         max(partition_day) as last_send_day
     from {{ ref('int_send_outcomes') }}
-    group by all
+    group by campaign_id, segment, arm_id, angle, arm_prompt_version, arm_model
 
 )
 
@@ -37,8 +37,8 @@ select
     booked,
     unsubscribes,
     complaints,
-    replies / sends as reply_rate,
-    positive_replies / sends as positive_reply_rate,
+    cast(replies as double precision) / sends as reply_rate,
+    cast(positive_replies as double precision) / sends as positive_reply_rate,
     first_send_day,
     last_send_day
 from per_arm

@@ -9,7 +9,7 @@ select
     angle,
     prompt_version,
     model,
-    cast(propensity as double) as propensity,
+    cast(propensity as double precision) as propensity,
     policy_version,
     reason,
     cast(assigned_at as timestamp) as assigned_at,

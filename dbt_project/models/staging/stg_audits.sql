@@ -15,4 +15,4 @@ select
     reasons,
     cast(created_at as timestamp) as created_at
 from {{ source('raw', 'audits') }},
-    unnest(map_entries(scores)) as t(score)
+    {{ map_entries('scores', 'score') }}

@@ -3,7 +3,7 @@ select
     variant_id,
     channel,
     metric,
-    cast(value as double) as value,
+    cast(value as double precision) as value,
     cast(day as date) as day,
     source,
     source_file,

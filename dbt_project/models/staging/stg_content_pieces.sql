@@ -5,8 +5,8 @@ with decided as (
 
     select
         variant_id,
-        arg_max(action, seq) as decision,
-        arg_max(edited_text, seq) filter (where action = 'edit') as edited_text,
+        {{ arg_max('action', 'seq') }} as decision,
+        {{ arg_max('edited_text', 'seq', where="action = 'edit'") }} as edited_text,
         count(*) filter (where action = 'edit') as edits,
         avg(edit_distance) filter (where action = 'edit') as mean_edit_distance,
         count(*) as decisions
@@ -28,7 +28,7 @@ select
     coalesce(d.edited_text, p.text) as text,
     p.hook,
     length(coalesce(d.edited_text, p.text)) as text_chars,
-    len(string_split(trim(coalesce(d.edited_text, p.text)), ' ')) as text_words,
+    {{ split_count("trim(coalesce(d.edited_text, p.text))", "' '") }} as text_words,
     p.claim_ids,
     p.gate_verdict,
     p.violation_codes,

@@ -11,7 +11,7 @@ select
     cast(passed as boolean) as passed,
     cast(violation_codes as varchar[]) as violation_codes,
     cast(violation_details as varchar[]) as violation_details,
-    cast(agreement as double) as agreement,
+    cast(agreement as double precision) as agreement,
     cast(selected as boolean) as selected,
     cast(created_at as timestamp) as created_at
 from {{ source('raw', 'gate_results') }}
