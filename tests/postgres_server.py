@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -32,12 +33,21 @@ def postgres_server() -> Iterator[pg_server.PostgresServer]:
         pg_server.stop(server, remove=True)
 
 
+@contextmanager
+def fresh_database(server: pg_server.PostgresServer) -> Iterator[str]:
+    """The DSN of a new empty database of `server`, dropped afterwards (for fixtures of any scope)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield server.dsn(name)
+    finally:
+        with psycopg.connect(server.dsn("postgres"), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def postgres_dsn(postgres_server: pg_server.PostgresServer) -> Iterator[str]:
     """The DSN of a new empty database for one test, dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield postgres_server.dsn(name)
-    with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_database(postgres_server) as dsn:
+        yield dsn
