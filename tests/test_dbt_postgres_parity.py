@@ -17,8 +17,10 @@ How rows are compared (`differences`):
 
 from __future__ import annotations
 
+import getpass
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -38,7 +40,7 @@ from factory_dagster.content.demo import review_as_operator, run_content_day
 from factory_dagster.definitions import build_definitions
 from factory_dagster.demo import QUIET_RUN_CONFIG, run_days
 from factory_dagster.feedback.assets import outcome_events
-from factory_dagster.learning.dbt_runner import DbtRun, invoke
+from factory_dagster.learning.dbt_runner import DbtError, DbtRun, invoke, target_for
 from factory_dagster.review.actions import approve, edit, hold
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse.pg_copy import copy_raw
@@ -277,3 +279,41 @@ def test_the_comparison_catches_a_changed_row(connections) -> None:
         assert differences(duck, pg, "marts.arm_results") == []
         pg.execute("UPDATE marts.arm_results SET wilson_low = wilson_low * (1 + 1e-7) + 1e-11")
         assert differences(duck, pg, "marts.arm_results")
+
+
+def test_the_password_reaches_dbt_only_through_the_environment(parity: Parity, tmp_path: Path) -> None:
+    """The test cluster trusts loopback, so any password connects: what matters is where dbt writes it."""
+    secret = "parity-S3cret-7f3a"
+    url = parity.postgres_url.replace("://factory@", f"://factory:{secret}@")
+    run = invoke(["run", "--select", "stg_leads"], parity.duckdb_path, tmp_path / "dbt_target", warehouse_url=url)
+    assert run.success, run.describe_failure()
+    assert "DBT_ENV_SECRET_FACTORY_PG_PASSWORD" not in os.environ and "FACTORY_PG_HOST" not in os.environ
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "dbt.log" for p in files)
+    assert [p for p in files if secret.encode() in p.read_bytes()] == []
+
+
+def test_the_postgres_target_comes_from_the_url_and_duckdb_stays_the_default(tmp_path: Path) -> None:
+    target = target_for(tmp_path / "unused.duckdb", "postgresql://ann:s3cret@db.example:6543/factory?sslmode=require")
+    assert (target.name, target.database, target.args) == ("postgres", "factory", ["--target", "postgres"])
+    assert target.environ == {
+        "FACTORY_PG_HOST": "db.example",
+        "FACTORY_PG_PORT": "6543",
+        "FACTORY_PG_USER": "ann",
+        "FACTORY_PG_DATABASE": "factory",
+        "FACTORY_PG_SSLMODE": "require",
+        "DBT_ENV_SECRET_FACTORY_PG_PASSWORD": "s3cret",
+    }
+    assert "s3cret" not in repr(target)
+    defaults = target_for(tmp_path / "unused.duckdb", "postgresql:///warehouse").environ
+    assert (defaults["FACTORY_PG_HOST"], defaults["FACTORY_PG_PORT"], defaults["FACTORY_PG_USER"]) == (
+        "localhost",
+        "5432",
+        getpass.getuser(),
+    )
+    with pytest.raises(DbtError) as caught:
+        target_for(tmp_path / "unused.duckdb", "host=db password=s3cret user")
+    assert "s3cret" not in str(caught.value) and caught.value.__cause__ is None and caught.value.__suppress_context__
+    local = target_for(tmp_path / "w.duckdb")
+    assert (local.name, local.database, local.args) == ("local", "w", [])
+    assert local.environ == {"FACTORY_WAREHOUSE": str((tmp_path / "w.duckdb").resolve())}
