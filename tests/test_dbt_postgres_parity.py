@@ -43,7 +43,7 @@ from factory_dagster.feedback.assets import outcome_events
 from factory_dagster.learning.dbt_runner import DbtError, DbtRun, invoke, target_for
 from factory_dagster.review.actions import approve, edit, hold
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.pg_copy import copy_raw
+from factory_dagster.warehouse.pg_copy import CopyTargetNotEmptyError, copy_raw
 from factory_dagster.warehouse.postgres import connect_postgres
 from factory_dagster.warehouse.store import connect
 
@@ -279,6 +279,14 @@ def test_the_comparison_catches_a_changed_row(connections) -> None:
         assert differences(duck, pg, "marts.arm_results") == []
         pg.execute("UPDATE marts.arm_results SET wilson_low = wilson_low * (1 + 1e-7) + 1e-11")
         assert differences(duck, pg, "marts.arm_results")
+
+
+def test_the_raw_copy_refuses_a_warehouse_that_has_raw_rows(connections) -> None:
+    duck, pg = connections
+    (before,) = pg.execute("SELECT count(*) FROM raw.sends").fetchone()
+    with pytest.raises(CopyTargetNotEmptyError, match=r"raw\.leads, .*raw\.sends"):
+        copy_raw(duck, pg)
+    assert pg.execute("SELECT count(*) FROM raw.sends").fetchone() == (before,)
 
 
 def test_the_password_reaches_dbt_only_through_the_environment(parity: Parity, tmp_path: Path) -> None:

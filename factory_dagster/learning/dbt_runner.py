@@ -33,6 +33,7 @@ RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult", "
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 SAMPLE_ROWS = 8  # failing rows of a test shown in its failure: enough to name what broke, short enough to read
 _PROJECT_SUFFIXES = {".sql", ".yml", ".yaml"}
+POSTGRES_TARGET = "postgres"  # the profiles.yml output of the PostgreSQL warehouse (`local` is the DuckDB file)
 
 
 class DbtError(RuntimeError):
@@ -96,9 +97,6 @@ class Target:
     @property
     def args(self) -> list[str]:
         return ["--target", self.name] if self.on_postgres else []
-
-
-POSTGRES_TARGET = "postgres"
 
 
 def duckdb_target(warehouse: Path | str) -> Target:
