@@ -36,6 +36,7 @@ from helpers_line import START
 from helpers_review import HOOK, add_valid_message, valid_body
 from postgres_server import fresh_database
 
+from factory_dagster.campaign.runs import execute_campaign_day
 from factory_dagster.content.demo import review_as_operator, run_content_day
 from factory_dagster.definitions import build_definitions
 from factory_dagster.demo import QUIET_RUN_CONFIG, run_days
@@ -81,14 +82,14 @@ def _line_days(paths: Paths) -> None:
     (paths.events_inbox / f"crm_bookings_{last_day}_late.csv").write_text(
         f"event_id,send_id,event_type,occurred_at\nevt_parity_late,{send_id},booked,{last_day}T10:00:00Z\n"
     )
-    job = defs.resolve_job_def("daily_line")
     for offset in range(DAYS, DAYS + OUTCOME_WINDOW_DAYS):
-        observed = job.execute_in_process(
-            partition_key=(START + timedelta(days=offset)).isoformat(),
-            instance=instance,
+        observed = execute_campaign_day(
+            defs,
+            instance,
+            paths.default_campaign,
+            START + timedelta(days=offset),
             run_config=QUIET_RUN_CONFIG,
             asset_selection=[outcome_events.key],
-            raise_on_error=False,
         )
         assert observed.success, offset
     for offset in range(CONTENT_DAYS):
