@@ -70,13 +70,16 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.resources import FactoryResource
 
     try:
-        campaigns = demo_campaigns(paths, args.leads_per_day, args.campaigns.split(",") if args.campaigns else None)
+        campaigns = demo_campaigns(paths, args.leads_per_day, args.days, args.campaigns.split(",") if args.campaigns else None)
     except CampaignFolderError as exc:
         return _fail(str(exc), 2)
     instance = prepare_dagster_home(paths)
     factory = FactoryResource.from_paths(paths)  # the line's own resource: the same routing, registry and environment
-    shown = ", ".join(f"{c.key} {c.leads_per_day}" for c in campaigns)
-    print(f"Factory demo: {args.days} days from {args.start}; campaigns and sample leads a day: {shown}")
+    shown = ", ".join(
+        f"{c.key} ({c.leads_per_day} sample leads a day" + (f", from day {c.first_day + 1})" if c.first_day else ")")
+        for c in campaigns
+    )
+    print(f"Factory demo: {args.days} days from {args.start}; campaigns: {shown}")
     try:
         models: dict[str, list[str]] = {}  # what serves the stages -> the campaigns it serves so
         for campaign in campaigns:
@@ -115,7 +118,8 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
         index = run_report_job(defs, instance, QUIET_RUN_CONFIG)
         print(f"report: {index}" if index else "report: not written (see the `report` run in make ui)")
     print(f"warehouse: {paths.warehouse}")
-    return 0 if len(results) == args.days * len(campaigns) and all(r.completed for r in results) else 1
+    planned = sum(args.days - c.first_day for c in campaigns)
+    return 0 if len(results) == planned and all(r.completed for r in results) else 1
 
 
 def _ui(args: argparse.Namespace, paths: Paths) -> int:

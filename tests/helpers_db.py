@@ -132,7 +132,9 @@ def stamp(rows: list[dict[str, Any]], run: RunContext, time_column: str = "creat
     return run.stamp(pd.DataFrame(rows), time_column)
 
 
-def add_leads(con: duckdb.DuckDBPyConnection, leads: tuple[Lead, ...] | list[Lead], day: date = DAY) -> None:
+def add_leads(
+    con: duckdb.DuckDBPyConnection, leads: tuple[Lead, ...] | list[Lead], day: date = DAY, campaign_id: str = CAMPAIGN
+) -> None:
     rows = [
         {
             "lead_id": lead.lead_id,
@@ -143,7 +145,7 @@ def add_leads(con: duckdb.DuckDBPyConnection, leads: tuple[Lead, ...] | list[Lea
         }
         for i, lead in enumerate(leads)
     ]
-    insert_rows(con, "leads", stamp(rows, run_for(day), "imported_at"))
+    insert_rows(con, "leads", stamp(rows, run_for(day, campaign_id=campaign_id), "imported_at"))
 
 
 def add_assignment(

@@ -316,7 +316,8 @@ def test_load_earlier_reads_what_was_sent_and_leaves_out_what_is_rewritten(tmp_p
     stranger = LEADS[1]
     with connect(tmp_path / "warehouse.duckdb") as con:
         add_leads(con, [anna, stranger], YESTERDAY)
-        add_leads(con, [ben, carla, dora, emil], DAY)
+        add_leads(con, [ben, carla, dora], DAY)
+        add_leads(con, [emil], DAY, campaign_id="harbour-payroll")  # a lead of another campaign
         add_send(con, add_message(con, anna, YESTERDAY), YESTERDAY)  # sent yesterday: history
         add_message(con, stranger, YESTERDAY)  # another company: not read
         add_send(con, add_message(con, ben, DAY), DAY)  # today's, already sent (a re-run): history

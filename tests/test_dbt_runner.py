@@ -163,7 +163,7 @@ def test_integrity_job_fails_and_raises_an_incident_when_a_constraint_is_gone(in
     assert not result.success
     with connect(paths.warehouse, read_only=True) as con:
         (detail,) = con.execute("SELECT detail FROM raw.incidents WHERE kind = 'warehouse_integrity_failed'").fetchone()
-    assert "source_unique_raw_leads_lead_id" in detail
+    assert "row_contract_raw_leads" in detail
 
 
 def _kpi_row(campaign_id: str | None, **values: object) -> dict[str, object]:

@@ -103,7 +103,7 @@ def test_every_raw_table_has_the_same_columns_types_and_keys_on_both(tmp_path: P
         duck_keys, pg_keys = _keys(duck), _keys(pg)
         assert pg_keys == duck_keys
         assert ("messages", "UNIQUE", ("send_id",)) in pg_keys
-        assert ("intake_files", "PRIMARY KEY", ("kind", "file_sha256")) in pg_keys
+        assert ("intake_files", "PRIMARY KEY", ("kind", "campaign_id", "file_sha256")) in pg_keys
 
 
 def test_ensure_raw_schema_adds_a_column_a_newer_contract_introduced(postgres_dsn: str) -> None:
