@@ -193,3 +193,17 @@ def test_a_campaign_whose_budget_is_spent_sends_nothing_past_it_and_the_others_c
     ).iloc[0]
     assert spent["usd"] <= 0.0005 and spent["sends"] == 0
     assert spent["leads"] > 0  # its leads are in, waiting for a day with budget: none dropped
+
+
+def test_outcomes_from_the_shared_inboxes_are_stored_under_the_campaign_of_their_send(line) -> None:
+    paths = line[0]
+    # The first campaign's run imports the day's webhook events and replies for every campaign's sends.
+    events = query(
+        paths,
+        """SELECT e.campaign_id, bool_and(e.campaign_id = s.campaign_id) AS own, count(*) AS n
+           FROM raw.events e JOIN raw.sends s USING (send_id) GROUP BY 1 ORDER BY 1""",
+    )
+    assert list(events["campaign_id"]) == ["brightwave-close", "brightwave-spend"]
+    assert events["own"].all() and (events["n"] > 0).all()
+    unknown = query(paths, "SELECT count(*) AS n FROM raw.events_quarantine WHERE reason_code = 'unknown_send_id'")
+    assert unknown["n"][0] == 0

@@ -294,7 +294,7 @@ def test_events_for_known_sends_are_accepted_and_the_rest_quarantined(con, sent,
     summary = import_event_files(con, tmp_path / "events", run)
 
     assert summary.files == [str(path)]
-    assert (summary.accepted, summary.quarantined, summary.already_imported) == (3, 3, 0)
+    assert (summary.accepted, summary.quarantined, summary.already_imported) == (4, 2, 0)
     events = query(
         con,
         """SELECT event_id, send_id, event_type, occurred_at, source_row, partition_day, run_id, campaign_id
@@ -305,21 +305,20 @@ def test_events_for_known_sends_are_accepted_and_the_rest_quarantined(con, sent,
         ("evt_5c1e0a9f3b2d4e61", anna, "delivered", 2),
         ("evt_8d0b7a6c5e4f3a21", anna, "opened", 3),
         ("evt_a1b2c3d4e5f60718", juergen, "replied", 4),
+        ("evt_77aa88bb99cc00dd", sent["other"], "delivered", 7),
     ]
     assert str(events[1][3]) == "2026-03-02 10:45:03"  # stored as naive UTC
-    assert {e[5:] for e in events} == {(NEXT_DAY, run.run_id, CAMPAIGN)}
+    assert {e[5:] for e in events[:3]} == {(NEXT_DAY, run.run_id, CAMPAIGN)}
+    # The inbox is shared: another campaign's send gets its event under that campaign, whichever run imported it.
+    assert events[3][5:] == (NEXT_DAY, run.run_id, OTHER_CAMPAIGN)
 
     quarantine = query(
         con, "SELECT source_row, column_name, reason_code, reason, raw_record FROM raw.events_quarantine ORDER BY source_row"
     )
-    assert [q[:3] for q in quarantine] == [
-        (5, "send_id", "unknown_send_id"),
-        (6, "event_type", "bad_event_type"),
-        (7, "send_id", "unknown_send_id"),  # a send of another campaign is not this campaign's
-    ]
+    assert [q[:3] for q in quarantine] == [(5, "send_id", "unknown_send_id"), (6, "event_type", "bad_event_type")]
     assert "snd_00000000000000000000" in quarantine[0][3] and "evt_0f9e8d7c6b5a4932" in quarantine[0][4]
     assert "'clicked'" in quarantine[1][3]
-    assert intake_file_rows(con, "events") == [(str(path), "imported", 6, 3, 3, None)]
+    assert intake_file_rows(con, "events") == [(str(path), "imported", 6, 4, 2, None)]
 
 
 def test_reimporting_events_is_a_no_op(con, sent, tmp_path: Path) -> None:

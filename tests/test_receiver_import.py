@@ -260,7 +260,7 @@ def test_unknown_sends_and_unknown_events_are_quarantined_with_reasons(con, sent
     events = [
         sendgrid_event("delivered", None, "someone@example.com"),  # not a Factory message at all
         sendgrid_event("delivered", "snd_00000000000000000000", "ghost@example.com"),  # our format, no such send
-        sendgrid_event("delivered", sent["other"], LEADS[3].email),  # another campaign's send
+        sendgrid_event("delivered", sent["other"], LEADS[3].email),  # another campaign's send: stored under it
         sendgrid_event("amp_open", sent["a"], email_of("a")),  # a type the table does not know
         sendgrid_event("open", sent["a"], email_of("a"), timestamp="yesterday"),  # type: ignore[arg-type]
         sendgrid_event("delivered", sent["a"], email_of("a")),
@@ -277,19 +277,21 @@ def test_unknown_sends_and_unknown_events_are_quarantined_with_reasons(con, sent
     assert [(r[0], r[1], r[2]) for r in rows] == [
         (2, "send_id", "unknown_send_id"),
         (3, "send_id", "unknown_send_id"),
-        (4, "send_id", "unknown_send_id"),
         (5, "event_type", "bad_event_type"),
         (6, "occurred_at", "bad_timestamp"),
         (8, None, "bad_record"),
         (9, None, "bad_record"),
     ]
-    assert "not valid Unicode" in rows[6][3]
+    assert "not valid Unicode" in rows[5][3]
     assert "<14c5d75ce93.dfd.64b469@ismtpd-555>" in rows[0][3] and "no Factory send" in rows[0][3]
     assert "snd_00000000000000000000" in rows[1][3]
-    assert "amp_open" in rows[3][3]
-    assert list(events_by_id(con).values()) == [(sent["a"], "delivered", "2026-03-03T09:00:00.000000")]
-    assert intake(con, path) == ("events", "imported", 8, 1, 7)
-    assert (summary.accepted, summary.quarantined) == (1, 7)
+    assert "amp_open" in rows[2][3]
+    assert sorted(events_by_id(con).values()) == sorted(
+        [(sent["a"], "delivered", "2026-03-03T09:00:00.000000"), (sent["other"], "delivered", "2026-03-03T09:00:00.000000")]
+    )
+    assert query(con, "SELECT campaign_id FROM raw.events WHERE send_id = ?", [sent["other"]]) == [(OTHER_CAMPAIGN,)]
+    assert intake(con, path) == ("events", "imported", 8, 2, 6)
+    assert (summary.accepted, summary.quarantined) == (2, 6)
     raw = json.loads(query(con, "SELECT raw_record FROM raw.events_quarantine WHERE source_row = 5")[0][0])
     assert raw["provider"] == "sendgrid" and raw["record"]["event"] == "amp_open"
 
@@ -344,7 +346,7 @@ def test_one_click_unsubscribes_reach_the_suppression_list(con, sent, paths: Pat
         {"event": "unsubscribe", "send_id": sent["a"], "email": email_of("a"), "occurred_at": "2026-03-03T12:00:00.000000Z"},
         {
             "event": "unsubscribe",
-            "send_id": sent["other"],
+            "send_id": "snd_0000000000000000feed",  # a send this warehouse does not have
             "email": "Lars.Nystrom@fjordretail.example",
             "occurred_at": "2026-03-03T12:05:00.000000Z",
         },
@@ -359,12 +361,12 @@ def test_one_click_unsubscribes_reach_the_suppression_list(con, sent, paths: Pat
     suppress_from_events(con, run)
 
     assert events_by_id(con) == {f"oneclick:{sent['a']}": (sent["a"], "unsubscribed", "2026-03-03T12:00:00.000000")}
-    assert [r[2] for r in quarantined(con)] == ["unknown_send_id"]  # another campaign's send …
+    assert [r[2] for r in quarantined(con)] == ["unknown_send_id"]  # a send no campaign here has …
     assert summary.suppressed_directly == 1  # … whose signed address is suppressed all the same
     assert summary.already_imported == 1
     assert query(con, "SELECT email, reason, source FROM raw.suppression ORDER BY email") == [
         (email_of("a"), "unsubscribed", f"event:oneclick:{sent['a']}"),
-        ("lars.nystrom@fjordretail.example", "unsubscribed", f"oneclick:{sent['other']}"),
+        ("lars.nystrom@fjordretail.example", "unsubscribed", "oneclick:snd_0000000000000000feed"),
     ]
 
 
@@ -430,16 +432,18 @@ def test_replies_thread_by_references_header_or_body_else_are_quarantined(con, s
         ("<r1@example.com>", b, "references"),
         ("<r2@example.com>", c, "send_id_header"),
         ("<r3@example.com>", a, "body"),
+        ("<r6@example.com>", sent["other"], "in_reply_to"),
     ]
     quarantine = query(con, "SELECT message_id, reason_code, reason FROM raw.replies_quarantine ORDER BY message_id")
     assert [(q[0], q[1]) for q in quarantine] == [
         ("<r4@example.com>", "unthreaded"),
         ("<r5@example.com>", "unknown_send_id"),
-        ("<r6@example.com>", "unknown_send_id"),
     ]
     assert "snd_ffffffffffffffffffff" in quarantine[1][2]
-    assert (summary.stored, summary.quarantined, summary.already_imported, len(summary.files)) == (3, 3, 1, 7)
+    assert (summary.stored, summary.quarantined, summary.already_imported, len(summary.files)) == (4, 2, 1, 7)
     assert import_reply_files(con, paths.replies_inbox, run_for(NEXT_DAY)).files == []
+    # The mailbox is shared: a reply to another campaign's send is that campaign's.
+    assert query(con, "SELECT campaign_id FROM raw.replies WHERE message_id = '<r6@example.com>'") == [(OTHER_CAMPAIGN,)]
 
 
 def test_an_empty_reply_file_is_rejected_with_an_incident(con, sent, paths: Paths) -> None:

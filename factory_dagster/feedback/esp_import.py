@@ -34,6 +34,7 @@ import pandas as pd
 
 from factory_dagster.feedback.esp_events import MAPPERS, MappedEvent
 from factory_dagster.feedback.events import QUARANTINE_COLUMNS, EventFileError, validate_events
+from factory_dagster.feedback.sent import send_campaigns, stamp_by_send
 from factory_dagster.models.gateway import RunContext, utcnow
 from factory_dagster.receiver.inbox import EVENT_FILE_FORMAT, ONECLICK, PROVIDERS
 from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
@@ -246,7 +247,8 @@ def import_esp_event_files(con: duckdb.DuckDBPyConnection, esp_events_inbox: Pat
 
 
 def _import_batch(con: duckdb.DuckDBPyConnection, run: RunContext, files: list[_StoredFile], summary: EspImportSummary) -> None:
-    send_ids = {r[0] for r in con.execute("SELECT send_id FROM raw.sends WHERE campaign_id = ?", [run.campaign_id]).fetchall()}
+    campaigns = send_campaigns(con)  # the inbox is shared: an event is stored under its send's campaign
+    send_ids = set(campaigns)
     event_ids = {r[0] for r in con.execute("SELECT event_id FROM raw.events").fetchall()}
     known_skips = {r[0] for r in con.execute("SELECT event_id FROM raw.esp_events_skipped").fetchall()}
     fates = _Sorted()
@@ -269,7 +271,7 @@ def _import_batch(con: duckdb.DuckDBPyConnection, run: RunContext, files: list[_
     accepted_per_file = result.accepted["source_file"].value_counts()
     quarantined_per_file = quarantined["source_file"].value_counts()
     with transaction(con):
-        insert_rows(con, "events", run.stamp(result.accepted, "imported_at"))
+        insert_rows(con, "events", stamp_by_send(run, result.accepted, campaigns))
         insert_rows(con, "events_quarantine", run.stamp(quarantined, "imported_at"))
         insert_rows(con, "esp_events_skipped", run.stamp(skipped, "imported_at"))
         summary.suppressed_directly += insert_rows(con, "suppression", suppress, skip_existing=True)

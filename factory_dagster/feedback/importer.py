@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from factory_dagster.feedback.events import EventFileError, read_event_file, validate_events
+from factory_dagster.feedback.sent import send_campaigns, stamp_by_send
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
@@ -29,7 +30,8 @@ class EventImportSummary:
 
 def import_event_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: RunContext) -> EventImportSummary:
     summary = EventImportSummary()
-    send_ids = {r[0] for r in con.execute("SELECT send_id FROM raw.sends WHERE campaign_id = ?", [run.campaign_id]).fetchall()}
+    campaigns = send_campaigns(con)  # the inbox is shared: an event is stored under its send's campaign
+    send_ids = set(campaigns)
     event_ids = {r[0] for r in con.execute("SELECT event_id FROM raw.events").fetchall()}
     for path, sha in unregistered_files(con, "events", inbox_files(inbox, {".csv"})):
         try:
@@ -41,7 +43,7 @@ def import_event_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: RunCont
         result = validate_events(raw, send_ids, event_ids)
         event_ids |= set(result.accepted["event_id"])
         with transaction(con):
-            insert_rows(con, "events", run.stamp(result.accepted, "imported_at"))
+            insert_rows(con, "events", stamp_by_send(run, result.accepted, campaigns))
             insert_rows(con, "events_quarantine", run.stamp(result.quarantined, "imported_at"))
             register_file(con, run, "events", path, sha, (len(raw), len(result.accepted), len(result.quarantined)))
         summary.files.append(str(path))

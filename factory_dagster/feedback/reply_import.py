@@ -10,10 +10,12 @@ Threading, first hit wins:
 1. `In-Reply-To` names a Factory Message-ID (`<send_id@factory.invalid>`): `in_reply_to`;
 2. `References` names one (the nearest ancestor, i.e. the last, first): `references`;
 3. an `X-Factory-Send-Id` header (kept by some ESP inbound routes and forwarders): `send_id_header`;
-4. the body quotes a Factory Message-ID, an `X-Factory-Send-Id:` line or one of the campaign's
+4. the body quotes a Factory Message-ID, an `X-Factory-Send-Id:` line or one of the known
    send ids: `body`.
 
-A reply that names a send the campaign does not have is quarantined as `unknown_send_id`; one
+The mailbox is shared by every campaign: a reply is threaded to any campaign's send and stored
+under that send's campaign (`feedback/sent.py`). A reply that names a send no campaign has is
+quarantined as `unknown_send_id`; one
 that names none as `unthreaded` (`raw.replies_quarantine`, with what it said). The same reply
 posted twice (the same Message-ID) is stored once.
 """
@@ -35,6 +37,7 @@ import duckdb
 import pandas as pd
 
 from factory_dagster.delivery.eml import MESSAGE_ID_DOMAIN
+from factory_dagster.feedback.sent import send_campaigns, stamp_by_send
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.receiver.inbound import html_to_text
 from factory_dagster.receiver.inbox import RECEIVED_AT_HEADER, RECEIVED_VIA_HEADER
@@ -173,7 +176,7 @@ def _quarantine_reason(code: str, reply: ParsedReply, known_send_ids: set[str]) 
             "no X-Factory-Send-Id header, no send id in the body"
         )
     named = sorted({s for _, s in thread_candidates(reply, known_send_ids)})
-    return f"names send(s) {', '.join(named)}, none of which this campaign has sent"
+    return f"names send(s) {', '.join(named)}, none of which any campaign has sent"
 
 
 def _raw_record(reply: ParsedReply) -> str:
@@ -192,7 +195,8 @@ def _raw_record(reply: ParsedReply) -> str:
 def import_reply_files(con: duckdb.DuckDBPyConnection, replies_inbox: Path, run: RunContext) -> ReplyImportSummary:
     """Store and thread every new reply file, all in one transaction (an unreadable file is rejected on its own)."""
     summary = ReplyImportSummary()
-    send_ids = {r[0] for r in con.execute("SELECT send_id FROM raw.sends WHERE campaign_id = ?", [run.campaign_id]).fetchall()}
+    campaigns = send_campaigns(con)  # the mailbox is shared: a reply is stored under its send's campaign
+    send_ids = set(campaigns)
     reply_ids = {r[0] for r in con.execute("SELECT reply_id FROM raw.replies").fetchall()}
     threaded, quarantine, registered = [], [], []
     for path, sha in unregistered_files(con, "replies", inbox_files(replies_inbox, {".eml"})):
@@ -216,7 +220,7 @@ def import_reply_files(con: duckdb.DuckDBPyConnection, replies_inbox: Path, run:
     if not registered:
         return summary
     with transaction(con):
-        summary.stored = insert_rows(con, "replies", run.stamp(pd.DataFrame(threaded), "imported_at"))
+        summary.stored = insert_rows(con, "replies", stamp_by_send(run, pd.DataFrame(threaded), campaigns))
         summary.quarantined = insert_rows(con, "replies_quarantine", run.stamp(pd.DataFrame(quarantine), "imported_at"))
         for path, sha, counts in registered:
             register_file(con, run, "replies", path, sha, counts)
