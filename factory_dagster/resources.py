@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import duckdb
@@ -34,6 +34,10 @@ from factory_dagster.partitions import CAMPAIGN_DAYS, DAILY, ONE_DAY_PER_RUN, ke
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH, Paths
 from factory_dagster.warehouse.store import connect, hold
 
+if TYPE_CHECKING:
+    from factory_dagster.warehouse.store import Connection
+
+WAREHOUSE_URL_VARIABLE = "FACTORY_WAREHOUSE_URL"
 POOL = "duckdb"  # every DuckDB-touching step runs in this pool (limit 1): one writer at a time
 
 # Every asset of the daily line: one partition per campaign and day, backfilled a day per run, in the DuckDB pool.
@@ -77,6 +81,10 @@ def run_checks(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date, *c
 class FactoryResource(dg.ConfigurableResource):
     home: str = Field(description="Factory's data folder (inboxes, outbox, market, dbt target).")
     warehouse_path: str = Field(description="The DuckDB warehouse file.")
+    warehouse_url: str | None = Field(
+        default=None,
+        description="The PostgreSQL warehouse (FACTORY_WAREHOUSE_URL) instead of the DuckDB file; unset: the file.",
+    )
     leads_inbox: str = Field(description="Folder where lead files (CSV, Parquet) are dropped.")
     spec_path: str = Field(description="The default campaign's spec YAML file (jobs without a campaign partition use it).")
     campaigns_dir: str | None = Field(default=None, description="Campaigns folder: every outreach spec in it is a campaign.")
@@ -86,9 +94,15 @@ class FactoryResource(dg.ConfigurableResource):
 
     @classmethod
     def from_paths(cls, paths: Paths, **overrides: object) -> FactoryResource:
+        """The resource over a data folder; a warehouse URL taken from the environment stays a reference to
+        `FACTORY_WAREHOUSE_URL` (dg.EnvVar), so its password never shows in the resource's config."""
+        url: str | None = paths.warehouse_url
+        if url and url == os.environ.get(WAREHOUSE_URL_VARIABLE):
+            url = dg.EnvVar(WAREHOUSE_URL_VARIABLE)
         return cls(
             home=str(paths.home),
             warehouse_path=str(paths.warehouse),
+            warehouse_url=url,
             leads_inbox=str(paths.leads_inbox),
             spec_path=str(paths.spec),
             campaigns_dir=str(paths.campaigns),
@@ -98,7 +112,8 @@ class FactoryResource(dg.ConfigurableResource):
     @property
     def paths(self) -> Paths:
         campaigns = Path(self.campaigns_dir) if self.campaigns_dir else None
-        return Paths(Path(self.home), Path(self.warehouse_path), Path(self.leads_inbox), Path(self.spec_path), None, campaigns)
+        url = self.warehouse_url.get_value() if isinstance(self.warehouse_url, dg.EnvVar) else self.warehouse_url
+        return Paths(Path(self.home), Path(self.warehouse_path), Path(self.leads_inbox), Path(self.spec_path), url, campaigns)
 
     def campaign(self, context: Context | None = None) -> str:
         """The campaign key of the run's partition; the default campaign's for a job without one."""
@@ -184,12 +199,15 @@ class FactoryResource(dg.ConfigurableResource):
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[FactoryResource]:
         """For the length of a run (of a step, with a multi-process executor) the warehouse stays open."""
-        with hold(self.paths.warehouse):
+        paths = self.paths
+        with hold(paths.warehouse, url=paths.warehouse_url):
             yield self
 
     @contextmanager
-    def warehouse(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with connect(self.paths.warehouse, read_only=read_only) as con:
+    def warehouse(self, read_only: bool = False) -> Iterator[Connection]:
+        """A connection to the warehouse: the DuckDB file, or the PostgreSQL warehouse when a URL is set."""
+        paths = self.paths
+        with connect(paths.warehouse, read_only=read_only, url=paths.warehouse_url) as con:
             yield con
 
 

@@ -217,12 +217,12 @@ def transaction(con: psycopg.Connection) -> Iterator[psycopg.Connection]:
 # ---- writes ----
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A nested value as JSON-ready Python: numpy scalars and arrays unboxed, NaN/NaT as None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | np.ndarray):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
@@ -252,13 +252,13 @@ def _values(table: str, column: str, series: pd.Series, pg_type: str) -> list[An
         except TypeError:
             bad = series[series.notna() & (series % 1 != 0)]
             raise ValueError(
-                f"raw.{table}.{column} is {pg_type}: row {bad.index[0]} of the frame has the non-integer value {bad.iloc[0]}"
+                f"{table}.{column} is {pg_type}: row {bad.index[0]} of the frame has the non-integer value {bad.iloc[0]}"
             ) from None
     values = series.astype(object).where(series.notna(), None).tolist()
     if pg_type.endswith("[]"):
-        return [None if v is None else [_plain(x) for x in v] for v in values]
+        return [None if v is None else [plain(x) for x in v] for v in values]
     if pg_type == "JSONB":
-        return [None if v is None else (v if isinstance(v, str) else Jsonb(_plain(v))) for v in values]
+        return [None if v is None else (v if isinstance(v, str) else Jsonb(plain(v))) for v in values]
     if pg_type == "TIMESTAMP":
         return [_naive_utc(v) for v in values]
     if pg_type == "DATE":
@@ -266,13 +266,57 @@ def _values(table: str, column: str, series: pd.Series, pg_type: str) -> list[An
     return values
 
 
-def _copy(con: psycopg.Connection, target: str, columns: list[str], rows: pd.DataFrame, table: str) -> None:
-    types = _types(table)
+def _copy(
+    con: psycopg.Connection, target: str, label: str, columns: list[str], rows: pd.DataFrame, types: dict[str, str]
+) -> None:
+    """COPY the frame's `columns` into `target`; `label` names the table in errors."""
     names = ", ".join(f'"{c}"' for c in columns)
-    data = [_values(table, c, rows[c], types[c]) for c in columns]
+    data = [_values(label, c, rows[c], types[c]) for c in columns]
     with con.cursor() as cursor, cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
         for row in zip(*data):
             copy.write_row(row)
+
+
+def frame_type(series: pd.Series) -> str:
+    """The PostgreSQL type for a frame column that has no contract (a registered frame): from its dtype, or from
+    its first value when it holds Python objects; lists of text become TEXT[], other nested values JSONB."""
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "BOOLEAN"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "BIGINT"
+    if pd.api.types.is_float_dtype(dtype):
+        return "DOUBLE PRECISION"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "TIMESTAMP"
+    present = series.dropna()
+    if present.empty:
+        return "TEXT"
+    first = present.iloc[0]
+    if isinstance(first, bool | np.bool_):
+        return "BOOLEAN"
+    if isinstance(first, int | np.integer):
+        return "BIGINT"
+    if isinstance(first, float | np.floating):
+        return "DOUBLE PRECISION"
+    if isinstance(first, datetime):
+        return "TIMESTAMP"
+    if isinstance(first, date):
+        return "DATE"
+    if isinstance(first, list | tuple | np.ndarray) and all(isinstance(v, str) for v in first):
+        return "TEXT[]"
+    if isinstance(first, list | tuple | np.ndarray | dict):
+        return "JSONB"
+    return "TEXT"
+
+
+def create_temp_table(con: psycopg.Connection, name: str, rows: pd.DataFrame) -> None:
+    """`rows` as the temporary table `name` (replacing one of that name): DuckDB's `register` of a frame."""
+    types = {str(c): frame_type(rows[c]) for c in rows.columns}
+    body = ", ".join(f'"{c}" {t}' for c, t in types.items())
+    con.execute(f'DROP TABLE IF EXISTS pg_temp."{name}"; CREATE TEMPORARY TABLE "{name}" ({body})')
+    if not rows.empty:
+        _copy(con, f'"{name}"', name, list(types), rows.set_axis(list(types), axis=1), types)
 
 
 def insert_rows(con: psycopg.Connection, table: str, rows: pd.DataFrame, skip_existing: bool = False) -> int:
@@ -289,12 +333,12 @@ def insert_rows(con: psycopg.Connection, table: str, rows: pd.DataFrame, skip_ex
         raise ValueError(f"raw.{table} has no column {', '.join(map(repr, unknown))} (factory_dagster/warehouse/contracts.py)")
     columns = [str(c) for c in rows.columns]
     if not skip_existing:
-        _copy(con, f'raw."{table}"', columns, rows, table)
+        _copy(con, f'raw."{table}"', f"raw.{table}", columns, rows, types)
         return len(rows)
     names = ", ".join(f'"{c}"' for c in columns)
     with con.transaction():
         con.execute(f'CREATE TEMPORARY TABLE {STAGING_TABLE} (LIKE raw."{table}" INCLUDING DEFAULTS)')
-        _copy(con, STAGING_TABLE, columns, rows, table)
+        _copy(con, STAGING_TABLE, f"raw.{table}", columns, rows, types)
         written = con.execute(
             f'INSERT INTO raw."{table}" ({names}) SELECT {names} FROM {STAGING_TABLE} ON CONFLICT DO NOTHING'
         ).rowcount

@@ -6,9 +6,11 @@ Inside `hold` (one Dagster run of the line) the file stays open and each unit of
 gets a cursor of it instead: the same transactions, without a file open and a
 checkpoint each time.
 
-The write primitives (`ensure_raw_schema`, `insert_rows`, `replace_partition`, and `transaction`) also
-take a psycopg connection to the PostgreSQL warehouse and hand it to `warehouse/postgres.py`; the
-DuckDB path below is unchanged, and psycopg is imported only when such a connection comes.
+With a PostgreSQL warehouse URL (`FACTORY_WAREHOUSE_URL`), `connect` and `hold` hand out a
+`pg_connection.PgConnection` instead: the same DuckDB-connection surface over psycopg. The write
+primitives (`ensure_raw_schema`, `insert_rows`, `replace_partition`, and `transaction`) take it, or a
+bare psycopg connection, and hand it to `warehouse/postgres.py`; the DuckDB path below is unchanged,
+and psycopg is imported only when a URL or such a connection comes.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ from factory_dagster.warehouse.transactions import transaction  # noqa: F401  (t
 if TYPE_CHECKING:
     import psycopg
 
+    from factory_dagster.warehouse.pg_connection import PgConnection
+
+    Connection = duckdb.DuckDBPyConnection | PgConnection
+
 LOCK_RETRY_SECONDS = 60.0
-_HELD: dict[Path, duckdb.DuckDBPyConnection] = {}
+_ENSURED: set[str] = set()  # PostgreSQL warehouse URLs whose `raw` schema this process has created or migrated
+_HELD: dict[Path | str, duckdb.DuckDBPyConnection | PgConnection] = {}  # by resolved file path, or by URL
 
 
 def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
@@ -83,7 +90,7 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> No
     introduced to tables an older version created (nullable there: old rows have no value), and
     re-key tables whose contract's primary key changed (`_rekey`)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        return _postgres().ensure_raw_schema(con)
+        return _postgres().ensure_raw_schema(_psycopg(con))
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
     existing = raw_columns(con)
     for name, columns in RAW_TABLES.items():
@@ -134,7 +141,7 @@ def _rekey(con: duckdb.DuckDBPyConnection, name: str, key: list[str]) -> None:
 
 
 @contextmanager
-def hold(path: Path, wait_s: float = LOCK_RETRY_SECONDS) -> Iterator[None]:
+def hold(path: Path, wait_s: float = LOCK_RETRY_SECONDS, url: str | None = None) -> Iterator[None]:
     """Keep the warehouse open in this process for the block; `connect` hands out cursors of it.
 
     Why: a day's run connects about fifty times, and each open and close of the file costs some
@@ -142,15 +149,21 @@ def hold(path: Path, wait_s: float = LOCK_RETRY_SECONDS) -> Iterator[None]:
     processes wait for it (up to their own retry limit); hold it for one run, not longer.
     Inside the block a read-only request gets a read-write cursor (DuckDB shares one database
     instance per file and mode in a process). Re-entrant: an inner `hold` of the same file is a no-op.
+    With `url` (the PostgreSQL warehouse) one session serves the block, for the same reason (a
+    connection and the schema check cost some 10 ms each); it locks nothing.
     """
-    key = Path(path).resolve()
+    key = url or Path(path).resolve()
     if key in _HELD:
         yield
         return
-    key.parent.mkdir(parents=True, exist_ok=True)
-    con = _open(Path(path), False, wait_s)
+    if url:
+        con = _postgres_connect(url)
+    else:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        con = _open(Path(path), False, wait_s)
     try:
-        ensure_raw_schema(con)
+        if not url:
+            ensure_raw_schema(con)
         _HELD[key] = con
         yield
     finally:
@@ -159,10 +172,15 @@ def hold(path: Path, wait_s: float = LOCK_RETRY_SECONDS) -> Iterator[None]:
 
 
 @contextmanager
-def connect(path: Path, read_only: bool = False, wait_s: float = LOCK_RETRY_SECONDS) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse (creating it and its `raw` schema on first use), or a cursor of the held one."""
-    path = Path(path)
-    held = _HELD.get(path.resolve()) if _HELD else None
+def connect(
+    path: Path, read_only: bool = False, wait_s: float = LOCK_RETRY_SECONDS, url: str | None = None
+) -> Iterator[Connection]:
+    """Open the warehouse (creating it and its `raw` schema on first use), or a cursor of the held one.
+
+    With `url`, the PostgreSQL warehouse there instead of the file at `path` (`read_only` makes its
+    transactions read-only, outside a `hold`).
+    """
+    held = _HELD.get(url or Path(path).resolve()) if _HELD else None
     if held is not None:
         cursor = held.cursor()
         try:
@@ -170,11 +188,15 @@ def connect(path: Path, read_only: bool = False, wait_s: float = LOCK_RETRY_SECO
         finally:
             cursor.close()
         return
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    con = _open(path, read_only, wait_s)
-    try:
+    if url:
+        con = _postgres_connect(url, read_only)
+    else:
+        path = Path(path)
         if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        con = _open(path, read_only, wait_s)
+    try:
+        if not read_only and not url:
             ensure_raw_schema(con)
         yield con
     finally:
@@ -190,7 +212,7 @@ def insert_rows(
     (append-only registers such as the suppression list and prompt versions).
     """
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        return _postgres().insert_rows(con, table, rows, skip_existing)
+        return _postgres().insert_rows(_psycopg(con), table, rows, skip_existing)
     if rows.empty:
         return 0
     conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
@@ -209,7 +231,7 @@ def replace_partition(
 ) -> int:
     """Overwrite one day of one campaign in `raw.<table>` (call inside a transaction)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        return _postgres().replace_partition(con, table, day, rows, campaign_id)
+        return _postgres().replace_partition(_psycopg(con), table, day, rows, campaign_id)
     con.execute(f"DELETE FROM raw.{table} WHERE partition_day = ? AND campaign_id = ?", [day, campaign_id])
     return insert_rows(con, table, rows)
 
@@ -219,6 +241,25 @@ def _postgres() -> ModuleType:
     from factory_dagster.warehouse import postgres
 
     return postgres
+
+
+def _psycopg(con: PgConnection | psycopg.Connection) -> psycopg.Connection:
+    """The psycopg connection under an adapter (the write primitives use psycopg's own placeholders and COPY)."""
+    from factory_dagster.warehouse.pg_connection import PgConnection
+
+    return con.connection if isinstance(con, PgConnection) else con
+
+
+def _postgres_connect(url: str, read_only: bool = False) -> PgConnection:
+    """A session on the PostgreSQL warehouse; its `raw` schema is checked once per process and URL."""
+    from factory_dagster.warehouse.pg_connection import PgConnection
+
+    connection = _postgres().connect_postgres(url, ensure_schema=url not in _ENSURED and not read_only)
+    if not read_only:
+        _ENSURED.add(url)
+    else:
+        connection.execute("SET default_transaction_read_only = on")
+    return PgConnection(connection)
 
 
 def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> tuple | None:
