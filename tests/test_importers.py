@@ -23,7 +23,6 @@ from factory_dagster.intake.importer import import_lead_files
 from factory_dagster.intake.reading import LEAD_COLUMNS, read_lead_file
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.intake.validation import lead_id_for
-from factory_dagster.warehouse.store import connect
 from factory_dagster.warehouse.suppressed import suppressed_sql
 
 NEXT_DAY = DAY + timedelta(days=1)
@@ -31,9 +30,9 @@ EVENT_HEADER = ["event_id", "send_id", "event_type", "occurred_at"]
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
-        yield connection
+def con(engine_con):
+    """The warehouse, once on DuckDB and once on PostgreSQL (tests/warehouse_engines.py)."""
+    return engine_con
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:

@@ -42,7 +42,6 @@ from factory_dagster.receiver.config import ReceiverConfig
 from factory_dagster.receiver.inbox import event_file_bytes, store_events, store_reply
 from factory_dagster.receiver.server import serve_in_thread
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import connect
 
 NEXT_DAY = DAY + timedelta(days=1)
 RECEIVED = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
@@ -54,9 +53,9 @@ def paths(tmp_path: Path) -> Paths:
 
 
 @pytest.fixture
-def con(paths: Paths):
-    with connect(paths.warehouse) as connection:
-        yield connection
+def con(engine_con):
+    """The warehouse, once on DuckDB and once on PostgreSQL (tests/warehouse_engines.py)."""
+    return engine_con
 
 
 @pytest.fixture
@@ -72,8 +71,8 @@ def email_of(key: str) -> str:
 
 
 def events_by_id(con) -> dict[str, tuple]:
-    rows = query(con, "SELECT event_id, send_id, event_type, strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%f') FROM raw.events")
-    return {r[0]: r[1:] for r in rows}
+    rows = query(con, "SELECT event_id, send_id, event_type, occurred_at FROM raw.events")
+    return {r[0]: (r[1], r[2], r[3].strftime("%Y-%m-%dT%H:%M:%S.%f")) for r in rows}
 
 
 def skipped(con) -> list[tuple]:

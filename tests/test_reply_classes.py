@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,7 +18,7 @@ from factory_dagster.feedback.reply_classes import (
 from factory_dagster.feedback.suppression import suppress_from_events
 from factory_dagster.models.budget import Budget
 from factory_dagster.models.gateway import utcnow
-from factory_dagster.warehouse.store import connect, insert_rows, transaction
+from factory_dagster.warehouse.store import insert_rows, transaction
 
 TEXTS = {
     "yes": "Yes, that sounds useful. Could we talk on Thursday afternoon?",
@@ -30,9 +29,9 @@ TEXTS = {
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
-        yield connection
+def con(engine_con):
+    """The warehouse, once on DuckDB and once on PostgreSQL (tests/warehouse_engines.py)."""
+    return engine_con
 
 
 def store_replies(con, received_at: datetime) -> dict[str, str]:
