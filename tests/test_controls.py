@@ -17,9 +17,9 @@ from factory_dagster.warehouse.store import connect
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
-        yield connection
+def con(engine_con):
+    """The warehouse, once on DuckDB and once on PostgreSQL (tests/warehouse_engines.py)."""
+    return engine_con
 
 
 # --- kill switch -------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def create_anomalies(con) -> None:
     con.execute(
         """CREATE TABLE marts.anomalies (
                campaign_id VARCHAR, day DATE, sends_7d BIGINT, bounces_7d BIGINT, complaints_7d BIGINT,
-               bounce_rate_7d DOUBLE, complaint_rate_7d DOUBLE,
+               bounce_rate_7d DOUBLE PRECISION, complaint_rate_7d DOUBLE PRECISION,
                complaint_spike BOOLEAN, bounce_spike BOOLEAN, halt_sending BOOLEAN)"""
     )
 
@@ -176,8 +176,8 @@ def test_halt_reason_names_the_spike_and_the_rates(con) -> None:
     yesterday = DAY - timedelta(days=1)
     con.execute(
         """INSERT INTO marts.anomalies VALUES
-           (?, ?, 950, 12, 4, 12 / 950, 4 / 950, true, false, true),
-           (?, ?, 820, 9, 1, 9 / 820, 1 / 820, false, false, false),
+           (?, ?, 950, 12, 4, 12 / 950.0, 4 / 950.0, true, false, true),
+           (?, ?, 820, 9, 1, 9 / 820.0, 1 / 820.0, false, false, false),
            (?, ?, 400, 40, 0, 0.1, 0.0, false, true, true)""",
         [CAMPAIGN, DAY, CAMPAIGN, yesterday, OTHER_CAMPAIGN, DAY],
     )

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import duckdb
+import psycopg
 import pytest
 from helpers_db import CAMPAIGN, DAY, OTHER_CAMPAIGN, count, query, run_for
 
@@ -26,7 +26,6 @@ from factory_dagster.improve.store import (
     move_experiment,
     save_proposed,
 )
-from factory_dagster.warehouse.store import connect
 
 AT = datetime(DAY.year, DAY.month, DAY.day, 6, 0)
 
@@ -60,9 +59,9 @@ def saved(con: duckdb.DuckDBPyConnection, experiment: Experiment) -> Experiment:
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
-        yield connection
+def con(engine_con):
+    """The warehouse, once on DuckDB and once on PostgreSQL (tests/warehouse_engines.py)."""
+    return engine_con
 
 
 def test_a_proposal_is_saved_once_and_reads_back_equal(con) -> None:
@@ -162,7 +161,7 @@ def test_the_row_and_its_event_are_written_together_or_not_at_all(con) -> None:
     apply_transition(con, approved, approval)
     running, start = transition(approved, "running", "assign stage", "first traffic", {}, AT + timedelta(days=1))
     clashing = replace(start, event_id=approval.event_id)  # the event insert fails after the row was updated
-    with pytest.raises(duckdb.ConstraintException):
+    with pytest.raises((duckdb.ConstraintException, psycopg.errors.UniqueViolation)):
         apply_transition(con, running, clashing)
     assert load_experiment(con, experiment.experiment_id) == approved
     assert [e["to_state"] for e in experiment_events(con, experiment.experiment_id)] == ["approved"]

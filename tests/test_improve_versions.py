@@ -4,7 +4,6 @@ as a new version, and the history (the audit log) is never rewritten."""
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from helpers_db import SPEC, query
@@ -18,16 +17,16 @@ from factory_dagster.improve.versions import (
     rollback,
     version_history,
 )
-from factory_dagster.warehouse.store import connect, transaction
+from factory_dagster.warehouse.store import transaction
 
 SEGMENT = "scaleup_finance_leaders"
 AT = datetime(2026, 3, 10, 6)
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
-        yield connection
+def con(engine_con):
+    """The warehouse, once on DuckDB and once on PostgreSQL (tests/warehouse_engines.py)."""
+    return engine_con
 
 
 def promote(con, champion: str, experiment_id: str, route: str | None = None) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import duckdb
 
 from factory_dagster.models.gateway import utcnow
+from factory_dagster.warehouse.dialect import insertion_order
 from factory_dagster.warehouse.store import fetch_one
 
 EVERY_CAMPAIGN = "every campaign"
@@ -36,8 +37,8 @@ class KillSwitchState:
 def _latest(con: duckdb.DuckDBPyConnection, campaign_id: str | None) -> KillSwitchState | None:
     row = fetch_one(
         con,
-        """SELECT engaged, actor, reason, campaign_id FROM raw.kill_switch WHERE campaign_id IS NOT DISTINCT FROM ?
-           ORDER BY changed_at DESC, rowid DESC LIMIT 1""",
+        f"""SELECT engaged, actor, reason, campaign_id FROM raw.kill_switch WHERE campaign_id IS NOT DISTINCT FROM ?::VARCHAR
+            ORDER BY changed_at DESC, {insertion_order(con).format("DESC")} LIMIT 1""",
         [campaign_id],
     )
     return KillSwitchState(*row) if row else None

@@ -186,7 +186,7 @@ def list_experiments(
     """Experiments, oldest proposal first; optionally of one campaign and in the given states."""
     return _experiments(
         con,
-        "(? IS NULL OR campaign_id = ?) AND (? IS NULL OR list_contains(?, state))",
+        "(?::VARCHAR IS NULL OR campaign_id = ?) AND (?::VARCHAR[] IS NULL OR state = ANY(?::VARCHAR[]))",
         [campaign_id, campaign_id, *[None if states is None else sorted(states)] * 2],
     )
 
@@ -198,7 +198,7 @@ def count_open_proposals(con: duckdb.DuckDBPyConnection, campaign_id: str) -> in
     not looked at yet and an experiment still using traffic both count against it.
     """
     (count,) = con.execute(
-        "SELECT count(*) FROM raw.experiments WHERE campaign_id = ? AND list_contains(?, state)",
+        "SELECT count(*) FROM raw.experiments WHERE campaign_id = ? AND state = ANY(?::VARCHAR[])",
         [campaign_id, sorted(OPEN_STATES)],
     ).fetchall()[0]
     return count
@@ -216,7 +216,7 @@ def find_duplicates(
     return _experiments(
         con,
         """design_key = ? AND experiment_id <> ?
-           AND (list_contains(?, state) OR (state = 'rejected' AND updated_at >= ?))""",
+           AND (state = ANY(?::VARCHAR[]) OR (state = 'rejected' AND updated_at >= ?))""",
         [experiment.design_key, experiment.experiment_id, sorted(OPEN_STATES), experiment.proposed_at - rejected_within],
     )
 

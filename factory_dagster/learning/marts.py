@@ -74,8 +74,9 @@ def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, be
         return pd.DataFrame(columns=_PERFORMANCE_COLUMNS)
     counts = ", ".join(f"count(*) FILTER (WHERE {c})::BIGINT AS {c}" for c in _COUNTS)
     return con.execute(
-        f"""SELECT segment, arm_id, any_value(angle) AS angle, count(*)::BIGINT AS sends, {counts}
-            FROM ({_KNOWN_SENDS}) GROUP BY segment, arm_id ORDER BY segment, arm_id""",
+        # min(angle): the arm id names its angle, so every row of the group has the same one (PostgreSQL 15 has no any_value)
+        f"""SELECT segment, arm_id, min(angle) AS angle, count(*)::BIGINT AS sends, {counts}
+            FROM ({_KNOWN_SENDS}) AS known GROUP BY segment, arm_id ORDER BY segment, arm_id""",
         {"campaign": campaign_id, "before": before},
     ).df()
 
