@@ -17,7 +17,8 @@ from factory_dagster.gates.assets import message_audit, messages
 from factory_dagster.learning.assets import send_guard
 from factory_dagster.market.simulated import SimulatedMarket
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
-from factory_dagster.review.sendable import EFFECTIVE_MESSAGES
+from factory_dagster.review.sendable import effective_messages
+from factory_dagster.warehouse.dialect import is_postgres
 from factory_dagster.warehouse.store import fetch_one
 
 
@@ -65,7 +66,7 @@ def sends(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Mat
             raise dg.Failure(description=str(exc)) from exc
         todays = con.execute(
             f"""SELECT s.*, m.body, a.hook_version, l.industry, l.company_size, l.seniority, l.region
-               FROM raw.sends s JOIN {EFFECTIVE_MESSAGES} m USING (message_id)
+               FROM raw.sends s JOIN {effective_messages(is_postgres(con))} m USING (message_id)
                LEFT JOIN raw.assignments a ON a.campaign_id = s.campaign_id AND a.lead_id = s.lead_id
                LEFT JOIN raw.leads l ON l.campaign_id = s.campaign_id AND l.lead_id = s.lead_id
                WHERE s.partition_day = ? AND s.campaign_id = ? AND s.status IS DISTINCT FROM 'bounced'""",

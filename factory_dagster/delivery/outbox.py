@@ -20,7 +20,8 @@ import pandas as pd
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.controls.kill_switch import kill_switch_state
 from factory_dagster.delivery.contact_gap import contacted_elsewhere_sql
-from factory_dagster.review.sendable import APPROVED_MESSAGE_IDS, HELD_MESSAGE_IDS
+from factory_dagster.review.sendable import HELD_MESSAGE_IDS, approved_message_ids
+from factory_dagster.warehouse.dialect import is_postgres
 from factory_dagster.warehouse.store import fetch_one
 from factory_dagster.warehouse.suppressed import suppressed_sql
 
@@ -42,7 +43,7 @@ def pending_messages(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str
     `contact_gap_held` that another campaign e-mailed the recipient within `gap_days` (delivery/contact_gap.py)."""
     return con.execute(
         f"""SELECT m.*, a.segment, m.message_id IN {HELD_MESSAGE_IDS} AS review_held,
-                  m.message_id IN {APPROVED_MESSAGE_IDS} AS review_approved,
+                  m.message_id IN {approved_message_ids(is_postgres(con))} AS review_approved,
                   {contacted_elsewhere_sql("m.to_email")} AS contact_gap_held
            FROM raw.messages m
            JOIN raw.assignments a ON a.campaign_id = m.campaign_id AND a.lead_id = m.lead_id

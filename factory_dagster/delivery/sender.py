@@ -33,7 +33,8 @@ from factory_dagster.delivery.states import (
     transaction,
     utcnow,
 )
-from factory_dagster.review.sendable import EFFECTIVE_MESSAGES
+from factory_dagster.review.sendable import effective_messages
+from factory_dagster.warehouse.dialect import is_postgres
 from factory_dagster.warehouse.suppressed import suppressed_sql
 
 
@@ -120,7 +121,7 @@ def _queued_messages(con: duckdb.DuckDBPyConnection, send_ids: Sequence[str]) ->
     rows = con.execute(
         f"""SELECT o.send_id, o.header_message_id, m.message_id, m.to_email, m.subject, m.body,
                    {suppressed_sql("m.to_email")} AS suppressed
-            FROM raw.outbox o LEFT JOIN {EFFECTIVE_MESSAGES} m USING (send_id)
+            FROM raw.outbox o LEFT JOIN {effective_messages(is_postgres(con))} m USING (send_id)
             WHERE o.state = 'queued' AND o.send_id IN (SELECT unnest($ids::VARCHAR[]))""",
         {"ids": list(send_ids)},
     ).fetchall()

@@ -34,7 +34,8 @@ import duckdb
 
 from factory_dagster.delivery.eml import message_id_for
 from factory_dagster.delivery.mailboxes import MailboxUsage
-from factory_dagster.review.sendable import EFFECTIVE_MESSAGES
+from factory_dagster.review.sendable import effective_messages, sha256_hex_sql
+from factory_dagster.warehouse.dialect import is_postgres
 from factory_dagster.warehouse.transactions import transaction
 
 STATES = ("queued", "claimed", "sent", "failed", "uncertain")
@@ -114,7 +115,7 @@ def enqueue(con: duckdb.DuckDBPyConnection, sends: Sequence[QueuedSend], run: Ru
                   NULL, 0, NULL, $day, $run, $now, NULL, NULL, $now
            FROM (SELECT unnest($ids::VARCHAR[]) AS send_id, unnest($leads::VARCHAR[]) AS lead_id,
                         unnest($messages::VARCHAR[]) AS message_id, unnest($headers::VARCHAR[]) AS header_message_id,
-                        unnest($emails::VARCHAR[]) AS to_email)""",
+                        unnest($emails::VARCHAR[]) AS to_email) AS queued""",
         {
             "campaign": run.campaign_id,
             "transport": transport,
@@ -218,7 +219,7 @@ def _log(
            FROM (SELECT unnest($ids::VARCHAR[]) AS send_id, unnest($campaigns::VARCHAR[]) AS campaign_id,
                         unnest($from::VARCHAR[]) AS from_state, unnest($to::VARCHAR[]) AS to_state,
                         unnest($mailboxes::VARCHAR[]) AS mailbox, unnest($attempts::INTEGER[]) AS attempts,
-                        unnest($reasons::VARCHAR[]) AS reason)""",
+                        unnest($reasons::VARCHAR[]) AS reason) AS moves""",
         {
             "actor": actor,
             "run": run.run_id if run else None,
@@ -244,20 +245,23 @@ def record_sends(
     """`raw.sends` rows for (send_id, transport_ref, status) from each send's message and assignment (in a transaction).
 
     The subject and body are those that went: a reviewer's latest edit, if any (review/sendable.py). The body hash
-    is DuckDB's sha256 of that body, the same hex digest as hashlib's of its UTF-8 bytes.
+    is the warehouse's sha256 of that body, the same hex digest as hashlib's of its UTF-8 bytes.
     """
     if not rows:
         return
     ids, refs, statuses = (list(c) for c in zip(*rows, strict=True))
+    postgres = is_postgres(con)
     written = con.execute(
-        f"""INSERT INTO raw.sends BY NAME
+        f"""INSERT INTO raw.sends (send_id, message_id, partition_day, message_day, run_id, campaign_id, spec_version, lead_id,
+                                 to_email, segment, arm_id, angle, prompt_version, model, subject, body_sha256, transport,
+                                 transport_ref, sent_at, status)
            SELECT m.send_id, m.message_id, $day AS partition_day, m.partition_day AS message_day, $run AS run_id,
                   m.campaign_id, m.spec_version, m.lead_id, m.to_email, a.segment, m.arm_id, m.angle, m.prompt_version,
-                  m.model, m.subject, sha256(m.body) AS body_sha256, $transport AS transport, c.ref AS transport_ref,
+                  m.model, m.subject, {sha256_hex_sql("m.body", postgres)} AS body_sha256, $transport AS transport, c.ref AS transport_ref,
                   $sent_at AS sent_at, c.status AS status
            FROM (SELECT unnest($ids::VARCHAR[]) AS send_id, unnest($refs::VARCHAR[]) AS ref,
                         unnest($statuses::VARCHAR[]) AS status) c
-           JOIN {EFFECTIVE_MESSAGES} m USING (send_id)
+           JOIN {effective_messages(postgres)} m USING (send_id)
            JOIN raw.assignments a ON a.campaign_id = m.campaign_id AND a.lead_id = m.lead_id""",
         {"day": day, "run": run_id, "transport": transport, "sent_at": sent_at, "ids": ids, "refs": refs, "statuses": statuses},
     ).fetchall()[0][0]
@@ -278,7 +282,7 @@ def record_bounces(con: duckdb.DuckDBPyConnection, send_ids: Sequence[str], run:
         """INSERT INTO raw.events (event_id, send_id, event_type, occurred_at, partition_day, run_id, campaign_id,
                                    source_file, source_row, imported_at)
            SELECT event_id, send_id, 'bounced', $now, $day, $run, $campaign, $source, 0, $now
-           FROM (SELECT unnest($events::VARCHAR[]) AS event_id, unnest($ids::VARCHAR[]) AS send_id)
+           FROM (SELECT unnest($events::VARCHAR[]) AS event_id, unnest($ids::VARCHAR[]) AS send_id) AS bounced
            ON CONFLICT DO NOTHING""",
         {
             "now": now,
@@ -375,7 +379,7 @@ def mailbox_usage(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, Mailbo
     rows = con.execute(
         """SELECT mailbox,
                   count(*) FILTER (WHERE partition_day = ? AND state IN ('claimed', 'sent', 'failed', 'uncertain')),
-                  max(epoch(claimed_at))
+                  max(extract(epoch FROM claimed_at))
            FROM raw.outbox WHERE mailbox IS NOT NULL GROUP BY mailbox""",
         [day],
     ).fetchall()

@@ -34,7 +34,8 @@ from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.drafting.work import UNSENT
 from factory_dagster.gates.injection import mask, visible
 from factory_dagster.gates.rules import Violation, fixed_texts
-from factory_dagster.review.sendable import EFFECTIVE_MESSAGES
+from factory_dagster.review.sendable import effective_messages
+from factory_dagster.warehouse.dialect import is_postgres
 
 NEAR_DUPLICATE = "near_duplicate"
 CONTRADICTS_EARLIER = "contradicts_earlier"
@@ -278,8 +279,8 @@ def load_earlier(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date, 
             # The text that went or will go: an operator's edit included (review/sendable.py).
             f"""SELECT m.lead_id, m.to_email, l.company, l.first_name, coalesce(l.last_name, ''), m.subject, m.body,
                       m.partition_day, s.partition_day
-               FROM {EFFECTIVE_MESSAGES} m JOIN raw.leads l USING (campaign_id, lead_id) LEFT JOIN raw.sends s USING (send_id)
-               WHERE list_contains($ids, m.message_id)
+               FROM {effective_messages(is_postgres(con))} m JOIN raw.leads l USING (campaign_id, lead_id) LEFT JOIN raw.sends s USING (send_id)
+               WHERE m.message_id = ANY($ids::VARCHAR[])
                ORDER BY m.partition_day, m.lead_id""",
             {"ids": ids},
         ).fetchall()

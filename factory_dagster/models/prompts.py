@@ -246,7 +246,7 @@ def load_stored_prompts(con: duckdb.DuckDBPyConnection, versions: Iterable[str])
     if not wanted:
         return []
     rows = con.execute(
-        "SELECT prompt_version, stage, template FROM raw.prompt_versions WHERE list_contains(?, prompt_version)", [wanted]
+        "SELECT prompt_version, stage, template FROM raw.prompt_versions WHERE prompt_version = ANY(?::VARCHAR[])", [wanted]
     ).fetchall()
     for version, stage, text in rows:
         remember(PromptTemplate(version, stage, text))

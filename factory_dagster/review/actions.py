@@ -28,7 +28,8 @@ from factory_dagster.gates.consistency import load_earlier
 from factory_dagster.gates.rules import Violation, check_draft
 from factory_dagster.models.gateway import utcnow
 from factory_dagster.review.analysis import EditAnalysis, analyse_edit
-from factory_dagster.review.sendable import APPROVED_MESSAGE_IDS, EFFECTIVE_MESSAGES, HELD_MESSAGE_IDS, text_sha256
+from factory_dagster.review.sendable import HELD_MESSAGE_IDS, approved_message_ids, effective_messages, text_sha256
+from factory_dagster.warehouse.dialect import is_postgres
 from factory_dagster.warehouse.store import transaction
 from factory_dagster.warehouse.suppressed import suppressed_sql
 
@@ -117,20 +118,22 @@ class EditRecord:
     approval: ReviewRecord | None
 
 
-_ITEMS = f"""
+def _items_sql(postgres: bool) -> str:
+    """Review items of a campaign (the caller adds `AND <where>`)."""
+    return f"""
     SELECT m.message_id, m.send_id, m.campaign_id, m.partition_day::DATE AS partition_day, m.lead_id, m.to_email,
            a.segment, m.angle, m.arm_id, m.prompt_version, m.model, m.draft_id, m.subject, m.body,
            r.subject AS model_subject, r.body AS model_body, o.state AS outbox_state,
            m.send_id IN (SELECT send_id FROM raw.sends) AS sent,
            m.message_id IN {HELD_MESSAGE_IDS} AS held,
-           (SELECT arg_max(reason, seq) FROM raw.message_reviews v
-            WHERE v.message_id = m.message_id AND v.action = 'hold') AS hold_reason,
-           m.message_id IN {APPROVED_MESSAGE_IDS} AS approved,
+           (SELECT reason FROM raw.message_reviews v
+            WHERE v.message_id = m.message_id AND v.action = 'hold' ORDER BY seq DESC LIMIT 1) AS hold_reason,
+           m.message_id IN {approved_message_ids(postgres)} AS approved,
            (SELECT count(*) FROM raw.message_edits e WHERE e.message_id = m.message_id)::INTEGER AS edits,
-           (SELECT any_value(h.reason) FROM raw.send_holds h WHERE h.partition_day = m.partition_day
-              AND h.campaign_id = m.campaign_id AND h.released_at IS NULL) AS day_hold,
+           (SELECT h.reason FROM raw.send_holds h WHERE h.partition_day = m.partition_day
+              AND h.campaign_id = m.campaign_id AND h.released_at IS NULL LIMIT 1) AS day_hold,
            {suppressed_sql("m.to_email")} AS suppressed
-    FROM {EFFECTIVE_MESSAGES} m
+    FROM {effective_messages(postgres)} m
     JOIN raw.messages r USING (message_id)
     JOIN raw.assignments a ON a.campaign_id = m.campaign_id AND a.lead_id = m.lead_id
     LEFT JOIN raw.outbox o ON o.send_id = m.send_id
@@ -138,7 +141,7 @@ _ITEMS = f"""
 
 
 def _items(con: duckdb.DuckDBPyConnection, where: str, params: dict) -> list[ReviewItem]:
-    cursor = con.execute(f"{_ITEMS} AND {where} ORDER BY m.partition_day, m.message_id", params)
+    cursor = con.execute(f"{_items_sql(is_postgres(con))} AND {where} ORDER BY m.partition_day, m.message_id", params)
     names = [d[0] for d in cursor.description]
     return [ReviewItem(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
@@ -295,7 +298,7 @@ def edit_violations(
     today = con.execute(
         f"""SELECT a.lead_id, a.to_email AS email, l.company, l.first_name, coalesce(l.last_name, '') AS last_name,
                    a.subject, a.body
-            FROM {EFFECTIVE_MESSAGES} a JOIN raw.leads l USING (campaign_id, lead_id)
+            FROM {effective_messages(is_postgres(con))} a JOIN raw.leads l USING (campaign_id, lead_id)
             WHERE a.partition_day = $day AND a.campaign_id = $campaign AND a.lead_id <> $lead AND {UNSENT}
             ORDER BY a.lead_id""",
         {"day": item.partition_day, "campaign": item.campaign_id, "lead": item.lead_id},

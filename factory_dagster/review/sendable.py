@@ -15,7 +15,8 @@ agree on one meaning of each:
 - **Review required.** Off by default, so `make run` needs nobody. `FACTORY_REVIEW_REQUIRED=1` makes the
   outbox send approved messages only; the unattended line then waits for a person every day.
 
-Standard library only, besides delivery.config's error type: the sender starts as a fresh process.
+Standard library only, besides delivery.config's error type and the contracts' text: the sender starts as a fresh
+process. The fragments are functions of the warehouse's engine (`postgres`): only the hash is spelled differently.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hashlib
 from collections.abc import Mapping
 
 from factory_dagster.delivery.config import ConfigError
+from factory_dagster.warehouse.contracts import RAW_TABLES
 
 REVIEW_REQUIRED_ENV = "FACTORY_REVIEW_REQUIRED"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -35,30 +37,47 @@ def text_sha256(subject: str, body: str) -> str:
     return hashlib.sha256(f"{subject}\n{body}".encode()).hexdigest()
 
 
-def text_sha256_sql(alias: str) -> str:
-    """DuckDB's hex SHA-256 of `alias`'s subject and body, as `text_sha256` computes it in Python."""
-    return f"sha256({alias}.subject || chr(10) || {alias}.body)"
+def sha256_hex_sql(text: str, postgres: bool = False) -> str:
+    """SQL for the hex SHA-256 of the UTF-8 text `text` (DuckDB hashes text itself; PostgreSQL hashes bytes and
+    answers bytes), the same digest as hashlib's."""
+    return f"encode(sha256(convert_to({text}, 'UTF8')), 'hex')" if postgres else f"sha256({text})"
 
 
-# raw.messages with each message's effective subject and body (same columns, same order).
-EFFECTIVE_MESSAGES = f"""(
-    SELECT m.* REPLACE (coalesce(e.new_subject, m.subject) AS subject, coalesce(e.new_body, m.body) AS body)
+def text_sha256_sql(alias: str, postgres: bool = False) -> str:
+    """The warehouse's hash of `alias`'s subject and body, as `text_sha256` computes it in Python."""
+    return sha256_hex_sql(f"{alias}.subject || chr(10) || {alias}.body", postgres)
+
+
+# raw.messages' columns in order, from its contract: the effective messages have the same ones.
+_MESSAGE_COLUMNS = [line.split()[0] for line in RAW_TABLES["messages"].strip().splitlines()]
+
+
+def effective_messages(postgres: bool = False) -> str:
+    """raw.messages with each message's effective subject and body (same columns, same order), as a subquery."""
+    columns = ", ".join(f"coalesce(e.new_{c}, m.{c}) AS {c}" if c in ("subject", "body") else f"m.{c}" for c in _MESSAGE_COLUMNS)
+    return f"""(
+    SELECT {columns}
     FROM raw.messages m
     LEFT JOIN (
-        SELECT message_id, base_sha256, arg_max(new_subject, edit_seq) AS new_subject, arg_max(new_body, edit_seq) AS new_body
-        FROM raw.message_edits GROUP BY message_id, base_sha256
-    ) e ON e.message_id = m.message_id AND e.base_sha256 = {text_sha256_sql("m")})"""
+        SELECT DISTINCT ON (message_id, base_sha256) message_id, base_sha256, new_subject, new_body
+        FROM raw.message_edits ORDER BY message_id, base_sha256, edit_seq DESC
+    ) e ON e.message_id = m.message_id AND e.base_sha256 = {text_sha256_sql("m", postgres)})"""
+
 
 # Message ids whose latest hold or release is a hold.
 HELD_MESSAGE_IDS = """(
-    SELECT message_id FROM raw.message_reviews WHERE action IN ('hold', 'release')
-    GROUP BY message_id HAVING arg_max(action, seq) = 'hold')"""
+    SELECT message_id FROM (
+        SELECT DISTINCT ON (message_id) message_id, action FROM raw.message_reviews WHERE action IN ('hold', 'release')
+        ORDER BY message_id, seq DESC
+    ) latest WHERE action = 'hold')"""
 
-# Message ids with an approval of the text that would go now.
-APPROVED_MESSAGE_IDS = f"""(
-    SELECT DISTINCT x.message_id FROM {EFFECTIVE_MESSAGES} x
+
+def approved_message_ids(postgres: bool = False) -> str:
+    """Message ids with an approval of the text that would go now, as a subquery."""
+    return f"""(
+    SELECT DISTINCT x.message_id FROM {effective_messages(postgres)} x
     JOIN raw.message_reviews r ON r.action = 'approve' AND r.message_id = x.message_id
-                              AND r.text_sha256 = {text_sha256_sql("x")})"""
+                              AND r.text_sha256 = {text_sha256_sql("x", postgres)})"""
 
 
 def review_required(environ: Mapping[str, str]) -> bool:
