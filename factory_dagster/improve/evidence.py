@@ -109,7 +109,7 @@ def gate_stats(
                GROUP BY prompt_version)
            SELECT w.prompt_version, NULL AS violation_code, w.passed AS drafts_flagged, w.drafts FROM window_metrics w
            UNION ALL
-           SELECT v.prompt_version, v.violation_code, sum(v.drafts_flagged), any_value(w.drafts)
+           SELECT v.prompt_version, v.violation_code, sum(v.drafts_flagged), min(w.drafts)  -- one value per prompt_version
            FROM marts.gate_violations v JOIN window_metrics w USING (prompt_version)
            WHERE v.campaign_id = $campaign AND v.attempt = 0 AND v.day < $day AND v.day >= $since
            GROUP BY v.prompt_version, v.violation_code
@@ -131,7 +131,7 @@ VOLUME_DAYS = 7  # the recent days whose assignments say how many leads a segmen
 def daily_leads(con: duckdb.DuckDBPyConnection, campaign_id: str, day: date) -> dict[str, float]:
     """Loop (non-holdout) leads assigned per segment per day over the VOLUME_DAYS before `day`."""
     rows = con.execute(
-        """SELECT segment, count(*) / $days FROM raw.assignments
+        """SELECT segment, count(*)::DOUBLE PRECISION / $days FROM raw.assignments
            WHERE campaign_id = $campaign AND partition_day < $day AND partition_day >= $day - $days::INTEGER
              AND NOT coalesce(holdout, false)
            GROUP BY segment""",
