@@ -3,24 +3,32 @@ beside the same days on the DuckDB file: the offline models are deterministic, s
 
 One setting (`Paths.warehouse_url`, FACTORY_WAREHOUSE_URL) moves the warehouse; the DuckDB file is never created.
 The learn stage's dbt build is left out of the job until the dbt project runs on PostgreSQL (another branch):
-without marts the stations run as on a fresh warehouse's first days (no performance to learn from yet).
+without marts the stations run as on a fresh warehouse's first days (no performance to learn from yet). So that the
+stations' reads of the marts run on PostgreSQL too, a second pair of warehouses starts from days DuckDB built with
+dbt, copied into PostgreSQL (tests/warehouse_copy.py), and runs one more day on each.
 """
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import psycopg
 import pytest
+from warehouse_copy import copy_warehouse
 
 from factory_dagster.campaign.runs import execute_campaign_day
 from factory_dagster.definitions import LINE_ASSETS, build_definitions
+from factory_dagster.demo import run_days
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.learning.assets import dbt_marts
 from factory_dagster.partitions import CAMPAIGN_DAYS
 from factory_dagster.settings import Paths
+from factory_dagster.warehouse import pg_server, postgres
 from factory_dagster.warehouse.contracts import RAW_TABLES
 from factory_dagster.warehouse.pg_connection import PgConnection
 from factory_dagster.warehouse.store import connect
@@ -28,23 +36,19 @@ from factory_dagster.warehouse.store import connect
 START = date(2026, 3, 2)
 DAYS = 3
 LEADS_PER_DAY = 60
+MART_DAYS = 4  # DuckDB's days with dbt before the compared day: a week of outcomes is not needed, looks are
 JOB = "daily_line_without_dbt"
 
 
-@pytest.fixture(scope="module")
-def module_dsn(postgres_server) -> str:
-    """One database for the module's days (the per-test `postgres_dsn` would drop it between tests)."""
-    import uuid
-
-    import psycopg
-
-    name = f"line_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as admin:
+def _new_database(server: pg_server.PostgresServer, prefix: str) -> str:
+    """A database for the module's days (the per-test `postgres_dsn` would drop it between tests); dropped with the server."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.dsn("postgres"), autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
-    return postgres_server.dsn(name)
+    return server.dsn(name)
 
 
-def run_line(paths: Paths) -> None:
+def run_line(paths: Paths, start: date = START, days: int = DAYS) -> None:
     """The line's days without the dbt build, on the warehouse `paths` names (each day's same sample leads)."""
     job = dg.define_asset_job(
         JOB,
@@ -55,8 +59,8 @@ def run_line(paths: Paths) -> None:
     defs = dg.Definitions.merge(build_definitions(paths), dg.Definitions(jobs=[job]))
     instance = dg.DagsterInstance.ephemeral()
     results = []
-    for offset in range(DAYS):
-        day = START + timedelta(days=offset)
+    for offset in range(days):
+        day = start + timedelta(days=offset)
         write_sample_file(paths.campaign_inboxes(paths.default_campaign)[0], day, n=LEADS_PER_DAY, seed=offset)
         results.append(execute_campaign_day(defs, instance, paths.default_campaign, day, JOB))
     failures = [
@@ -69,13 +73,34 @@ def run_line(paths: Paths) -> None:
 
 
 @pytest.fixture(scope="module")
-def lines(tmp_path_factory: pytest.TempPathFactory, module_dsn: str) -> tuple[Paths, Paths]:
+def lines(tmp_path_factory: pytest.TempPathFactory, postgres_server: pg_server.PostgresServer) -> tuple[Paths, Paths]:
     """The same days on the DuckDB file and on PostgreSQL."""
     duck = Paths.under(tmp_path_factory.mktemp("factory-duckdb"))
     base = Paths.under(tmp_path_factory.mktemp("factory-pg"))
-    pg = Paths(base.home, base.warehouse, base.leads_inbox, base.spec, module_dsn)
+    pg = Paths(base.home, base.warehouse, base.leads_inbox, base.spec, _new_database(postgres_server, "line"))
     run_line(duck)
     run_line(pg)
+    return duck, pg
+
+
+@pytest.fixture(scope="module")
+def after_marts(tmp_path_factory: pytest.TempPathFactory, postgres_server, dbt_manifest) -> tuple[Paths, Paths]:
+    """MART_DAYS days of the whole line on DuckDB (dbt included), copied into PostgreSQL with the data folder, then
+    one more day (without dbt) on each: the improve, plan and assign stations read the same marts on both."""
+    duck = Paths.under(tmp_path_factory.mktemp("marts-duckdb"))
+    results = run_days(
+        build_definitions(duck), dg.DagsterInstance.ephemeral(), duck, START, MART_DAYS, LEADS_PER_DAY, lambda _: None
+    )
+    assert all(r.success for r in results), [r.error for r in results]
+    home = tmp_path_factory.mktemp("marts-pg") / "home"
+    shutil.copytree(duck.home, home, ignore=shutil.ignore_patterns("warehouse.duckdb*", "dagster_home"))
+    base = Paths.under(home)
+    pg = Paths(base.home, base.warehouse, base.leads_inbox, base.spec, _new_database(postgres_server, "marts"))
+    with connect(duck.warehouse, read_only=True) as source, postgres.connect_postgres(pg.warehouse_url) as target:
+        copied = copy_warehouse(source, target)
+    assert copied["marts.daily_kpis"] == MART_DAYS and copied["raw.sends"] > 0, copied
+    run_line(duck, START + timedelta(days=MART_DAYS), 1)
+    run_line(pg, START + timedelta(days=MART_DAYS), 1)
     return duck, pg
 
 
@@ -124,3 +149,20 @@ def test_each_station_wrote_the_same_values_on_both(lines: tuple[Paths, Paths], 
     expected, got = query(duck, sql), query(pg, sql)
     assert len(expected) > 0 or table in ("suppression", "events")
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+def test_a_day_after_marts_writes_the_same_rows_on_both(after_marts: tuple[Paths, Paths]) -> None:
+    duck, pg = after_marts
+    counts = " UNION ALL ".join(f"SELECT '{t}' AS name, count(*) AS n FROM raw.{t}" for t in sorted(RAW_TABLES))
+    duck_counts, pg_counts = (dict(query(p, counts).itertuples(index=False)) for p in (duck, pg))
+    assert pg_counts == duck_counts
+    for table, columns in [
+        ("assignments", "campaign_id, lead_id, arm_id, holdout"),
+        ("allocations", "partition_day, segment, arm_id, share"),
+        ("plans", "partition_day, segment, angle, hook"),
+        ("experiments", "experiment_id, state, design_key"),
+        ("experiment_looks", "experiment_id, partition_day, arm, mature_sends, p_better"),
+        ("sends", "send_id, arm_id, subject, body_sha256"),
+    ]:
+        sql = f"SELECT {columns} FROM raw.{table} ORDER BY {columns}"
+        pd.testing.assert_frame_equal(query(pg, sql), query(duck, sql), check_dtype=False, obj=table)

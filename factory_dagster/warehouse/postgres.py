@@ -266,7 +266,7 @@ def _values(table: str, column: str, series: pd.Series, pg_type: str) -> list[An
     return values
 
 
-def _copy(
+def copy_rows(
     con: psycopg.Connection, target: str, label: str, columns: list[str], rows: pd.DataFrame, types: dict[str, str]
 ) -> None:
     """COPY the frame's `columns` into `target`; `label` names the table in errors."""
@@ -316,7 +316,7 @@ def create_temp_table(con: psycopg.Connection, name: str, rows: pd.DataFrame) ->
     body = ", ".join(f'"{c}" {t}' for c, t in types.items())
     con.execute(f'DROP TABLE IF EXISTS pg_temp."{name}"; CREATE TEMPORARY TABLE "{name}" ({body})')
     if not rows.empty:
-        _copy(con, f'"{name}"', name, list(types), rows.set_axis(list(types), axis=1), types)
+        copy_rows(con, f'"{name}"', name, list(types), rows.set_axis(list(types), axis=1), types)
 
 
 def insert_rows(con: psycopg.Connection, table: str, rows: pd.DataFrame, skip_existing: bool = False) -> int:
@@ -333,12 +333,12 @@ def insert_rows(con: psycopg.Connection, table: str, rows: pd.DataFrame, skip_ex
         raise ValueError(f"raw.{table} has no column {', '.join(map(repr, unknown))} (factory_dagster/warehouse/contracts.py)")
     columns = [str(c) for c in rows.columns]
     if not skip_existing:
-        _copy(con, f'raw."{table}"', f"raw.{table}", columns, rows, types)
+        copy_rows(con, f'raw."{table}"', f"raw.{table}", columns, rows, types)
         return len(rows)
     names = ", ".join(f'"{c}"' for c in columns)
     with con.transaction():
         con.execute(f'CREATE TEMPORARY TABLE {STAGING_TABLE} (LIKE raw."{table}" INCLUDING DEFAULTS)')
-        _copy(con, STAGING_TABLE, f"raw.{table}", columns, rows, types)
+        copy_rows(con, STAGING_TABLE, f"raw.{table}", columns, rows, types)
         written = con.execute(
             f'INSERT INTO raw."{table}" ({names}) SELECT {names} FROM {STAGING_TABLE} ON CONFLICT DO NOTHING'
         ).rowcount
