@@ -39,7 +39,7 @@ from factory_dagster.delivery.eml import FileTransport
 from factory_dagster.delivery.outbox import pending_messages, plan_sends
 from factory_dagster.delivery.stage import DeliverySetup, run_sends
 from factory_dagster.drafting.work import clear_unsent, unsent_work
-from factory_dagster.warehouse.store import connect, insert_rows
+from factory_dagster.warehouse.store import insert_rows
 
 YESTERDAY = DAY - timedelta(days=1)
 TWO_DAYS_AGO = DAY - timedelta(days=2)
@@ -47,9 +47,9 @@ TOMORROW = DAY + timedelta(days=1)
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
-        yield connection
+def con(engine_con):
+    """The warehouse, once on DuckDB and once on PostgreSQL (tests/warehouse_engines.py)."""
+    return engine_con
 
 
 def with_limits(**limits: object) -> CampaignSpec:
@@ -347,7 +347,7 @@ def draft_rows(lead_ids: list[str], day, attempts: tuple[int, ...] = (0,)) -> pd
 
 
 def drafts_by_lead(con) -> dict[tuple, int]:
-    rows = query(con, "SELECT lead_id, partition_day, attempt, count(*) FROM raw.drafts GROUP BY ALL")
+    rows = query(con, "SELECT lead_id, partition_day, attempt, count(*) FROM raw.drafts GROUP BY 1, 2, 3")
     return {(lead, day, attempt): n for lead, day, attempt, n in rows}
 
 

@@ -31,15 +31,16 @@ from factory_dagster.delivery.states import (
     uncertain_sends,
 )
 from factory_dagster.settings import Paths
+from factory_dagster.warehouse.dialect import insertion_order
 from factory_dagster.warehouse.store import connect
 
 RUN = run_for(DAY)
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
-        yield connection
+def con(engine_con):
+    """The warehouse, once on DuckDB and once on PostgreSQL (tests/warehouse_engines.py)."""
+    return engine_con
 
 
 def queued(message: dict) -> QueuedSend:
@@ -67,7 +68,8 @@ def claim(con, messages: list[dict], transport: str = "smtp", mailbox: str = "ma
 def moves(con, send_id: str) -> list[tuple]:
     return query(
         con,
-        "SELECT from_state, to_state, actor FROM raw.outbox_transitions WHERE send_id = ? ORDER BY occurred_at, rowid",
+        "SELECT from_state, to_state, actor FROM raw.outbox_transitions WHERE send_id = ? "
+        f"ORDER BY occurred_at, {insertion_order(con).format('')}",
         [send_id],
     )
 

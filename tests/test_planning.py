@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -37,7 +36,6 @@ from factory_dagster.planning.plan import (
     plan_problems,
     plan_violations,
 )
-from factory_dagster.warehouse.store import connect
 
 
 @pytest.fixture(scope="module")
@@ -180,9 +178,9 @@ UNUSABLE = ['attempt 2: planner answer is not a plan: Field required: \'{"status
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
-        yield connection
+def con(engine_con):
+    """The warehouse, once on DuckDB and once on PostgreSQL (tests/warehouse_engines.py)."""
+    return engine_con
 
 
 def run_on(day: date) -> RunContext:

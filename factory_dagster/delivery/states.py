@@ -334,7 +334,7 @@ def uncertain_sends(con: duckdb.DuckDBPyConnection, campaign_id: str | None = No
     cursor = con.execute(
         """SELECT send_id, campaign_id, to_email, mailbox, transport, header_message_id, partition_day, claimed_at,
                   attempts, last_error
-           FROM raw.outbox WHERE state = 'uncertain' AND ($campaign IS NULL OR campaign_id = $campaign)
+           FROM raw.outbox WHERE state = 'uncertain' AND ($campaign::VARCHAR IS NULL OR campaign_id = $campaign)
            ORDER BY claimed_at, send_id""",
         {"campaign": campaign_id},
     )

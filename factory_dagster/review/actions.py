@@ -151,7 +151,7 @@ def unsent_messages(con: duckdb.DuckDBPyConnection, campaign_id: str, day: date 
     would consider (accepted that day or before). Held, day-held and suppressed ones are listed with their status."""
     return _items(
         con,
-        "($day IS NULL OR m.partition_day <= $day) AND m.send_id NOT IN (SELECT send_id FROM raw.sends)"
+        "($day::DATE IS NULL OR m.partition_day <= $day) AND m.send_id NOT IN (SELECT send_id FROM raw.sends)"
         " AND coalesce(o.state, 'queued') = 'queued'",
         {"campaign": campaign_id, "day": day},
     )
