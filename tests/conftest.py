@@ -6,7 +6,7 @@ import os
 
 import pytest
 from postgres_server import postgres_dsn, postgres_server  # noqa: F401  (the real PostgreSQL fixtures)
-from warehouse_engines import engine_con  # noqa: F401  (a test's warehouse on DuckDB and on PostgreSQL)
+from warehouse_engines import engine_con, engine_paths, engine_url  # noqa: F401  (a test's warehouse on both engines)
 
 # Never let a developer's own environment point the tests at their data.
 for _name in ("FACTORY_HOME", "FACTORY_WAREHOUSE", "FACTORY_LEADS_INBOX", "FACTORY_SPEC", "OPENAI_API_KEY", "FACTORY_TRANSPORT"):

@@ -5,18 +5,17 @@ from __future__ import annotations
 import getpass
 import hashlib
 import sys
-from pathlib import Path
 
 import pytest
 from helpers_db import LEADS, SPEC, Lead, add_leads, add_send, query, run_for
-from helpers_review import HOOK, add_valid_message, paths_for, review, valid_body
+from helpers_review import HOOK, add_valid_message, review, valid_body
 
 from factory_dagster.delivery.states import Change as Move
 from factory_dagster.delivery.states import QueuedSend, enqueue, move, transaction
 from factory_dagster.review.actions import find_message, unsent_messages
 from factory_dagster.review.sendable import text_sha256
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import open_warehouse
 
 ANNA, JUERGEN, SIOBHAN, PIETER = LEADS[:4]
 # A colleague of Anna's: same company, same e-mail domain.
@@ -25,14 +24,15 @@ ERIK_HOOK = "probably means late evenings for the whole team."
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    return paths_for(tmp_path)
+def paths(engine_paths: Paths) -> Paths:
+    """The data folder, once with the DuckDB file and once with a PostgreSQL warehouse (tests/warehouse_engines.py)."""
+    return engine_paths
 
 
 @pytest.fixture
 def messages(paths: Paths) -> dict[str, dict]:
     """Three open messages (Anna, Jürgen, Erik) and one already sent (Pieter)."""
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         add_leads(con, [ANNA, JUERGEN, PIETER, ERIK])
         found = {lead.first_name: add_valid_message(con, lead) for lead in (ANNA, JUERGEN, PIETER)}
         # Colleagues' messages going out the same day must differ (the gate's near-duplicate rule).
@@ -46,7 +46,7 @@ def edited_body(lead: Lead) -> str:
 
 
 def rows(paths: Paths, sql: str, params: list | None = None) -> list[tuple]:
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         return query(con, sql, params)
 
 
@@ -68,7 +68,7 @@ def test_list_shows_the_open_messages_with_what_the_send_stage_needs(paths, mess
 def test_list_by_day_takes_what_that_days_send_stage_would(paths, messages, capsys) -> None:
     from helpers_db import DAY
 
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         later = Lead("kim@later.example", "Kim", "Park", "Later Co", "Software", 80, "CFO", "C-level", "Nordics")
         add_leads(con, [later])
         add_valid_message(con, later, DAY.replace(day=DAY.day + 1))
@@ -153,7 +153,7 @@ def test_an_edit_that_breaks_a_gate_rule_is_refused_and_nothing_is_stored(
 def test_an_edit_into_a_copy_of_a_colleagues_message_is_refused_as_a_near_duplicate(paths, messages, tmp_path, capsys) -> None:
     """The consistency rules run too: Erik's message may not read like Anna's going out the same day."""
     anna_like = valid_body(ANNA).replace(HOOK, "is the week nobody at the company looks forward to, with late nights.")
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         con.execute("UPDATE raw.messages SET body = ? WHERE message_id = ?", [anna_like, messages["Anna"]["message_id"]])
     body_file = tmp_path / "body.txt"
     body_file.write_text(anna_like.replace("Hi Anna,", "Hi Erik,"), encoding="utf-8")
@@ -166,7 +166,7 @@ def test_an_edit_into_a_copy_of_a_colleagues_message_is_refused_as_a_near_duplic
 def test_edits_of_sent_claimed_or_unknown_messages_and_empty_edits_are_refused(paths, messages, capsys) -> None:
     run = run_for()
     jurgen = messages["Jürgen"]
-    with connect(paths.warehouse) as con, transaction(con):
+    with open_warehouse(paths) as con, transaction(con):
         enqueue(
             con, [QueuedSend(jurgen["send_id"], jurgen["lead_id"], jurgen["message_id"], jurgen["to_email"])], run, "smtp", "t"
         )
@@ -189,7 +189,7 @@ def test_edits_of_sent_claimed_or_unknown_messages_and_empty_edits_are_refused(p
 
 def test_a_queued_send_can_still_be_edited(paths, messages, capsys) -> None:
     anna = messages["Anna"]
-    with connect(paths.warehouse) as con, transaction(con):
+    with open_warehouse(paths) as con, transaction(con):
         enqueue(con, [QueuedSend(anna["send_id"], anna["lead_id"], anna["message_id"], anna["to_email"])], run_for(), "file", "t")
     assert review(paths, "edit", anna["message_id"], "--subject", "Month-end at Northwind Labs AB") == 0
 
@@ -220,7 +220,7 @@ def test_hold_release_approve_and_their_refusals(paths, messages, capsys) -> Non
 
 def test_an_approval_is_of_one_text_an_edit_voids_it(paths, messages, capsys) -> None:
     anna = messages["Anna"]["message_id"]
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         assert review(paths, "approve", anna) == 0
         assert find_message(con, SPEC.campaign_id, anna).approved
         assert review(paths, "edit", anna, "--subject", "Month-end at Northwind Labs AB") == 0

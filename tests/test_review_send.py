@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from helpers_db import DAY, LEADS, SPEC, add_leads, query, run_for
-from helpers_review import HOOK, add_valid_message, paths_for, review, valid_body
+from helpers_review import HOOK, add_valid_message, review, valid_body
 
 from factory_dagster.delivery.config import ConfigError, Mailbox
 from factory_dagster.delivery.eml import FileTransport
@@ -19,7 +19,8 @@ from factory_dagster.delivery.outbox import pending_messages
 from factory_dagster.delivery.stage import DeliverySetup, run_sends
 from factory_dagster.delivery.states import QueuedSend, enqueue, transaction
 from factory_dagster.gates.consistency import load_earlier
-from factory_dagster.warehouse.store import connect
+from factory_dagster.settings import Paths
+from factory_dagster.warehouse.store import open_warehouse
 
 ANNA, JUERGEN, SIOBHAN = LEADS[:3]
 NEW_SUBJECT = "Month-end at Northwind Labs AB"
@@ -27,9 +28,10 @@ NEW_HOOK = "is still the longest week of the month."
 
 
 @pytest.fixture
-def paths(tmp_path: Path):
-    paths = paths_for(tmp_path)
-    with connect(paths.warehouse) as con:
+def paths(engine_paths: Paths):
+    """The data folder, once with the DuckDB file and once with a PostgreSQL warehouse (tests/warehouse_engines.py)."""
+    paths = engine_paths
+    with open_warehouse(paths) as con:
         add_leads(con, [ANNA, JUERGEN, SIOBHAN])
         for lead in (ANNA, JUERGEN, SIOBHAN):
             add_valid_message(con, lead)
@@ -42,7 +44,7 @@ def setup_for(paths, require_review: bool = False) -> DeliverySetup:
 
 
 def ids(paths, lead) -> tuple[str, str]:
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         return query(con, "SELECT message_id, send_id FROM raw.messages WHERE lead_id = ?", [lead.lead_id])[0]
 
 
@@ -64,7 +66,7 @@ def test_the_edited_text_goes_and_the_held_message_waits_until_released(paths, t
     juergen_message, juergen_send = ids(paths, JUERGEN)
     assert review(paths, "hold", juergen_message, "--reason", "wrong company size") == 0
 
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         result = run_sends(con, SPEC, run_for(DAY), setup_for(paths))
         assert result.plan.held_for_review == 1 and result.plan.awaiting_review == 0
         assert sorted(result.report.sent) == sorted([ids(paths, ANNA)[1], ids(paths, SIOBHAN)[1]])
@@ -85,7 +87,7 @@ def test_the_edited_text_goes_and_the_held_message_waits_until_released(paths, t
 
     # Released, the held message goes with the next day's send.
     assert review(paths, "release", juergen_message, "--reason", "size checked") == 0
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         later = run_sends(con, SPEC, run_for(DAY + timedelta(days=1)), setup_for(paths))
     assert later.report.sent == [juergen_send] and later.plan.held_for_review == 0
 
@@ -93,10 +95,10 @@ def test_the_edited_text_goes_and_the_held_message_waits_until_released(paths, t
 def test_an_edit_of_a_queued_send_is_what_goes(paths, tmp_path) -> None:
     """A send the outbox queued (e.g. left for the next day by a mailbox cap) but did not claim takes the edit."""
     message_id, anna_send = ids(paths, ANNA)
-    with connect(paths.warehouse) as con, transaction(con):
+    with open_warehouse(paths) as con, transaction(con):
         enqueue(con, [QueuedSend(anna_send, ANNA.lead_id, message_id, ANNA.email)], run_for(DAY), "file", "test")
     body = edit_anna(paths, tmp_path)
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         run_sends(con, SPEC, run_for(DAY), setup_for(paths))
         ((ref, sha),) = query(con, "SELECT transport_ref, body_sha256 FROM raw.sends WHERE send_id = ?", [anna_send])
     assert sha == hashlib.sha256(body.encode()).hexdigest() and NEW_HOOK in sent_email(ref)[1]
@@ -106,7 +108,7 @@ def test_a_gate_rerun_with_other_text_makes_the_edit_stale(paths, tmp_path) -> N
     """The edit was of a text that is gone; the gate's new text goes rather than an edit of something else."""
     edit_anna(paths, tmp_path)
     rewritten = valid_body(ANNA).replace(HOOK, "takes a full week.")
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         con.execute("UPDATE raw.messages SET body = ? WHERE lead_id = ?", [rewritten, ANNA.lead_id])
         run_sends(con, SPEC, run_for(DAY), setup_for(paths))
         ((subject, sha),) = query(con, "SELECT subject, body_sha256 FROM raw.sends WHERE lead_id = ?", [ANNA.lead_id])
@@ -120,7 +122,7 @@ def test_with_review_required_only_approved_texts_go(paths, tmp_path) -> None:
     assert review(paths, "approve", juergen_message) == 0
     edit_anna(paths, tmp_path)  # after the approval: Anna's new text is not approved
 
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         result = run_sends(con, SPEC, run_for(DAY), setup_for(paths, require_review=True))
         assert result.report.sent == [juergen_send]
         assert result.plan.awaiting_review == 2 and result.plan.held_for_review == 0
@@ -130,7 +132,7 @@ def test_with_review_required_only_approved_texts_go(paths, tmp_path) -> None:
         assert len(pending_messages(con, DAY, SPEC.campaign_id)) == 2
 
     assert review(paths, "approve", anna_message) == 0
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         later = run_sends(con, SPEC, run_for(DAY + timedelta(days=1)), setup_for(paths, require_review=True))
     assert later.report.sent == [anna_send] and later.plan.awaiting_review == 1
 
@@ -148,7 +150,7 @@ def test_a_mistyped_review_setting_stops_the_send_stage(tmp_path) -> None:
 
 def test_the_gate_compares_new_drafts_with_the_edited_text_that_went(paths, tmp_path) -> None:
     edit_anna(paths, tmp_path)
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         run_sends(con, SPEC, run_for(DAY), setup_for(paths))
         colleague = pd.DataFrame([{"lead_id": "new", "email": "new@" + ANNA.email.split("@")[1], "company": ANNA.company}])
         gate = load_earlier(con, SPEC, DAY + timedelta(days=1), colleague)

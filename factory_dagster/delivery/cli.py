@@ -28,10 +28,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _outbox(args: argparse.Namespace, paths: Paths) -> int:
-    from factory_dagster.warehouse.store import connect
+    from factory_dagster.warehouse.store import open_warehouse
 
     actor = getattr(args, "actor", None) or getpass.getuser()
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         recovery = recover_claims(con, f"factory outbox ({actor})")
         if recovery.uncertain:
             print(f"{len(recovery.uncertain)} sends claimed by a run that ended mid-send are now uncertain")

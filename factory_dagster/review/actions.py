@@ -30,11 +30,10 @@ from factory_dagster.models.gateway import utcnow
 from factory_dagster.review.analysis import EditAnalysis, analyse_edit
 from factory_dagster.review.sendable import HELD_MESSAGE_IDS, approved_message_ids, effective_messages, text_sha256
 from factory_dagster.warehouse.dialect import is_postgres
-from factory_dagster.warehouse.store import transaction
+from factory_dagster.warehouse.store import insert_rows, transaction
 from factory_dagster.warehouse.suppressed import suppressed_sql
 
 ACTIONS = ("approve", "edit", "hold", "release")
-CHANGES_TYPE = "STRUCT(section VARCHAR, kind VARCHAR, change VARCHAR, value VARCHAR)[]"
 LEAD_FIELDS = ("first_name", "last_name", "company", "role", "industry", "note")
 
 
@@ -393,9 +392,7 @@ def _insert_edit(
         "reason": reason,
         "edited_at": utcnow(),
     }
-    columns = ", ".join(row)
-    values = ", ".join(f"${name}::{CHANGES_TYPE}" if name == "changes" else f"${name}" for name in row)
-    con.execute(f"INSERT INTO raw.message_edits ({columns}) VALUES ({values})", row)
+    insert_rows(con, "message_edits", pd.DataFrame([row]))  # the store types the nested `changes` for either engine
 
 
 def history(con: duckdb.DuckDBPyConnection, message_id: str) -> list[dict]:

@@ -63,12 +63,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _review(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.campaign.spec import load_spec
     from factory_dagster.review.actions import ReviewError
-    from factory_dagster.warehouse.store import connect
+    from factory_dagster.warehouse.store import open_warehouse
 
     spec = load_spec(paths.spec)
     handlers = {"list": _list, "show": _show, "approve": _approve, "edit": _edit, "hold": _hold, "release": _release}
     try:
-        with connect(paths.warehouse) as con:
+        with open_warehouse(paths) as con:
             return handlers[args.action](con, spec, args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

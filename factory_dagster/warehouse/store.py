@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import date
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +33,7 @@ from factory_dagster.warehouse.transactions import transaction  # noqa: F401  (t
 if TYPE_CHECKING:
     import psycopg
 
+    from factory_dagster.settings import Paths
     from factory_dagster.warehouse.pg_connection import PgConnection
 
     Connection = duckdb.DuckDBPyConnection | PgConnection
@@ -201,6 +202,12 @@ def connect(
         yield con
     finally:
         con.close()
+
+
+def open_warehouse(paths: Paths, read_only: bool = False) -> AbstractContextManager[Connection]:
+    """`connect` to the warehouse a data folder's settings name: PostgreSQL when `paths.warehouse_url` is set, else the
+    DuckDB file (the commands use this, so FACTORY_WAREHOUSE_URL moves them with the line)."""
+    return connect(paths.warehouse, read_only=read_only, url=paths.warehouse_url)
 
 
 def insert_rows(
