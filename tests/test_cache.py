@@ -63,8 +63,8 @@ def test_a_value_that_is_not_json_is_refused_not_stringified():
         cache_key(MODEL, "draft-v1", MESSAGES, {"temperature": object()})
 
 
-def test_lookup_returns_the_hits_among_many_keys(tmp_path):
-    with connect(tmp_path / "w.duckdb") as con:
+def test_lookup_returns_the_hits_among_many_keys(tmp_path, engine_url):
+    with connect(tmp_path / "w.duckdb", url=engine_url) as con:
         assert lookup(con, []) == {}
         assert lookup(con, [key(0)]) == {}
         assert store(con, [(key(i), MODEL, "draft-v1", answer(i)) for i in range(0, 40, 2)]) == 20
@@ -74,8 +74,8 @@ def test_lookup_returns_the_hits_among_many_keys(tmp_path):
     assert found[key(4)] == answer(4)
 
 
-def test_store_is_idempotent_and_keeps_the_first_answer(tmp_path):
-    with connect(tmp_path / "w.duckdb") as con:
+def test_store_is_idempotent_and_keeps_the_first_answer(tmp_path, engine_url):
+    with connect(tmp_path / "w.duckdb", url=engine_url) as con:
         assert store(con, [(key(1), MODEL, "draft-v1", answer(1)), (key(2), MODEL, "draft-v1", answer(2))]) == 2
         assert store(con, [(key(1), MODEL, "draft-v1", answer(1)), (key(2), MODEL, "draft-v1", answer(2))]) == 0
         # A later, different answer for a cached key does not overwrite it; a new key in the same call is written.
@@ -88,8 +88,8 @@ def test_store_is_idempotent_and_keeps_the_first_answer(tmp_path):
     assert found[key(1)] == answer(1) and found[key(4)] == answer(4)
 
 
-def test_store_refuses_entries_that_are_not_successful_answers(tmp_path):
-    with connect(tmp_path / "w.duckdb") as con:
+def test_store_refuses_entries_that_are_not_successful_answers(tmp_path, engine_url):
+    with connect(tmp_path / "w.duckdb", url=engine_url) as con:
         with pytest.raises(ValueError, match="empty answer"):
             store(con, [(key(1), MODEL, "draft-v1", CachedAnswer("", 10, 0, MODEL))])
         with pytest.raises(ValueError, match="differs"):
@@ -97,20 +97,20 @@ def test_store_refuses_entries_that_are_not_successful_answers(tmp_path):
         assert fetch_one(con, "SELECT count(*) FROM raw.llm_cache") == (0,)
 
 
-def test_the_cache_survives_a_reconnect_and_reads_on_a_read_only_connection(tmp_path):
+def test_the_cache_survives_a_reconnect_and_reads_on_a_read_only_connection(tmp_path, engine_url):
     path = tmp_path / "w.duckdb"
-    with connect(path) as con:
+    with connect(path, url=engine_url) as con:
         store(con, [(key(i), MODEL, "draft-v1", answer(i)) for i in range(5)])
-    with connect(path, read_only=True) as con:
+    with connect(path, read_only=True, url=engine_url) as con:
         found = lookup(con, [key(i) for i in range(10)])
         row = fetch_one(con, "SELECT model, prompt_version, created_at IS NOT NULL FROM raw.llm_cache LIMIT 1")
     assert found == {key(i): answer(i) for i in range(5)}
     assert row == (MODEL, "draft-v1", True)
 
 
-def test_unicode_answers_round_trip(tmp_path):
+def test_unicode_answers_round_trip(tmp_path, engine_url):
     text = '{"subject": "Grüße, Zoë — 月末", "body": "…"}'
-    with connect(tmp_path / "w.duckdb") as con:
+    with connect(tmp_path / "w.duckdb", url=engine_url) as con:
         store(con, [(key(7), MODEL, "draft-v1", CachedAnswer(text, 1, 2, MODEL))])
-    with connect(tmp_path / "w.duckdb") as con:
+    with connect(tmp_path / "w.duckdb", url=engine_url) as con:
         assert lookup(con, [key(7)])[key(7)].text == text

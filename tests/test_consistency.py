@@ -308,13 +308,13 @@ def _colleague_of(base: Lead, email: str, first: str) -> Lead:
     )
 
 
-def test_load_earlier_reads_what_was_sent_and_leaves_out_what_is_rewritten(tmp_path) -> None:
+def test_load_earlier_reads_what_was_sent_and_leaves_out_what_is_rewritten(tmp_path, engine_url) -> None:
     anna = LEADS[0]
     ben, carla, dora, emil = (
         _colleague_of(anna, f"{n.lower()}@northwind-labs.example", n) for n in ("Ben", "Carla", "Dora", "Emil")
     )
     stranger = LEADS[1]
-    with connect(tmp_path / "warehouse.duckdb") as con:
+    with connect(tmp_path / "warehouse.duckdb", url=engine_url) as con:
         add_leads(con, [anna, stranger], YESTERDAY)
         add_leads(con, [ben, carla, dora], DAY)
         add_leads(con, [emil], DAY, campaign_id="harbour-payroll")  # a lead of another campaign
@@ -333,10 +333,10 @@ def test_load_earlier_reads_what_was_sent_and_leaves_out_what_is_rewritten(tmp_p
         assert len(load_earlier(con, nothing, DAY, work).reference(SimpleNamespace(**work.iloc[0].to_dict()))["messages"]) == 2
 
 
-def test_the_stored_messages_check_finds_a_duplicate_pair(tmp_path) -> None:
+def test_the_stored_messages_check_finds_a_duplicate_pair(tmp_path, engine_url) -> None:
     anna = LEADS[0]
     ben = _colleague_of(anna, "ben@northwind-labs.example", "Ben")
-    with connect(tmp_path / "warehouse.duckdb") as con:
+    with connect(tmp_path / "warehouse.duckdb", url=engine_url) as con:
         add_leads(con, [anna, ben, LEADS[1]], DAY)
         for person in (anna, LEADS[1]):
             add_message(con, person, DAY)
