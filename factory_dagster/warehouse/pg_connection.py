@@ -134,8 +134,6 @@ class PgResult:
         result.columns = names
         return result
 
-    fetchdf = df
-
 
 def _series(oid: int, values: Sequence[Any]) -> pd.Series:
     if oid in _DATETIME_OIDS:
@@ -157,33 +155,18 @@ class PgConnection:
     def __init__(self, connection: psycopg.Connection, owned: bool = True) -> None:
         self.connection = connection
         self._owned = owned
-        self._last: PgResult | None = None
-        connection.adapters.register_loader("numeric", FloatLoader)
+        if owned:  # a cursor() handle shares its owner's connection, loaders included
+            connection.adapters.register_loader("numeric", FloatLoader)
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> PgResult:
         query, values = _params(sql, params)
         cursor = self.connection.cursor()
         cursor.execute(query, values)
-        self._last = PgResult(cursor, sql.lstrip().upper().startswith(_COUNTED))
-        return self._last
+        return PgResult(cursor, sql.lstrip().upper().startswith(_COUNTED))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any] | dict[str, Any]]) -> None:
         for row in rows:
             self.execute(sql, row)
-
-    def fetchall(self) -> list[tuple]:
-        return self._require_last().fetchall()
-
-    def fetchone(self) -> tuple | None:
-        return self._require_last().fetchone()
-
-    def df(self) -> pd.DataFrame:
-        return self._require_last().df()
-
-    def _require_last(self) -> PgResult:
-        if self._last is None:
-            raise psycopg.ProgrammingError("no statement has been executed on this connection")
-        return self._last
 
     def register(self, name: str, frame: pd.DataFrame) -> None:
         """Make `frame` readable as the table `name` (a temporary table, replaced if it exists)."""
