@@ -13,11 +13,13 @@ import shutil
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
 from helpers_db import CAMPAIGN, Lead, add_leads, add_message, add_plan, add_send, run_for, stamp
 from helpers_logic import example_spec, gateway, registry
+from warehouse_copy import copy_warehouse
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.drafting.draft import draft_brief, draft_candidates, draft_request
@@ -46,6 +48,7 @@ from factory_dagster.models.prompts import (
     prompt,
     remember,
 )
+from factory_dagster.warehouse import postgres
 from factory_dagster.warehouse.store import connect, insert_rows
 
 DAY = date(2026, 3, 2)
@@ -64,17 +67,29 @@ def spec_with(**improve: object) -> CampaignSpec:
     return updated
 
 
-def warehouse_of(path: Path):
-    return lambda: connect(path)
+class Target(NamedTuple):
+    """A test's warehouse: the DuckDB file, or a PostgreSQL database (`url`) holding a copy of it."""
+
+    path: Path
+    url: str | None = None
 
 
-def propose_on(path: Path, spec: CampaignSpec, day: date, premium: float = 0.0, **kwargs: object):
+def _open(target: Path | Target):
+    target = target if isinstance(target, Target) else Target(target)
+    return connect(target.path, url=target.url)
+
+
+def warehouse_of(target: Path | Target):
+    return lambda: _open(target)
+
+
+def propose_on(path: Path | Target, spec: CampaignSpec, day: date, premium: float = 0.0, **kwargs: object):
     gw = gateway(registry(premium=premium), run_id=f"run-{day}", day=day)
     return propose_day(warehouse_of(path), spec, gw, **kwargs), gw
 
 
-def rows(path: Path, sql: str, params: list | None = None) -> pd.DataFrame:
-    with connect(path) as con:
+def rows(path: Path | Target, sql: str, params: list | None = None) -> pd.DataFrame:
+    with _open(path) as con:
         return con.execute(sql, params or []).df()
 
 
@@ -308,13 +323,17 @@ def evidence_warehouse(tmp_path_factory: pytest.TempPathFactory, dbt_manifest) -
 
 
 @pytest.fixture
-def evidence(evidence_warehouse: Path, tmp_path: Path) -> Path:
+def evidence(evidence_warehouse: Path, tmp_path: Path, engine_url: str | None) -> Target:
+    """A private copy of the evidence warehouse; on PostgreSQL its rows, dbt's views as tables (tests/warehouse_copy.py)."""
     copy = tmp_path / "warehouse.duckdb"
     shutil.copy(evidence_warehouse, copy)
-    return copy
+    if engine_url:
+        with connect(copy, read_only=True) as source, postgres.connect_postgres(engine_url) as target:
+            copy_warehouse(source, target)
+    return Target(copy, engine_url)
 
 
-def test_the_premium_model_writes_a_challenger_from_the_marts(evidence: Path) -> None:
+def test_the_premium_model_writes_a_challenger_from_the_marts(evidence: Target) -> None:
     spec = spec_with(prompt_versions=["draft-v1"])
     report, gw = propose_on(evidence, spec, PROPOSAL_DAY)
     written = report.written
@@ -355,7 +374,7 @@ def test_the_premium_model_writes_a_challenger_from_the_marts(evidence: Path) ->
     assert gw.ledger().cost_usd.sum() > 0
 
 
-def test_a_junk_premium_answer_makes_no_proposal_and_no_crash(evidence: Path) -> None:
+def test_a_junk_premium_answer_makes_no_proposal_and_no_crash(evidence: Target) -> None:
     spec = spec_with(prompt_versions=["draft-v1"])
     # It always drops a required rule from a prompt, and adds a figure the claims do not have to a hook.
     report, gw = propose_on(evidence, spec, PROPOSAL_DAY, premium=1.0)
@@ -368,7 +387,7 @@ def test_a_junk_premium_answer_makes_no_proposal_and_no_crash(evidence: Path) ->
     assert rows(evidence, "SELECT count(*) AS n FROM raw.hook_versions").n[0] == 0
 
 
-def test_the_premium_model_rewords_a_hook_within_the_claims(evidence: Path) -> None:
+def test_the_premium_model_rewords_a_hook_within_the_claims(evidence: Target) -> None:
     spec = spec_with(prompt_versions=["draft-v1"], max_open_proposals=2)
     report, _ = propose_on(evidence, spec, PROPOSAL_DAY)
     hook = report.hook
@@ -409,7 +428,7 @@ def test_a_hook_may_reword_an_angle_but_never_add_a_claim() -> None:
     assert hook_problems(ok, spec, "unknown") == ["angle 'unknown' is not in the spec"]
 
 
-def test_one_hook_experiment_per_segment_is_open_at_a_time(evidence: Path) -> None:
+def test_one_hook_experiment_per_segment_is_open_at_a_time(evidence: Target) -> None:
     spec = spec_with(prompt_versions=["draft-v1"], max_open_proposals=5)
     first, _ = propose_on(evidence, spec, PROPOSAL_DAY)
     assert first.hook is not None
