@@ -21,7 +21,7 @@ MODEL = SPEC.routing["draft"]
 DAY = dt.date(2026, 3, 1)
 
 
-def logged_warehouse(path: Path, rates: dict[tuple[bool, str], float], leads: int = 3000) -> Path:
+def logged_warehouse(path: Path, rates: dict[tuple[bool, str], float], leads: int = 3000, url: str | None = None) -> Path:
     """`general` leads over 30 days, angles drawn uniformly (propensity 1/3 each, as the day's allocation
     says), a positive reply with the rate of (senior?, angle): the raw contracts plus the dbt model's columns."""
     rng = np.random.default_rng(7)
@@ -64,7 +64,7 @@ def logged_warehouse(path: Path, rates: dict[tuple[bool, str], float], leads: in
         | {"positive_reply": positive, "first_reply_known_day": known, "first_positive_known_day": known}
         | {"first_unsubscribe_known_day": pd.Series([None] * leads, dtype="datetime64[ns]")}
     )
-    with connect(path) as con:
+    with connect(path, url=url) as con:
         for table, frame in frames.items():
             insert_rows(con, table, frame)
         con.execute("CREATE SCHEMA intermediate")
@@ -90,9 +90,9 @@ def promote() -> Decision:
     return Decision("promote", ("P(better) 0.97 on the planned sample",), RULE.name, {"look": "final"})
 
 
-def test_a_split_the_logs_back_passes_with_its_figures(tmp_path: Path) -> None:
-    path = logged_warehouse(tmp_path / "w.duckdb", crossing_rates(0.08, 0.01))
-    with connect(path) as con:
+def test_a_split_the_logs_back_passes_with_its_figures(tmp_path: Path, engine_url: str | None) -> None:
+    path = logged_warehouse(tmp_path / "w.duckdb", crossing_rates(0.08, 0.01), url=engine_url)
+    with connect(path, url=engine_url) as con:
         check = split_preflight(con, SPEC, split(), RULE.name, DAY)
         decision = preflight_promotion(con, SPEC, split(), promote(), DAY)
     assert check.passed, check.reason
@@ -101,9 +101,11 @@ def test_a_split_the_logs_back_passes_with_its_figures(tmp_path: Path) -> None:
     assert decision.evidence["preflight"]["passed"] and "lower bound clears" in decision.reasons[-1]
 
 
-def test_a_split_the_logs_do_not_back_is_refused_and_the_state_kept(tmp_path: Path) -> None:
-    path = logged_warehouse(tmp_path / "w.duckdb", dict.fromkeys(((s, a) for s in (True, False) for a in ANGLES), 0.03))
-    with connect(path) as con:
+def test_a_split_the_logs_do_not_back_is_refused_and_the_state_kept(tmp_path: Path, engine_url: str | None) -> None:
+    path = logged_warehouse(
+        tmp_path / "w.duckdb", dict.fromkeys(((s, a) for s in (True, False) for a in ANGLES), 0.03), url=engine_url
+    )
+    with connect(path, url=engine_url) as con:
         decision = preflight_promotion(con, SPEC, split(), promote(), DAY)
     assert decision.action == "retire" and decision.winner is None
     assert "refused" in decision.reasons[-1] and "does not clear" in decision.reasons[-1]
@@ -111,9 +113,9 @@ def test_a_split_the_logs_do_not_back_is_refused_and_the_state_kept(tmp_path: Pa
     assert not figures["passed"] and figures["new"]["ci_low"] <= figures["current"]["value"]
 
 
-def test_too_few_rewarded_rows_refuse_and_other_kinds_pass_untouched(tmp_path: Path) -> None:
-    path = logged_warehouse(tmp_path / "w.duckdb", crossing_rates(0.08, 0.01), leads=60)
-    with connect(path) as con:
+def test_too_few_rewarded_rows_refuse_and_other_kinds_pass_untouched(tmp_path: Path, engine_url: str | None) -> None:
+    path = logged_warehouse(tmp_path / "w.duckdb", crossing_rates(0.08, 0.01), leads=60, url=engine_url)
+    with connect(path, url=engine_url) as con:
         check = split_preflight(con, SPEC, split(), RULE.name, DAY)
         prompt = running()  # a prompt experiment changes the message, not the allocation
         untouched = preflight_promotion(con, SPEC, prompt, promote(), DAY)

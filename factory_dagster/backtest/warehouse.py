@@ -45,7 +45,7 @@ with angle_shares as (
         run_id, campaign_id, segment, coalesce(holdout, false) as holdout, coalesce(part, '') as part, angle,
         sum(share) as angle_propensity
     from raw.allocations
-    group by all
+    group by 1, 2, 3, 4, 5, 6
 )
 select
     a.partition_day,
@@ -98,19 +98,29 @@ def warehouse_log(path: Path, campaign_id: str, outcome_window_days: int, level:
         return connection_log(con, campaign_id, outcome_window_days, level, where=str(path))
 
 
+def _missing(con: duckdb.DuckDBPyConnection, relations: tuple[str, ...]) -> list[str]:
+    """The relations (schema.name) the warehouse does not have; asked first, as a failed query would abort the caller's
+    transaction on PostgreSQL."""
+    found = {
+        f"{schema}.{name}"
+        for schema, name in con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()
+    }
+    return [r for r in relations if r not in found]
+
+
 def connection_log(
     con: duckdb.DuckDBPyConnection, campaign_id: str, outcome_window_days: int, level: str = "angle", where: str = "warehouse"
 ) -> WarehouseLog:
     """`warehouse_log` on an open connection (the loop's preflight reads inside the decision step's)."""
     if level not in LEVELS:
         raise WarehouseLogError(f"level must be one of {LEVELS}, got {level!r}")
-    try:
-        frame = con.execute(_QUERY, {"campaign": campaign_id}).df()
-    except duckdb.CatalogException as exc:
+    missing = _missing(con, ("raw.assignments", "raw.allocations", "intermediate.int_send_outcomes"))
+    if missing:
         raise WarehouseLogError(
             f"{where}: the warehouse has no assignments or send outcomes yet (run the line, whose learn stage builds "
-            f"intermediate.int_send_outcomes): {exc}"
-        ) from exc
+            f"intermediate.int_send_outcomes): {', '.join(missing)} missing"
+        )
+    frame = con.execute(_QUERY, {"campaign": campaign_id}).df()
     if frame.empty:
         raise WarehouseLogError(f"{where}: no assignments for campaign {campaign_id!r}")
     sent = frame["sent"].astype(bool)
