@@ -75,7 +75,10 @@ def classify_new_replies(
         return ReplyClassSummary(0, 0, 0, {})
     settings = settings or ClassifySettings(own_texts=(spec.required.unsubscribe_footer, spec.required.call_to_action))
     classes = classify_replies(gateway, gateway.run, todo, settings)[list(CLASS_COLUMNS)]
-    con.execute("DELETE FROM raw.reply_classes WHERE class IS NULL AND reply_id IN (SELECT unnest(?::VARCHAR[]))", [todo.reply_id.tolist()])
+    con.execute(
+        "DELETE FROM raw.reply_classes WHERE class IS NULL AND reply_id IN (SELECT unnest(?::VARCHAR[]))",
+        [todo.reply_id.tolist()],
+    )
     insert_rows(con, "reply_classes", gateway.run.stamp(classes, "classified_at"))
     decided = classes[classes["class"].notna()].merge(todo[["reply_id", "send_id", "received_at"]], on="reply_id")
     events = events_for_replies(decided).rename(columns={"confidence": "reply_confidence", "model": "reply_model"})
