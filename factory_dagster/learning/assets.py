@@ -51,9 +51,10 @@ def dbt_marts(context: dg.AssetExecutionContext, factory: FactoryResource):
     The whole project's build leaves the views in place when they are the ones the current project built
     (`view_reuse`): each is recorded as materialized with status `reused`, and its tests run as every day.
     """
-    warehouse, target = factory.paths.warehouse, factory.paths.home / "dbt_target"
+    warehouse, target, url = factory.paths.warehouse, factory.paths.home / "dbt_target", factory.paths.warehouse_url
     whole = not context.is_subset
-    reuse = whole and view_reuse.reusable(warehouse, target, VIEWS)
+    # View reuse reads DuckDB's catalog; on the PostgreSQL warehouse every build builds its views.
+    reuse = whole and url is None and view_reuse.reusable(warehouse, target, VIEWS)
     if reuse:
         args = view_reuse.build_args_without_views(MANIFEST_JSON, exclude=f"tag:{INTEGRITY_TAG}")
         events: list[object] = [
@@ -64,7 +65,7 @@ def dbt_marts(context: dg.AssetExecutionContext, factory: FactoryResource):
         selection = get_updated_cli_invocation_params_for_context(context, MANIFEST_JSON, TRANSLATOR)
         indirect = ["--indirect-selection", selection.indirect_selection] if selection.indirect_selection else []
         args, events = [*selection.selection_args, *indirect], []
-    run = invoke(["build", *args], warehouse, target)
+    run = invoke(["build", *args], warehouse, target, warehouse_url=url)
     events += [
         event
         for raw in run.results
@@ -75,7 +76,7 @@ def dbt_marts(context: dg.AssetExecutionContext, factory: FactoryResource):
     # A multi-asset yields its outputs in the project's order (a reused view may feed a rebuilt table and the
     # reverse), then the tests' results.
     yield from sorted(events, key=lambda e: BUILD_ORDER[e.output_name] if isinstance(e, dg.Output) else len(BUILD_ORDER))
-    if not reuse:
+    if not reuse and url is None:
         if whole and run.success:
             view_reuse.record(warehouse, target, VIEWS)
         else:

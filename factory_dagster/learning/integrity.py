@@ -23,6 +23,7 @@ def integrity_tests(context: dg.OpExecutionContext, factory: FactoryResource) ->
         ["build", "--select", f"+tag:{INTEGRITY_TAG}", "--indirect-selection", "empty"],
         factory.paths.warehouse,
         factory.paths.home / "dbt_target",
+        warehouse_url=factory.paths.warehouse_url,
     )
     context.log.info(f"{len(run.results)} integrity tests ran")
     if run.success:
