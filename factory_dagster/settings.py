@@ -23,9 +23,9 @@ DEFAULT_MODEL_REGISTRY_PATH = PROJECT_ROOT / "factory_dagster" / "models" / "reg
 class Paths:
     """The data folder's layout; the warehouse, lead inbox and spec may live elsewhere.
 
-    `warehouse_url` (`FACTORY_WAREHOUSE_URL`, e.g. postgresql://factory@127.0.0.1:5432/factory) will put the warehouse
-    on PostgreSQL instead of the DuckDB file (issue 13; so far only factory_dagster/warehouse/postgres.py and its tests
-    use it). Kept out of the repr: the URL may carry a password.
+    `warehouse_url` (`FACTORY_WAREHOUSE_URL`, e.g. postgresql://factory@127.0.0.1:5432/factory) puts the line's
+    warehouse on PostgreSQL instead of the DuckDB file (store.connect/hold/open_warehouse, the dbt runner). Kept out of
+    the repr: the URL may carry a password.
     """
 
     home: Path
