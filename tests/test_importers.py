@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from factory_dagster.intake.importer import import_lead_files
 from factory_dagster.intake.reading import LEAD_COLUMNS, read_lead_file
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.intake.validation import lead_id_for
+from factory_dagster.warehouse.store import connect
 from factory_dagster.warehouse.suppressed import suppressed_sql
 
 NEXT_DAY = DAY + timedelta(days=1)
@@ -518,3 +520,36 @@ def test_the_same_bytes_in_two_inboxes_are_registered_once_per_kind(con, sent, t
     import_event_files(con, tmp_path / "events", run_for(NEXT_DAY))
     assert [r[1] for r in intake_file_rows(con, "suppression")] == ["imported"]
     assert [r[1] for r in intake_file_rows(con, "events")] == ["rejected"]  # no event columns: its own verdict
+
+
+def test_two_runs_importing_a_shared_inbox_at_once_on_postgresql_import_each_event_once(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    """Campaign runs write the PostgreSQL warehouse at once, and each imports the shared inboxes: the second
+    importer waits for the first (file_registry.inbox_lock), then finds every file registered."""
+    with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as con:
+        send_ids = [add_send(con, add_message(con, lead)) for lead in LEADS[:3]]
+    inbox = tmp_path / "events"
+    rows = [[f"evt_{i:016x}", send_ids[i % 3], "opened", f"2026-03-03T{i % 24:02d}:00:00Z"] for i in range(3000)]
+    for part in range(4):
+        write_csv(inbox / f"export_{part}.csv", EVENT_HEADER, rows[part::4])
+    start, errors = threading.Barrier(2), []
+
+    def import_once(run_id: str) -> None:
+        try:
+            with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as own:
+                start.wait()
+                import_event_files(own, inbox, run_for(NEXT_DAY, run_id=run_id))
+        except Exception as exc:  # noqa: BLE001 -- the test reports what either importer raised
+            errors.append(exc)
+
+    threads = [threading.Thread(target=import_once, args=(f"run-{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as con:
+        assert count(con, "events") == len(rows)
+        assert count(con, "intake_files", "kind = 'events'") == 4
+    assert not (tmp_path / "unused.duckdb").exists()

@@ -37,7 +37,13 @@ from factory_dagster.feedback.events import QUARANTINE_COLUMNS, EventFileError, 
 from factory_dagster.feedback.sent import send_campaigns, stamp_by_send
 from factory_dagster.models.gateway import RunContext, utcnow
 from factory_dagster.receiver.inbox import EVENT_FILE_FORMAT, ONECLICK, PROVIDERS
-from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
+from factory_dagster.warehouse.file_registry import (
+    inbox_files,
+    one_import_at_a_time,
+    register_file,
+    reject_file,
+    unregistered_files,
+)
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
@@ -223,6 +229,7 @@ _CANDIDATE_COLUMNS = [
 ]
 
 
+@one_import_at_a_time("events")
 def import_esp_event_files(con: duckdb.DuckDBPyConnection, esp_events_inbox: Path, run: RunContext) -> EspImportSummary:
     """Import every new file below `esp_events_inbox` (one folder per provider).
 

@@ -15,7 +15,13 @@ import duckdb
 from factory_dagster.feedback.events import EventFileError, read_event_file, validate_events
 from factory_dagster.feedback.sent import send_campaigns, stamp_by_send
 from factory_dagster.models.gateway import RunContext
-from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
+from factory_dagster.warehouse.file_registry import (
+    inbox_files,
+    one_import_at_a_time,
+    register_file,
+    reject_file,
+    unregistered_files,
+)
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 
@@ -28,6 +34,7 @@ class EventImportSummary:
     already_imported: int = 0
 
 
+@one_import_at_a_time("events")
 def import_event_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: RunContext) -> EventImportSummary:
     summary = EventImportSummary()
     campaigns = send_campaigns(con)  # the inbox is shared: an event is stored under its send's campaign

@@ -41,7 +41,13 @@ from factory_dagster.feedback.sent import send_campaigns, stamp_by_send
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.receiver.inbound import html_to_text
 from factory_dagster.receiver.inbox import RECEIVED_AT_HEADER, RECEIVED_VIA_HEADER
-from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
+from factory_dagster.warehouse.file_registry import (
+    inbox_files,
+    one_import_at_a_time,
+    register_file,
+    reject_file,
+    unregistered_files,
+)
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 _SEND_ID = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -192,6 +198,7 @@ def _raw_record(reply: ParsedReply) -> str:
     return json.dumps(fields, ensure_ascii=False)
 
 
+@one_import_at_a_time("replies")
 def import_reply_files(con: duckdb.DuckDBPyConnection, replies_inbox: Path, run: RunContext) -> ReplyImportSummary:
     """Store and thread every new reply file, all in one transaction (an unreadable file is rejected on its own)."""
     summary = ReplyImportSummary()

@@ -16,7 +16,13 @@ import duckdb
 import pandas as pd
 
 from factory_dagster.models.gateway import RunContext, utcnow
-from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
+from factory_dagster.warehouse.file_registry import (
+    inbox_files,
+    one_import_at_a_time,
+    register_file,
+    reject_file,
+    unregistered_files,
+)
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 SUPPRESSING_EVENTS = ("unsubscribed", "complained", "bounced")
@@ -34,6 +40,7 @@ def suppress_from_events(con: duckdb.DuckDBPyConnection, run: RunContext) -> int
     return insert_rows(con, "suppression", rows.assign(partition_day=run.partition_day, added_at=utcnow()), skip_existing=True)
 
 
+@one_import_at_a_time("suppression")
 def import_suppression_files(con: duckdb.DuckDBPyConnection, inbox: Path, run: RunContext) -> int:
     """Suppress the addresses of every new do-not-contact file; a file without `email` is rejected."""
     added = 0
