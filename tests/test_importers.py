@@ -526,7 +526,7 @@ def test_two_runs_importing_a_shared_inbox_at_once_on_postgresql_import_each_eve
     postgres_dsn: str, tmp_path: Path
 ) -> None:
     """Campaign runs write the PostgreSQL warehouse at once, and each imports the shared inboxes: the second
-    importer waits for the first (file_registry.inbox_lock), then finds every file registered."""
+    importer waits for the first (store.exclusive), then finds every file registered."""
     with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as con:
         send_ids = [add_send(con, add_message(con, lead)) for lead in LEADS[:3]]
     inbox = tmp_path / "events"

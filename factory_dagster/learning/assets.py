@@ -1,6 +1,8 @@
 """Dagster wiring of the learn stage: the dbt build, and the anomaly guard after it."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 from dagster_dbt import dbt_assets
@@ -15,6 +17,7 @@ from factory_dagster.learning.dbt_runner import invoke
 from factory_dagster.learning.marts import halt_reason
 from factory_dagster.partitions import CAMPAIGN_DAYS, ONE_DAY_PER_RUN
 from factory_dagster.resources import POOL, FactoryResource, line_asset
+from factory_dagster.warehouse.store import exclusive
 
 MANIFEST = ensure_manifest()
 MANIFEST_JSON = json.loads(MANIFEST.read_text())
@@ -33,6 +36,17 @@ REUSED_VIEW_METADATA = {
     "status": "reused",
     "why": "the view the current project defines is in place: not rebuilt (its tests ran)",
 }
+
+
+@contextmanager
+def _one_build_at_a_time(factory: FactoryResource) -> Iterator[None]:
+    """On PostgreSQL campaign runs write at once, and two dbt builds would replace the same relations together: the
+    build holds the warehouse lock `dbt-build`. On the DuckDB file (one writer, and dbt opens the file itself) no lock."""
+    if factory.paths.warehouse_url is None:
+        yield
+        return
+    with factory.warehouse() as con, exclusive(con, "dbt-build"):
+        yield
 
 
 # One campaign's day per run, like every other stage of the line: the days build on each other. The build
@@ -65,7 +79,8 @@ def dbt_marts(context: dg.AssetExecutionContext, factory: FactoryResource):
         selection = get_updated_cli_invocation_params_for_context(context, MANIFEST_JSON, TRANSLATOR)
         indirect = ["--indirect-selection", selection.indirect_selection] if selection.indirect_selection else []
         args, events = [*selection.selection_args, *indirect], []
-    run = invoke(["build", *args], warehouse, target, warehouse_url=url)
+    with _one_build_at_a_time(factory):
+        run = invoke(["build", *args], warehouse, target, warehouse_url=url)
     events += [
         event
         for raw in run.results

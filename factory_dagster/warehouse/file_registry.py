@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import zlib
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +17,7 @@ import duckdb
 
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.models.gateway import RunContext, utcnow
-from factory_dagster.warehouse.dialect import is_postgres
-from factory_dagster.warehouse.store import transaction
+from factory_dagster.warehouse.store import exclusive, transaction
 
 Importer = TypeVar("Importer", bound=Callable[..., Any])
 
@@ -106,34 +103,14 @@ def reject_file(con: duckdb.DuckDBPyConnection, run: RunContext, kind: str, path
         record_incident(con, run, _INCIDENT_KIND[kind], "warning", error)
 
 
-@contextmanager
-def inbox_lock(con: Any, kind: str) -> Iterator[None]:
-    """One importer of a kind's shared inbox at a time, across processes.
-
-    Why: on the PostgreSQL warehouse several campaigns' runs write at once, and each imports the
-    shared inboxes (events, replies, do-not-contact files) it finds new; two doing so together would
-    both read a file as unregistered and collide on its rows. A session advisory lock keyed by the
-    kind makes the second wait, then find the file registered. The DuckDB file has one writing
-    process, so there it is a no-op.
-    """
-    if not is_postgres(con):
-        yield
-        return
-    key = zlib.crc32(f"factory-inbox:{kind}".encode())
-    con.execute("SELECT pg_advisory_lock(?)", [key]).fetchall()
-    try:
-        yield
-    finally:
-        con.execute("SELECT pg_advisory_unlock(?)", [key]).fetchall()
-
-
 def one_import_at_a_time(kind: str) -> Callable[[Importer], Importer]:
-    """Decorator: the importer `fn(con, ...)` holds `inbox_lock(con, kind)` for its whole run."""
+    """Decorator: the importer `fn(con, ...)` of a shared inbox holds the warehouse lock `inbox:<kind>` for its whole
+    run (`store.exclusive`): two campaigns' runs importing at once on PostgreSQL would both read a file as new."""
 
     def decorate(importer: Importer) -> Importer:
         @functools.wraps(importer)
         def locked(con: Any, *args: Any, **kwargs: Any) -> Any:
-            with inbox_lock(con, kind):
+            with exclusive(con, f"inbox:{kind}"):
                 return importer(con, *args, **kwargs)
 
         return locked  # type: ignore[return-value]

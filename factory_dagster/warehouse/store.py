@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import date
@@ -208,6 +209,26 @@ def open_warehouse(paths: Paths, read_only: bool = False) -> AbstractContextMana
     """`connect` to the warehouse a data folder's settings name: PostgreSQL when `paths.warehouse_url` is set, else the
     DuckDB file (the commands use this, so FACTORY_WAREHOUSE_URL moves them with the line)."""
     return connect(paths.warehouse, read_only=read_only, url=paths.warehouse_url)
+
+
+@contextmanager
+def exclusive(con: Connection, name: str) -> Iterator[None]:
+    """Hold the warehouse-wide lock `name` for the block: one holder at a time, across processes.
+
+    Why: on the PostgreSQL warehouse several campaigns' runs write at once, and a few jobs must not
+    overlap: importing a shared inbox (two importers would both read a file as new and collide on its
+    rows) and the dbt build (two would replace the same relations). A session advisory lock keyed by
+    the name makes the second wait. The DuckDB file has one writing process, so there it is a no-op.
+    """
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        yield
+        return
+    key = zlib.crc32(f"factory:{name}".encode())
+    con.execute("SELECT pg_advisory_lock(?)", [key]).fetchall()
+    try:
+        yield
+    finally:
+        con.execute("SELECT pg_advisory_unlock(?)", [key]).fetchall()
 
 
 def insert_rows(
