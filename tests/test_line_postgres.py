@@ -2,10 +2,10 @@
 beside the same days on the DuckDB file: the offline models are deterministic, so both must hold the same rows.
 
 One setting (`Paths.warehouse_url`, FACTORY_WAREHOUSE_URL) moves the warehouse; the DuckDB file is never created.
-The learn stage's dbt build is left out of the job until the dbt project runs on PostgreSQL (another branch):
-without marts the stations run as on a fresh warehouse's first days (no performance to learn from yet). So that the
-stations' reads of the marts run on PostgreSQL too, a second pair of warehouses starts from days DuckDB built with
-dbt, copied into PostgreSQL (tests/warehouse_copy.py), and runs one more day on each.
+The days run the job as it ships, the learn stage's dbt build included (dbt-postgres on PostgreSQL). A fresh
+warehouse's first days have little performance to learn from, so a second pair of warehouses starts from days DuckDB
+built, copied into PostgreSQL (tests/warehouse_copy.py), and runs one more day on each: the stations' reads of the
+marts then have rows to read on both.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ import pytest
 from warehouse_copy import copy_warehouse
 
 from factory_dagster.campaign.runs import execute_campaign_day
-from factory_dagster.definitions import LINE_ASSETS, build_definitions
+from factory_dagster.definitions import build_definitions
 from factory_dagster.demo import run_days
 from factory_dagster.intake.sample_leads import write_sample_file
-from factory_dagster.learning.assets import dbt_marts
-from factory_dagster.partitions import CAMPAIGN_DAYS
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse import pg_server, postgres
 from factory_dagster.warehouse.contracts import RAW_TABLES
@@ -34,10 +32,9 @@ from factory_dagster.warehouse.pg_connection import PgConnection
 from factory_dagster.warehouse.store import connect
 
 START = date(2026, 3, 2)
-DAYS = 3
+DAYS = 2
 LEADS_PER_DAY = 60
 MART_DAYS = 4  # DuckDB's days with dbt before the compared day: a week of outcomes is not needed, looks are
-JOB = "daily_line_without_dbt"
 
 
 def _new_database(server: pg_server.PostgresServer, prefix: str) -> str:
@@ -49,20 +46,14 @@ def _new_database(server: pg_server.PostgresServer, prefix: str) -> str:
 
 
 def run_line(paths: Paths, start: date = START, days: int = DAYS) -> None:
-    """The line's days without the dbt build, on the warehouse `paths` names (each day's same sample leads)."""
-    job = dg.define_asset_job(
-        JOB,
-        selection=dg.AssetSelection.assets(*LINE_ASSETS) - dg.AssetSelection.assets(dbt_marts),
-        partitions_def=CAMPAIGN_DAYS,
-        executor_def=dg.in_process_executor,
-    )
-    defs = dg.Definitions.merge(build_definitions(paths), dg.Definitions(jobs=[job]))
+    """The line's days, dbt included, on the warehouse `paths` names (each day's same sample leads)."""
+    defs = build_definitions(paths)
     instance = dg.DagsterInstance.ephemeral()
     results = []
     for offset in range(days):
         day = start + timedelta(days=offset)
         write_sample_file(paths.campaign_inboxes(paths.default_campaign)[0], day, n=LEADS_PER_DAY, seed=(day - START).days)
-        results.append(execute_campaign_day(defs, instance, paths.default_campaign, day, JOB))
+        results.append(execute_campaign_day(defs, instance, paths.default_campaign, day))
     failures = [
         f"{e.step_key}: {e.event_specific_data.error.to_string() if e.event_specific_data.error else ''}"
         for r in results
@@ -184,33 +175,10 @@ def test_rerunning_a_day_on_postgresql_sends_nothing_twice_and_matches_duckdbs_r
     pd.testing.assert_frame_equal(query(pg, counts), query(duck, counts), check_dtype=False, atol=1e-12)
 
 
-# --- the whole line, dbt included, on PostgreSQL --------------------------------------------------------------------
-
-WHOLE_DAYS = 2
-
-
-@pytest.fixture(scope="module")
-def whole_lines(tmp_path_factory: pytest.TempPathFactory, postgres_server, dbt_manifest) -> tuple[Paths, Paths]:
-    """WHOLE_DAYS days of the daily line as it ships (observe, dbt's learn stage, ... send) on each warehouse."""
-    duck = Paths.under(tmp_path_factory.mktemp("whole-duckdb"))
-    base = Paths.under(tmp_path_factory.mktemp("whole-pg"))
-    pg = Paths(base.home, base.warehouse, base.leads_inbox, base.spec, _new_database(postgres_server, "whole"))
-    for paths in (duck, pg):
-        defs, instance = build_definitions(paths), dg.DagsterInstance.ephemeral()
-        for offset in range(WHOLE_DAYS):
-            day = START + timedelta(days=offset)
-            write_sample_file(paths.campaign_inboxes(paths.default_campaign)[0], day, n=LEADS_PER_DAY, seed=offset)
-            result = execute_campaign_day(defs, instance, paths.default_campaign, day)
-            failed = [e.step_key for e in result.all_events if e.is_step_failure]
-            assert result.success, (paths.warehouse_url is not None, failed)
-    return duck, pg
-
-
-def test_the_whole_line_with_its_dbt_build_runs_on_postgresql_and_builds_the_same_marts(whole_lines) -> None:
-    duck, pg = whole_lines
-    assert not Path(pg.warehouse).exists()  # nothing fell back to the DuckDB file
+def test_the_learn_stage_builds_the_same_marts_on_postgresql(lines: tuple[Paths, Paths]) -> None:
+    duck, pg = lines
     kpis = "SELECT day, leads_in, leads_accepted, drafts, sends FROM marts.daily_kpis ORDER BY day"
     on_pg, on_duck = query(pg, kpis), query(duck, kpis)
     # A day's dbt build runs before its own drafts and sends, so the last day counts its leads only.
-    assert len(on_pg) == WHOLE_DAYS and on_pg["sends"].iloc[0] > 0
+    assert len(on_pg) == DAYS and on_pg["sends"].iloc[0] > 0
     pd.testing.assert_frame_equal(on_pg.astype(str), on_duck.astype(str))
