@@ -43,7 +43,7 @@ def _campaign_spec(paths: Paths, campaign_id: str | None) -> CampaignSpec:
     without one. CampaignFolderError names the folder when no spec there is for that id."""
     if campaign_id is None:
         return load_spec(paths.spec)
-    return load_spec(spec_for_campaign(paths.campaigns, campaign_id, paths.spec))
+    return spec_for_campaign(paths.campaigns, campaign_id, paths.spec)
 
 
 def _demo(args: argparse.Namespace, paths: Paths) -> int:
@@ -52,7 +52,6 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
     # Import late: building the definitions parses the dbt project when needed.
     import dagster as dg
 
-    from factory_dagster.campaign.registry import CampaignFolderError
     from factory_dagster.content.demo import content_summary, review_as_operator, run_content_day
     from factory_dagster.definitions import build_definitions
     from factory_dagster.demo import (

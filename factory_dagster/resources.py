@@ -130,9 +130,8 @@ class FactoryResource(dg.ConfigurableResource):
     def spec_of_campaign(self, campaign_id: str) -> CampaignSpec:
         """The spec of a campaign named by id (a job's config), from the campaigns folder."""
         try:
-            path = spec_for_campaign(self.paths.campaigns, campaign_id, Path(self.spec_path))
-            return load_spec(path)
-        except (CampaignFolderError, SpecError) as exc:
+            return spec_for_campaign(self.paths.campaigns, campaign_id, Path(self.spec_path))
+        except CampaignFolderError as exc:
             raise dg.Failure(description=str(exc)) from exc
 
     def lead_inboxes(self, context: Context) -> list[Path]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from factory_dagster.campaign.spec import SpecError, load_spec
+from factory_dagster.campaign.spec import CampaignSpec, SpecError, load_spec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a Dagster partition key without the `|` of campaign|day
@@ -60,22 +60,31 @@ def campaign_specs(folder: Path) -> dict[str, Path]:
 
 
 def spec_file(folder: Path, key: str) -> Path:
-    """The spec file of a campaign key, or an error naming the folder and the keys it has."""
+    """The spec file of a campaign key, or an error naming the folder and the keys it has.
+
+    Every stage of a run loads its campaign's spec, so the key's own file is looked at first; the whole
+    folder is read only to say what is wrong (no such campaign, a content spec, or two files for one key).
+    """
+    found = [path for path in (Path(folder) / f"{key}{suffix}" for suffix in SPEC_SUFFIXES) if path.is_file()]
+    if len(found) == 1 and KEY_PATTERN.match(key) and not _is_content_spec(found[0]):
+        return found[0]
     specs = campaign_specs(folder)
     if key not in specs:
         raise CampaignFolderError(f"no campaign {key!r} in {folder} (campaigns there: {', '.join(specs) or 'none'})")
     return specs[key]
 
 
-def spec_for_campaign(folder: Path, campaign_id: str, default: Path) -> Path:
-    """The spec file whose `campaign_id` is this one: the default campaign's first, then the folder's.
+def spec_for_campaign(folder: Path, campaign_id: str, default: Path) -> CampaignSpec:
+    """The spec whose `campaign_id` is this one: the default campaign's first, then the folder's (an invalid
+    spec is passed over).
 
     Why: operators name campaigns by id (`--campaign`, a job's config); files are keyed by name.
     """
     for path in [Path(default), *campaign_specs(folder).values()]:
         try:
-            if load_spec(path).campaign_id == campaign_id:
-                return path
+            spec = load_spec(path)
         except SpecError:
             continue
+        if spec.campaign_id == campaign_id:
+            return spec
     raise CampaignFolderError(f"no spec in {folder} is for campaign {campaign_id!r}")
