@@ -307,3 +307,23 @@ def test_holdout_problems_catch_a_wrong_flag_and_a_held_lead_in_an_experiment() 
     in_canary.loc[in_canary.holdout, "routing_experiment_id"] = "exp_y"
     assert holdout_problems(in_canary, SPEC.campaign_id, 0.05) == ["holdout leads were put in an experiment"]
     assert holdout_problems(frame.assign(holdout=None), SPEC.campaign_id, 0.05) == []  # before loop-v2
+
+
+def _day_of(held: int, others: int) -> pd.DataFrame:
+    """A day's assignments whose hash puts `held` of its leads in the 5% holdout and `others` not."""
+    ids = (f"lead_{i}" for i in range(100_000))
+    chosen = {True: [], False: []}
+    while len(chosen[True]) < held or len(chosen[False]) < others:
+        lead = next(ids)
+        flag = is_holdout(SPEC.campaign_id, lead, 0.05)
+        if len(chosen[flag]) < (held if flag else others):
+            chosen[flag].append(lead)
+    return pd.DataFrame({"lead_id": chosen[True] + chosen[False], "holdout": [True] * held + [False] * others, "experiment_id": None})
+
+
+def test_a_small_days_holdout_is_judged_by_the_exact_binomial_test() -> None:
+    """Twenty leads a day: 5 in a 5% holdout happens (p = 0.0026), 7 does not (p = 6e-6). The chi-square test this
+    replaced failed the first as implausible (p = 4e-5) and stopped the campaign's day."""
+    assert holdout_problems(_day_of(5, 15), SPEC.campaign_id, 0.05) == []
+    (problem,) = holdout_problems(_day_of(7, 13), SPEC.campaign_id, 0.05)
+    assert "implausible" in problem

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from factory_dagster.improve.stats import (
+    binomial_p_value,
     DEFAULT_RULE,
     ArmCounts,
     BetaPosterior,
@@ -168,6 +169,21 @@ def test_srm_p_value_matches_a_hand_computed_chi_square() -> None:
     assert srm_p_value([600, 400], [0.5, 0.5]) < 1e-9
     with pytest.raises(ValueError):
         srm_p_value([1, 2, 3], [0.5, 0.5])
+
+
+def test_binomial_p_value_is_scipys_exact_two_sided_test() -> None:
+    from scipy.stats import binomtest
+
+    for trials, share in [(20, 0.05), (37, 0.1), (200, 0.5), (1000, 0.05), (100_000, 0.05)]:
+        for successes in sorted({0, 1, trials // 20, trials // 10, trials // 2, trials}):
+            expected = binomtest(successes, trials, share).pvalue
+            assert binomial_p_value(successes, trials, share) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    # 5 of 20 at 5%: P = 0.00257 exactly, where the chi-square approximation says 4e-5 (expected count 1)
+    assert binomial_p_value(5, 20, 0.05) == pytest.approx(0.0025739403347, rel=1e-9)
+    assert srm_p_value([5, 15], [0.05, 0.95]) < 1e-4
+    for bad in [(3, 2, 0.5), (-1, 2, 0.5), (1, 2, 0.0), (1, 2, 1.0)]:
+        with pytest.raises(ValueError):
+            binomial_p_value(*bad)
 
 
 # ---------------------------------------------------------------- the stopping rule

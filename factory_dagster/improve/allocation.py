@@ -50,7 +50,7 @@ from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.improve.decisions import planned_shares
 from factory_dagster.improve.experiments import Experiment
 from factory_dagster.improve.splits import POOLED, SplitRule, part_segment
-from factory_dagster.improve.stats import srm_p_value
+from factory_dagster.improve.stats import binomial_p_value
 from factory_dagster.improve.versions import PLAN_HOOK, LoopState
 from factory_dagster.models.routing import stage_model
 
@@ -621,7 +621,7 @@ def holdout_problems(assignments: pd.DataFrame, campaign_id: str, share: float) 
     if rows.loc[flagged, [c for c, _ in LAYER_COLUMNS.values() if c in rows]].notna().any(axis=None):
         problems.append("holdout leads were put in an experiment")
     if 0 < share < 1:
-        p = srm_p_value([int(flagged.sum()), int((~flagged).sum())], [share, 1 - share])
+        p = binomial_p_value(int(flagged.sum()), len(flagged), share)
         if p < HOLDOUT_SRM_ALPHA:
             problems.append(
                 f"holdout share {flagged.mean():.1%} of {len(rows)} leads is implausible at {share:.0%} (p = {p:.2g})"
