@@ -5,7 +5,8 @@ throwaway PostgreSQL cluster holds the instance; one code server (`dagster api g
 workspace.yaml names, and `dagster-daemon run` and every CLI call reach it over gRPC. Runs go in through Dagster's
 own CLI, as an operator's would, and each is a process of its own that the code server started for the daemon. The
 instance's file is the production file with the test cluster in its environment variables, a run limit below the
-number of runs (so the queue has to hold one back), and monitoring intervals of seconds.
+number of runs (so the queue has to hold one back), and monitoring intervals of seconds. The campaigns' warehouse is
+a PostgreSQL database of the same cluster, as parallel runs need: the DuckDB file has one writer.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ MODULE, LOCATION = "factory_dagster.definitions", "factory"  # as in the reposit
 BIN = Path(sys.executable).parent
 JOB = "daily_line"
 MAX_CONCURRENT_RUNS = 2  # below the number of runs, so the queue must hold one back
+# The queue counts a run's root steps in the pool (`leads`, `outcome_events`) against its limit while the run starts
+# and for 5 s after: a pool of 2 x the run limit never holds a run back, so the run limit is what does.
+POOL_LIMIT = 2 * MAX_CONCURRENT_RUNS
 FREE_SLOTS_AFTER_RUN_END_SECONDS = 5
 LEADS_PER_DAY = 6
 # Three campaigns' runs of one day (the two examples and a copy of the second under another id).
@@ -91,6 +95,7 @@ class Deployment:
     workspace: Path
     instance: dg.DagsterInstance
     database_dsn: str
+    warehouse_dsn: str
     factory_home: Path
     daemon: subprocess.Popen
 
@@ -145,9 +150,10 @@ def _wait_for_code_server(environment: Mapping[str, str], port: int, server: sub
 def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_manifest) -> Iterator[Deployment]:
     """Production's layout on one machine: one code server for the code location, the daemon and every CLI call
     reach it over gRPC (so the definitions are imported once, not by each), and each run is a process of its own."""
-    database = f"dagster_{uuid.uuid4().hex[:12]}"
+    database, warehouse = f"dagster_{uuid.uuid4().hex[:12]}", f"warehouse_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {database}")
+        admin.execute(f"CREATE DATABASE {warehouse}")
     root = tmp_path_factory.mktemp("production")
     dagster_home, factory_home, workspace = root / "dagster_home", root / "factory", root / "workspace.yaml"
     dagster_home.mkdir()
@@ -162,6 +168,7 @@ def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_
         "DAGSTER_HOME": str(dagster_home),
         "FACTORY_HOME": str(factory_home),
         "FACTORY_CAMPAIGNS": str(campaigns_folder(root / "campaigns")),
+        "FACTORY_WAREHOUSE_URL": postgres_server.dsn(warehouse),
         "PYTHONPATH": str(PROJECT_ROOT),
         "DAGSTER_PG_HOST": "127.0.0.1",
         "DAGSTER_PG_PORT": str(postgres_server.port),
@@ -176,10 +183,9 @@ def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_
             environment,
             root / "code_server.log",
         )
-        # The pool's limit is set by name, as docs/deployment.md says (this also creates the instance's tables). It is
-        # the run limit here, not production's 1, so that the run queue is what holds runs back; on the DuckDB file the
-        # runs in progress then take turns at the warehouse (store.LOCK_RETRY_SECONDS).
-        _dagster_cli(environment, "instance", "concurrency", "set", POOL, str(MAX_CONCURRENT_RUNS))
+        # The pool's limit is set by name, as docs/deployment.md says for the PostgreSQL warehouse (this also creates
+        # the instance's tables).
+        _dagster_cli(environment, "instance", "concurrency", "set", POOL, str(POOL_LIMIT))
         _wait_for_code_server(environment, port, server)
         daemon = _start_service(
             stack, [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], environment, root / "daemon.log"
@@ -195,7 +201,15 @@ def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_
             ):
                 patch.setenv(name, environment[name])
             with dg.DagsterInstance.get() as instance:
-                yield Deployment(environment, workspace, instance, postgres_server.dsn(database), factory_home, daemon)
+                yield Deployment(
+                    environment,
+                    workspace,
+                    instance,
+                    postgres_server.dsn(database),
+                    environment["FACTORY_WAREHOUSE_URL"],
+                    factory_home,
+                    daemon,
+                )
 
 
 def submit_partition_runs(deployment: Deployment, job: str, keys: list[str]) -> list[dg.DagsterRun]:
@@ -332,6 +346,11 @@ def test_the_daemon_runs_queued_campaign_runs_in_parallel_within_the_run_limit(d
         events = con.execute("SELECT count(*) FROM event_logs WHERE run_id = ANY(%s)", [[r.run_id for r in runs]]).fetchone()
     assert stored == {run.run_id: "SUCCESS" for run in runs}
     assert events[0] > 10 * len(runs)
+    # Each campaign's day went to the PostgreSQL warehouse, which they all wrote at once; no DuckDB file was made.
+    with psycopg.connect(deployment.warehouse_dsn) as con:
+        leads = dict(con.execute("SELECT campaign_id, count(*) FROM raw.leads GROUP BY campaign_id").fetchall())
+    assert leads == {"brightwave-close": LEADS_PER_DAY, "brightwave-spend": LEADS_PER_DAY, "third-campaign": LEADS_PER_DAY}
+    assert not list(deployment.factory_home.rglob("*.duckdb"))
     # Dagster's connections to its database stayed far below the server's max_connections (pg_server: 50).
     assert 0 < max(peak) <= 25, max(peak)
     print(f"{len(runs)} runs through the queue in {time.monotonic() - started:.1f}s, at most {max(peak)} connections")

@@ -641,3 +641,32 @@ def test_llm_costs(warehouse: Path) -> None:
         1,
     )
     assert draft["cost_usd"] == pytest.approx(0.0022)
+
+
+RECONCILIATIONS = "assert_daily_kpis_match_raw assert_segment_arm_performance_sends_match_raw"
+
+
+def _reconcile(warehouse: Path, target: Path, campaign: str | None) -> set[str]:
+    """The reconciliation tests that fail on `warehouse` (scoped to `campaign` when given)."""
+    from factory_dagster.learning.dbt_runner import invoke
+
+    scope = ["--vars", json.dumps({"reconcile_campaign": campaign})] if campaign else []
+    run = invoke(["test", "--select", RECONCILIATIONS, *scope], warehouse, target)
+    return {e["data"]["node_info"]["node_name"] for e in run.results if e["data"].get("status") == "fail"}
+
+
+def test_a_campaigns_reconciliation_holds_while_other_campaigns_write_raw(
+    warehouse: Path, tmp_path: Path, dbt_manifest: Path
+) -> None:
+    """On PostgreSQL another campaign's run writes raw rows during a build: the build's run compares its own
+    campaign (`reconcile_campaign`), whose rows are settled, and still catches a difference in them."""
+    copy = tmp_path / "warehouse.duckdb"
+    copy.write_bytes(warehouse.read_bytes())
+    with duckdb.connect(str(copy)) as con:  # after the build: another campaign's send and lead arrive
+        _insert(con, "sends", [_send("s-other", "L9", D2, "smb", "armA") | {"campaign_id": "c2"}])
+        _insert(con, "leads", [_lead("L9", D2, "smb") | {"campaign_id": "c2"}])
+    assert _reconcile(copy, tmp_path / "t1", "c1") == set()
+    assert _reconcile(copy, tmp_path / "t2", None) == set(RECONCILIATIONS.split())  # every campaign: they differ
+    with duckdb.connect(str(copy)) as con:  # a send of the reconciled campaign itself that the marts lack
+        _insert(con, "sends", [_send("s-late", "L4", D2, "smb", "armA")])
+    assert _reconcile(copy, tmp_path / "t3", "c1") == set(RECONCILIATIONS.split())

@@ -1,6 +1,6 @@
 -- daily_kpis adds up to raw: every lead row the intake read counted once (accepted or
 -- quarantined), every send once, and model spend to floating-point tolerance. One row per
--- measure that disagrees, with both totals.
+-- measure that disagrees, with both totals. The campaigns compared: reconciled_rows().
 {{ config(meta={'dagster': {'ref': {'name': 'daily_kpis'}}}) }}
 
 with mart as (
@@ -9,14 +9,15 @@ with mart as (
         coalesce(sum(sends), 0) as sends,
         coalesce(sum(cost_usd), 0.0) as cost_usd
     from {{ ref('daily_kpis') }}
+    {{ reconciled_rows() }}
 ),
 
 raw_totals as (
     select
-        (select count(*) from {{ source('raw', 'leads') }})
-        + (select count(*) from {{ source('raw', 'leads_quarantine') }}) as leads,
-        (select count(*) from {{ source('raw', 'sends') }}) as sends,
-        (select coalesce(sum(cost_usd), 0.0) from {{ source('raw', 'llm_calls') }}) as cost_usd
+        (select count(*) from {{ source('raw', 'leads') }} {{ reconciled_rows() }})
+        + (select count(*) from {{ source('raw', 'leads_quarantine') }} {{ reconciled_rows() }}) as leads,
+        (select count(*) from {{ source('raw', 'sends') }} {{ reconciled_rows() }}) as sends,
+        (select coalesce(sum(cost_usd), 0.0) from {{ source('raw', 'llm_calls') }} {{ reconciled_rows() }}) as cost_usd
 ),
 
 compared as (
