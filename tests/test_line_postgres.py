@@ -11,7 +11,10 @@ tests/test_dagster_postgres_instance.py.
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
+import time
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -26,11 +29,15 @@ from factory_dagster.campaign.runs import execute_campaign_day
 from factory_dagster.definitions import build_definitions
 from factory_dagster.demo import run_days
 from factory_dagster.intake.sample_leads import write_sample_file
+from factory_dagster.learning.assets import dbt_marts
+from factory_dagster.learning.build_log import database_now, record_build
+from factory_dagster.learning.dbt_project import INTEGRITY_TAG
+from factory_dagster.learning.dbt_runner import invoke
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse import pg_server, postgres
 from factory_dagster.warehouse.contracts import RAW_TABLES
 from factory_dagster.warehouse.pg_connection import PgConnection
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import connect, exclusive
 
 START = date(2026, 3, 2)
 HISTORY_DAYS = 3  # DuckDB's days before the compared ones: a week of outcomes is not needed, looks are
@@ -105,10 +112,15 @@ def test_every_station_wrote_its_days_to_postgresql_and_no_duckdb_file_exists(li
 
 def test_both_warehouses_hold_the_same_rows_in_every_raw_table(lines: tuple[Paths, Paths]) -> None:
     duck, pg = lines
-    counts = " UNION ALL ".join(f"SELECT '{t}' AS name, count(*) AS n FROM raw.{t}" for t in sorted(RAW_TABLES))
+    # raw.dbt_builds logs the builds on PostgreSQL only (learning/build_log.py): one per day run there.
+    tables = sorted(set(RAW_TABLES) - {"dbt_builds"})
+    counts = " UNION ALL ".join(f"SELECT '{t}' AS name, count(*) AS n FROM raw.{t}" for t in tables)
     duck_counts, pg_counts = (dict(query(p, counts).itertuples(index=False)) for p in (duck, pg))
     assert pg_counts == duck_counts
     assert duck_counts["sends"] > 0 and duck_counts["llm_calls"] > 0
+    builds = query(pg, "SELECT CAST(partition_day AS VARCHAR) AS day, success FROM raw.dbt_builds ORDER BY started_at")
+    assert list(builds.itertuples(index=False, name=None)) == [(str(FIRST + timedelta(days=n)), True) for n in range(DAYS)]
+    assert query(duck, "SELECT count(*) AS n FROM raw.dbt_builds")["n"][0] == 0
 
 
 @pytest.mark.parametrize(
@@ -139,6 +151,60 @@ def test_each_station_wrote_the_same_values_on_both(lines: tuple[Paths, Paths], 
     if table not in ("suppression", "events", "outbox", "experiments"):  # the days both ran wrote rows of their own
         new = query(duck, f"SELECT count(*) AS n FROM raw.{table} WHERE partition_day >= '{FIRST}'")
         assert new["n"].iloc[0] > 0, table
+
+
+def _waiting_for_advisory_locks(url: str) -> int:
+    with psycopg.connect(url) as con:
+        return con.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]
+
+
+def _waiting_for_advisory_locks(url: str) -> int:
+    with psycopg.connect(url) as con:
+        return con.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]
+
+
+def test_a_campaign_run_waiting_for_the_dbt_build_reuses_a_build_that_started_after_it_asked(
+    lines: tuple[Paths, Paths], tmp_path: Path
+) -> None:
+    """A campaign's run asks for the marts while another build holds the `dbt-build` lock: here the test holds it,
+    and builds once the run is waiting, as another campaign's run would. The run then reuses that build instead of
+    building again, and runs only its own campaign's reconciliation tests."""
+    _, pg = lines
+    day = FIRST + timedelta(days=DAYS)
+    results: list[dg.ExecuteInProcessResult] = []
+
+    def learn() -> None:  # the learn stage alone of the second campaign's day
+        defs = build_definitions(pg)
+        instance = dg.DagsterInstance.ephemeral()
+        results.append(execute_campaign_day(defs, instance, "brightwave_spend", day, asset_selection=list(dbt_marts.keys)))
+
+    # The test's session is opened before the run's (one process shares a held session between its threads).
+    with connect(pg.warehouse, url=pg.warehouse_url) as con:
+        (builds_before,) = con.execute("SELECT count(*) FROM raw.dbt_builds").fetchall()[0]
+        with exclusive(con, "dbt-build"):
+            run = threading.Thread(target=learn)
+            run.start()
+            deadline = time.monotonic() + 120
+            while _waiting_for_advisory_locks(pg.warehouse_url) < 1:
+                assert time.monotonic() < deadline and run.is_alive(), "the run waits for the build lock"
+                time.sleep(0.1)
+            started_at = database_now(con)
+            scope = ["--vars", json.dumps({"reconcile_campaign": "brightwave-close"})]
+            build = invoke(["build", "--exclude", f"tag:{INTEGRITY_TAG}", *scope], pg.warehouse, tmp_path, pg.warehouse_url)
+            assert build.success, build.describe_failure()
+            record_build(con, "another-run", "brightwave-close", day, started_at, success=True)
+        run.join(timeout=300)
+        new_builds = con.execute("SELECT run_id FROM raw.dbt_builds ORDER BY started_at").fetchall()[builds_before:]
+    (result,) = results
+    assert result.success and new_builds == [("another-run",)]  # not built again
+    materialized = result.asset_materializations_for_node(dbt_marts.op.name)
+    assert {m.metadata["status"].value for m in materialized} == {"reused"}
+    assert dg.AssetKey(["marts", "daily_kpis"]) in {m.asset_key for m in materialized}
+    assert "another-run" in materialized[0].metadata["why"].value
+    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
+        "assert_daily_kpis_match_raw": True,
+        "assert_segment_arm_performance_sends_match_raw": True,
+    }
 
 
 def test_rerunning_a_day_on_postgresql_sends_nothing_twice_and_matches_duckdbs_rerun(lines: tuple[Paths, Paths]) -> None:

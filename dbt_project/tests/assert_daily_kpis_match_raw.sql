@@ -1,7 +1,7 @@
 -- daily_kpis adds up to raw: every lead row the intake read counted once (accepted or
 -- quarantined), every send once, and model spend to floating-point tolerance. One row per
 -- measure that disagrees, with both totals. The campaigns compared: reconciled_rows().
-{{ config(meta={'dagster': {'ref': {'name': 'daily_kpis'}}}) }}
+{{ config(tags=['reconciliation'], meta={'dagster': {'ref': {'name': 'daily_kpis'}}}) }}
 
 with mart as (
     select

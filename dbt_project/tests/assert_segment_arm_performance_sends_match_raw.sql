@@ -1,5 +1,5 @@
 -- Every raw send falls in exactly one segment x arm row (of the campaigns reconciled_rows() compares).
-{{ config(meta={'dagster': {'ref': {'name': 'segment_arm_performance'}}}) }}
+{{ config(tags=['reconciliation'], meta={'dagster': {'ref': {'name': 'segment_arm_performance'}}}) }}
 
 with mart as (
     select coalesce(sum(sends), 0) as sends from {{ ref('segment_arm_performance') }} {{ reconciled_rows() }}

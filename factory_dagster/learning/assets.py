@@ -1,8 +1,6 @@
 """Dagster wiring of the learn stage: the dbt build, and the anomaly guard after it."""
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import dagster as dg
 from dagster_dbt import dbt_assets
@@ -12,11 +10,12 @@ from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.controls.kill_switch import kill_switch_state, set_kill_switch
 from factory_dagster.learning import view_reuse
+from factory_dagster.learning.build_log import covering_build, database_now, record_build
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG, FactoryDbtTranslator, ensure_manifest, prior_day_specs
-from factory_dagster.learning.dbt_runner import invoke
+from factory_dagster.learning.dbt_runner import DbtRun, invoke
 from factory_dagster.learning.marts import halt_reason
 from factory_dagster.partitions import CAMPAIGN_DAYS, ONE_DAY_PER_RUN
-from factory_dagster.resources import POOL, FactoryResource, line_asset
+from factory_dagster.resources import POOL, FactoryResource, line_asset, partition_day
 from factory_dagster.warehouse.store import exclusive
 
 MANIFEST = ensure_manifest()
@@ -25,6 +24,7 @@ TRANSLATOR = FactoryDbtTranslator()
 ANOMALIES = dg.AssetKey(["marts", "anomalies"])
 PRIOR_DAYS = prior_day_specs(MANIFEST_JSON)
 VIEWS = view_reuse.view_nodes(MANIFEST_JSON)
+RECONCILIATION_TAG = "reconciliation"  # the tests that compare marts with raw totals (dbt_project/tests/assert_*)
 
 
 def _output_name(unique_id: str) -> str:
@@ -38,23 +38,65 @@ REUSED_VIEW_METADATA = {
 }
 
 
-@contextmanager
-def _one_build_at_a_time(factory: FactoryResource) -> Iterator[None]:
-    """On PostgreSQL campaign runs write at once, and two dbt builds would replace the same relations together: the
-    build holds the warehouse lock `dbt-build`. On the DuckDB file (one writer, and dbt opens the file itself) no lock."""
-    if factory.paths.warehouse_url is None:
-        yield
-        return
-    with factory.warehouse() as con, exclusive(con, "dbt-build"):
-        yield
+def _selection_args(context: dg.AssetExecutionContext) -> list[str]:
+    """The dbt selection of the run's assets (the whole project but the weekly integrity tests, or a subset)."""
+    selection = get_updated_cli_invocation_params_for_context(context, MANIFEST_JSON, TRANSLATOR)
+    indirect = ["--indirect-selection", selection.indirect_selection] if selection.indirect_selection else []
+    return [*selection.selection_args, *indirect]
 
 
-def _reconciliation_vars(context: dg.AssetExecutionContext, factory: FactoryResource) -> list[str]:
-    """On PostgreSQL other campaigns' runs write raw rows during this build, so the tests that reconcile marts with
-    raw compare this run's campaign only (macro `reconciled_rows`); on the DuckDB file, one writer, every campaign."""
-    if factory.paths.warehouse_url is None:
-        return []
-    return ["--vars", json.dumps({"reconcile_campaign": factory.configured_spec(context).campaign_id})]
+def _build_on_duckdb(context: dg.AssetExecutionContext, factory: FactoryResource) -> tuple[DbtRun, list[object]]:
+    """The build on the DuckDB file, leaving the views in place when they are the ones the current project built
+    (`view_reuse`): each is recorded as materialized with status `reused`, and its tests run as every day."""
+    warehouse, target = factory.paths.warehouse, factory.paths.home / "dbt_target"
+    whole = not context.is_subset
+    if whole and view_reuse.reusable(warehouse, target, VIEWS):
+        args = view_reuse.build_args_without_views(MANIFEST_JSON, exclude=f"tag:{INTEGRITY_TAG}")
+        reused: list[object] = [
+            dg.Output(None, output_name=_output_name(unique_id), metadata=REUSED_VIEW_METADATA | {"unique_id": unique_id})
+            for unique_id in VIEWS
+        ]
+        return invoke(["build", *args], warehouse, target), reused
+    run = invoke(["build", *_selection_args(context)], warehouse, target)
+    if whole and run.success:
+        view_reuse.record(warehouse, target, VIEWS)
+    else:
+        view_reuse.forget(target)
+    return run, []
+
+
+def _build_on_postgres(context: dg.AssetExecutionContext, factory: FactoryResource) -> tuple[DbtRun, list[object]]:
+    """The build on the PostgreSQL warehouse, where many campaigns' runs go at once.
+
+    - Builds take turns (warehouse lock `dbt-build`): two would replace the same relations together.
+    - A whole-project build that started after this run asked for one (its observe stage had ended) holds all this
+      run wrote: it is reused (`build_log`), and only the reconciliation tests run, for this campaign.
+    - Other campaigns' runs write raw rows meanwhile, so the reconciliation tests compare this run's campaign only
+      (dbt var `reconcile_campaign`, macro `reconciled_rows`): its own rows are settled.
+    """
+    paths, target = factory.paths, factory.paths.home / "dbt_target"
+    campaign_id = factory.configured_spec(context).campaign_id
+    scope = ["--vars", json.dumps({"reconcile_campaign": campaign_id})]
+    whole = not context.is_subset
+    with factory.warehouse() as con:
+        asked_at = database_now(con)
+        with exclusive(con, "dbt-build"):
+            cover = covering_build(con, asked_at) if whole else None
+            if cover is not None:
+                run = invoke(
+                    ["test", "--select", f"tag:{RECONCILIATION_TAG}", *scope], paths.warehouse, target, paths.warehouse_url
+                )
+                why = (
+                    f"built by run {cover.run_id} (campaign {cover.campaign_id}) from {cover.started_at:%H:%M:%S} UTC, "
+                    "after this run's observe stage had ended: not built again"
+                )
+                reused = [dg.Output(None, output_name=name, metadata={"status": "reused", "why": why}) for name in BUILD_ORDER]
+                return run, reused
+            started_at = database_now(con)
+            run = invoke(["build", *_selection_args(context), *scope], paths.warehouse, target, paths.warehouse_url)
+            if whole:
+                record_build(con, context.run.run_id, campaign_id, partition_day(context), started_at, run.success)
+    return run, []
 
 
 # One campaign's day per run, like every other stage of the line: the days build on each other. The build
@@ -70,25 +112,11 @@ def _reconciliation_vars(context: dg.AssetExecutionContext, factory: FactoryReso
 def dbt_marts(context: dg.AssetExecutionContext, factory: FactoryResource):
     """`dbt build`, in this process: staging → intermediate → marts, with the dbt tests as checks.
 
-    The whole project's build leaves the views in place when they are the ones the current project built
-    (`view_reuse`): each is recorded as materialized with status `reused`, and its tests run as every day.
+    A model another build left in place (a view on the DuckDB file, every model of a build another campaign's run
+    made on PostgreSQL) is recorded as materialized with status `reused`.
     """
-    warehouse, target, url = factory.paths.warehouse, factory.paths.home / "dbt_target", factory.paths.warehouse_url
-    whole = not context.is_subset
-    # View reuse reads DuckDB's catalog; on the PostgreSQL warehouse every build builds its views.
-    reuse = whole and url is None and view_reuse.reusable(warehouse, target, VIEWS)
-    if reuse:
-        args = view_reuse.build_args_without_views(MANIFEST_JSON, exclude=f"tag:{INTEGRITY_TAG}")
-        events: list[object] = [
-            dg.Output(None, output_name=_output_name(unique_id), metadata=REUSED_VIEW_METADATA | {"unique_id": unique_id})
-            for unique_id in VIEWS
-        ]
-    else:
-        selection = get_updated_cli_invocation_params_for_context(context, MANIFEST_JSON, TRANSLATOR)
-        indirect = ["--indirect-selection", selection.indirect_selection] if selection.indirect_selection else []
-        args, events = [*selection.selection_args, *indirect], []
-    with _one_build_at_a_time(factory):
-        run = invoke(["build", *args, *_reconciliation_vars(context, factory)], warehouse, target, warehouse_url=url)
+    on_duckdb = factory.paths.warehouse_url is None
+    run, events = _build_on_duckdb(context, factory) if on_duckdb else _build_on_postgres(context, factory)
     events += [
         event
         for raw in run.results
@@ -99,11 +127,6 @@ def dbt_marts(context: dg.AssetExecutionContext, factory: FactoryResource):
     # A multi-asset yields its outputs in the project's order (a reused view may feed a rebuilt table and the
     # reverse), then the tests' results.
     yield from sorted(events, key=lambda e: BUILD_ORDER[e.output_name] if isinstance(e, dg.Output) else len(BUILD_ORDER))
-    if not reuse and url is None:
-        if whole and run.success:
-            view_reuse.record(warehouse, target, VIEWS)
-        else:
-            view_reuse.forget(target)
     if not run.success:
         raise dg.Failure(description=f"dbt build failed: {run.describe_failure()}")
 

@@ -705,4 +705,16 @@ RAW_TABLES: dict[str, str] = {
         allocated_at TIMESTAMP NOT NULL,
         PRIMARY KEY (day, variant_id)
     """,
+    # The learn stage's whole-project dbt builds on the PostgreSQL warehouse (learning/build_log.py), by the database's
+    # clock: a campaign's run whose observe stage ended before a build started reuses that build instead of building
+    # the same relations again. One row per build, failed ones included (never reused).
+    "dbt_builds": """
+        build_id VARCHAR NOT NULL PRIMARY KEY,
+        run_id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        partition_day DATE NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP NOT NULL,
+        success BOOLEAN NOT NULL
+    """,
 }
