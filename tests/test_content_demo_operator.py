@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 
@@ -11,7 +10,7 @@ from factory_dagster.content.assets import content_spec
 from factory_dagster.content.demo import DEMO_OPERATOR, fixed_text, review_as_operator
 from factory_dagster.content.review import history, store_pieces
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import open_warehouse
 
 SPEC = content_spec()
 DAY = date(2026, 3, 2)
@@ -44,8 +43,8 @@ def row(variant: str, text: str, codes: list[str]) -> dict:
     }
 
 
-def test_the_editor_approves_judgement_calls_fixes_hard_rules_and_rejects_what_it_cannot_fix(tmp_path: Path) -> None:
-    paths = Paths.under(tmp_path)
+def test_the_editor_approves_judgement_calls_fixes_hard_rules_and_rejects_what_it_cannot_fix(engine_paths: Paths) -> None:
+    paths = engine_paths
     pieces = pd.DataFrame(
         [
             row("v-dup", "Close the books sooner", ["near_duplicate"]),
@@ -53,11 +52,11 @@ def test_the_editor_approves_judgement_calls_fixes_hard_rules_and_rejects_what_i
             row("v-number", "Close 9 days faster", ["unsupported_number"]),
         ]
     )
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         store_pieces(con, pieces, content_id=SPEC.content_id, day=DAY, run_id="r", spec_version="s1")
     lines = review_as_operator(paths, DAY)
     assert lines == ["the demo's content editor: 1 approved, 1 edited, 1 rejected"]
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         actions = {v: [(h["action"], h["actor"]) for h in history(con, v)] for v in pieces["variant_id"]}
     assert actions == {
         "v-dup": [("approve", DEMO_OPERATOR)],

@@ -26,7 +26,6 @@ from factory_dagster.improve.decisions import start_approved
 from factory_dagster.models import prompts
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.settings import PROJECT_ROOT
-from factory_dagster.warehouse.store import connect
 
 SPEC = load_content_spec(PROJECT_ROOT / "campaigns" / "content_brightwave.yaml")
 CONTENT = SPEC.content_id
@@ -43,9 +42,9 @@ def lessons(removed: int = 3, shortened: int = 0) -> EditLessons:
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
-        yield connection
+def con(engine_con):
+    """Each test on both warehouses."""
+    return engine_con
 
 
 def test_only_lessons_taught_often_enough_become_rules() -> None:

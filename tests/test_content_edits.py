@@ -84,8 +84,8 @@ def rows(day: date) -> pd.DataFrame:
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
+def con(tmp_path: Path, engine_url: str | None):
+    with connect(tmp_path / "warehouse.duckdb", url=engine_url) as connection:
         for day in (D1, D2):
             store_pieces(connection, rows(day), content_id=CONTENT, day=day, run_id="run-1", spec_version="s1")
         for variant, (_, _, _, new) in EDITS.items():

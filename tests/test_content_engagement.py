@@ -164,7 +164,7 @@ def test_email_subject_events_count_once_per_send_and_type() -> None:
         email_subject_engagement(events.drop(columns=["variant_id"]), VARIANTS)
 
 
-def test_import_into_the_warehouse_once_per_file(tmp_path: Path) -> None:
+def test_import_into_the_warehouse_once_per_file(tmp_path: Path, engine_url: str | None) -> None:
     inbox = tmp_path / "inbox"
     write(
         inbox / "linkedin" / "li.csv",
@@ -173,7 +173,7 @@ def test_import_into_the_warehouse_once_per_file(tmp_path: Path) -> None:
     write(inbox / "ga4" / "ga4.csv", GA4 + "p2-a,linkedin / social,c,8,4,0\n(not set),google / organic,(organic),9,4,0\n")
     write(inbox / "ga4" / "broken.csv", "Sessions\n1\n")
     run = RunContext("run-1", DAY, "content-test")
-    with connect(tmp_path / "wh.duckdb") as con:
+    with connect(tmp_path / "wh.duckdb", url=engine_url) as con:
         summary = import_engagement_files(con, inbox, run, VARIANTS)
         assert (summary.rows, summary.accepted_rows, summary.quarantined) == (3, 8, 1)
         assert list(summary.rejected_files) == [str(inbox / "ga4" / "broken.csv")]

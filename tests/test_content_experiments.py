@@ -65,8 +65,8 @@ def published(day: date = DAY) -> pd.DataFrame:
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(tmp_path / "warehouse.duckdb") as connection:
+def con(tmp_path: Path, engine_url: str | None):
+    with connect(tmp_path / "warehouse.duckdb", url=engine_url) as connection:
         rows = (
             published()
             .drop(columns="day")

@@ -1,4 +1,4 @@
-"""The content approval queue on a real DuckDB warehouse, the `factory content` CLI, and the content marts built by dbt."""
+"""The content approval queue and the `factory content` CLI on both warehouses, and the content marts built by dbt."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from factory_dagster.content.spec import load_content_spec
 from factory_dagster.learning.dbt_runner import invoke
 from factory_dagster.review.analysis import word_edit_distance
 from factory_dagster.settings import PROJECT_ROOT, Paths
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import connect, open_warehouse
 
 SPEC_PATH = PROJECT_ROOT / "campaigns" / "content_brightwave.yaml"
 SPEC = load_content_spec(SPEC_PATH)
@@ -72,15 +72,15 @@ AUDITS = pd.DataFrame(  # content.stages' audit shape: pass/fail, and rows witho
 )
 
 
-def stored(path: Path, pieces: pd.DataFrame = PIECES, day: date = DAY) -> Path:
-    with connect(path) as con:
+def stored(path: Path, pieces: pd.DataFrame = PIECES, day: date = DAY, url: str | None = None) -> Path:
+    with connect(path, url=url) as con:
         store_pieces(con, pieces, content_id=CONTENT, day=day, run_id="run-1", spec_version="s1", audits=AUDITS)
     return path
 
 
 @pytest.fixture
-def con(tmp_path: Path):
-    with connect(stored(tmp_path / "warehouse.duckdb")) as connection:
+def con(tmp_path: Path, engine_url: str | None):
+    with connect(stored(tmp_path / "warehouse.duckdb", url=engine_url), url=engine_url) as connection:
         yield connection
 
 
@@ -210,9 +210,9 @@ def run_cli(argv: list[str], paths: Paths) -> int:
     return args.run(args, paths)
 
 
-def test_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    paths = Paths.under(tmp_path / "data")
-    stored(paths.warehouse)
+def test_the_cli(engine_paths: Paths, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = engine_paths
+    stored(paths.warehouse, url=paths.warehouse_url)
     spec = ["content", "--spec", str(SPEC_PATH)]
     assert run_cli([*spec, "list"], paths) == 0
     out = capsys.readouterr().out
@@ -221,7 +221,8 @@ def test_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli([*spec, "show", "v-banned"], paths) == 0
     out = capsys.readouterr().out
     assert "waiting for a person" in out and "A revolutionary way to close the month" in out
-    sha = find_variant(duckdb.connect(str(paths.warehouse), read_only=True), CONTENT, "v-banned").sha256[:12]
+    with open_warehouse(paths, read_only=True) as con:
+        sha = find_variant(con, CONTENT, "v-banned").sha256[:12]
     assert f"text sha: {sha}" in out
     assert run_cli([*spec, "approve", "v-banned", "--actor", "ana"], paths) == 1
     assert "cannot approve away" in capsys.readouterr().err

@@ -61,7 +61,7 @@ def _content(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.campaign.spec import SpecError
     from factory_dagster.content.review import ContentReviewError
     from factory_dagster.content.spec import load_content_spec
-    from factory_dagster.warehouse.store import connect
+    from factory_dagster.warehouse.store import open_warehouse
 
     try:
         spec = load_content_spec(content_spec_path(args.spec))
@@ -70,7 +70,7 @@ def _content(args: argparse.Namespace, paths: Paths) -> int:
         return 2
     handlers = {"list": _list, "show": _show, "approve": _approve, "edit": _edit, "reject": _reject}
     try:
-        with connect(paths.warehouse) as con:
+        with open_warehouse(paths) as con:
             return handlers[args.action](con, spec, args, paths)
     except ContentReviewError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ from factory_dagster.content.review import OVERRIDABLE, ContentItem, ContentRevi
 from factory_dagster.content.spec import ContentSpec
 from factory_dagster.improve import store as experiment_store
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import open_warehouse
 
 CONTENT_JOB = "content_line"
 DEMO_OPERATOR = "demo operator"
@@ -124,7 +124,7 @@ def review_as_operator(paths: Paths, day: date) -> list[str]:
     spec = content_spec()
     counts: dict[str, int] = {}
     lines = []
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         for item in queue(con, spec.content_id, day):
             outcome = _decide(con, spec, item, paths)
             counts[outcome] = counts.get(outcome, 0) + 1
@@ -152,7 +152,7 @@ def review_as_operator(paths: Paths, day: date) -> list[str]:
 def content_summary(paths: Paths) -> list[str]:
     """What the content line made, published and heard back over the demo's days."""
     spec = content_spec()
-    with connect(paths.warehouse, read_only=True) as con:
+    with open_warehouse(paths, read_only=True) as con:
         pieces, variants, flagged = con.execute(
             """SELECT count(DISTINCT piece_id), count(*), count(*) FILTER (WHERE gate_verdict = 'flagged')
                FROM raw.content_pieces WHERE content_id = ?""",

@@ -28,6 +28,7 @@ import pandas as pd
 
 from factory_dagster.content.edits import EditLessons
 from factory_dagster.content.experiments import record_look
+from factory_dagster.content.review import LATEST_DECISIONS
 from factory_dagster.content.spec import ContentSpec
 from factory_dagster.improve import store
 from factory_dagster.improve.allocation import stable_unit
@@ -119,11 +120,12 @@ def untouched_counts(
     """Per variants prompt version (of the days from `since`): pieces and variants written (trials) and the
     variants gone out as written (events)."""
     return con.execute(
-        """WITH latest AS (SELECT variant_id, arg_max(action, seq) AS action FROM raw.content_reviews GROUP BY variant_id)
+        f"""WITH {LATEST_DECISIONS}
            SELECT p.prompt_version, count(DISTINCT p.piece_id) AS pieces, count(*) AS trials,
-                  count(*) FILTER (WHERE l.action IN ('auto_approve', 'approve')) AS events
-           FROM raw.content_pieces p LEFT JOIN latest l USING (variant_id)
-           WHERE p.content_id = ? AND (? IS NULL OR list_contains(?, p.prompt_version)) AND (? IS NULL OR p.day >= ?)
+                  count(*) FILTER (WHERE d.last_action IN ('auto_approve', 'approve')) AS events
+           FROM raw.content_pieces p LEFT JOIN decided d USING (variant_id)
+           WHERE p.content_id = ? AND (?::VARCHAR[] IS NULL OR p.prompt_version = ANY(?::VARCHAR[]))
+             AND (?::DATE IS NULL OR p.day >= ?)
            GROUP BY p.prompt_version""",
         [content_id, versions, versions, since, since],
     ).df()

@@ -106,7 +106,7 @@ def variant_counts(con: duckdb.DuckDBPyConnection, content_id: str, before: date
     rows = con.execute(
         """SELECT e.variant_id, e.day, e.channel, e.metric, sum(e.value) AS value
            FROM raw.content_engagement e JOIN raw.content_pieces p USING (variant_id)
-           WHERE p.content_id = ? AND e.day < ? GROUP BY ALL""",
+           WHERE p.content_id = ? AND e.day < ? GROUP BY 1, 2, 3, 4""",
         [content_id, before],
     ).df()
     if rows.empty:

@@ -254,22 +254,26 @@ def store_pieces(
 
 # -- reading the state -----------------------------------------------------------------------------
 
-_ITEMS = """
-    WITH decided AS (
-        SELECT variant_id,
-               arg_max(action, seq) AS last_action,
-               arg_max(actor, seq) AS last_actor,
-               arg_max(reason, seq) AS last_reason,
-               arg_max(edited_text, seq) FILTER (WHERE action = 'edit') AS edited_text,
+# CTEs ending in `decided`: each reviewed variant's latest decision and latest edit, by `seq` (one spelling for DuckDB
+# and PostgreSQL, which has no arg_max).
+LATEST_DECISIONS = """
+    counted AS (
+        SELECT variant_id, max(seq) AS last_seq, max(seq) FILTER (WHERE action = 'edit') AS edit_seq,
                (count(*) FILTER (WHERE action = 'edit'))::INTEGER AS edits
-        FROM raw.content_reviews GROUP BY variant_id
-    )
+        FROM raw.content_reviews GROUP BY variant_id),
+    decided AS (
+        SELECT c.variant_id, l.action AS last_action, l.actor AS last_actor, l.reason AS last_reason, e.edited_text, c.edits
+        FROM counted c JOIN raw.content_reviews l ON l.variant_id = c.variant_id AND l.seq = c.last_seq
+        LEFT JOIN raw.content_reviews e ON e.variant_id = c.variant_id AND e.seq = c.edit_seq)"""
+
+_ITEMS = f"""
+    WITH {LATEST_DECISIONS}
     SELECT p.variant_id, p.piece_id, p.day, p.content_id, p.topic, p.segment, p.channel, p.text AS model_text,
            coalesce(d.edited_text, p.text) AS text, p.claim_ids, p.gate_verdict, p.violation_codes, p.audit_verdict,
            p.audit_reasons, p.brief_source, p.model, d.last_action, d.last_actor, d.last_reason, coalesce(d.edits, 0) AS edits,
            p.variant_id IN (SELECT variant_id FROM raw.content_engagement) AS engaged
     FROM raw.content_pieces p LEFT JOIN decided d USING (variant_id)
-    WHERE p.content_id = $content AND ($day IS NULL OR p.day = $day) AND ($variant IS NULL OR p.variant_id = $variant)"""
+    WHERE p.content_id = $content AND ($day::DATE IS NULL OR p.day = $day) AND ($variant::VARCHAR IS NULL OR p.variant_id = $variant)"""
 
 
 def variants(
@@ -296,16 +300,13 @@ def find_variant(con: duckdb.DuckDBPyConnection, content_id: str, variant_id: st
 
 # The approved variants of a day range with their effective text (the latest edit): what publishing takes
 # and what the near-duplicate rule compares with.
-_APPROVED = """
-    WITH decided AS (
-        SELECT variant_id, arg_max(action, seq) AS decision,
-               arg_max(edited_text, seq) FILTER (WHERE action = 'edit') AS edited_text
-        FROM raw.content_reviews GROUP BY variant_id)
+_APPROVED = f"""
+    WITH {LATEST_DECISIONS}
     SELECT p.piece_id, p.variant_id, p.channel, p.segment, p.topic, coalesce(d.edited_text, p.text) AS text,
-           d.edited_text IS NOT NULL AS edited, d.decision, p.content_id
+           d.edited_text IS NOT NULL AS edited, d.last_action AS decision, p.content_id
     FROM raw.content_pieces p JOIN decided d USING (variant_id)
-    WHERE p.day BETWEEN $first AND $last AND ($content IS NULL OR p.content_id = $content)
-      AND d.decision IN ('approve', 'edit', 'auto_approve')"""
+    WHERE p.day BETWEEN $first AND $last AND ($content::VARCHAR IS NULL OR p.content_id = $content)
+      AND d.last_action IN ('approve', 'edit', 'auto_approve')"""
 
 
 def approved_variants(con: duckdb.DuckDBPyConnection, day: date, content_id: str | None = None) -> pd.DataFrame:
