@@ -1,5 +1,5 @@
 """`factory report`: the warehouse read into frames, the plots, the page and the command, on a tiny real
-DuckDB file whose marts are built here with known rows (the end-to-end run on a real line warehouse,
+DuckDB file whose marts are built here with known rows, and on its copy in PostgreSQL (the end-to-end run on a real line warehouse,
 opened in headless Chromium, is in test_line_integration.py)."""
 
 from __future__ import annotations
@@ -8,12 +8,16 @@ import argparse
 import json
 import math
 import re
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from postgres_server import fresh_database
 from scipy.stats import binomtest
+from warehouse_copy import copy_warehouse
+from warehouse_engines import ENGINES
 
 from factory_dagster.report import write_report
 from factory_dagster.report.cli import register
@@ -21,6 +25,7 @@ from factory_dagster.report.data import OUTCOME_WINDOW_DAYS, ReportData, ReportI
 from factory_dagster.report.figures import MIN_EVENTS, key_figures, lift_with_interval, summary_markdown, wilson_interval
 from factory_dagster.report.plots import HOLDOUT_BAND, MAX_ARMS, PLOTS, traffic_shares
 from factory_dagster.settings import Paths
+from factory_dagster.warehouse import postgres
 from factory_dagster.warehouse.store import connect
 
 CAMPAIGN = "alpha"
@@ -119,12 +124,31 @@ def _build_marts(con, leads: pd.DataFrame) -> None:
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("report") / "warehouse.duckdb"
     leads = pd.concat([_assignments(CAMPAIGN, DAYS, 30), _assignments(OTHER, 2, 10, FIRST + timedelta(days=DAYS - 2))])
     with connect(path) as con:
         _build_marts(con, leads)
     return path
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def warehouse(request: pytest.FixtureRequest, built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paths]:
+    """The data folder of the built warehouse: the DuckDB file, or its rows and marts copied into a fresh PostgreSQL
+    database, named by the settings of another data folder that has no DuckDB file (as FACTORY_WAREHOUSE_URL would)."""
+    if request.param == "duckdb":
+        yield Paths.under(built.parent)
+        return
+    base = Paths.under(tmp_path_factory.mktemp("report_postgres"))
+    with fresh_database(request.getfixturevalue("postgres_server")) as dsn:
+        with connect(built, read_only=True) as source, postgres.connect_postgres(dsn) as target:
+            copy_warehouse(source, target)
+        yield Paths(base.home, base.warehouse, base.leads_inbox, base.spec, dsn)
+        assert not base.warehouse.exists()  # the report read PostgreSQL, and never created the file
+
+
+def load(paths: Paths, campaign: str | None = None, days: int | None = None) -> ReportData:
+    return load_report_data(paths.warehouse, campaign, days, url=paths.warehouse_url)
 
 
 def _expected(campaign: str = CAMPAIGN, days: int | None = None) -> pd.DataFrame:
@@ -136,8 +160,8 @@ def _expected(campaign: str = CAMPAIGN, days: int | None = None) -> pd.DataFrame
     return leads
 
 
-def test_key_figures_add_up_what_the_warehouse_holds(warehouse: Path) -> None:
-    figures = key_figures(load_report_data(warehouse, CAMPAIGN))
+def test_key_figures_add_up_what_the_warehouse_holds(warehouse: Paths) -> None:
+    figures = key_figures(load(warehouse, CAMPAIGN))
     leads = _expected()
     mature = leads[leads.days_since_send >= OUTCOME_WINDOW_DAYS]
     loop, holdout = mature[~mature.holdout], mature[mature.holdout]
@@ -163,8 +187,8 @@ def test_key_figures_add_up_what_the_warehouse_holds(warehouse: Path) -> None:
     assert "\\|v1\\|" in markdown  # a pipe inside an arm name does not break the table
 
 
-def test_days_keeps_the_last_n_days_and_campaign_keeps_one(warehouse: Path) -> None:
-    data = load_report_data(warehouse, CAMPAIGN, days=3)
+def test_days_keeps_the_last_n_days_and_campaign_keeps_one(warehouse: Paths) -> None:
+    data = load(warehouse, CAMPAIGN, days=3)
     assert data.since == FIRST + timedelta(DAYS - 3) and data.until == FIRST + timedelta(DAYS - 1)
     assert list(data.funnel.day.dt.date) == [FIRST + timedelta(d) for d in range(DAYS - 3, DAYS)]
     assert key_figures(data)["sends"] == len(_expected(days=3))
@@ -172,17 +196,17 @@ def test_days_keeps_the_last_n_days_and_campaign_keeps_one(warehouse: Path) -> N
     assert data.holdout.empty
     # An experiment concluded before the window is left out.
     assert set(data.experiments.experiment_id) == {"exp_1"}
-    both = key_figures(load_report_data(warehouse))
+    both = key_figures(load(warehouse))
     assert both["campaigns"] == [CAMPAIGN, OTHER]
     assert both["sends"] == len(_expected()) + len(_expected(OTHER))
-    assert key_figures(load_report_data(warehouse, OTHER))["sends"] == len(_expected(OTHER))
+    assert key_figures(load(warehouse, OTHER))["sends"] == len(_expected(OTHER))
 
 
-def test_an_unknown_campaign_or_a_bad_days_value_is_refused_by_name(warehouse: Path) -> None:
+def test_an_unknown_campaign_or_a_bad_days_value_is_refused_by_name(warehouse: Paths) -> None:
     with pytest.raises(ReportInputError, match=r"'gamma' is not in the warehouse; it holds: alpha, beta"):
-        load_report_data(warehouse, "gamma")
+        load(warehouse, "gamma")
     with pytest.raises(ReportInputError, match="at least 1"):
-        load_report_data(warehouse, days=0)
+        load(warehouse, days=0)
 
 
 def test_wilson_interval_matches_scipy() -> None:
@@ -220,8 +244,8 @@ def _pngs_are_real(paths: list[Path]) -> None:
         assert width > 400, path
 
 
-def test_the_page_shows_every_plot_with_its_caption_and_escapes_warehouse_text(warehouse: Path, tmp_path: Path) -> None:
-    result = write_report(warehouse, tmp_path / "out", campaign=CAMPAIGN)
+def test_the_page_shows_every_plot_with_its_caption_and_escapes_warehouse_text(warehouse: Paths, tmp_path: Path) -> None:
+    result = write_report(warehouse.warehouse, tmp_path / "out", campaign=CAMPAIGN, url=warehouse.warehouse_url)
     page = result.index.read_text(encoding="utf-8")
     assert len(result.images) == len(PLOTS) and all(p.parent == result.index.parent for p in result.images)
     _pngs_are_real(result.images)
@@ -271,8 +295,8 @@ def _command(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["report", *argv])
 
 
-def test_the_command_writes_into_the_data_folder_and_prints_the_page(warehouse: Path, capsys) -> None:
-    paths = Paths.under(warehouse.parent)
+def test_the_command_writes_into_the_data_folder_and_prints_the_page(warehouse: Paths, capsys) -> None:
+    paths = warehouse
     args = _command("--campaign", OTHER, "--days", "1")
     assert args.run(args, paths) == 0
     index = Path(capsys.readouterr().out.strip())

@@ -39,7 +39,7 @@ def loop_report(context: dg.AssetExecutionContext, factory: FactoryResource) -> 
     """The loop in pictures: daily funnel, loop vs holdout, traffic per arm, experiment posteriors, cost per
     positive reply, gate catch rates; a static HTML page with PNGs in the data folder's reports/."""
     paths = factory.paths
-    result = write_report(paths.warehouse, default_out_dir(paths))
+    result = write_report(paths.warehouse, default_out_dir(paths), url=paths.warehouse_url)
     context.log.info(f"report written: {result.index}")
     figures = result.figures
     numbers = {

@@ -47,10 +47,10 @@ def run_report(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.report.write import write_report
 
     out_dir = args.out if args.out is not None else default_out_dir(paths)
-    if not paths.warehouse.exists():
+    if not paths.warehouse_url and not paths.warehouse.exists():
         print(f"note: {paths.warehouse} does not exist yet; every plot says 'no data yet'", file=sys.stderr)
     try:
-        result = write_report(paths.warehouse, out_dir, campaign=args.campaign, days=args.days)
+        result = write_report(paths.warehouse, out_dir, campaign=args.campaign, days=args.days, url=paths.warehouse_url)
     except ReportInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

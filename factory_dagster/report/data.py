@@ -65,7 +65,7 @@ class ReportInputError(ValueError):
 class ReportData:
     """Everything one report draws, already filtered to its campaigns and days."""
 
-    warehouse: Path
+    warehouse: Path | str  # the DuckDB file, or the PostgreSQL warehouse's URL with its password masked
     warehouse_exists: bool
     campaigns: list[str]
     since: date | None
@@ -112,13 +112,13 @@ def warehouse_campaigns(con: duckdb.DuckDBPyConnection) -> list[str]:
 def latest_day(con: duckdb.DuckDBPyConnection, campaigns: list[str]) -> date | None:
     """The last day with activity for the campaigns: what `--days N` counts back from."""
     sources = [
-        f"SELECT max({column}) AS d FROM {name} WHERE list_contains($campaigns, campaign_id)"
+        f"SELECT max({column}) AS d FROM {name} WHERE campaign_id = ANY($campaigns::VARCHAR[])"
         for name, column in (("marts.daily_kpis", "day"), ("raw.assignments", "partition_day"))
         if table_exists(con, *name.split("."))
     ]
     if not sources or not campaigns:
         return None
-    row = fetch_one(con, f"SELECT max(d) FROM ({' UNION ALL '.join(sources)})", {"campaigns": campaigns})
+    row = fetch_one(con, f"SELECT max(d) FROM ({' UNION ALL '.join(sources)}) AS days", {"campaigns": campaigns})
     return None if row is None or row[0] is None else pd.Timestamp(row[0]).date()
 
 
@@ -138,13 +138,13 @@ FUNNEL_SQL = """
                sum(positive_replies) AS positive_replies, sum(booked) AS booked, sum(bounces) AS bounces,
                sum(unsubscribes) AS unsubscribes, sum(complaints) AS complaints, sum(cost_usd) AS cost_usd
         FROM marts.daily_kpis
-        WHERE list_contains($campaigns, campaign_id) AND day BETWEEN $since AND $until
+        WHERE campaign_id = ANY($campaigns::VARCHAR[]) AND day BETWEEN $since AND $until
         GROUP BY day
     ),
     delivered AS (
         SELECT partition_day AS day, count(*) FILTER (WHERE delivered) AS delivered
         FROM intermediate.int_send_outcomes
-        WHERE list_contains($campaigns, campaign_id) AND partition_day BETWEEN $since AND $until
+        WHERE campaign_id = ANY($campaigns::VARCHAR[]) AND partition_day BETWEEN $since AND $until
         GROUP BY 1
     )
     SELECT kpis.day, leads_in, sends, coalesce(delivered.delivered, 0) AS delivered, replies, positive_replies, booked,
@@ -160,8 +160,8 @@ HOLDOUT_SQL = """
     FROM intermediate.int_send_outcomes AS sends
     JOIN raw.assignments AS assignments USING (campaign_id, lead_id)
     WHERE assignments.holdout IS NOT NULL AND sends.days_since_send >= $window
-      AND list_contains($campaigns, sends.campaign_id) AND sends.partition_day BETWEEN $since AND $until
-    GROUP BY ALL
+      AND sends.campaign_id = ANY($campaigns::VARCHAR[]) AND sends.partition_day BETWEEN $since AND $until
+    GROUP BY 1, 2
     ORDER BY 1, 2
 """
 
@@ -172,8 +172,8 @@ TRAFFIC_SQL = """
                 WHEN $many THEN campaign_id || ': ' || arm_id ELSE arm_id END AS arm,
            count(*) AS leads
     FROM raw.assignments
-    WHERE list_contains($campaigns, campaign_id) AND partition_day BETWEEN $since AND $until
-    GROUP BY ALL
+    WHERE campaign_id = ANY($campaigns::VARCHAR[]) AND partition_day BETWEEN $since AND $until
+    GROUP BY 1, 2
     ORDER BY 1, 2
 """
 
@@ -181,7 +181,7 @@ TRAFFIC_SQL = """
 EXPERIMENTS_SQL = f"""
     SELECT {", ".join(EXPERIMENT_COLUMNS)}
     FROM marts.experiment_results
-    WHERE list_contains($campaigns, campaign_id)
+    WHERE campaign_id = ANY($campaigns::VARCHAR[])
       AND (started_day IS NULL OR started_day <= $until)
       AND (concluded_day IS NULL OR concluded_day >= $since)
     ORDER BY experiment_id, role DESC, arm
@@ -190,8 +190,8 @@ EXPERIMENTS_SQL = f"""
 COSTS_SQL = """
     SELECT stage, model, sum(calls) AS calls, sum(cost_usd) AS cost_usd
     FROM marts.llm_costs
-    WHERE list_contains($campaigns, campaign_id) AND day BETWEEN $since AND $until
-    GROUP BY ALL
+    WHERE campaign_id = ANY($campaigns::VARCHAR[]) AND day BETWEEN $since AND $until
+    GROUP BY 1, 2
     ORDER BY cost_usd DESC
 """
 
@@ -200,27 +200,27 @@ DRAFT_MODELS_SQL = """
     SELECT stage, model, sum(leads) AS leads, sum(accepted) AS accepted, sum(cost_usd) AS cost_usd,
            sum(mature_sends) AS mature_sends, sum(positive_replies) AS positive_replies
     FROM marts.model_stage_quality
-    WHERE list_contains($campaigns, campaign_id)
-    GROUP BY ALL
+    WHERE campaign_id = ANY($campaigns::VARCHAR[])
+    GROUP BY 1, 2
     ORDER BY stage, model
 """
 
 GATE_VIOLATIONS_SQL = """
     SELECT violation_code, sum(drafts_flagged) AS drafts_flagged, sum(violations) AS violations
     FROM marts.gate_violations
-    WHERE list_contains($campaigns, campaign_id) AND day BETWEEN $since AND $until
-    GROUP BY ALL
+    WHERE campaign_id = ANY($campaigns::VARCHAR[]) AND day BETWEEN $since AND $until
+    GROUP BY 1
     ORDER BY drafts_flagged DESC, violation_code
 """
 
 GATE_TOTALS_SQL = """
     SELECT coalesce(sum(drafts), 0), coalesce(sum(passed), 0)
     FROM marts.gate_metrics
-    WHERE list_contains($campaigns, campaign_id) AND day BETWEEN $since AND $until
+    WHERE campaign_id = ANY($campaigns::VARCHAR[]) AND day BETWEEN $since AND $until
 """
 
 
-def read_report_data(con: duckdb.DuckDBPyConnection, warehouse: Path, campaign: str | None, days: int | None) -> ReportData:
+def read_report_data(con: duckdb.DuckDBPyConnection, warehouse: Path | str, campaign: str | None, days: int | None) -> ReportData:
     """Every frame of the report from an open connection, for the campaign (or all) and the last `days` days (or all)."""
     if days is not None and days < 1:
         raise ReportInputError(f"--days must be at least 1, not {days}")
@@ -260,12 +260,18 @@ def _days(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def load_report_data(warehouse: Path, campaign: str | None = None, days: int | None = None) -> ReportData:
-    """The report's data from the warehouse file, opened read-only. A missing file is a warehouse
-    with nothing in it yet (every plot says so), not an error: the line creates it on its first run."""
+def load_report_data(warehouse: Path, campaign: str | None = None, days: int | None = None, url: str | None = None) -> ReportData:
+    """The report's data from the warehouse, opened read-only: the file, or the PostgreSQL warehouse at `url`. A
+    missing file is a warehouse with nothing in it yet (every plot says so), not an error: the line creates it on its
+    first run."""
     warehouse = Path(warehouse)
     if days is not None and days < 1:
         raise ReportInputError(f"--days must be at least 1, not {days}")
+    if url:
+        from factory_dagster.warehouse.postgres import mask_dsn
+
+        with connect(warehouse, read_only=True, url=url) as con:
+            return read_report_data(con, mask_dsn(url), campaign, days)
     if not warehouse.exists():
         return ReportData(warehouse, False, [] if campaign is None else [campaign], None, None)
     with connect(warehouse, read_only=True) as con:

@@ -34,10 +34,13 @@ def _write_text(path: Path, text: str) -> None:
     write_atomically(path, text.encode("utf-8"))
 
 
-def write_report(warehouse: Path, out_dir: Path, campaign: str | None = None, days: int | None = None) -> ReportResult:
+def write_report(
+    warehouse: Path, out_dir: Path, campaign: str | None = None, days: int | None = None, url: str | None = None
+) -> ReportResult:
     """Write the report for `campaign` (default: every campaign in the warehouse) over the last `days` days
-    (default: all) into `out_dir`: index.html, one PNG per plot, key_figures.json and summary.md."""
-    data = load_report_data(Path(warehouse), campaign, days)
+    (default: all) into `out_dir`: index.html, one PNG per plot, key_figures.json and summary.md. With `url`, from
+    the PostgreSQL warehouse there instead of the file."""
+    data = load_report_data(Path(warehouse), campaign, days, url)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = key_figures(data)
