@@ -1,4 +1,4 @@
-"""`factory replies classify FILE --out OUT.csv`: every row comes back, bad files are refused by name, the ledger lands in DuckDB."""
+"""`factory replies classify FILE --out OUT.csv`: every row comes back, bad files are refused by name, the ledger lands in the warehouse (DuckDB or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from factory_dagster.replies.cli import register
 from factory_dagster.settings import Paths
+from factory_dagster.warehouse.store import open_warehouse
 
 QUOTED = (
     "Yes, Thursday at 2pm works.\n\nOn Tue, 3 Mar 2026 at 09:14, Maya Okafor <maya@brightwave-ledger.example> wrote:\n"
@@ -37,7 +38,8 @@ def paths(tmp_path) -> Paths:
     return Paths.under(tmp_path / "home")
 
 
-def test_every_row_is_classified_or_quarantined_and_the_ledger_is_in_the_warehouse(paths, tmp_path, capsys):
+def test_every_row_is_classified_or_quarantined_and_the_ledger_is_in_the_warehouse(engine_paths, tmp_path, capsys):
+    paths = engine_paths  # the DuckDB file, or the PostgreSQL warehouse FACTORY_WAREHOUSE_URL would name
     source, out = tmp_path / "replies.csv", tmp_path / "out" / "classified.csv"
     rows = [
         ("Re: A calmer close", QUOTED, "yes"),
@@ -62,7 +64,8 @@ def test_every_row_is_classified_or_quarantined_and_the_ledger_is_in_the_warehou
     assert by_label.loc["question", "model"].startswith("offline-")
     classified = result[result["class"] != ""]
     assert (classified.confidence.astype(float).between(0, 1)).all() and (classified.model != "").all()
-    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+    assert paths.warehouse.exists() == (paths.warehouse_url is None)
+    with open_warehouse(paths, read_only=True) as con:
         calls = con.execute("SELECT call_id, stage, model, run_id, cost_usd FROM raw.llm_calls").df()
         versions = con.execute("SELECT prompt_version, stage FROM raw.prompt_versions").fetchall()
     assert len(calls) >= 3 and set(calls.stage) <= {"classify", "classify_escalate"}
@@ -71,6 +74,7 @@ def test_every_row_is_classified_or_quarantined_and_the_ledger_is_in_the_warehou
     assert ("classify-v1", "classify") in versions
     printed = capsys.readouterr().out
     assert "classified 5 of 6 replies" in printed and "1 quarantined" in printed and str(out) in printed
+    assert f"in raw.llm_calls of {'postgresql://' if paths.warehouse_url else paths.warehouse}" in printed
 
 
 def test_a_file_without_a_text_column_is_refused_naming_the_file_and_its_columns(paths, tmp_path, capsys):

@@ -32,7 +32,7 @@ from factory_dagster.models.registry import load_registry
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.replies.classify import OUTPUT_COLUMNS, ClassifySettings, classify_replies
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import open_warehouse
 
 SOURCE_ROW = "source_row"
 
@@ -81,14 +81,14 @@ def classify_file(
     run = RunContext(f"replies-cli-{uuid.uuid4().hex[:12]}", datetime.now(UTC).date(), spec.campaign_id)
 
     def cached(keys: list[str]) -> dict[str, CachedAnswer]:
-        with connect(paths.warehouse) as con:
+        with open_warehouse(paths) as con:
             return lookup(con, keys)
 
     gateway = ModelGateway(registry, resolve_routes(spec, registry, os.environ), run, cache_loader=cached)
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         gateway.budget = Budget(spec.limits.daily_budget_usd if budget_usd is None else budget_usd, spent_today(con, run))
     classified = classify_replies(gateway, run, replies, settings)
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         write_ledger(con, gateway)
     result = classified[list(OUTPUT_COLUMNS)].assign(llm_call_ids=classified.llm_call_ids.map(";".join))
     own = replies.rename(columns={c: f"input_{c}" for c in replies.columns if c in OUTPUT_COLUMNS and c != "reply_id"})
@@ -102,6 +102,8 @@ def classify_file(
 
 
 def run_classify(args: argparse.Namespace, paths: Paths) -> int:
+    from factory_dagster.cli import warehouse_name  # late: factory_dagster.cli registers this command
+
     try:
         settings = None
         if args.escalate_below is not None:
@@ -119,6 +121,6 @@ def run_classify(args: argparse.Namespace, paths: Paths) -> int:
         f"(rules {decided.get('rule', 0)}, cheap model {decided.get('cheap', 0)}, premium model {decided.get('premium', 0)}); "
         f"{quarantined} quarantined (see quarantine_reason)"
     )
-    print(f"{len(ledger)} model calls, ${cost:.6f}, in raw.llm_calls of {paths.warehouse}")
+    print(f"{len(ledger)} model calls, ${cost:.6f}, in raw.llm_calls of {warehouse_name(paths)}")
     print(f"written: {args.out}")
     return 0
