@@ -46,9 +46,20 @@ def _campaign_spec(paths: Paths, campaign_id: str | None) -> CampaignSpec:
     return spec_for_campaign(paths.campaigns, campaign_id, paths.spec)
 
 
+def warehouse_name(paths: Paths) -> str:
+    """The warehouse the commands use, as they name it: the DuckDB file, or the PostgreSQL URL with its password masked."""
+    if not paths.warehouse_url:
+        return str(paths.warehouse)
+    from factory_dagster.warehouse.postgres import mask_dsn
+
+    return mask_dsn(paths.warehouse_url)
+
+
 def _demo(args: argparse.Namespace, paths: Paths) -> int:
     if args.fresh and paths.home.exists():
         shutil.rmtree(paths.home)
+    if args.fresh and paths.warehouse_url:
+        print(f"note: --fresh deleted the data folder only; the PostgreSQL warehouse {warehouse_name(paths)} keeps its rows")
     # Import late: building the definitions parses the dbt project when needed.
     import dagster as dg
 
@@ -116,7 +127,7 @@ def _demo(args: argparse.Namespace, paths: Paths) -> int:
 
         index = run_report_job(defs, instance, QUIET_RUN_CONFIG)
         print(f"report: {index}" if index else "report: not written (see the `report` run in make ui)")
-    print(f"warehouse: {paths.warehouse}")
+    print(f"warehouse: {warehouse_name(paths)}")
     planned = sum(args.days - c.first_day for c in campaigns)
     return 0 if len(results) == planned and all(r.completed for r in results) else 1
 
@@ -133,9 +144,9 @@ def _ui(args: argparse.Namespace, paths: Paths) -> int:
 
 def _kill_switch(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.controls.kill_switch import kill_switch_state, set_kill_switch
-    from factory_dagster.warehouse.store import connect
+    from factory_dagster.warehouse.store import open_warehouse
 
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         if args.state == "status":
             state = kill_switch_state(con, args.campaign or load_spec(paths.spec).campaign_id)
         elif not args.reason:
@@ -148,10 +159,10 @@ def _kill_switch(args: argparse.Namespace, paths: Paths) -> int:
 
 def _holds(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.controls.holds import open_holds, release_day
-    from factory_dagster.warehouse.store import connect
+    from factory_dagster.warehouse.store import open_warehouse
 
     campaign_id = _campaign_spec(paths, args.campaign).campaign_id
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         if args.action == "release":
             if not (args.day and args.reason):
                 return _fail("release needs --day and --reason", 2)
@@ -219,9 +230,9 @@ def _experiments(args: argparse.Namespace, paths: Paths) -> int:
         list_experiments,
         load_experiment,
     )
-    from factory_dagster.warehouse.store import connect
+    from factory_dagster.warehouse.store import open_warehouse
 
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         if args.action == "list":
             experiments = list_experiments(
                 con, _campaign_spec(paths, args.campaign).campaign_id, [args.state] if args.state else None
@@ -256,10 +267,10 @@ def _describe_state(version: LoopVersion) -> str:
 def _versions(args: argparse.Namespace, paths: Paths) -> int:
     """The campaign's loop versions, oldest first: the audit log of promotions and rollbacks."""
     from factory_dagster.improve.versions import version_history
-    from factory_dagster.warehouse.store import connect
+    from factory_dagster.warehouse.store import open_warehouse
 
     spec = _campaign_spec(paths, args.campaign)
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         history = version_history(con, spec)
     for version in history:
         when = "-" if version.created_at is None else f"{version.created_at:%Y-%m-%d %H:%M}"
@@ -272,12 +283,12 @@ def _versions(args: argparse.Namespace, paths: Paths) -> int:
 
 def _rollback(args: argparse.Namespace, paths: Paths) -> int:
     from factory_dagster.improve.versions import UnknownVersion, rollback
-    from factory_dagster.warehouse.store import connect
+    from factory_dagster.warehouse.store import open_warehouse
 
     spec = _campaign_spec(paths, args.campaign)
     reason = "rolled back at the command line (no reason given)" if args.reason is None else args.reason
     try:
-        with connect(paths.warehouse) as con:
+        with open_warehouse(paths) as con:
             version = rollback(con, spec, args.to, actor=args.actor, reason=reason)
     except UnknownVersion as exc:
         return _fail(str(exc), 1)
@@ -310,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
         help="sample leads dropped in the default campaign's inbox per day (default 180); each other campaign gets a quarter",
     )
     demo.add_argument("--campaigns", help="comma-separated campaign keys (spec file names) to run (default: every campaign)")
-    demo.add_argument("--fresh", action="store_true", help="delete the data folder first")
+    demo.add_argument("--fresh", action="store_true", help="delete the data folder first (not a PostgreSQL warehouse's rows)")
     demo.add_argument(
         "--operator",
         choices=["approve", "none"],

@@ -38,7 +38,7 @@ from factory_dagster.learning.marts import table_exists
 from factory_dagster.models.registry import ModelRegistry
 from factory_dagster.models.routing import Route
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import connect, fetch_one
+from factory_dagster.warehouse.store import fetch_one, open_warehouse
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 DAGSTER_YAML_HEADER = "# Written by Factory"
@@ -177,7 +177,7 @@ def _held_days(con: duckdb.DuckDBPyConnection, campaign_id: str) -> dict[date, s
 
 def day_hold(paths: Paths, day: date, key: str | None = None) -> str | None:
     """Why the campaign's (by default the default campaign's) day's sends are held, else None."""
-    with connect(paths.warehouse, read_only=True) as con:
+    with open_warehouse(paths, read_only=True) as con:
         return _held_days(con, _campaign_id(paths, key or paths.default_campaign)).get(day)
 
 
@@ -265,7 +265,7 @@ def approve_as_operator(paths: Paths, keys: Sequence[str] | None = None) -> list
     unattended. A real team decides these itself (`factory demo --operator none` leaves them waiting)."""
     campaign_ids = [_campaign_id(paths, key) for key in keys or [paths.default_campaign]]
     lines = []
-    with connect(paths.warehouse) as con:
+    with open_warehouse(paths) as con:
         proposed = [e for c in campaign_ids for e in experiment_store.list_experiments(con, c, ["proposed"])]
         for experiment in proposed:
             experiment_store.decide_by_person(
@@ -322,7 +322,7 @@ def daily_summary(paths: Paths, first: date, last: date, key: str | None = None)
     content line's model spend has rows of its own there), plus from the raw tables the leads
     quarantined because the model's answers were unusable and whether the day's sends are held."""
     campaign_id = _campaign_id(paths, key or paths.default_campaign)
-    with connect(paths.warehouse, read_only=True) as con:
+    with open_warehouse(paths, read_only=True) as con:
         frame = con.execute(
             f"SELECT {', '.join(MART_COLUMNS)} FROM marts.daily_kpis WHERE campaign_id = ? AND day BETWEEN ? AND ? ORDER BY day",
             [campaign_id, first, last],
@@ -373,7 +373,7 @@ def loop_lines(paths: Paths, key: str | None = None) -> list[str]:
     proposed and how it was approved, what runs and what was decided, where the loop stands (version, champions,
     routing), and what it is worth against the holdout once holdout sends are mature."""
     spec = load_spec(paths.campaign_spec(key or paths.default_campaign))
-    with connect(paths.warehouse, read_only=True) as con:
+    with open_warehouse(paths, read_only=True) as con:
         states = dict(
             con.execute(
                 "SELECT state, count(*) FROM raw.experiments WHERE campaign_id = ? GROUP BY 1", [spec.campaign_id]
@@ -406,21 +406,22 @@ def loop_lines(paths: Paths, key: str | None = None) -> list[str]:
 
 def _latest_looks(con: duckdb.DuckDBPyConnection, campaign_id: str) -> list[str]:
     """Each experiment's latest daily look (from marts.experiment_results) in one line: the
-    decision, and how far its sample has come."""
+    decision, and how far its sample has come. The experiment's own columns repeat on each arm's row: min() takes
+    them on either engine (PostgreSQL has no any_value before version 16)."""
     if not table_exists(con, "marts", "experiment_results"):
         return []
     rows = con.execute(
-        """SELECT experiment_id, any_value(look_day), any_value(decision),
-                  any_value(arm) FILTER (WHERE role = 'control'),
-                  list(arm ORDER BY arm) FILTER (WHERE role <> 'control'),
-                  min(look_mature_sends), any_value(planned_sample_size), any_value(days_running), any_value(reasons)
+        """SELECT experiment_id, min(look_day), min(decision),
+                  min(arm) FILTER (WHERE role = 'control'),
+                  string_agg(arm, ', ' ORDER BY arm) FILTER (WHERE role <> 'control'),
+                  min(look_mature_sends), min(planned_sample_size), min(days_running), min(reasons)
            FROM marts.experiment_results
            WHERE campaign_id = ? AND look_day IS NOT NULL
            GROUP BY experiment_id ORDER BY experiment_id""",
         [campaign_id],
     ).fetchall()
     return [
-        f"decision step, {day}: {experiment} ({', '.join(challengers)} vs {control}) -> {decision}, "
+        f"decision step, {day}: {experiment} ({challengers} vs {control}) -> {decision}, "
         f"{mature} of {planned} planned mature sends per arm after {days} days"
         + ("" if decision == "continue" or not reasons else f": {reasons}")
         for experiment, day, decision, control, challengers, mature, planned, days, reasons in rows
