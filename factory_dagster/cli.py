@@ -26,6 +26,7 @@ from factory_dagster.report import cli as report_cli
 from factory_dagster.review import cli as review_cli
 from factory_dagster.settings import PROJECT_ROOT, Paths
 from factory_dagster.warehouse import pg_server
+from factory_dagster.warehouse.store import warehouse_name
 
 if TYPE_CHECKING:
     from factory_dagster.improve.experiments import Experiment
@@ -44,15 +45,6 @@ def _campaign_spec(paths: Paths, campaign_id: str | None) -> CampaignSpec:
     if campaign_id is None:
         return load_spec(paths.spec)
     return spec_for_campaign(paths.campaigns, campaign_id, paths.spec)
-
-
-def warehouse_name(paths: Paths) -> str:
-    """The warehouse the commands use, as they name it: the DuckDB file, or the PostgreSQL URL with its password masked."""
-    if not paths.warehouse_url:
-        return str(paths.warehouse)
-    from factory_dagster.warehouse.postgres import mask_dsn
-
-    return mask_dsn(paths.warehouse_url)
 
 
 def _demo(args: argparse.Namespace, paths: Paths) -> int:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from factory_dagster.improve.stats import (
-    binomial_p_value,
     DEFAULT_RULE,
     ArmCounts,
     BetaPosterior,
@@ -21,6 +20,7 @@ from factory_dagster.improve.stats import (
     StoppingRule,
     beta_cdf,
     beta_ppf,
+    binomial_p_value,
     chi_square_sf,
     compare,
     decide,

@@ -32,7 +32,7 @@ from factory_dagster.models.registry import load_registry
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.replies.classify import OUTPUT_COLUMNS, ClassifySettings, classify_replies
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import open_warehouse
+from factory_dagster.warehouse.store import open_warehouse, warehouse_name
 
 SOURCE_ROW = "source_row"
 
@@ -102,8 +102,6 @@ def classify_file(
 
 
 def run_classify(args: argparse.Namespace, paths: Paths) -> int:
-    from factory_dagster.cli import warehouse_name  # late: factory_dagster.cli registers this command
-
     try:
         settings = None
         if args.escalate_below is not None:

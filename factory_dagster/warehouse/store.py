@@ -211,6 +211,12 @@ def open_warehouse(paths: Paths, read_only: bool = False) -> AbstractContextMana
     return connect(paths.warehouse, read_only=read_only, url=paths.warehouse_url)
 
 
+def warehouse_name(paths: Paths) -> str:
+    """The warehouse `open_warehouse` opens, as the commands name it: the DuckDB file, or the PostgreSQL URL with its
+    password masked."""
+    return str(paths.warehouse) if not paths.warehouse_url else _postgres().mask_dsn(paths.warehouse_url)
+
+
 @contextmanager
 def exclusive(con: Connection, name: str) -> Iterator[None]:
     """Hold the warehouse-wide lock `name` for the block: one holder at a time, across processes.
