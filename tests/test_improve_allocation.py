@@ -318,7 +318,9 @@ def _day_of(held: int, others: int) -> pd.DataFrame:
         flag = is_holdout(SPEC.campaign_id, lead, 0.05)
         if len(chosen[flag]) < (held if flag else others):
             chosen[flag].append(lead)
-    return pd.DataFrame({"lead_id": chosen[True] + chosen[False], "holdout": [True] * held + [False] * others, "experiment_id": None})
+    return pd.DataFrame(
+        {"lead_id": chosen[True] + chosen[False], "holdout": [True] * held + [False] * others, "experiment_id": None}
+    )
 
 
 def test_a_small_days_holdout_is_judged_by_the_exact_binomial_test() -> None:
