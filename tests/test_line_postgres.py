@@ -201,10 +201,12 @@ def test_a_campaign_run_waiting_for_the_dbt_build_reuses_a_build_that_started_af
     assert {m.metadata["status"].value for m in materialized} == {"reused"}
     assert dg.AssetKey(["marts", "daily_kpis"]) in {m.asset_key for m in materialized}
     assert "another-run" in materialized[0].metadata["why"].value
-    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
-        "assert_daily_kpis_match_raw": True,
-        "assert_segment_arm_performance_sends_match_raw": True,
-    }
+    # Its own campaign's reconciliation tests ran here; every other test passed in the build it reused, and says so.
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) > 20 and all(c.passed for c in checks)
+    ran_here = {c.check_name for c in checks if "why" not in c.metadata}
+    assert ran_here == {"assert_daily_kpis_match_raw", "assert_segment_arm_performance_sends_match_raw"}
+    assert {c.metadata["status"].value for c in checks if c.check_name not in ran_here} == {"reused"}
 
 
 def test_rerunning_a_day_on_postgresql_sends_nothing_twice_and_matches_duckdbs_rerun(lines: tuple[Paths, Paths]) -> None:

@@ -10,7 +10,7 @@ from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.controls.kill_switch import kill_switch_state, set_kill_switch
 from factory_dagster.learning import view_reuse
-from factory_dagster.learning.build_log import covering_build, database_now, record_build
+from factory_dagster.learning.build_log import Build, covering_build, database_now, record_build
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG, FactoryDbtTranslator, ensure_manifest, prior_day_specs
 from factory_dagster.learning.dbt_runner import DbtRun, invoke
 from factory_dagster.learning.marts import halt_reason
@@ -25,6 +25,11 @@ ANOMALIES = dg.AssetKey(["marts", "anomalies"])
 PRIOR_DAYS = prior_day_specs(MANIFEST_JSON)
 VIEWS = view_reuse.view_nodes(MANIFEST_JSON)
 RECONCILIATION_TAG = "reconciliation"  # the tests that compare marts with raw totals (dbt_project/tests/assert_*)
+RECONCILIATION_TESTS = frozenset(
+    node["name"]
+    for node in MANIFEST_JSON["nodes"].values()
+    if node["resource_type"] == "test" and RECONCILIATION_TAG in node["tags"]
+)
 
 
 def _output_name(unique_id: str) -> str:
@@ -86,17 +91,34 @@ def _build_on_postgres(context: dg.AssetExecutionContext, factory: FactoryResour
                 run = invoke(
                     ["test", "--select", f"tag:{RECONCILIATION_TAG}", *scope], paths.warehouse, target, paths.warehouse_url
                 )
-                why = (
-                    f"built by run {cover.run_id} (campaign {cover.campaign_id}) from {cover.started_at:%H:%M:%S} UTC, "
-                    "after this run's observe stage had ended: not built again"
-                )
-                reused = [dg.Output(None, output_name=name, metadata={"status": "reused", "why": why}) for name in BUILD_ORDER]
-                return run, reused
+                return run, _reused_build(context, cover)
             started_at = database_now(con)
             run = invoke(["build", *_selection_args(context), *scope], paths.warehouse, target, paths.warehouse_url)
             if whole:
-                record_build(con, context.run.run_id, campaign_id, partition_day(context), started_at, run.success)
+                passed = run.success and all(status == "pass" for status in _test_statuses(run).values())
+                record_build(con, context.run.run_id, campaign_id, partition_day(context), started_at, passed)
     return run, []
+
+
+def _test_statuses(run: DbtRun) -> dict[str, str]:
+    return {e["data"]["node_info"]["node_name"]: e["data"]["status"] for e in run.results if e["info"]["name"] == "LogTestResult"}
+
+
+def _reused_build(context: dg.AssetExecutionContext, cover: Build) -> list[object]:
+    """Another run's build in place of this run's: every model as materialized with status `reused`, and each test
+    of that build as passed there (a build is reused only when every one of its tests passed), but the
+    reconciliation tests, which this run runs itself for its own campaign."""
+    why = (
+        f"built by run {cover.run_id} (campaign {cover.campaign_id}) from {cover.started_at:%H:%M:%S} UTC, "
+        "after this run's observe stage had ended: not built again"
+    )
+    metadata = {"status": "reused", "why": why}
+    outputs: list[object] = [dg.Output(None, output_name=name, metadata=metadata) for name in BUILD_ORDER]
+    return outputs + [
+        dg.AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=True, metadata=metadata)
+        for key in context.selected_asset_check_keys
+        if key.name not in RECONCILIATION_TESTS
+    ]
 
 
 # One campaign's day per run, like every other stage of the line: the days build on each other. The build
