@@ -131,6 +131,14 @@ def _draft_to_fix(results: list[dict[str, Any]], drafts: list[dict[str, Any]]) -
     }
 
 
+def _candidates_by_lead(drafts: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Each lead's candidate drafts in candidate order, from one pass over the frame (not one frame per lead)."""
+    by_lead: dict[str, list[dict[str, Any]]] = {}
+    for row in drafts.sort_values(["lead_id", "candidate_index"]).to_dict("records"):
+        by_lead.setdefault(row["lead_id"], []).append(row)
+    return by_lead
+
+
 def run_gates(
     gateway: ModelGateway,
     spec: CampaignSpec,
@@ -144,7 +152,7 @@ def run_gates(
     """
     history = ConsistencyGate(spec, gateway.run.partition_day) if history is None else history
     out = GateOutput()
-    by_lead = {lead_id: g.sort_values("candidate_index").to_dict("records") for lead_id, g in drafts.groupby("lead_id")}
+    by_lead = _candidates_by_lead(drafts)
     briefs = {
         lead.lead_id: draft_brief(spec, lead.angle, lead.hook, list(lead.claims), lead.prompt_version)
         for lead in work.itertuples()
