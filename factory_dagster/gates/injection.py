@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from factory_dagster.gates.rules import Violation, compiled
+from factory_dagster.gates.rules import Violation
 
 PLANTED_RUN_WORDS = 5
 # The free-text fields a lead's source can plant text in (first name and company are exempt while trusted).
@@ -97,6 +99,8 @@ _OBFUSCATED_CONTACT = re.compile(
     r"|\b[\w-]+\s*(?:\[\.\]|\(\.\)|\[dot\]|\(dot\))\s*[a-z]{2,}\b",
     re.IGNORECASE,
 )
+# What every match of _OBFUSCATED_CONTACT contains: a spelled or bracketed dot.
+_OBFUSCATION_MARK = re.compile(r"\[dot\]|\(dot\)|\{dot\}|\sdot\s|\[\.\]|\(\.\)", re.IGNORECASE)
 _PHONE = re.compile(r"(?<![\w./,:-])(?:\+|00)?\d(?:[ ()./-]{0,2}\d){6,16}(?![\w])")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MESSENGER = re.compile(r"\b(?:whats\s*app|telegram|signal\s+me|wechat|skype|viber|t\.me/|wa\.me/)", re.IGNORECASE)
@@ -108,12 +112,22 @@ _OFFENSIVE = re.compile(
 )
 
 
+@functools.cache
+def _format_characters() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The invisible format characters (category Cf) of this Python's Unicode tables, as two character classes:
+    those of the Basic Multilingual Plane (such a class compiles to a bitmap, 40 times faster) and the others."""
+    cf = [chr(c) for c in range(0x80, sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    return tuple(re.compile("[" + "".join(re.escape(c) for c in cf if (c <= "\uffff") == bmp) + "]") for bmp in (True, False))
+
+
 def visible(text: str) -> str:
     """The text as a reader sees it: NFKC-normalised, invisible format characters (category Cf) removed."""
     if text.isascii():  # NFKC leaves ASCII alone and every Cf character is outside it: most drafts stop here
         return text
-    text = unicodedata.normalize("NFKC", text)
-    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+    # Regex passes, not a category lookup per character: names with accents make many drafts non-ASCII.
+    bmp, astral = _format_characters()
+    text = bmp.sub("", unicodedata.normalize("NFKC", text))
+    return astral.sub("", text) if max(text, default="") > "\uffff" else text
 
 
 def words(text: str) -> list[str]:
@@ -128,8 +142,11 @@ def _field(lead: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=16384)
 def trusted_name(value: str, field: str = "company") -> bool:
-    """Whether a lead's name may appear in the message: short, and no instruction, link, address or markup in it."""
+    """Whether a lead's name may appear in the message: short, and no instruction, link, address or markup in it.
+
+    Kept per name: the gate asks it several times for every draft, and a campaign's leads share names."""
     text = visible(value)
     if len(words(text)) > MAX_TRUSTED_WORDS.get(field, 8):
         return False
@@ -145,11 +162,20 @@ def _trusted_names(lead: Mapping[str, Any]) -> list[str]:
 def mask(text: str, names: Iterable[str], mark: str = " ") -> str:
     """`text` with every whole-word mention of the names replaced by `mark` (case and spacing ignored)."""
     for name in sorted(names, key=len, reverse=True):
-        parts = visible(name).split()
-        if parts:
-            pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, parts)) + r"(?!\w)"
-            text = compiled(pattern, re.IGNORECASE).sub(mark, text)
+        if (pattern := _spaced_pattern(name, whole_words=True)) is not None:
+            text = pattern.sub(mark, text)
     return text
+
+
+@functools.lru_cache(maxsize=4096)
+def _spaced_pattern(text: str, whole_words: bool) -> re.Pattern[str] | None:
+    """`text`'s visible words with any spacing between them, any case (None: no words); kept, as the same
+    names and fixed texts come back for every draft of a lead and every lead of a campaign."""
+    parts = visible(text).split()
+    if not parts:
+        return None
+    pattern = r"\s+".join(map(re.escape, parts))
+    return re.compile(r"(?<!\w)" + pattern + r"(?!\w)" if whole_words else pattern, re.IGNORECASE)
 
 
 def _masked_words(text: str, names: Iterable[str]) -> list[str]:
@@ -158,9 +184,9 @@ def _masked_words(text: str, names: Iterable[str]) -> list[str]:
     for name in sorted((words(n) for n in names), key=len, reverse=True):
         if not name:
             continue
-        out, i = [], 0
+        out, i, first = [], 0, name[0]
         while i < len(tokens):
-            if tokens[i : i + len(name)] == name:
+            if tokens[i] == first and tokens[i : i + len(name)] == name:
                 out.append("\x00")
                 i += len(name)
             else:
@@ -204,6 +230,13 @@ def _allowed(texts: tuple[str, ...]) -> _AllowedTexts:
     )
 
 
+@functools.lru_cache(maxsize=8192)
+def _field_runs(value: str, trusted: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[tuple[str, ...]]]:
+    """A lead field's words with the trusted names masked, and their runs: the same for each of the lead's drafts."""
+    tokens = _masked_words(value, trusted)
+    return tuple(tokens), frozenset(_runs(tokens))
+
+
 def planted_runs(draft: str, lead: Mapping[str, Any], allowed_texts: Iterable[str] = ()) -> list[tuple[str, str]]:
     """(field, first shared run) for every lead field whose words the draft repeats, `PLANTED_RUN_WORDS` at a time.
 
@@ -215,8 +248,8 @@ def planted_runs(draft: str, lead: Mapping[str, Any], allowed_texts: Iterable[st
     allowed = _allowed(tuple(allowed_texts)).runs
     found = []
     for name in (*PLANTED_FIELDS, "first_name"):
-        tokens = _masked_words(_field(lead, name), trusted)
-        shared = (_runs(tokens) & draft_runs) - allowed
+        tokens, runs = _field_runs(_field(lead, name), tuple(trusted))
+        shared = (runs & draft_runs) - allowed
         if shared:
             first = next(run for i in range(len(tokens)) if (run := tuple(tokens[i : i + PLANTED_RUN_WORDS])) in shared)
             found.append((name, " ".join(first)))
@@ -239,7 +272,8 @@ def injection_violations(subject: str, body: str, lead: Mapping[str, Any], allow
         found.append(Violation("markup", f"markup {match.group(0).strip()!r} in a plain-text message"))
     contacts = sorted({m.group(0).lower() for m in _EMAIL.finditer(own)} - allowed.emails)
     contacts += sorted(_phones(own) - allowed.phones)
-    contacts += [m.group(0) for m in _OBFUSCATED_CONTACT.finditer(own) if m.group(0) not in allowed_own]
+    if _OBFUSCATION_MARK.search(own):  # a cheap search first: the full pattern backtracks through every word
+        contacts += [m.group(0) for m in _OBFUSCATED_CONTACT.finditer(own) if m.group(0) not in allowed_own]
     contacts += [m.group(0) for m in _MESSENGER.finditer(own) if m.group(0).lower() not in allowed_own.lower()]
     if contacts:
         found.append(Violation("unsupported_contact", f"contact channel not in the spec: {contacts[0]!r}"))
@@ -301,9 +335,8 @@ MAX_OTHER_SCRIPT_SHARE = 0.5  # share of letters outside Latin script
 def _strip_texts(text: str, texts: Iterable[str]) -> str:
     """`text` without verbatim occurrences of the given texts (case and spacing ignored)."""
     for fixed in sorted(texts, key=len, reverse=True):
-        parts = visible(fixed).split()
-        if parts:
-            text = compiled(r"\s+".join(map(re.escape, parts)), re.IGNORECASE).sub(" ", text)
+        if (pattern := _spaced_pattern(fixed, whole_words=False)) is not None:
+            text = pattern.sub(" ", text)
     return text
 
 
@@ -313,8 +346,9 @@ def _tokens(text: str) -> list[str]:
 
 def _rival_language(tokens: list[str], lang: str) -> tuple[str, int, int] | None:
     """(language, its function words, the spec language's) when another language's outnumber the spec's."""
-    own = sum(t in STOPWORDS[lang] for t in tokens)
-    others = {o: sum(t in ws for t in tokens) for o, ws in STOPWORDS.items() if o != lang}
+    counts = Counter(tokens)  # each distinct word looked up once per language, not each occurrence
+    own = sum(n for t, n in counts.items() if t in STOPWORDS[lang])
+    others = {o: sum(n for t, n in counts.items() if t in ws) for o, ws in STOPWORDS.items() if o != lang}
     rival, count = max(others.items(), key=lambda item: item[1])
     return (rival, count, own) if count >= MIN_FOREIGN_STOPWORDS and count > own else None
 
@@ -340,10 +374,11 @@ def language_violations(subject: str, body: str, language: str, fixed_texts: Ite
     if lang not in STOPWORDS:
         return []
     free = visible(_strip_texts(visible(f"{subject}\n{body}"), fixed_texts))
-    letters = [c for c in free if c.isalpha()]
+    letters = sum(map(str.isalpha, free))
     if letters:
-        other_script = sum(1 for c in letters if "LATIN" not in unicodedata.name(c, "LATIN"))
-        if len(letters) >= 20 and other_script / len(letters) > MAX_OTHER_SCRIPT_SHARE:
+        # ASCII letters are Latin: only the others' Unicode names are looked up.
+        other_script = sum(1 for c in free if not c.isascii() and c.isalpha() and "LATIN" not in unicodedata.name(c, "LATIN"))
+        if letters >= 20 and other_script / letters > MAX_OTHER_SCRIPT_SHARE:
             return [Violation("wrong_language", f"most letters are not Latin script; the spec's language is {language!r}")]
     tokens = _tokens(free)
     if len(tokens) < MIN_WORDS_FOR_VERDICT:
