@@ -95,8 +95,7 @@ class Statement:
     figures: frozenset[str]
 
     def restates(self, other: Statement) -> bool:
-        shared = len(self.words & other.words) / len(self.words | other.words)
-        return shared >= _SAME_STATEMENT
+        return _jaccard(self.words, other.words) >= _SAME_STATEMENT
 
 
 @dataclass(frozen=True)
@@ -152,7 +151,13 @@ def shingles(own_wording: str) -> frozenset[tuple[str, ...]]:
 
 
 def similarity(a: frozenset[tuple[str, ...]], b: frozenset[tuple[str, ...]]) -> float:
-    return len(a & b) / len(a | b) if a and b else 0.0
+    return _jaccard(a, b) if a and b else 0.0
+
+
+def _jaccard(a: frozenset[Any], b: frozenset[Any]) -> float:
+    """|a ∩ b| / |a ∪ b|, the union counted rather than built (a large company's drafts are compared thousands of times)."""
+    shared = len(a & b)
+    return shared / (len(a) + len(b) - shared)
 
 
 def statements(own_wording: str) -> tuple[Statement, ...]:
@@ -161,7 +166,7 @@ def statements(own_wording: str) -> tuple[Statement, ...]:
     for sentence in _SENTENCE_BREAK.split(own_wording):
         norm = _norm(sentence)
         figures = frozenset(f"{number.replace(',', '.')} {unit or ''}".strip() for number, unit in _FIGURE.findall(norm))
-        words = frozenset("#" if any(c.isdigit() for c in w) else w for w in _WORD.findall(norm))
+        words = frozenset("#" if not w.isalpha() and any(c.isdigit() for c in w) else w for w in _WORD.findall(norm))
         if figures and len(words) >= _MIN_STATEMENT_WORDS:
             found.append(Statement(" ".join(sentence.split()), words, figures))
     return tuple(found)
