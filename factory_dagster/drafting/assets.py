@@ -43,18 +43,16 @@ def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Ma
                     "warning",
                     deferral_detail("drafting", deferred, spec.limits.daily_budget_usd),
                 )
-        checks = run_checks(con, spec, day, *DRAFT_CHECKS)
-    parse_failures = int(candidates.parse_error.notna().sum()) if not candidates.empty else 0
-    return dg.MaterializeResult(
-        metadata={
+        metadata = {
             "leads": len(work),
             "drafts": len(candidates),
-            "unparseable": parse_failures,
+            "unparseable": int(candidates.parse_error.notna().sum()) if not candidates.empty else 0,
             "leads_deferred_by_budget": len(deferred),
             **gateway.usage(),
-        },
-        check_results=checks,
-    )
+        }
+        del work, candidates, gateway  # the check reads the day's drafts back: not two copies of them at once
+        checks = run_checks(con, spec, day, *DRAFT_CHECKS)
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 def deferral_detail(stage: str, lead_ids: list[str], budget_usd: float) -> str:
