@@ -193,10 +193,15 @@ class ConsistencyGate:
         for key in profile.message.keys:
             self._by_key.setdefault(key, []).append(profile)
 
-    def _related(self, lead: Any) -> list[_Profile]:
+    def mark(self) -> dict[str, int]:
+        """What the gate holds now, for `reference(lead, as_of=...)` to answer as of this moment later on."""
+        return {key: len(profiles) for key, profiles in self._by_key.items()}
+
+    def _related(self, lead: Any, as_of: dict[str, int] | None = None) -> list[_Profile]:
         seen: dict[str, _Profile] = {}
         for key in recipient_keys(str(lead.company or ""), str(lead.email or "")):
-            for profile in self._by_key.get(key, []):
+            profiles = self._by_key.get(key, [])
+            for profile in profiles if as_of is None else profiles[: as_of.get(key, 0)]:  # only ever appended to
                 if profile.message.lead_id != lead.lead_id:
                     seen.setdefault(profile.message.lead_id, profile)
         return sorted(seen.values(), key=lambda p: (p.message.day, p.message.lead_id))
@@ -239,9 +244,10 @@ class ConsistencyGate:
         """Remember a message accepted today, so the next drafts for the same company are checked against it."""
         self._add(self._profile(message_for(lead, subject, body, self.day)))
 
-    def reference(self, lead: Any) -> dict[str, Any] | None:
-        """The data block a repair or escalation gets: what the company was already told, names redacted."""
-        related = self._related(lead)
+    def reference(self, lead: Any, as_of: dict[str, int] | None = None) -> dict[str, Any] | None:
+        """The data block a repair or escalation gets: what the company was already told, names redacted
+        (as of a `mark()`, when given)."""
+        related = self._related(lead, as_of)
         if not related:
             return None
         return {"messages": [{"day": str(p.message.day), "text": p.message.redacted} for p in related]}

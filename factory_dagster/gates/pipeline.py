@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
-from factory_dagster.drafting.draft import draft_brief, draft_request, draft_row
+from factory_dagster.drafting.draft import LEADS_PER_BATCH, draft_brief, draft_request, draft_row
 from factory_dagster.gates import consistency
 from factory_dagster.gates.consistency import ConsistencyGate
 from factory_dagster.gates.rules import Violation, agreement, check_draft, key_facts
@@ -106,11 +106,13 @@ def _settle(
     return results
 
 
-def _context(lead: Any, results: list[dict[str, Any]], history: ConsistencyGate) -> dict[str, dict[str, Any]]:
-    """The colleague-messages block, when a consistency rule is among what went wrong."""
+def _context(
+    lead: Any, results: list[dict[str, Any]], history: ConsistencyGate, as_of: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """The colleague-messages block, when a consistency rule is among what went wrong (as of the round's start)."""
     if not any(set(r["violation_codes"]) & consistency.CODES for r in results):
         return {}
-    reference = history.reference(lead)
+    reference = history.reference(lead, as_of)
     return {COLLEAGUE_TAG: reference} if reference else {}
 
 
@@ -176,48 +178,53 @@ def run_gates(
             over_budget[lead_id] = failing.pop(lead_id)
         if not failing:
             break
-        leads = list(failing.values())
-        if attempt < last_attempt:
-            requests = [
-                draft_request(
-                    "repair",
-                    REPAIR_PROMPT_VERSION,
-                    {**briefs[lead.lead_id], "task": "repair"},
-                    lead,
-                    attempt,
-                    0,
-                    data={"draft_to_fix": _draft_to_fix(results, drafts), **_context(lead, results, history)},
-                )
-                for lead, results, drafts in leads
-            ]
-        else:
-            requests = [
-                draft_request(
-                    "escalate",
-                    lead.prompt_version,
-                    briefs[lead.lead_id],
-                    lead,
-                    attempt,
-                    0,
-                    data=_context(lead, results, history) or None,
-                )
-                for lead, results, _ in leads
-            ]
-        answers = gateway.complete_many(requests)
-        for (lead, _, _), request, answer in zip(leads, requests, answers, strict=True):
-            if answer.status == DEFERRED:
-                out.deferred.append(lead.lead_id)
-                del failing[lead.lead_id]
-                continue
-            repair_tokens[lead.lead_id] = repair_tokens.get(lead.lead_id, 0) + answer.tokens
-            attempts[lead.lead_id] = attempt
-            drafts_now = [draft_row(gateway, lead, request, answer, attempt, 0)]
-            out.drafts += drafts_now
-            results = _settle(lead, drafts_now, gateway, spec, history, out)
-            if results is None:
-                del failing[lead.lead_id]
+        round_leads = list(failing.values())
+        # Every request of a round shows what the companies were told when the round began; the round goes to the
+        # gateway in batches, so that a large day's prompts are not all in memory at once.
+        as_of = history.mark()
+        for start in range(0, len(round_leads), LEADS_PER_BATCH):
+            leads = round_leads[start : start + LEADS_PER_BATCH]
+            if attempt < last_attempt:
+                requests = [
+                    draft_request(
+                        "repair",
+                        REPAIR_PROMPT_VERSION,
+                        {**briefs[lead.lead_id], "task": "repair"},
+                        lead,
+                        attempt,
+                        0,
+                        data={"draft_to_fix": _draft_to_fix(results, drafts), **_context(lead, results, history, as_of)},
+                    )
+                    for lead, results, drafts in leads
+                ]
             else:
-                failing[lead.lead_id] = (lead, results, drafts_now)
+                requests = [
+                    draft_request(
+                        "escalate",
+                        lead.prompt_version,
+                        briefs[lead.lead_id],
+                        lead,
+                        attempt,
+                        0,
+                        data=_context(lead, results, history, as_of) or None,
+                    )
+                    for lead, results, _ in leads
+                ]
+            answers = gateway.complete_many(requests)
+            for (lead, _, _), request, answer in zip(leads, requests, answers, strict=True):
+                if answer.status == DEFERRED:
+                    out.deferred.append(lead.lead_id)
+                    del failing[lead.lead_id]
+                    continue
+                repair_tokens[lead.lead_id] = repair_tokens.get(lead.lead_id, 0) + answer.tokens
+                attempts[lead.lead_id] = attempt
+                drafts_now = [draft_row(gateway, lead, request, answer, attempt, 0)]
+                out.drafts += drafts_now
+                results = _settle(lead, drafts_now, gateway, spec, history, out)
+                if results is None:
+                    del failing[lead.lead_id]
+                else:
+                    failing[lead.lead_id] = (lead, results, drafts_now)
     for lead_id, (lead, results, _) in [*failing.items(), *over_budget.items()]:
         codes = sorted({c for r in results for c in r["violation_codes"]})
         if codes == [consistency.NEAR_DUPLICATE]:
