@@ -128,8 +128,12 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
         ).df()
         history = load_earlier(con, spec, day, work)
     output = run_gates(gateway, spec, work, candidates, history)
+    leads = len(work)
     frames = output.frames()
     frames["messages"] = frames["messages"].assign(spec_version=spec.spec_version)
+    deferred, postponed = output.deferred, output.postponed
+    # The frames hold what is written; the candidates and the gate's row dicts are let go before the inserts copy it.
+    del work, candidates, history, output
     with factory.warehouse() as con:
         with transaction(con):
             clear_unsent(con, "drafts", day, spec.campaign_id, where="attempt > 0")
@@ -138,13 +142,13 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
             for table, rows in frames.items():
                 insert_rows(con, table, gateway.run.stamp(rows))
             write_ledger(con, gateway)
-            if output.deferred:
+            if deferred:
                 record_incident(
                     con,
                     gateway.run,
                     "budget_reached",
                     "warning",
-                    deferral_detail("gating", output.deferred, spec.limits.daily_budget_usd),
+                    deferral_detail("gating", deferred, spec.limits.daily_budget_usd),
                 )
             # The blocking floor check skips today's send step only; the hold keeps the day's messages
             # out of every later send too, until an operator has looked.
@@ -153,27 +157,26 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
                 hold_day(con, gateway.run, floor_hold)
                 record_incident(con, gateway.run, "pass_rate_hold", "critical", floor_hold)
         results = frames["gate_results"]
-        codes = Counter(code for result in output.results for code in result["violation_codes"])
+        codes = Counter(code for found in results.get("violation_codes", ()) for code in found)
         metadata = {
-            "leads": len(work),
+            "leads": leads,
             "messages": len(frames["messages"]),
             "quarantined": len(frames["messages_quarantine"]),
             "draft_pass_rate": float(results.passed.mean()) if not results.empty else 0.0,
             "repair_or_escalation_drafts": len(frames["drafts"]),
-            "leads_deferred_by_budget": len(output.deferred),
-            "leads_postponed_near_duplicate": len(output.postponed),
+            "leads_deferred_by_budget": len(deferred),
+            "leads_postponed_near_duplicate": len(postponed),
             "held": floor_hold or "no",
             **{f"drafts_{code}": codes[code] for code in sorted(CONSISTENCY_CODES)},
             **gateway.usage(),
         }
-        postponed = len(output.postponed)
         # The checks read the day's messages back and gate them again: without the gate's own copies alongside.
-        del work, candidates, history, output, frames, results, gateway
+        del frames, results, gateway
         checks = run_checks(con, spec, day, *MESSAGE_CHECKS)
     if floor_hold:
         context.log.error(floor_hold)
     if postponed:
-        context.log.info(f"{postponed} leads wait for tomorrow: every draft read like a colleague's message going out today")
+        context.log.info(f"{len(postponed)} leads wait for tomorrow: every draft read like a colleague's message going out today")
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
