@@ -33,6 +33,27 @@ with rounds as (
 
 ),
 
+attempts as (
+
+    -- One row per round (a lead's candidates of one attempt at one stage): about a third of the
+    -- drafts at scale (three candidates a first round), so the jobs below join and count rounds,
+    -- not drafts, and a round is counted once without a count(distinct).
+    select
+        campaign_id,
+        partition_day,
+        lead_id,
+        stage,
+        attempt,
+        {{ arg_min('model', 'candidate_index') }} as model,
+        count(*) as drafts,
+        count(*) filter (where not passed) as failures,
+        bool_or(passed) as passed,
+        sum(cost_usd) as cost_usd
+    from rounds
+    group by campaign_id, partition_day, lead_id, stage, attempt
+
+),
+
 jobs as (
 
     select
@@ -41,8 +62,8 @@ jobs as (
         lead_id,
         stage,
         min(attempt) as first_attempt,
-        {{ arg_min('model', 'attempt * 1000 + candidate_index') }} as model
-    from rounds
+        {{ arg_min('model', 'attempt') }} as model
+    from attempts
     group by campaign_id, partition_day, lead_id, stage
 
 ),
@@ -55,21 +76,19 @@ job_work as (
         jobs.lead_id,
         jobs.stage,
         jobs.model,
-        coalesce(bool_or(rounds.passed) filter (where rounds.attempt = jobs.first_attempt), false) as first_pass,
-        count(*) filter (where rounds.attempt = jobs.first_attempt) as first_round_drafts,
-        count(*) filter (where rounds.attempt = jobs.first_attempt and not rounds.passed) as first_round_failures,
-        count(distinct rounds.attempt) filter (
-            where rounds.stage = 'repair' and rounds.attempt > jobs.first_attempt
-        ) as repairs,
-        count(distinct rounds.attempt) filter (
-            where rounds.stage = 'escalate' and rounds.attempt > jobs.first_attempt
-        ) as escalations,
-        coalesce(sum(rounds.cost_usd) filter (where rounds.attempt >= jobs.first_attempt), 0) as cost_usd
+        coalesce(bool_or(attempts.passed) filter (where attempts.attempt = jobs.first_attempt), false) as first_pass,
+        cast(coalesce(sum(attempts.drafts) filter (where attempts.attempt = jobs.first_attempt), 0) as bigint)
+            as first_round_drafts,
+        cast(coalesce(sum(attempts.failures) filter (where attempts.attempt = jobs.first_attempt), 0) as bigint)
+            as first_round_failures,
+        count(*) filter (where attempts.stage = 'repair' and attempts.attempt > jobs.first_attempt) as repairs,
+        count(*) filter (where attempts.stage = 'escalate' and attempts.attempt > jobs.first_attempt) as escalations,
+        coalesce(sum(attempts.cost_usd) filter (where attempts.attempt >= jobs.first_attempt), 0) as cost_usd
     from jobs
-    inner join rounds
-        on jobs.campaign_id = rounds.campaign_id
-        and jobs.partition_day = rounds.partition_day
-        and jobs.lead_id = rounds.lead_id
+    inner join attempts
+        on jobs.campaign_id = attempts.campaign_id
+        and jobs.partition_day = attempts.partition_day
+        and jobs.lead_id = attempts.lead_id
     group by jobs.campaign_id, jobs.partition_day, jobs.lead_id, jobs.stage, jobs.model
 
 )
