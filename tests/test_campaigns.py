@@ -29,7 +29,7 @@ from factory_dagster.settings import DEFAULT_SPEC_PATH, PROJECT_ROOT, Paths
 from factory_dagster.warehouse.store import connect
 
 DAYS = 2
-LEADS = 30
+LEADS = 16
 SECOND = PROJECT_ROOT / "campaigns" / "brightwave_spend.yaml"
 KEYS = ("brightwave_close", "broken", "spend", "spent")
 

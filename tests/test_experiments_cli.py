@@ -1,20 +1,25 @@
 """People approve designs and roll the loop back: `factory experiments ...`, `factory versions` and
-`factory rollback` as the installed command, in its own process, and the `experiment_decision` and
-`loop_rollback` Dagster jobs, all on a real warehouse in a temporary data folder."""
+`factory rollback` (the installed command in its own process for an approval; the same `main` in this process for the
+rest), and the `experiment_decision` and `loop_rollback` Dagster jobs, all on a real warehouse in a
+temporary data folder."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import pytest
 from helpers_db import CAMPAIGN, OTHER_CAMPAIGN, SPEC, run_for
 from test_improve_store import proposal
 
+from factory_dagster.cli import main
 from factory_dagster.definitions import build_definitions
 from factory_dagster.improve.experiments import Experiment
 from factory_dagster.improve.store import experiment_events, load_experiment, save_proposed
@@ -36,9 +41,25 @@ def _seed(paths: Paths, *experiments: Experiment) -> None:
             save_proposed(con, experiment, run_for(experiment.proposed_at.date(), campaign_id=experiment.campaign_id))
 
 
-def _command(paths: Paths, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FACTORY_HOME": str(paths.home), "USER": "ops-oncall", "LOGNAME": "ops-oncall"}
+OPERATOR = {"USER": "ops-oncall", "LOGNAME": "ops-oncall"}
+
+
+def _installed(paths: Paths, *args: str) -> subprocess.CompletedProcess:
+    """The installed `factory` command, in its own process."""
+    env = {**os.environ, "FACTORY_HOME": str(paths.home), **OPERATOR}
     return subprocess.run([str(FACTORY), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def _command(paths: Paths, *args: str) -> subprocess.CompletedProcess:
+    """The same command's `main` in this process (a process of its own costs about a second of imports): the same
+    arguments, environment, output streams and exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, {"FACTORY_HOME": str(paths.home), **OPERATOR}), redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code
+    return subprocess.CompletedProcess(["factory", *args], code, out.getvalue(), err.getvalue())
 
 
 def _factory(paths: Paths, *args: str) -> subprocess.CompletedProcess:
@@ -58,7 +79,7 @@ def _state(paths: Paths, experiment_id: str) -> str:
 def test_approve_then_list_and_show(paths: Paths) -> None:
     approved, waiting, other = proposal(), proposal(challenger="draft-v4"), proposal(campaign_id=OTHER_CAMPAIGN)
     _seed(paths, approved, waiting, other)
-    approval = _factory(paths, "approve", approved.experiment_id, "--actor", "ana")
+    approval = _installed(paths, "experiments", "approve", approved.experiment_id, "--actor", "ana")
     assert approval.returncode == 0, approval.stderr
     assert approval.stdout.startswith(f"approved {approved.experiment_id}")
     (event,) = _history(paths, approved.experiment_id)

@@ -40,7 +40,7 @@ from factory_dagster.warehouse.pg_connection import PgConnection
 from factory_dagster.warehouse.store import connect, exclusive
 
 START = date(2026, 3, 2)
-HISTORY_DAYS = 3  # DuckDB's days before the compared ones: a week of outcomes is not needed, looks are
+HISTORY_DAYS = 2  # DuckDB's days before the compared ones: a week of outcomes is not needed, looks are
 FIRST = START + timedelta(days=HISTORY_DAYS)  # the first day run on both warehouses
 DAYS = 2
 LEADS_PER_DAY = 60
