@@ -44,12 +44,13 @@ system-deps:
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	status=$$?; if [ -n "$$added" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$status
 
-# One worker per core (pytest-xdist); a test file stays on one worker, so its module fixtures run once.
+# One worker per core (pytest-xdist); a test file stays on one worker, so its module fixtures run once. The slowest
+# files go first (tests/conftest.py, SLOW_MODULES_FIRST), so that none of them starts last.
 # Bytecode is written even where PYTHONDONTWRITEBYTECODE is set (as on some CI images): the tests start many Python
 # processes (xdist workers, dbt, Dagster's code server, daemon and run workers, the CLI), and without .pyc files each
 # of them compiles Dagster, dbt and pandas from source again, about 5 s of CPU apiece.
 test: setup system-deps
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n auto --dist loadfile
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 ui: setup
 	$(BIN)/factory ui

@@ -50,7 +50,7 @@ MAX_CONCURRENT_RUNS = 2  # below the number of runs, so the queue must hold one 
 # The queue counts a run's root steps in the pool (`leads`, `outcome_events`) against its limit while the run starts
 # and for 5 s after: a pool of 2 x the run limit never holds a run back, so the run limit is what does.
 POOL_LIMIT = 2 * MAX_CONCURRENT_RUNS
-FREE_SLOTS_AFTER_RUN_END_SECONDS = 5
+FREE_SLOTS_AFTER_RUN_END_SECONDS = 2
 LEADS_PER_DAY = 4
 # Three campaigns' runs of one day (the two examples and a copy of the second under another id).
 CAMPAIGN_KEYS = ["brightwave_close", "brightwave_spend", "third_campaign"]
