@@ -9,7 +9,7 @@ from email.policy import SMTP
 from pathlib import Path
 
 import pytest
-from helpers_db import CAMPAIGN, DAY, LEADS, SPEC, add_message, query, run_for
+from helpers_db import CAMPAIGN, DAY, LEADS, OTHER_CAMPAIGN, SPEC, add_message, query, run_for
 
 from factory_dagster.delivery.cli import register
 from factory_dagster.delivery.config import Mailbox
@@ -119,6 +119,20 @@ def test_a_dead_runs_smtp_claims_become_uncertain_and_its_file_claims_go_back_to
     capped = SPEC.model_copy(update={"limits": SPEC.limits.model_copy(update={"daily_send_cap": 2})})
     assert len(plan_sends(con, capped, DAY).batch) == 1
     assert recover_claims(con, "again") == type(recovery)(uncertain=[], requeued=[])
+
+
+def test_a_campaigns_send_stage_settles_its_own_dead_claims_and_leaves_another_campaigns_live_ones(con) -> None:
+    """On PostgreSQL another campaign's run may be sending while this one starts: its claims are not this run's to
+    settle (the parallel benchmark's runs failed on sends requeued under them)."""
+    ours = add_message(con, LEADS[0], DAY)
+    theirs = add_message(con, LEADS[1], DAY, campaign_id=OTHER_CAMPAIGN)
+    queue(con, [ours])
+    with transaction(con):
+        enqueue(con, [queued(theirs)], run_for(DAY, campaign_id=OTHER_CAMPAIGN), "smtp", "test")
+    claim(con, [ours, theirs])
+    recovery = recover_claims(con, "send stage", run_for(DAY, run_id="run-2"), campaign_id=CAMPAIGN)
+    assert recovery.uncertain == [ours["send_id"]] and recovery.requeued == []
+    assert [state_of(con, m["send_id"]) for m in (ours, theirs)] == ["uncertain", "claimed"]
 
 
 def test_a_person_resolves_uncertain_sends(con) -> None:

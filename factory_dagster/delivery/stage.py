@@ -82,12 +82,12 @@ class StageResult:
 
 
 def run_sends(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, run: RunContext, setup: DeliverySetup) -> StageResult:
-    """Settle claims a dead run left, plan today's sends, queue them (Message-IDs fixed), send, record incidents.
+    """Settle claims a dead run of this campaign left, plan today's sends, queue them (Message-IDs fixed), send, record incidents.
 
     Raises TransportUnusable (after recording what went and an incident) when the transport cannot send at all.
     """
     actor = f"send stage, run {run.run_id}"
-    recovery = recover_claims(con, actor, run)
+    recovery = recover_claims(con, actor, run, campaign_id=run.campaign_id)
     plan = plan_sends(con, spec, run.partition_day, require_review=setup.require_review, gap_days=setup.contact_gap_days)
     batch = [QueuedSend(m.send_id, m.lead_id, m.message_id, m.to_email) for m in plan.batch.itertuples()]
     with transaction(con):

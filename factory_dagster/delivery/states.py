@@ -299,10 +299,19 @@ def record_bounces(con: duckdb.DuckDBPyConnection, send_ids: Sequence[str], run:
 # --- restart and operators ------------------------------------------------------------------------------
 
 
-def recover_claims(con: duckdb.DuckDBPyConnection, actor: str, run: RunLike | None = None) -> Recovery:
-    """Settle the claims a dead process left: back to the queue for an idempotent transport, else uncertain."""
+def recover_claims(
+    con: duckdb.DuckDBPyConnection, actor: str, run: RunLike | None = None, campaign_id: str | None = None
+) -> Recovery:
+    """Settle the claims a dead process left: back to the queue for an idempotent transport, else uncertain.
+
+    With `campaign_id`, that campaign's claims only. A campaign's send stage settles its own: its days run one at a
+    time, so a claim of its own at the start of the stage was left by a dead run, while on the PostgreSQL warehouse
+    another campaign's claims may belong to a run sending at this moment.
+    """
     rows = con.execute(
-        "SELECT send_id, transport, run_id, claimed_at FROM raw.outbox WHERE state = 'claimed' ORDER BY send_id"
+        """SELECT send_id, transport, run_id, claimed_at FROM raw.outbox
+           WHERE state = 'claimed' AND ($campaign::VARCHAR IS NULL OR campaign_id = $campaign) ORDER BY send_id""",
+        {"campaign": campaign_id},
     ).fetchall()
     requeue = [
         Change(
