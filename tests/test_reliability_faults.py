@@ -7,6 +7,7 @@ The `reliability` benchmark runs the same faults at full size against the real l
 from __future__ import annotations
 
 import functools
+import os
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from helpers_db import DAY, SPEC, run_for
 from benchmarks.reliability_inputs import CORRUPT_INPUTS, good, million_columns, one_huge_line
 from benchmarks.reliability_lock import LockHolder
 from factory_dagster.delivery import FileTransport, OutgoingMessage
+from factory_dagster.delivery.eml import STALE_PARTIAL_SECONDS
 from factory_dagster.intake.importer import import_lead_files
 from factory_dagster.intake.layout import MAX_COLUMNS, MAX_LINE_BYTES
 from factory_dagster.intake.reading import LeadFileError, read_lead_file
@@ -121,11 +123,17 @@ def test_a_message_written_before_a_crash_is_not_delivered_again_the_next_day(tm
     # The killed writer also left a half-written temp file behind.
     partial = Path(first).with_name(f".{Path(first).name}.x1y2.tmp")
     partial.write_bytes(b"From: half")
+    old = partial.stat().st_mtime - STALE_PARTIAL_SECONDS - 1
+    os.utime(partial, (old, old))
+    # Another campaign's run is writing a message this moment: its temp file is fresh and stays.
+    writing = Path(first).with_name(".snd_0043.eml.a1b2.tmp")
+    writing.write_bytes(b"From: being written")
 
     again = FileTransport(tmp_path).deliver(_message(DAY + timedelta(days=1)))
 
     assert again == first
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         DAY.isoformat(),
+        f"{DAY.isoformat()}/.snd_0043.eml.a1b2.tmp",
         f"{DAY.isoformat()}/snd_0042.eml",
     ]

@@ -14,6 +14,7 @@ base64), so no server has to support 8BITMIME.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
@@ -32,6 +33,9 @@ from factory_dagster.atomic import write_atomically
 MESSAGE_ID_DOMAIN = "factory.invalid"
 # The Date header is derived from the send day, not the clock, so a file is reproducible.
 SEND_TIME_UTC = time(9, 0, tzinfo=UTC)
+# A message file is written in milliseconds: a temp file older than this was left by a killed writer. A fresher one
+# may be another campaign's run writing at this moment (on the PostgreSQL warehouse runs send in parallel).
+STALE_PARTIAL_SECONDS = 300
 # send_id becomes a file name and a Message-ID: no separators, no leading dot.
 _SAFE_SEND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
@@ -210,9 +214,9 @@ class FileTransport:
     A send_id is delivered once in the whole outbox, not once per day folder: when a run is
     killed after writing some files but before the send stage committed its rows, those
     messages are still pending, and the next day's run must find them already delivered
-    instead of writing them again under its own day. One transport writes an outbox at a
-    time (the send stage holds the warehouse, and DuckDB admits one writer), so a temp file
-    found on the way is what a killed writer left and is removed.
+    instead of writing them again under its own day. A temp file found on the way that is
+    older than STALE_PARTIAL_SECONDS is what a killed writer left, and is removed; a fresher
+    one may be another campaign's run writing now (runs send in parallel on PostgreSQL).
     """
 
     name = "file"
@@ -231,7 +235,9 @@ class FileTransport:
         if self._delivered is None:
             self._delivered = {p.stem: p for p in sorted(self.outbox.glob("*/*.eml"))} if self.outbox.is_dir() else {}
             for partial in self.outbox.glob("*/.*.eml.*.tmp"):
-                partial.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):  # another writer may rename it meanwhile
+                    if datetime.now(UTC).timestamp() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                        partial.unlink()
         return self._delivered
 
     def deliver(self, msg: OutgoingMessage) -> str:
