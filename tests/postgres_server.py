@@ -33,12 +33,19 @@ def postgres_server() -> Iterator[pg_server.PostgresServer]:
         pg_server.stop(server, remove=True)
 
 
+def new_database(server: pg_server.PostgresServer, prefix: str = "test") -> str:
+    """The name of a new empty database of `server`, kept until the server stops (for a module's fixture, which the
+    per-test `postgres_dsn` would drop between tests)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return name
+
+
 @contextmanager
 def fresh_database(server: pg_server.PostgresServer) -> Iterator[str]:
     """The DSN of a new empty database of `server`, dropped afterwards (for fixtures of any scope)."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.dsn("postgres"), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
+    name = new_database(server)
     try:
         yield server.dsn(name)
     finally:

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -34,6 +33,7 @@ import yaml
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 from helpers_line import START
+from postgres_server import new_database
 
 from factory_dagster.campaign.runs import register_campaigns
 from factory_dagster.intake.sample_leads import write_sample_file
@@ -154,10 +154,7 @@ def _wait_for_code_server(port: int, server: subprocess.Popen) -> None:
 def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_manifest) -> Iterator[Deployment]:
     """Production's layout on one machine: one code server for the code location, the daemon and every CLI call
     reach it over gRPC (so the definitions are imported once, not by each), and each run is a process of its own."""
-    database, warehouse = f"dagster_{uuid.uuid4().hex[:12]}", f"warehouse_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {database}")
-        admin.execute(f"CREATE DATABASE {warehouse}")
+    database, warehouse = new_database(postgres_server, "dagster"), new_database(postgres_server, "warehouse")
     root = tmp_path_factory.mktemp("production")
     dagster_home, factory_home, workspace = root / "dagster_home", root / "factory", root / "workspace.yaml"
     dagster_home.mkdir()

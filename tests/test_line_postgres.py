@@ -15,7 +15,6 @@ import json
 import shutil
 import threading
 import time
-import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import dagster as dg
 import pandas as pd
 import psycopg
 import pytest
+from postgres_server import new_database
 from warehouse_copy import copy_warehouse
 
 from factory_dagster.campaign.runs import execute_campaign_day
@@ -34,7 +34,7 @@ from factory_dagster.learning.build_log import database_now, record_build
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG
 from factory_dagster.learning.dbt_runner import invoke
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse import pg_server, postgres
+from factory_dagster.warehouse import postgres
 from factory_dagster.warehouse.contracts import RAW_TABLES
 from factory_dagster.warehouse.pg_connection import PgConnection
 from factory_dagster.warehouse.store import connect, exclusive
@@ -44,14 +44,6 @@ HISTORY_DAYS = 2  # DuckDB's days before the compared ones: a week of outcomes i
 FIRST = START + timedelta(days=HISTORY_DAYS)  # the first day run on both warehouses
 DAYS = 2
 LEADS_PER_DAY = 60
-
-
-def _new_database(server: pg_server.PostgresServer, prefix: str) -> str:
-    """A database for the module's days (the per-test `postgres_dsn` would drop it between tests); dropped with the server."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.dsn("postgres"), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    return server.dsn(name)
 
 
 def run_line(paths: Paths, start: date, days: int = DAYS) -> None:
@@ -84,7 +76,7 @@ def lines(tmp_path_factory: pytest.TempPathFactory, postgres_server, dbt_manifes
     home = tmp_path_factory.mktemp("line-pg") / "home"
     shutil.copytree(duck.home, home, ignore=shutil.ignore_patterns("warehouse.duckdb*", "dagster_home"))
     base = Paths.under(home)
-    pg = Paths(base.home, base.warehouse, base.leads_inbox, base.spec, _new_database(postgres_server, "line"))
+    pg = Paths(base.home, base.warehouse, base.leads_inbox, base.spec, postgres_server.dsn(new_database(postgres_server, "line")))
     with connect(duck.warehouse, read_only=True) as source, postgres.connect_postgres(pg.warehouse_url) as target:
         copied = copy_warehouse(source, target)
     assert copied["marts.daily_kpis"] == HISTORY_DAYS and copied["raw.sends"] > 0, copied
@@ -151,11 +143,6 @@ def test_each_station_wrote_the_same_values_on_both(lines: tuple[Paths, Paths], 
     if table not in ("suppression", "events", "outbox", "experiments"):  # the days both ran wrote rows of their own
         new = query(duck, f"SELECT count(*) AS n FROM raw.{table} WHERE partition_day >= '{FIRST}'")
         assert new["n"].iloc[0] > 0, table
-
-
-def _waiting_for_advisory_locks(url: str) -> int:
-    with psycopg.connect(url) as con:
-        return con.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]
 
 
 def _waiting_for_advisory_locks(url: str) -> int:
