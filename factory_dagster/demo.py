@@ -38,7 +38,7 @@ from factory_dagster.learning.marts import table_exists
 from factory_dagster.models.registry import ModelRegistry
 from factory_dagster.models.routing import Route
 from factory_dagster.settings import Paths
-from factory_dagster.warehouse.store import fetch_one, open_warehouse
+from factory_dagster.warehouse.store import DBT_BUILD_LOCK, fetch_one, open_warehouse, reads_dbt_relations, shared
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 DAGSTER_YAML_HEADER = "# Written by Factory"
@@ -322,7 +322,7 @@ def daily_summary(paths: Paths, first: date, last: date, key: str | None = None)
     content line's model spend has rows of its own there), plus from the raw tables the leads
     quarantined because the model's answers were unusable and whether the day's sends are held."""
     campaign_id = _campaign_id(paths, key or paths.default_campaign)
-    with open_warehouse(paths, read_only=True) as con:
+    with open_warehouse(paths, read_only=True) as con, shared(con, DBT_BUILD_LOCK):
         frame = con.execute(
             f"SELECT {', '.join(MART_COLUMNS)} FROM marts.daily_kpis WHERE campaign_id = ? AND day BETWEEN ? AND ? ORDER BY day",
             [campaign_id, first, last],
@@ -404,6 +404,7 @@ def loop_lines(paths: Paths, key: str | None = None) -> list[str]:
     ]
 
 
+@reads_dbt_relations
 def _latest_looks(con: duckdb.DuckDBPyConnection, campaign_id: str) -> list[str]:
     """Each experiment's latest daily look (from marts.experiment_results) in one line: the
     decision, and how far its sample has come. The experiment's own columns repeat on each arm's row: min() takes
@@ -431,6 +432,7 @@ def _latest_looks(con: duckdb.DuckDBPyConnection, campaign_id: str) -> list[str]
 NO_LOOP_LIFT = "loop lift: no mature holdout sends yet (a send counts once its outcome window has closed)"
 
 
+@reads_dbt_relations
 def _campaign_lift(con: duckdb.DuckDBPyConnection, campaign_id: str) -> str:
     """marts.loop_lift's campaign row in words, or why there is none yet."""
     row = table_exists(con, "marts", "loop_lift") and fetch_one(

@@ -23,6 +23,7 @@ from factory_dagster.improve.stats import Guardrail
 from factory_dagster.improve.store import count_open_proposals, list_experiments
 from factory_dagster.improve.versions import current_version
 from factory_dagster.learning.marts import LEAD_ATTRIBUTES, table_exists
+from factory_dagster.warehouse.store import reads_dbt_relations
 
 MDE = 0.3  # relative: a challenger is worth a test if it may earn 30% more positive replies
 PRIOR_SENDS = 200  # the prior a segment's rates are shrunk towards is worth this many sends
@@ -68,6 +69,7 @@ _SEND_COLUMNS = [
 ]
 
 
+@reads_dbt_relations
 def mature_sends(con: duckdb.DuckDBPyConnection, campaign_id: str, day: date, window_days: int) -> pd.DataFrame:
     """One row per send made before `day` whose outcome window has closed, with the message it carried.
 
@@ -90,6 +92,7 @@ def mature_sends(con: duckdb.DuckDBPyConnection, campaign_id: str, day: date, wi
     ).df()
 
 
+@reads_dbt_relations
 def gate_stats(
     con: duckdb.DuckDBPyConnection, campaign_id: str, day: date, lookback_days: int = GATE_LOOKBACK_DAYS
 ) -> pd.DataFrame:
@@ -118,6 +121,7 @@ def gate_stats(
     ).df()
 
 
+@reads_dbt_relations
 def model_stage_quality(con: duckdb.DuckDBPyConnection, campaign_id: str) -> pd.DataFrame | None:
     """The campaign's rows of marts.model_stage_quality (what routing canaries are proposed from)."""
     if not table_exists(con, "marts", "model_stage_quality"):

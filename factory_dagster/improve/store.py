@@ -24,7 +24,7 @@ from factory_dagster.improve.experiments import (
     transition,
 )
 from factory_dagster.learning.marts import table_exists
-from factory_dagster.warehouse.store import insert_rows, transaction
+from factory_dagster.warehouse.store import insert_rows, reads_dbt_relations, transaction
 
 if TYPE_CHECKING:  # the model gateway (and the openai client it imports) is not needed to store experiments
     from factory_dagster.models.gateway import RunContext
@@ -233,6 +233,7 @@ def experiment_events(con: duckdb.DuckDBPyConnection, experiment_id: str) -> lis
 ARM_COUNTS_VIEW = ("intermediate", "int_experiment_arm_counts")
 
 
+@reads_dbt_relations
 def arm_count_rows(con: duckdb.DuckDBPyConnection, experiment_id: str) -> list[dict[str, Any]] | None:
     """The experiment's rows of intermediate.int_experiment_arm_counts (the figures
     marts.experiment_results shows); None before dbt has ever built the view."""

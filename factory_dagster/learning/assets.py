@@ -16,7 +16,7 @@ from factory_dagster.learning.dbt_runner import DbtRun, invoke
 from factory_dagster.learning.marts import halt_reason
 from factory_dagster.partitions import CAMPAIGN_DAYS, ONE_DAY_PER_RUN
 from factory_dagster.resources import POOL, FactoryResource, line_asset, partition_day
-from factory_dagster.warehouse.store import exclusive
+from factory_dagster.warehouse.store import DBT_BUILD_LOCK, exclusive
 
 MANIFEST = ensure_manifest()
 MANIFEST_JSON = json.loads(MANIFEST.read_text())
@@ -85,7 +85,7 @@ def _build_on_postgres(context: dg.AssetExecutionContext, factory: FactoryResour
     whole = not context.is_subset
     with factory.warehouse() as con:
         asked_at = database_now(con)
-        with exclusive(con, "dbt-build"):
+        with exclusive(con, DBT_BUILD_LOCK):
             cover = covering_build(con, asked_at) if whole else None
             if cover is not None:
                 run = invoke(

@@ -11,7 +11,7 @@ from datetime import date
 import duckdb
 import pandas as pd
 
-from factory_dagster.warehouse.store import fetch_one
+from factory_dagster.warehouse.store import fetch_one, reads_dbt_relations
 
 _PERFORMANCE_COLUMNS = ["segment", "arm_id", "angle", "sends", "replies", "positive_replies", "unsubscribes"]
 
@@ -40,6 +40,7 @@ _KNOWN_SENDS = f"""
     WHERE o.campaign_id = $campaign AND o.partition_day < $before"""
 
 
+@reads_dbt_relations
 def known_send_outcomes(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
     """One row per send made before `before`, with its lead's attributes and whether a reply, a positive
     reply and an unsubscribe were known by then (the counts of `segment_arm_performance`, per send).
@@ -61,6 +62,7 @@ def arm_performance(sends: pd.DataFrame) -> pd.DataFrame:
     return out.astype(dict.fromkeys(["sends", *_COUNTS], "int64"))[_PERFORMANCE_COLUMNS]
 
 
+@reads_dbt_relations
 def segment_arm_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, before: date) -> pd.DataFrame:
     """Sends, replies, positive replies and unsubscribes per segment and arm, counting the sends made before `before`
     (`arm_performance` of `known_send_outcomes`, summed in DuckDB: the assign stage reads it every day).
@@ -87,6 +89,7 @@ def segment_angle_performance(con: duckdb.DuckDBPyConnection, campaign_id: str, 
     return perf.groupby(["segment", "angle"], as_index=False)[["sends", "replies"]].sum()
 
 
+@reads_dbt_relations
 def halt_reason(con: duckdb.DuckDBPyConnection, campaign_id: str, day: date) -> str | None:
     """Why `marts.anomalies` says sending must halt on `day`, or None."""
     if not table_exists(con, "marts", "anomalies"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from factory_dagster.warehouse.store import connect, fetch_one
+from factory_dagster.warehouse.store import connect, fetch_one, reads_dbt_relations
 
 # A send counts for the loop-vs-holdout comparison once its outcomes have had this many days to
 # arrive: the same default as the dbt var `outcome_window_days` that marts.loop_lift uses.
@@ -220,6 +220,7 @@ GATE_TOTALS_SQL = """
 """
 
 
+@reads_dbt_relations
 def read_report_data(con: duckdb.DuckDBPyConnection, warehouse: Path | str, campaign: str | None, days: int | None) -> ReportData:
     """Every frame of the report from an open connection, for the campaign (or all) and the last `days` days (or all)."""
     if days is not None and days < 1:

@@ -15,15 +15,16 @@ and psycopg is imported only when a URL or such a connection comes.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import date
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import duckdb
 import pandas as pd
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     Connection = duckdb.DuckDBPyConnection | PgConnection
 
 LOCK_RETRY_SECONDS = 60.0
+P = ParamSpec("P")
+R = TypeVar("R")
 _ENSURED: set[str] = set()  # PostgreSQL warehouse URLs whose `raw` schema this process has created or migrated
 _HELD: dict[Path | str, duckdb.DuckDBPyConnection | PgConnection] = {}  # by resolved file path, or by URL
 
@@ -229,12 +232,60 @@ def exclusive(con: Connection, name: str) -> Iterator[None]:
     if isinstance(con, duckdb.DuckDBPyConnection):
         yield
         return
-    key = zlib.crc32(f"factory:{name}".encode())
+    key = _lock_key(name)
     con.execute("SELECT pg_advisory_lock(?)", [key]).fetchall()
     try:
         yield
     finally:
         con.execute("SELECT pg_advisory_unlock(?)", [key]).fetchall()
+
+
+def _lock_key(name: str) -> int:
+    return zlib.crc32(f"factory:{name}".encode())
+
+
+DBT_BUILD_LOCK = "dbt-build"  # held `exclusive` by a dbt build, `shared` by the readers of what dbt builds
+
+
+@contextmanager
+def shared(con: Connection, name: str) -> Iterator[None]:
+    """Hold the warehouse-wide lock `name` in shared mode for the block: any number of sharers at once, but never
+    while someone holds it `exclusive` (a waiting `exclusive` holder goes before sharers that come after it).
+
+    Why: on PostgreSQL a dbt build replaces relations in place, and dropping a replaced table drops the views on it
+    until the build makes them again; a station reading the marts then meanwhile fails ("relation does not exist")
+    or, checking first, takes a missing mart for "nothing learned yet". Readers share `DBT_BUILD_LOCK`; the build
+    holds it exclusive. Inside a transaction the lock lasts until the transaction ends, as the locks its reads took
+    on the relations do (released earlier, a build's DROP would wait for them while the transaction's next read
+    waited for the build). A no-op on the DuckDB file, whose one writing process runs a build or a read at a time.
+    """
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        yield
+        return
+    import psycopg
+
+    key = _lock_key(name)
+    if _psycopg(con).info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        con.execute("SELECT pg_advisory_xact_lock_shared(?)", [key]).fetchall()
+        yield
+        return
+    con.execute("SELECT pg_advisory_lock_shared(?)", [key]).fetchall()
+    try:
+        yield
+    finally:
+        con.execute("SELECT pg_advisory_unlock_shared(?)", [key]).fetchall()
+
+
+def reads_dbt_relations(read: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
+    """Decorate a function whose first argument is a warehouse connection and which reads what dbt builds: it runs
+    holding `DBT_BUILD_LOCK` shared, so no build replaces those relations while it reads them."""
+
+    @functools.wraps(read)
+    def reading(con: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+        with shared(con, DBT_BUILD_LOCK):
+            return read(con, *args, **kwargs)
+
+    return reading
 
 
 def insert_rows(

@@ -1,0 +1,90 @@
+"""Readers of the dbt relations and a dbt build take turns on the PostgreSQL warehouse (store.shared and the
+`dbt-build` lock), on a real PostgreSQL: a build replacing a table drops the views on it until it makes them again,
+and a station reading one meanwhile must wait, not fail or see "nothing built yet"."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+
+from factory_dagster.improve.store import arm_count_rows
+from factory_dagster.warehouse.store import DBT_BUILD_LOCK, connect, exclusive
+
+VIEW = "CREATE VIEW intermediate.int_experiment_arm_counts AS SELECT experiment_id, role, arm, sends FROM intermediate.base"
+
+
+def _waiting_for_advisory_locks(url: str) -> int:
+    with psycopg.connect(url) as con:
+        return con.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]
+
+
+def _wait_until_waiting(url: str, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + 30
+    while _waiting_for_advisory_locks(url) < 1:
+        assert time.monotonic() < deadline and thread.is_alive(), "the other session waits for the lock"
+        time.sleep(0.02)
+
+
+def _built(con, sends: int) -> None:
+    """What dbt's table materialization does: the new table in place of the old, whose drop takes the view with it."""
+    con.execute(
+        f"CREATE TABLE intermediate.base_new AS SELECT 'exp-1' AS experiment_id, 'champion' AS role, 'a' AS arm, {sends} AS sends"
+    )
+    con.execute("ALTER TABLE intermediate.base RENAME TO base_old")
+    con.execute("ALTER TABLE intermediate.base_new RENAME TO base")
+    con.execute("DROP TABLE intermediate.base_old CASCADE")
+
+
+def test_a_reader_waits_for_the_build_and_reads_the_relations_it_made(postgres_dsn, tmp_path) -> None:
+    with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as build:
+        build.execute("CREATE SCHEMA intermediate")
+        build.execute(
+            "CREATE TABLE intermediate.base AS SELECT 'exp-1' AS experiment_id, 'champion' AS role, 'a' AS arm, 1 AS sends"
+        )
+        build.execute(VIEW)
+        read: list[object] = []
+
+        def reader() -> None:
+            with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as con:
+                read.append(arm_count_rows(con, "exp-1"))
+
+        with exclusive(build, DBT_BUILD_LOCK):
+            _built(build, sends=2)  # the view is gone now
+            thread = threading.Thread(target=reader)
+            thread.start()
+            _wait_until_waiting(postgres_dsn, thread)
+            build.execute(VIEW)
+        thread.join(timeout=30)
+    assert read == [[{"experiment_id": "exp-1", "role": "champion", "arm": "a", "sends": 2}]]  # not None: "never built"
+
+
+def test_a_build_waits_for_a_transaction_that_read_the_relations_to_end(postgres_dsn, tmp_path) -> None:
+    """Inside a transaction the shared lock lasts until it ends, as the transaction's locks on what it read do."""
+    with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as reader:
+        reader.execute("CREATE SCHEMA intermediate")
+        reader.execute(
+            "CREATE TABLE intermediate.base AS SELECT 'exp-1' AS experiment_id, 'champion' AS role, 'a' AS arm, 1 AS sends"
+        )
+        reader.execute(VIEW)
+        built = threading.Event()
+
+        def build() -> None:
+            with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as con, exclusive(con, DBT_BUILD_LOCK):
+                built.set()
+
+        with reader.transaction():
+            assert arm_count_rows(reader, "exp-1")[0]["sends"] == 1
+            thread = threading.Thread(target=build)
+            thread.start()
+            _wait_until_waiting(postgres_dsn, thread)
+            assert not built.is_set()
+        thread.join(timeout=30)
+        assert built.is_set()
+        # Outside a transaction the lock is released when the read returns.
+        assert arm_count_rows(reader, "exp-1")[0]["sends"] == 1
+        (held,) = reader.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        ).fetchall()[0]
+        assert held == 0
