@@ -1,18 +1,14 @@
 """The dbt project against a small hand-built warehouse whose mart values are computed by hand.
 
-`dbt build` runs once per warehouse (a populated one and an empty one), concurrently, each
-in a subprocess with its own DuckDB file and target folder, so nothing here clashes with
-another dbt run or leaves DuckDB handles open in the test process.
+`dbt build` runs once per warehouse (a populated one and an empty one), in the test process as the
+line runs it (learning/dbt_runner.py), each with its own DuckDB file and target folder.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +16,7 @@ import duckdb
 import pytest
 import yaml
 
+from factory_dagster.learning.dbt_runner import DbtRun, invoke
 from factory_dagster.warehouse.contracts import RAW_TABLES
 from factory_dagster.warehouse.store import connect
 
@@ -39,27 +36,6 @@ def _day(n: int) -> date:
 
 def _at(day: date, hour: int = 9) -> datetime:
     return datetime(day.year, day.month, day.day, hour)
-
-
-def _start_dbt_build(warehouse: Path, target_path: Path, dbt_vars: dict | None = None) -> subprocess.Popen:
-    args = [
-        sys.executable,
-        "-m",
-        "dbt.cli.main",
-        "build",
-        "--project-dir",
-        str(DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(DBT_PROJECT_DIR),
-        "--target-path",
-        str(target_path),
-        "--log-path",
-        str(target_path / "logs"),
-    ]
-    if dbt_vars:
-        args += ["--vars", json.dumps(dbt_vars)]
-    env = {**os.environ, "FACTORY_WAREHOUSE": str(warehouse)}
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> None:
@@ -383,30 +359,25 @@ def _populate(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, int, str]]:
-    """`dbt build` of the hand-built warehouse and of an empty one, run concurrently:
-    name -> (warehouse path, exit code, dbt output)."""
+def builds(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> dict[str, tuple[Path, DbtRun]]:
+    """`dbt build` of the hand-built warehouse and of an empty one, in this process as the line runs it:
+    name -> (warehouse path, the build). Both files have the same name, so the project is parsed once for both."""
     root = tmp_path_factory.mktemp("dbt")
-    populated, empty = root / "populated.duckdb", root / "empty.duckdb"
+    populated, empty = root / "populated" / "warehouse.duckdb", root / "empty" / "warehouse.duckdb"
     with connect(populated) as con:
         _populate(con)
     with connect(empty):
         pass
-    runs = {
-        "populated": (populated, _start_dbt_build(populated, root / "target_populated", ANOMALY_VARS)),
-        "empty": (empty, _start_dbt_build(empty, root / "target_empty")),
+    return {
+        "populated": (populated, invoke(["build", "--vars", json.dumps(ANOMALY_VARS)], populated, root / "target_populated")),
+        "empty": (empty, invoke(["build"], empty, root / "target_empty")),
     }
-    built = {}
-    for name, (path, process) in runs.items():
-        output, _ = process.communicate(timeout=300)
-        built[name] = (path, process.returncode, output)
-    return built
 
 
 @pytest.fixture(scope="module")
-def warehouse(builds: dict[str, tuple[Path, int, str]]) -> Path:
-    path, returncode, output = builds["populated"]
-    assert returncode == 0, output[-5000:]
+def warehouse(builds: dict[str, tuple[Path, DbtRun]]) -> Path:
+    path, run = builds["populated"]
+    assert run.success, run.describe_failure()
     return path
 
 
@@ -417,9 +388,9 @@ def _rows(warehouse: Path, sql: str) -> list[dict]:
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
-def test_build_passes_on_an_empty_raw_schema(builds: dict[str, tuple[Path, int, str]]) -> None:
-    path, returncode, output = builds["empty"]
-    assert returncode == 0, output[-5000:]
+def test_build_passes_on_an_empty_raw_schema(builds: dict[str, tuple[Path, DbtRun]]) -> None:
+    path, run = builds["empty"]
+    assert run.success, run.describe_failure()
     for mart in (
         "daily_kpis",
         "segment_arm_performance",
