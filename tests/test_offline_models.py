@@ -100,6 +100,7 @@ def classify(body: str, clean_bodies: list[str]) -> str | None:
 
 
 @cache
+@cache  # the cheap model's sample serves two tests
 def _sample(model_name: str, defect_rate: float) -> tuple[Counter, int, list[str]]:
     """(defects seen by type, drafts, problems) for 2000 drafts of one model."""
     model = OfflineModel(model_name, defect_rate)
