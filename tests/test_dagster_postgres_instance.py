@@ -312,14 +312,63 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-def test_the_daemon_runs_queued_campaign_runs_in_parallel_within_the_run_limit(deployment: Deployment) -> None:
-    started = time.monotonic()
+@dataclass
+class Backfill:
+    """One backfill of four runs: the three campaigns' first day, and the first campaign's next day (no new leads: the
+    first day's run imports every file in the inbox), whose run worker a watcher kills (SIGKILL) as soon as the run
+    holds a pool slot. The fourth run waits for its campaign's first day (one run per campaign at a time), so it runs
+    beside the others' days instead of after them."""
+
+    day_runs: list[dg.DagsterRun]
+    killed_run: dg.DagsterRun
+    connection_peak: list[int]
+    killed: threading.Event  # set once the worker is killed and its run failed
+    slot_held_after_failure: list[bool]
+    watcher_error: list[str]
+
+
+def holds_slot(instance: dg.DagsterInstance, run_id: str) -> bool:
+    return run_id in instance.event_log_storage.get_concurrency_info(POOL).active_run_ids
+
+
+@pytest.fixture(scope="module")
+def backfill(deployment: Deployment) -> Iterator[Backfill]:
+    instance = deployment.instance
     for campaign in CAMPAIGN_KEYS:
         write_sample_file(deployment.factory_home / "inbox" / "leads" / campaign, START, n=LEADS_PER_DAY)
-    register_campaigns(deployment.instance, CAMPAIGN_KEYS)  # as the daily schedule does
+    register_campaigns(instance, CAMPAIGN_KEYS)  # as the daily schedule does
+    killed_key = partition_key(CAMPAIGN_KEYS[0], KILLED_DAY)
     with connection_peak(deployment.database_dsn) as peak:
-        runs = submit_partition_runs(deployment, JOB, [partition_key(campaign, START) for campaign in CAMPAIGN_KEYS])
-        finished = wait_until_finished(deployment, [run.run_id for run in runs])
+        runs = submit_partition_runs(
+            deployment, JOB, [partition_key(campaign, START) for campaign in CAMPAIGN_KEYS] + [killed_key]
+        )
+        (killed_run,) = [run for run in runs if run.tags[PARTITION_NAME_TAG] == killed_key]
+        killed, held, errors = threading.Event(), [], []
+
+        def kill_when_it_holds_a_slot() -> None:
+            try:
+                wait_for(lambda: holds_slot(instance, killed_run.run_id), "the run to hold a slot", deployment)
+                pid = worker_pid(instance, killed_run.run_id)
+                assert pid is not None, "no worker pid recorded"
+                os.kill(pid, signal.SIGKILL)
+                wait_for(lambda: instance.get_run_by_id(killed_run.run_id).is_finished, "the run to be failed", deployment, 60)
+                held.append(holds_slot(instance, killed_run.run_id))  # before monitoring's delay has passed
+                killed.set()
+            except AssertionError as exc:  # reported by the test that reads it
+                errors.append(str(exc))
+
+        watcher = threading.Thread(target=kill_when_it_holds_a_slot, daemon=True)
+        watcher.start()
+        yield Backfill([run for run in runs if run is not killed_run], killed_run, peak, killed, held, errors)
+        watcher.join(timeout=WAIT_SECONDS)
+
+
+def test_the_daemon_runs_queued_campaign_runs_in_parallel_within_the_run_limit(
+    deployment: Deployment, backfill: Backfill
+) -> None:
+    started = time.monotonic()
+    runs = backfill.day_runs
+    finished = wait_until_finished(deployment, [run.run_id for run in runs])
     instance = deployment.instance
     assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in finished), failure_report(instance, finished)
 
@@ -353,30 +402,17 @@ def test_the_daemon_runs_queued_campaign_runs_in_parallel_within_the_run_limit(d
     assert leads == {"brightwave-close": LEADS_PER_DAY, "brightwave-spend": LEADS_PER_DAY, "third-campaign": LEADS_PER_DAY}
     assert not list(deployment.factory_home.rglob("*.duckdb"))
     # Dagster's connections to its database stayed far below the server's max_connections (pg_server: 50).
-    assert 0 < max(peak) <= 25, max(peak)
-    print(f"{len(runs)} runs through the queue in {time.monotonic() - started:.1f}s, at most {max(peak)} connections")
+    assert 0 < max(backfill.connection_peak) <= 25, max(backfill.connection_peak)
+    print(
+        f"{len(runs)} runs through the queue in {time.monotonic() - started:.1f}s, at most {max(backfill.connection_peak)} connections"
+    )
 
 
-def test_a_killed_run_worker_fails_its_run_and_monitoring_frees_its_pool_slot(deployment: Deployment) -> None:
-    instance = deployment.instance
-    write_sample_file(deployment.factory_home / "inbox" / "leads" / CAMPAIGN_KEYS[0], KILLED_DAY, n=LEADS_PER_DAY)
-    register_campaigns(deployment.instance, CAMPAIGN_KEYS[:1])
-    (run,) = submit_partition_runs(deployment, JOB, [partition_key(CAMPAIGN_KEYS[0], KILLED_DAY)])
-
-    def holds_slot() -> bool:
-        return run.run_id in instance.event_log_storage.get_concurrency_info(POOL).active_run_ids
-
-    wait_for(holds_slot, f"run {run.run_id} to hold a `{POOL}` slot", deployment)
-    pid = worker_pid(instance, run.run_id)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-
-    def failed() -> dg.DagsterRun | None:
-        current = instance.get_run_by_id(run.run_id)
-        return current if current.is_finished else None
-
-    assert wait_for(failed, f"run {run.run_id} to be failed", deployment, 60).status == dg.DagsterRunStatus.FAILURE
-    assert holds_slot()  # nothing but run monitoring frees a dead worker's slot ...
-    wait_for(lambda: not holds_slot(), f"the `{POOL}` slot of run {run.run_id} to be freed", deployment, 60)
+def test_a_killed_run_worker_fails_its_run_and_monitoring_frees_its_pool_slot(deployment: Deployment, backfill: Backfill) -> None:
+    instance, run = deployment.instance, backfill.killed_run
+    assert backfill.killed.wait(WAIT_SECONDS), backfill.watcher_error or "the watcher did not kill the run's worker"
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert backfill.slot_held_after_failure == [True]  # nothing but run monitoring frees a dead worker's slot ...
+    wait_for(lambda: not holds_slot(instance, run.run_id), f"the `{POOL}` slot of run {run.run_id} to be freed", deployment, 60)
     messages = [e.message or "" for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)]
     assert any("terminated by signal 9" in m for m in messages), messages
