@@ -56,6 +56,7 @@ LEADS_PER_DAY = 4
 CAMPAIGN_KEYS = ["brightwave_close", "brightwave_spend", "third_campaign"]
 KILLED_DAY = START + timedelta(days=1)
 WAIT_SECONDS = 240
+CODE_SERVER_ATTEMPTS = 3
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 
 
@@ -138,16 +139,30 @@ def _stop_process_group(process: subprocess.Popen) -> None:
     process.wait(timeout=10)
 
 
-def _wait_for_code_server(port: int, server: subprocess.Popen) -> None:
-    """Until the code server accepts connections: it loads the code location before it listens (a health-check
-    command instead would start a Python process of its own every half second while the server loads)."""
+def _start_code_server(
+    stack: contextlib.ExitStack, environment: Mapping[str, str], workspace: Path, root: Path
+) -> tuple[int, subprocess.Popen]:
+    """`dagster api grpc` on a free port, and the workspace file that names it."""
+    port = pg_server.free_port()
+    workspace.write_text(
+        yaml.safe_dump({"load_from": [{"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": LOCATION}}]}),
+        encoding="utf-8",
+    )
+    command = [str(BIN / "dagster"), "api", "grpc", "-m", MODULE, "--location-name", LOCATION, "-h", "127.0.0.1", "-p", str(port)]
+    return port, _start_service(stack, command, environment, root / f"code_server_{port}.log")
+
+
+def _code_server_listens(port: int, server: subprocess.Popen) -> bool:
+    """Wait until the code server accepts connections (it loads the code location before it listens; a health-check
+    command instead would start a Python process of its own every half second while the server loads). False when it
+    exited first: another process took the free port between the probe and the bind, so the caller tries another."""
     deadline = time.monotonic() + WAIT_SECONDS
-    while True:
+    while server.poll() is None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        assert server.poll() is None, f"the code server exited with {server.returncode}"
+            return True
         assert time.monotonic() < deadline, f"the code server on port {port} did not answer in {WAIT_SECONDS}s"
         time.sleep(0.3)
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -159,11 +174,6 @@ def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_
     dagster_home, factory_home, workspace = root / "dagster_home", root / "factory", root / "workspace.yaml"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(instance_config()), encoding="utf-8")
-    port = pg_server.free_port()
-    workspace.write_text(
-        yaml.safe_dump({"load_from": [{"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": LOCATION}}]}),
-        encoding="utf-8",
-    )
     environment = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
@@ -178,16 +188,17 @@ def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_
         "DAGSTER_PG_PASSWORD": "",  # the test cluster trusts loopback
     }
     with contextlib.ExitStack() as stack:
-        server = _start_service(
-            stack,
-            [str(BIN / "dagster"), "api", "grpc", "-m", MODULE, "--location-name", LOCATION, "-h", "127.0.0.1", "-p", str(port)],
-            environment,
-            root / "code_server.log",
-        )
+        port, server = _start_code_server(stack, environment, workspace, root)
         # The pool's limit is set by name, as docs/deployment.md says for the PostgreSQL warehouse (this also creates
         # the instance's tables).
         _dagster_cli(environment, "instance", "concurrency", "set", POOL, str(POOL_LIMIT))
-        _wait_for_code_server(port, server)
+        for attempt in range(CODE_SERVER_ATTEMPTS):
+            if _code_server_listens(port, server):
+                break
+            assert attempt + 1 < CODE_SERVER_ATTEMPTS, (
+                f"the code server exited with {server.returncode}, {CODE_SERVER_ATTEMPTS} times"
+            )
+            port, server = _start_code_server(stack, environment, workspace, root)
         daemon = _start_service(
             stack, [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], environment, root / "daemon.log"
         )
