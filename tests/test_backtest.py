@@ -227,11 +227,12 @@ def test_missing_columns_empty_logs_and_unknown_files(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the CLI
 
 
-def _cli(argv: list[str], home: Path) -> int:
+def _cli(argv: list[str], home: Path, warehouse_url: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog="factory")
     cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["backtest", *argv])
-    return args.run(args, Paths.under(home))
+    base = Paths.under(home)
+    return args.run(args, Paths(base.home, base.warehouse, base.leads_inbox, base.spec, warehouse_url))
 
 
 def test_cli_on_a_uniform_csv_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -316,9 +317,12 @@ def test_market_log_with_the_factory_as_logging_policy_records_its_shares(tmp_pa
     assert factory.estimates["ips"].effective_sample_size == pytest.approx(400)
 
 
-def test_warehouse_export_scores_mature_sends_at_the_angle_level(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "warehouse.duckdb"
-    with connect(path) as con:  # the real raw contracts; of the dbt model, the columns the export reads
+def test_warehouse_export_scores_mature_sends_at_the_angle_level(
+    tmp_path: Path, engine_url: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On the DuckDB file (named by `--warehouse PATH`) and on PostgreSQL (the data folder's, FACTORY_WAREHOUSE_URL)."""
+    path, home = tmp_path / "warehouse.duckdb", tmp_path / "home"
+    with connect(path, url=engine_url) as con:  # the real raw contracts; of the dbt model, the columns the export reads
         con.execute("CREATE SCHEMA intermediate")
         con.execute(
             "CREATE TABLE intermediate.int_send_outcomes (send_id VARCHAR, campaign_id VARCHAR, lead_id VARCHAR, "
@@ -367,17 +371,22 @@ def test_warehouse_export_scores_mature_sends_at_the_angle_level(tmp_path: Path,
                         holdout,
                     ],
                 )
-    exported = warehouse_log(path, SPEC.campaign_id, outcome_window_days=7)
+    exported = warehouse_log(path, SPEC.campaign_id, outcome_window_days=7, url=engine_url)
     assert (exported.assigned, exported.not_sent, exported.immature) == (5, 1, 1)
     assert exported.rows[["lead_id", "arm", "propensity", "reward"]].values.tolist() == [
         ["lead_0", "close_speed", 0.6, 1],
         ["lead_1", "team_time", 0.4, 0],
         ["lead_2", "team_time", 0.5, 0],
     ]
-    assert warehouse_log(path, SPEC.campaign_id, 7, level="arm").rows["propensity"].tolist() == [0.2, 0.2, 0.2]
+    assert warehouse_log(path, SPEC.campaign_id, 7, level="arm", url=engine_url).rows["propensity"].tolist() == [0.2, 0.2, 0.2]
     out = tmp_path / "bt.json"
-    assert _cli(["--warehouse", str(path), "--export-log", str(tmp_path / "log.csv"), "--json", str(out)], tmp_path) == 0
+    warehouse = ["--warehouse"] if engine_url else ["--warehouse", str(path)]
+    assert _cli([*warehouse, "--export-log", str(tmp_path / "log.csv"), "--json", str(out)], home, engine_url) == 0
     assert json.loads(out.read_text())["rows"] == 3 and len(pd.read_csv(tmp_path / "log.csv")) == 3
+    assert json.loads(out.read_text())["log"]["warehouse"] == (engine_url or str(path))
+    if engine_url:
+        assert not path.exists() and not (home / "warehouse.duckdb").exists()  # PostgreSQL only
+        return
     with duckdb.connect(str(tmp_path / "bare.duckdb")):
         pass
     assert _cli(["--warehouse", str(tmp_path / "bare.duckdb")], tmp_path) == 2

@@ -49,7 +49,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         nargs="?",
         const="",
         metavar="PATH",
-        help="backtest the line's own logged assignments (default: the data folder's warehouse)",
+        help="backtest the line's own logged assignments: a DuckDB file, or by default the data folder's warehouse "
+        "(PostgreSQL when FACTORY_WAREHOUSE_URL is set)",
     )
     parser.add_argument("--arm", metavar="COL", help="column with the arm that was chosen")
     parser.add_argument("--reward", metavar="COL", help="column with the reward (a number; 0/1 for a conversion)")
@@ -100,6 +101,7 @@ def _load(args: argparse.Namespace, paths: Paths) -> tuple[Any, Any, dict[str, A
 
     if args.warehouse is not None:
         from factory_dagster.backtest.warehouse import warehouse_log
+        from factory_dagster.warehouse.store import warehouse_name
 
         given = [flag for flag, value in _LOG_FLAGS.items() if getattr(args, value)]
         if given:
@@ -107,16 +109,19 @@ def _load(args: argparse.Namespace, paths: Paths) -> tuple[Any, Any, dict[str, A
                 f"{', '.join(given)}: not with --warehouse, whose log has its own columns (segment, arm, propensity)"
             )
         spec = load_spec(paths.spec)
+        # A path names a DuckDB file; without one, the data folder's warehouse (PostgreSQL when FACTORY_WAREHOUSE_URL is set).
         path = Path(args.warehouse) if args.warehouse else paths.warehouse
-        exported = warehouse_log(path, spec.campaign_id, spec.improve.outcome_window_days, args.level)
+        url = None if args.warehouse else paths.warehouse_url
+        where = str(path) if args.warehouse else warehouse_name(paths)
+        exported = warehouse_log(path, spec.campaign_id, spec.improve.outcome_window_days, args.level, url, where)
         if exported.rows.empty:
-            raise BacktestInputError(f"{path}: no mature sends to backtest yet ({exported.describe()})")
+            raise BacktestInputError(f"{where}: no mature sends to backtest yet ({exported.describe()})")
         if args.export_log:
             exported.rows.to_csv(args.export_log, index=False)
         log_spec = LogSpec(arm="arm", reward="reward", context=("segment",), propensity="propensity")
-        rows = standard_frame(exported.rows, log_spec, path)
+        rows = standard_frame(exported.rows, log_spec, where)
         batch = None if args.batch_size else exported.rows["partition_day"].to_numpy()
-        described = {"warehouse": str(path), "campaign_id": spec.campaign_id, "level": args.level, "rows": exported.describe()}
+        described = {"warehouse": where, "campaign_id": spec.campaign_id, "level": args.level, "rows": exported.describe()}
         return rows, batch, described, OFF_POLICY
     if args.log is None:
         raise BacktestInputError("say which log to backtest: --log FILE (CSV or Parquet), or --warehouse for the line's own")

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import connect, reads_dbt_relations
 
 LEVELS = ("angle", "arm")
 LOG_COLUMNS = [
@@ -90,12 +90,15 @@ class WarehouseLog:
         )
 
 
-def warehouse_log(path: Path, campaign_id: str, outcome_window_days: int, level: str = "angle") -> WarehouseLog:
-    """The campaign's mature sends as a backtest log (LOG_COLUMNS): context `segment`, arm `arm`, reward 0/1."""
-    if not Path(path).exists():
+def warehouse_log(
+    path: Path, campaign_id: str, outcome_window_days: int, level: str = "angle", url: str | None = None, where: str = ""
+) -> WarehouseLog:
+    """The campaign's mature sends as a backtest log (LOG_COLUMNS): context `segment`, arm `arm`, reward 0/1; from the
+    DuckDB file at `path`, or from the PostgreSQL warehouse at `url` (`where` names it in errors, password masked)."""
+    if url is None and not Path(path).exists():
         raise WarehouseLogError(f"{path}: no warehouse there")
-    with connect(Path(path), read_only=True) as con:
-        return connection_log(con, campaign_id, outcome_window_days, level, where=str(path))
+    with connect(Path(path), read_only=True, url=url) as con:
+        return connection_log(con, campaign_id, outcome_window_days, level, where=where or str(path))
 
 
 def _missing(con: duckdb.DuckDBPyConnection, relations: tuple[str, ...]) -> list[str]:
@@ -108,6 +111,7 @@ def _missing(con: duckdb.DuckDBPyConnection, relations: tuple[str, ...]) -> list
     return [r for r in relations if r not in found]
 
 
+@reads_dbt_relations
 def connection_log(
     con: duckdb.DuckDBPyConnection, campaign_id: str, outcome_window_days: int, level: str = "angle", where: str = "warehouse"
 ) -> WarehouseLog:
