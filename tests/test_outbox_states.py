@@ -200,6 +200,28 @@ def test_the_outbox_cli_lists_and_resolves_with_the_actor(tmp_path: Path, capsys
         assert moves(con, crashed["send_id"])[-1] == ("uncertain", "queued", "ann")
 
 
+def test_on_postgresql_the_outbox_cli_leaves_claims_to_their_campaigns_send_stage(
+    postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another campaign's run may be sending now: its claims must not turn uncertain (a person could then queue one
+    again, and it would go twice)."""
+    base = Paths.under(tmp_path)
+    paths = Paths(base.home, base.warehouse, base.leads_inbox, base.spec, postgres_dsn)
+    with connect(paths.warehouse, url=postgres_dsn) as con:
+        in_flight = [add_message(con, lead, DAY) for lead in LEADS[:2]]
+        queue(con, in_flight)
+        claim(con, in_flight)
+    root = argparse.ArgumentParser(prog="factory")
+    register(root.add_subparsers(dest="command", required=True))
+    args = root.parse_args(["outbox", "uncertain"])
+    assert args.run(args, paths) == 0
+    out = capsys.readouterr().out
+    assert "2 sends are claimed by a send stage" in out and "no uncertain sends" in out
+    with connect(paths.warehouse, url=postgres_dsn) as con:
+        assert [moves(con, m["send_id"])[-1][1] for m in in_flight] == ["claimed", "claimed"]
+    assert not paths.warehouse.exists()
+
+
 def test_the_file_transport_goes_through_the_outbox_and_writes_the_same_bytes(con, tmp_path: Path) -> None:
     messages = [add_message(con, lead, DAY) for lead in LEADS[:3]]
     transport = FileTransport(tmp_path / "outbox")

@@ -1,8 +1,10 @@
 """`factory outbox uncertain` and `factory outbox resolve`: a person settles the sends whose outcome is unknown.
 
-Registered by factory_dagster/cli.py (`delivery.cli.register(commands)`). Opening the warehouse
-means no send stage is running (DuckDB admits one writer, and the sender holds it while it
-sends), so a claim found here is a dead run's: `uncertain` first settles such claims, then lists.
+Registered by factory_dagster/cli.py (`delivery.cli.register(commands)`). On the DuckDB file, opening the warehouse
+means no send stage is running (DuckDB admits one writer, and the sender holds it while it sends), so a claim found
+here is a dead run's: `uncertain` first settles such claims, then lists. On PostgreSQL other campaigns' runs may be
+sending at this moment, and a claim may be theirs: the command leaves claims alone and says how many there are; a
+dead run's claims are settled by its campaign's next send stage (`delivery/stage.py`).
 """
 
 from __future__ import annotations
@@ -32,9 +34,17 @@ def _outbox(args: argparse.Namespace, paths: Paths) -> int:
 
     actor = getattr(args, "actor", None) or getpass.getuser()
     with open_warehouse(paths) as con:
-        recovery = recover_claims(con, f"factory outbox ({actor})")
-        if recovery.uncertain:
-            print(f"{len(recovery.uncertain)} sends claimed by a run that ended mid-send are now uncertain")
+        if paths.warehouse_url is None:
+            recovery = recover_claims(con, f"factory outbox ({actor})")
+            if recovery.uncertain:
+                print(f"{len(recovery.uncertain)} sends claimed by a run that ended mid-send are now uncertain")
+        else:
+            (claimed,) = con.execute("SELECT count(*) FROM raw.outbox WHERE state = 'claimed'").fetchall()[0]
+            if claimed:
+                print(
+                    f"{claimed} sends are claimed by a send stage: a running one's, or a dead run's, which its campaign's "
+                    "next send stage settles (left alone here: on PostgreSQL other campaigns' runs may be sending now)"
+                )
         if args.action == "uncertain":
             return _list(uncertain_sends(con))
         try:
