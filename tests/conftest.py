@@ -50,6 +50,7 @@ SLOW_MODULES_FIRST = (
     "test_dbt_postgres_parity.py",  # 26
     "test_commands_postgres.py",  # 25
     "test_line_scenarios.py",  # 23
+    "test_junk_model.py",  # about 30: two days of the line against a junk model server
     "test_campaigns.py",  # 21
     "test_importers.py",  # 18
     "test_view_reuse.py",  # 18
