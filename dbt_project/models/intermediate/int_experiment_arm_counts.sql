@@ -130,11 +130,14 @@ outcomes as (
 
 ),
 
--- The day the counts are as of: the latest day any event occurred, which maturity counts from.
+-- The day the counts are as of: the latest day any event occurred, which maturity counts from (int_send_outcomes'
+-- partition_day + days_since_send of every send; none without a send). Read from the events, not from
+-- int_send_outcomes: a view, whose every read joins each send with its events again.
 as_of as (
 
-    select max(partition_day + cast(days_since_send as integer)) as latest_event_day
-    from {{ ref('int_send_outcomes') }}
+    select max(occurred_day) as latest_event_day
+    from {{ ref('stg_events') }}
+    where exists (select 1 from {{ ref('stg_sends') }})
 
 )
 

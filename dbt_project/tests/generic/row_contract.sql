@@ -4,7 +4,9 @@
     instead of one per rule (each node costs dbt a query and Dagster a few events), and the
     failing rows still say what broke: one row per broken rule with the rule, its column(s), how
     many rows break it and up to three examples (duplicated keys, out-of-range or unexpected
-    values). -#}
+    values). The column rules and the key are two reads of the model: for a view (whose query runs
+    at each read: int_send_outcomes joins every send with its events) the columns they need are
+    kept in one `materialized` read; a table's columns are scanned twice, cheaper than a copy. -#}
 {% test row_contract(model, key=[], not_null=[], proportions=[], accepted_values={}) %}
 {%- if not (key or not_null or proportions or accepted_values) -%}
     {{ exceptions.raise_compiler_error("row_contract on " ~ model ~ " needs at least one of key, not_null, proportions, accepted_values") }}
@@ -24,7 +26,15 @@
     {%- endfor -%}
     {%- do checks.append(("accepted_values", column, column ~ " not in (" ~ listed | join(", ") ~ ")", true)) -%}
 {%- endfor -%}
+{%- set read_once = checks and key and is_view_model(model) -%}
+{%- set tested = "tested_rows" if read_once else model -%}
 with
+{%- if read_once %}
+tested_rows as materialized (
+    select {{ (key + not_null + proportions + (accepted_values | list)) | unique | join(", ") }}
+    from {{ model }}
+),
+{%- endif %}
 {%- if checks %}
 {#- One scan of the model for all column rules; `materialized` so the union below reads it once. #}
 measured as materialized (
@@ -37,13 +47,13 @@ measured as materialized (
         cast(null as varchar)
         {%- endif %} as examples_{{ loop.index }}{{ "," if not loop.last }}
     {%- endfor %}
-    from {{ model }}
+    from {{ tested }}
 ),
 {%- endif %}
 {%- if key %}
 duplicated as (
     select {{ key | join(", ") }}, count(*) as occurrences
-    from {{ model }}
+    from {{ tested }}
     group by {{ key | join(", ") }}
     having count(*) > 1
 ),
