@@ -220,6 +220,37 @@ def test_row_contract_checks_accepted_values_and_names_the_strays(tmp_path: Path
     )
 
 
+def test_a_row_contract_on_a_view_reads_it_once_and_still_names_each_broken_rule(tmp_path: Path, dbt_manifest: Path) -> None:
+    """int_send_outcomes is a view: its key and column rules come from one materialized read of it, with the same
+    failing rows. An arm defined twice duplicates its send; a send whose arm has no assignment has no arm prompt."""
+    paths = _empty_warehouse(tmp_path)
+    with connect(paths.warehouse) as con:
+        for lead, prompt in (("l1", "v1"), ("l2", "v2")):
+            con.execute(
+                """INSERT INTO raw.assignments (partition_day, run_id, campaign_id, spec_version, lead_id, segment, arm_id,
+                                                angle, prompt_version, model, propensity, policy_version, reason, assigned_at)
+                   VALUES (DATE '2026-01-01', 'r', 'c', '1', ?, 'seg', 'arm-a', 'angle', ?, 'm', 1.0, 'p', 'x', now())""",
+                [lead, prompt],
+            )
+        for send, arm in (("s1", "arm-a"), ("s2", "arm-b")):
+            con.execute(
+                """INSERT INTO raw.sends (send_id, message_id, partition_day, message_day, run_id, campaign_id, spec_version,
+                                          lead_id, to_email, segment, arm_id, angle, prompt_version, model, subject,
+                                          body_sha256, transport, transport_ref, sent_at)
+                   VALUES (?, ?, DATE '2026-01-01', DATE '2026-01-01', 'r', 'c', '1', 'l1', 'a@example.com', 'seg', ?,
+                           'angle', 'v1', 'm', 'hi', 'h', 'file', 't', now())""",
+                [send, f"m-{send}", arm],
+            )
+    target = paths.home / "dbt_target"
+    run = invoke(["build", "--select", "+int_send_outcomes", "--exclude", f"tag:{INTEGRITY_TAG}"], paths.warehouse, target)
+    assert not run.success
+    (failure,) = [f for f in run.failures if f.startswith("row_contract_int_send_outcomes ")]
+    assert "(fail, 3 failing rows)" in failure, failure
+    assert "rule=duplicate_key, columns=send_id, bad_rows=2, examples=(send_id=s1)" in failure
+    assert "rule=not_null, columns=arm_prompt_version, bad_rows=1" in failure
+    assert "rule=not_null, columns=arm_model, bad_rows=1" in failure
+
+
 def test_a_model_error_is_reported_in_dbts_words(tmp_path: Path, dbt_manifest: Path) -> None:
     paths = _empty_warehouse(tmp_path)
     run = invoke(["build", "--select", "daily_kpis", "--indirect-selection", "empty"], paths.warehouse, paths.home / "dbt_target")
