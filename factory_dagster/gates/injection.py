@@ -83,6 +83,15 @@ _INSTRUCTION_PARTS = (
     r"\b(?:anweisungen|instrucciones|consignes)\b",
 )
 _INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _INSTRUCTION_PARTS), re.IGNORECASE | re.MULTILINE)
+# What every match of _INSTRUCTION contains, in lower case (a word the pattern puts after whitespace: with each
+# ASCII whitespace before it; ":" for the role markers and JSON keys). On ASCII text, where lower case is exactly
+# what IGNORECASE matches, looking for these first spares most drafts the pattern's 24 alternatives at every character.
+_ASCII_SPACES = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+_INSTRUCTION_MARKS = (
+    *"ignor disregard forget override bypass instruction system a.i. artificial language llm chat gpt claude gemini".split(),
+    *"llama assistant jailbr prompt developer anything < inst] ## : anweisungen instrucciones consignes".split(),
+    *(space + word for space in _ASCII_SPACES for word in ("ai", "bot", "mode")),
+)
 # A single word that has no place in a cold email (kept apart: a name may contain it, e.g. "Disregardt").
 _INSTRUCTION_WORDS = re.compile(r"\bdisregard\b", re.IGNORECASE)
 _MARKUP = re.compile(
@@ -133,6 +142,15 @@ def visible(text: str) -> str:
 def words(text: str) -> list[str]:
     """Case-folded words (letters and digits) of the visible text; punctuation and spacing do not count."""
     return _WORD.findall(visible(text).casefold())
+
+
+def instruction(text: str) -> re.Match[str] | None:
+    """The first instruction-like text in `text` (what `_INSTRUCTION.search` finds), the full pattern only when needed."""
+    if text.isascii():
+        lower = text.lower()
+        if not any(mark in lower for mark in _INSTRUCTION_MARKS):
+            return None
+    return _INSTRUCTION.search(text)
 
 
 def _field(lead: Mapping[str, Any], name: str) -> str:
@@ -266,7 +284,7 @@ def injection_violations(subject: str, body: str, lead: Mapping[str, Any], allow
     own = mask(text, _trusted_names(lead))
     allowed = _allowed(allowed_texts)
     allowed_own = allowed.text
-    if match := _INSTRUCTION.search(own) or _INSTRUCTION_WORDS.search(own):
+    if match := instruction(own) or _INSTRUCTION_WORDS.search(own):
         found.append(Violation("injected_instruction", f"instruction-like text {match.group(0).strip()!r}"))
     if match := _MARKUP.search(own):
         found.append(Violation("markup", f"markup {match.group(0).strip()!r} in a plain-text message"))
