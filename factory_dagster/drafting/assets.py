@@ -4,11 +4,11 @@ import dagster as dg
 
 from factory_dagster.assignment.assets import assignments
 from factory_dagster.controls.incidents import record_incident
-from factory_dagster.drafting.draft import draft_candidates
+from factory_dagster.drafting.draft import draft_batches
 from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.gates.schemas import draft_failures
-from factory_dagster.models.ledger import write_ledger
+from factory_dagster.models.ledger import flush_ledger
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
 from factory_dagster.warehouse.store import insert_rows, transaction
 
@@ -29,13 +29,32 @@ def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Ma
     day = gateway.run.partition_day
     with factory.warehouse() as con:
         work = unsent_work(con, day, spec.campaign_id)
-    candidates, deferred = draft_candidates(gateway, spec, work, arm_models=True)
+        with transaction(con):  # leads no longer to draft today (sent, or settled on another day) keep no drafts
+            clear_unsent(
+                con,
+                "drafts",
+                day,
+                spec.campaign_id,
+                "a.lead_id NOT IN (SELECT unnest($work::VARCHAR[]))",
+                {"work": list(work.lead_id)},
+            )
+    drafted, unparseable, deferred = 0, 0, []
+    # Each batch replaces its leads' drafts in its own transaction, its calls and answers with them: a large
+    # day never holds all its drafts, and a crash leaves every lead with either its old drafts or its new ones
+    # (same ids), and every call made on the ledger. A re-run redoes the day; the cache answers what was paid.
+    for batch in draft_batches(gateway, spec, work, arm_models=True):
+        with factory.warehouse() as con, transaction(con):
+            clear_unsent(
+                con, "drafts", day, spec.campaign_id, "a.lead_id IN (SELECT unnest($batch::VARCHAR[]))", {"batch": batch.lead_ids}
+            )
+            insert_rows(con, "drafts", gateway.run.stamp(batch.drafts))
+            flush_ledger(con, gateway)
+        drafted += len(batch.drafts)
+        unparseable += int(batch.drafts.parse_error.notna().sum()) if not batch.drafts.empty else 0
+        deferred += batch.deferred
     with factory.warehouse() as con:
-        with transaction(con):
-            clear_unsent(con, "drafts", day, spec.campaign_id)
-            insert_rows(con, "drafts", gateway.run.stamp(candidates))
-            write_ledger(con, gateway)
-            if deferred:
+        if deferred:
+            with transaction(con):
                 record_incident(
                     con,
                     gateway.run,
@@ -45,12 +64,12 @@ def drafts(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.Ma
                 )
         metadata = {
             "leads": len(work),
-            "drafts": len(candidates),
-            "unparseable": int(candidates.parse_error.notna().sum()) if not candidates.empty else 0,
+            "drafts": drafted,
+            "unparseable": unparseable,
             "leads_deferred_by_budget": len(deferred),
             **gateway.usage(),
         }
-        del work, candidates, gateway  # the check reads the day's drafts back: not two copies of them at once
+        del work, gateway
         checks = run_checks(con, spec, day, *DRAFT_CHECKS)
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -119,21 +121,36 @@ def _call_failure(result: CallResult) -> str:
     return f"model call {result.status}" + (f": {result.error}" if result.error else "")
 
 
-def draft_candidates(
+@dataclass(frozen=True)
+class DraftBatch:
+    """One batch of the work drafted: its leads, their draft rows, and those of its leads the budget deferred."""
+
+    lead_ids: list[str]
+    drafts: pd.DataFrame
+    deferred: list[str]
+
+
+def draft_batches(
     gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, *, arm_models: bool = False
-) -> tuple[pd.DataFrame, list[str]]:
-    """N candidates per row of `work`; also the leads the budget deferred to another day.
+) -> Iterator[DraftBatch]:
+    """`LEADS_PER_BATCH` rows of `work` at a time, N candidates each: a caller may write each batch before the next.
 
     `arm_models`: draft each lead with its assignment's `model` (the line does, so a routing
     experiment's challenger leads really get the challenger model); otherwise the draft stage's route.
     """
-    frames, deferred = [], []
     for start in range(0, len(work), LEADS_PER_BATCH):
         batch = list(work.iloc[start : start + LEADS_PER_BATCH].itertuples())
-        rows, batch_deferred = _draft_batch(gateway, spec, batch, arm_models)
-        frames += [pd.DataFrame(rows)] if rows else []
-        deferred += batch_deferred
-    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), deferred
+        rows, deferred = _draft_batch(gateway, spec, batch, arm_models)
+        yield DraftBatch([lead.lead_id for lead in batch], pd.DataFrame(rows), deferred)
+
+
+def draft_candidates(
+    gateway: ModelGateway, spec: CampaignSpec, work: pd.DataFrame, *, arm_models: bool = False
+) -> tuple[pd.DataFrame, list[str]]:
+    """N candidates per row of `work` (all batches at once); also the leads the budget deferred to another day."""
+    batches = list(draft_batches(gateway, spec, work, arm_models=arm_models))
+    frames = [b.drafts for b in batches if not b.drafts.empty]
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), [i for b in batches for i in b.deferred]
 
 
 def _draft_batch(

@@ -12,7 +12,9 @@ so drafting, repairs and escalations render it like a hand-written one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -54,9 +56,18 @@ def unsent_work(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> 
     return work
 
 
-def clear_unsent(con: duckdb.DuckDBPyConnection, table: str, day: date, campaign_id: str, where: str = "TRUE") -> None:
-    """Delete the day's rows of `raw.<table>` for leads not sent yet (before they are rewritten)."""
+def clear_unsent(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    day: date,
+    campaign_id: str,
+    where: str = "TRUE",
+    params: Mapping[str, Any] | None = None,
+) -> None:
+    """Delete the day's rows of `raw.<table>` for leads not sent yet (before they are rewritten).
+
+    `where` narrows them down (the table is `a`), with its own `$name` parameters in `params`."""
     con.execute(
         f"DELETE FROM raw.{table} a WHERE a.partition_day = $day AND a.campaign_id = $campaign AND {UNSENT} AND ({where})",
-        {"day": day, "campaign": campaign_id},
+        {"day": day, "campaign": campaign_id, **(params or {})},
     )

@@ -1,7 +1,7 @@
 """Dagster wiring of the gate stage: `messages` and the blocking checks before sending."""
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
@@ -19,7 +19,8 @@ from factory_dagster.gates.consistency import CODES as CONSISTENCY_CODES
 from factory_dagster.gates.consistency import load_earlier, stored_inconsistencies
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.gates.schemas import message_failures
-from factory_dagster.models.ledger import write_ledger
+from factory_dagster.models.gateway import ModelGateway
+from factory_dagster.models.ledger import flush_ledger, write_ledger
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
 from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
 
@@ -127,7 +128,8 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
             [day, spec.campaign_id],
         ).df()
         history = load_earlier(con, spec, day, work)
-    output = run_gates(gateway, spec, work, candidates, history)
+
+    output = run_gates(gateway, spec, work, candidates, history, after_calls=ledger_writer(factory))
     leads = len(work)
     frames = output.frames()
     frames["messages"] = frames["messages"].assign(spec_version=spec.spec_version)
@@ -141,7 +143,7 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
                 clear_unsent(con, table, day, spec.campaign_id)
             for table, rows in frames.items():
                 insert_rows(con, table, gateway.run.stamp(rows))
-            write_ledger(con, gateway)
+            flush_ledger(con, gateway)
             if deferred:
                 record_incident(
                     con,
@@ -178,6 +180,19 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
     if postponed:
         context.log.info(f"{len(postponed)} leads wait for tomorrow: every draft read like a colleague's message going out today")
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def ledger_writer(factory: FactoryResource) -> Callable[[ModelGateway], None]:
+    """What the gate does after each batch of calls: the calls and answers go to the ledger and the cache at
+    once, in their own transaction. Every call made is then spent whatever happens next, a re-run reads the
+    answers from the cache, and a large day's calls are not all held; the day's verdicts still go in one
+    transaction at the end (the send step reads them)."""
+
+    def write(gateway: ModelGateway) -> None:
+        with factory.warehouse() as con, transaction(con):
+            flush_ledger(con, gateway)
+
+    return write
 
 
 def gate_counts(con: duckdb.DuckDBPyConnection, day: date, campaign_id: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ ledger row.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,10 +148,12 @@ def run_gates(
     work: pd.DataFrame,
     drafts: pd.DataFrame,
     history: ConsistencyGate | None = None,
+    after_calls: Callable[[ModelGateway], None] | None = None,
 ) -> GateOutput:
     """Gate every lead of `work` given its candidate drafts, in rounds of repair and escalation.
 
-    `history` holds what the leads' companies were already told (none: a first day).
+    `history` holds what the leads' companies were already told (none: a first day). `after_calls` runs after
+    each batch of calls (the stage writes the gateway's ledger there, so a large day's calls are not all held).
     """
     history = ConsistencyGate(spec, gateway.run.partition_day) if history is None else history
     out = GateOutput()
@@ -211,6 +214,8 @@ def run_gates(
                     for lead, results, _ in leads
                 ]
             answers = gateway.complete_many(requests)
+            if after_calls is not None:
+                after_calls(gateway)
             for (lead, _, _), request, answer in zip(leads, requests, answers, strict=True):
                 if answer.status == DEFERRED:
                     out.deferred.append(lead.lead_id)

@@ -40,6 +40,17 @@ from factory_dagster.models.resilience import RetryPolicy
 from factory_dagster.models.routing import Route
 
 DEFERRED = "deferred"
+# What `usage` totals over every call of a gateway.
+USAGE_TOTALS = (
+    "llm_calls",
+    "llm_cache_hits",
+    "llm_errors",
+    "llm_fallbacks",
+    "llm_retries",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+)
 
 
 def utcnow() -> datetime:
@@ -120,8 +131,15 @@ class ModelGateway:
         self.cache_loader = cache_loader
         self.cache: dict[str, CachedAnswer] = {}
         self.settings = settings or GatewaySettings()
+        # What is not written yet: the calls' ledger rows and the new answers for the cache. A stage that writes as
+        # it goes lets them go (`release_written`): a large day's calls are then never all held at once.
         self.new_cache_entries: list[tuple[str, str, str, CachedAnswer]] = []
         self._calls: list[dict] = []
+        self._calls_made = 0  # every call of this gateway, written or not: part of each call id
+        self._usage: dict[str, float] = dict.fromkeys(USAGE_TOTALS, 0)
+        # Cache keys this gateway wrote: its own answers are not read back as cache hits, so a stage pays and
+        # counts the same whether it writes as it goes or at its end (a later run of the day does hit them).
+        self._keys_written: set[str] = set()
 
     # -- public -----------------------------------------------------------------------
 
@@ -133,7 +151,7 @@ class ModelGateway:
         results: list[CallResult | None] = [None] * len(requests)
         keys = [self._key(r) for r in requests]
         if self.cache_loader is not None:
-            self.cache.update(self.cache_loader([k for k in keys if k not in self.cache]))
+            self.cache.update(self.cache_loader([k for k in keys if k not in self.cache and k not in self._keys_written]))
         todo = []
         for index, request in enumerate(requests):
             cached = self.cache.get(keys[index])
@@ -152,20 +170,19 @@ class ModelGateway:
         return [r for r in results if r is not None]
 
     def ledger(self) -> pd.DataFrame:
-        """The calls made so far, shaped as `raw.llm_calls`."""
+        """The calls made so far and not released yet (`release_written`), shaped as `raw.llm_calls`."""
         return pd.DataFrame(self._calls)
 
+    def release_written(self) -> None:
+        """The pending ledger rows and cache entries are written: let them go (their totals stay in `usage`)."""
+        self._keys_written.update(key for key, _, _, _ in self.new_cache_entries)
+        self._calls, self.new_cache_entries = [], []
+
     def usage(self) -> dict[str, float]:
-        """Totals for the asset's Dagster metadata."""
+        """Totals for the asset's Dagster metadata: every call of this gateway, written or not."""
         return {
-            "llm_calls": len(self._calls),
-            "llm_cache_hits": sum(c["cache_hit"] for c in self._calls),
-            "llm_errors": sum(c["status"] != "ok" for c in self._calls),
-            "llm_fallbacks": sum(c["fallback_used"] for c in self._calls),
-            "llm_retries": sum(c["retries"] for c in self._calls),
-            "tokens_in": sum(c["tokens_in"] for c in self._calls),
-            "tokens_out": sum(c["tokens_out"] for c in self._calls),
-            "cost_usd": round(sum(c["cost_usd"] for c in self._calls), 6),
+            **{name: int(self._usage[name]) for name in USAGE_TOTALS if name != "cost_usd"},
+            "cost_usd": round(self._usage["cost_usd"], 6),
             "deferred_by_budget": self.budget.deferred if self.budget else 0,
         }
 
@@ -442,9 +459,11 @@ class ModelGateway:
         call_id = (
             "call_"
             + hashlib.sha256(
-                f"{self.run.run_id}|{request.stage}|{request.lead_id}|{request.seed}|{len(self._calls)}".encode()
+                f"{self.run.run_id}|{request.stage}|{request.lead_id}|{request.seed}|{self._calls_made}".encode()
             ).hexdigest()[:20]
         )
+        self._calls_made += 1
+        self._count(cost=cost, status=status, usage=usage, retries=retries, cache_hit=cache_hit, fallback_used=fallback_used)
         self._calls.append(
             {
                 "call_id": call_id,
@@ -476,6 +495,27 @@ class ModelGateway:
                 (self._key(request), model, request.prompt_version, CachedAnswer(text, tokens[0], tokens[1], model))
             )
         return CallResult(call_id, text, parsed, model, status, cost, cache_hit, sum(i + o for i, o in usage.values()), error)
+
+    def _count(
+        self,
+        *,
+        cost: float,
+        status: str,
+        usage: Mapping[str, tuple[int, int]],
+        retries: int,
+        cache_hit: bool,
+        fallback_used: bool,
+    ) -> None:
+        """Add one call to the totals `usage` reports (in call order, so the cost sums as the ledger's does)."""
+        totals = self._usage
+        totals["llm_calls"] += 1
+        totals["llm_cache_hits"] += cache_hit
+        totals["llm_errors"] += status != "ok"
+        totals["llm_fallbacks"] += fallback_used
+        totals["llm_retries"] += retries
+        totals["tokens_in"] += sum(i for i, _ in usage.values())
+        totals["tokens_out"] += sum(o for _, o in usage.values())
+        totals["cost_usd"] += cost
 
 
 def _validate(text: str, response_model: type[BaseModel] | None) -> tuple[BaseModel | None, str]:

@@ -40,3 +40,11 @@ def write_ledger(con: duckdb.DuckDBPyConnection, gateway: ModelGateway) -> int:
     )
     insert_rows(con, "prompt_versions", versions, skip_existing=True)
     return insert_rows(con, "llm_calls", calls)
+
+
+def flush_ledger(con: duckdb.DuckDBPyConnection, gateway: ModelGateway) -> int:
+    """`write_ledger`, then the gateway lets the written rows go: a stage that writes batch by batch, each in
+    its own transaction, holds one batch's calls and answers at a time instead of the whole day's."""
+    written = write_ledger(con, gateway)
+    gateway.release_written()
+    return written
