@@ -364,9 +364,10 @@ def _tokens(text: str) -> list[str]:
 
 def _rival_language(tokens: list[str], lang: str) -> tuple[str, int, int] | None:
     """(language, its function words, the spec language's) when another language's outnumber the spec's."""
-    counts = Counter(tokens)  # each distinct word looked up once per language, not each occurrence
-    own = sum(n for t, n in counts.items() if t in STOPWORDS[lang])
-    others = {o: sum(n for t, n in counts.items() if t in ws) for o, ws in STOPWORDS.items() if o != lang}
+    counts = Counter(tokens)  # each distinct word counted once per language (a set intersection), not each occurrence
+    present = counts.keys()
+    own = sum(counts[t] for t in present & STOPWORDS[lang])
+    others = {o: sum(counts[t] for t in present & ws) for o, ws in STOPWORDS.items() if o != lang}
     rival, count = max(others.items(), key=lambda item: item[1])
     return (rival, count, own) if count >= MIN_FOREIGN_STOPWORDS and count > own else None
 
@@ -392,9 +393,10 @@ def language_violations(subject: str, body: str, language: str, fixed_texts: Ite
     if lang not in STOPWORDS:
         return []
     free = visible(_strip_texts(visible(f"{subject}\n{body}"), fixed_texts))
-    letters = sum(map(str.isalpha, free))
+    # ASCII letters are Latin: only a text with other characters can be in another script, and only their
+    # Unicode names are looked up.
+    letters = 0 if free.isascii() else sum(map(str.isalpha, free))
     if letters:
-        # ASCII letters are Latin: only the others' Unicode names are looked up.
         other_script = sum(1 for c in free if not c.isascii() and c.isalpha() and "LATIN" not in unicodedata.name(c, "LATIN"))
         if letters >= 20 and other_script / letters > MAX_OTHER_SCRIPT_SHARE:
             return [Violation("wrong_language", f"most letters are not Latin script; the spec's language is {language!r}")]
