@@ -56,6 +56,7 @@ _FIGURE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(%|[^\W\d_]+)?")
 _SAME_STATEMENT = 0.6
 _MIN_STATEMENT_WORDS = 3
 REDACTED = "(name)"
+RECENT_PROFILES = 16  # more than one lead's drafts in a round
 
 
 def _norm(text: str) -> str:
@@ -147,7 +148,7 @@ def shingles(own_wording: str) -> frozenset[tuple[str, ...]]:
     words = _WORD.findall(_norm(own_wording))
     if len(words) < 3:
         return frozenset((w,) for w in words)
-    return frozenset(tuple(words[i : i + 3]) for i in range(len(words) - 2))
+    return frozenset(zip(words, words[1:], words[2:]))
 
 
 def similarity(a: frozenset[tuple[str, ...]], b: frozenset[tuple[str, ...]]) -> float:
@@ -166,8 +167,10 @@ def statements(own_wording: str) -> tuple[Statement, ...]:
     for sentence in _SENTENCE_BREAK.split(own_wording):
         norm = _norm(sentence)
         figures = frozenset(f"{number.replace(',', '.')} {unit or ''}".strip() for number, unit in _FIGURE.findall(norm))
+        if not figures:  # most sentences state none: their words are not needed
+            continue
         words = frozenset("#" if not w.isalpha() and any(c.isdigit() for c in w) else w for w in _WORD.findall(norm))
-        if figures and len(words) >= _MIN_STATEMENT_WORDS:
+        if len(words) >= _MIN_STATEMENT_WORDS:
             found.append(Statement(" ".join(sentence.split()), words, figures))
     return tuple(found)
 
@@ -180,6 +183,8 @@ class ConsistencyGate:
         self.max_similarity = spec.consistency.max_similarity
         self.fixed_texts = fixed_texts(spec)
         self._by_key: dict[str, list[_Profile]] = {}
+        # The profiles `violations` made of the last drafts: `accept` takes the chosen one back instead of redoing it.
+        self._recent: dict[SentMessage, _Profile] = {}
         for message in earlier:
             self._add(self._profile(message))
 
@@ -216,6 +221,9 @@ class ConsistencyGate:
         if not related:
             return []
         draft = self._profile(message_for(lead, subject, body, self.day))
+        if len(self._recent) >= RECENT_PROFILES:
+            self._recent.clear()
+        self._recent[draft.message] = draft
         found: list[Violation] = []
         for profile in related:
             earlier = profile.message
@@ -242,7 +250,8 @@ class ConsistencyGate:
 
     def accept(self, lead: Any, subject: str, body: str) -> None:
         """Remember a message accepted today, so the next drafts for the same company are checked against it."""
-        self._add(self._profile(message_for(lead, subject, body, self.day)))
+        message = message_for(lead, subject, body, self.day)
+        self._add(self._recent.pop(message, None) or self._profile(message))
 
     def reference(self, lead: Any, as_of: dict[str, int] | None = None) -> dict[str, Any] | None:
         """The data block a repair or escalation gets: what the company was already told, names redacted

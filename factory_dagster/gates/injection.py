@@ -102,6 +102,9 @@ _MARKUP = re.compile(
     r"|^\s*#{1,6}\s+\S",  # a Markdown heading
     re.IGNORECASE | re.MULTILINE,
 )
+# What every match of _MARKUP contains: a tag's "<", "javascript", an event handler's "=", a Markdown link's "](",
+# emphasis or a heading's "#".
+_MARKUP_MARKS = ("<", "javascript", "=", "](", "**", "__", "#")
 _EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.IGNORECASE)
 _OBFUSCATED_CONTACT = re.compile(
     r"[\w.+-]+\s*(?:\[at\]|\(at\)|\{at\}|\s+at\s+)\s*[\w-]+(?:\s*(?:\[dot\]|\(dot\)|\{dot\}|\s+dot\s+)\s*[\w-]+)+"
@@ -113,11 +116,17 @@ _OBFUSCATION_MARK = re.compile(r"\[dot\]|\(dot\)|\{dot\}|\sdot\s|\[\.\]|\(\.\)",
 _PHONE = re.compile(r"(?<![\w./,:-])(?:\+|00)?\d(?:[ ()./-]{0,2}\d){6,16}(?![\w])")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MESSENGER = re.compile(r"\b(?:whats\s*app|telegram|signal\s+me|wechat|skype|viber|t\.me/|wa\.me/)", re.IGNORECASE)
+_MESSENGER_MARKS = ("whats", "telegram", "signal", "wechat", "skype", "viber", "t.me/", "wa.me/")
 _URL_IN_NAME = re.compile(r"\b(?:https?|hxxps?|ftp)://|\bwww\.|\b[a-z0-9-]+\.[a-z]{2,24}/", re.IGNORECASE)
 _OFFENSIVE = re.compile(
     r"\b(?:idiots?|idiotic|morons?|moronic|stupid|imbeciles?|incompetent|losers?|pathetic|clowns|dumbass\w*|"
     r"fuck\w*|shit\w*|crap|bastards?|bitch\w*|assholes?)\b",
     re.IGNORECASE,
+)
+
+
+_OFFENSIVE_MARKS = tuple(
+    "idiot moron stupid imbecile incompetent loser pathetic clowns dumbass fuck shit crap bastard bitch asshole".split()
 )
 
 
@@ -146,11 +155,15 @@ def words(text: str) -> list[str]:
 
 def instruction(text: str) -> re.Match[str] | None:
     """The first instruction-like text in `text` (what `_INSTRUCTION.search` finds), the full pattern only when needed."""
-    if text.isascii():
-        lower = text.lower()
-        if not any(mark in lower for mark in _INSTRUCTION_MARKS):
-            return None
+    if not _may_match(text.lower() if text.isascii() else None, _INSTRUCTION_MARKS):
+        return None
     return _INSTRUCTION.search(text)
+
+
+def _may_match(ascii_lower: str | None, marks: Iterable[str]) -> bool:
+    """Whether a pattern whose every match contains one of `marks` (lower case) may match a text, given the text
+    in lower case when it is ASCII (None: another text, which only the pattern can tell)."""
+    return ascii_lower is None or any(mark in ascii_lower for mark in marks)
 
 
 def _field(lead: Mapping[str, Any], name: str) -> str:
@@ -179,21 +192,43 @@ def _trusted_names(lead: Mapping[str, Any]) -> list[str]:
 
 def mask(text: str, names: Iterable[str], mark: str = " ") -> str:
     """`text` with every whole-word mention of the names replaced by `mark` (case and spacing ignored)."""
-    for name in sorted(names, key=len, reverse=True):
-        if (pattern := _spaced_pattern(name, whole_words=True)) is not None:
-            text = pattern.sub(mark, text)
+    return _replace_spaced(text, names, mark, whole_words=True)
+
+
+def _replace_spaced(text: str, texts: Iterable[str], mark: str, whole_words: bool) -> str:
+    """`text` with every occurrence of each of `texts` (longest first; any case and spacing) replaced by `mark`.
+
+    An ASCII text can only hold an ASCII text's occurrence where it holds its first word in lower case (exactly
+    what IGNORECASE matches there): that test spares most drafts most of the patterns."""
+    lower = text.lower() if text.isascii() else None
+    for fixed in sorted(texts, key=len, reverse=True):
+        spaced = _spaced_pattern(fixed, whole_words)
+        if spaced is None or (lower is not None and spaced.first_word is not None and spaced.first_word not in lower):
+            continue
+        text, replaced = spaced.pattern.subn(mark, text)
+        if replaced:
+            lower = text.lower() if text.isascii() else None
     return text
 
 
-@functools.lru_cache(maxsize=4096)
-def _spaced_pattern(text: str, whole_words: bool) -> re.Pattern[str] | None:
+@dataclass(frozen=True)
+class _Spaced:
+    pattern: re.Pattern[str]
+    first_word: str | None  # in lower case, when ASCII: what an ASCII text must contain for the pattern to match
+
+
+# Kept for every name and fixed text of a campaign, in both forms: a smaller cache that the names of a few
+# thousand companies overflow compiles the patterns again and again.
+@functools.lru_cache(maxsize=16384)
+def _spaced_pattern(text: str, whole_words: bool) -> _Spaced | None:
     """`text`'s visible words with any spacing between them, any case (None: no words); kept, as the same
     names and fixed texts come back for every draft of a lead and every lead of a campaign."""
     parts = visible(text).split()
     if not parts:
         return None
     pattern = r"\s+".join(map(re.escape, parts))
-    return re.compile(r"(?<!\w)" + pattern + r"(?!\w)" if whole_words else pattern, re.IGNORECASE)
+    compiled = re.compile(r"(?<!\w)" + pattern + r"(?!\w)" if whole_words else pattern, re.IGNORECASE)
+    return _Spaced(compiled, parts[0].lower() if parts[0].isascii() else None)
 
 
 def _masked_words(text: str, names: Iterable[str]) -> list[str]:
@@ -203,15 +238,23 @@ def _masked_words(text: str, names: Iterable[str]) -> list[str]:
         if not name:
             continue
         out, i, first = [], 0, name[0]
-        while i < len(tokens):
-            if tokens[i] == first and tokens[i : i + len(name)] == name:
-                out.append("\x00")
-                i += len(name)
+        while (at := _index(tokens, first, i)) >= 0:  # the next place the name may start, found in C
+            if tokens[at : at + len(name)] == name:
+                out += [*tokens[i:at], "\x00"]
+                i = at + len(name)
             else:
-                out.append(tokens[i])
-                i += 1
-        tokens = out
+                out += tokens[i : at + 1]
+                i = at + 1
+        tokens = out + tokens[i:]
     return tokens
+
+
+def _index(tokens: list[str], token: str, start: int) -> int:
+    """`tokens.index(token, start)`, or -1 when it is not there."""
+    try:
+        return tokens.index(token, start)
+    except ValueError:
+        return -1
 
 
 def _runs(tokens: list[str], n: int = PLANTED_RUN_WORDS) -> set[tuple[str, ...]]:
@@ -248,9 +291,23 @@ def _allowed(texts: tuple[str, ...]) -> _AllowedTexts:
     )
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=65536)
+def _cached_words(text: str) -> tuple[str, ...]:
+    """`words` of a lead's field or name: a campaign's leads share most of them."""
+    return tuple(words(text))
+
+
 def _field_runs(value: str, trusted: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[tuple[str, ...]]]:
-    """A lead field's words with the trusted names masked, and their runs: the same for each of the lead's drafts."""
+    """A lead field's words with the trusted names masked, and their runs: the same for each of the lead's drafts.
+
+    Only the names whose first word is in the field can mask anything, so only they are part of the cached
+    key: a role or a note shared by many leads is split into runs once, whoever the lead is."""
+    present = _cached_words(value)
+    return _masked_field_runs(value, tuple(n for n in trusted if (name := _cached_words(n)) and name[0] in present))
+
+
+@functools.lru_cache(maxsize=65536)
+def _masked_field_runs(value: str, trusted: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[tuple[str, ...]]]:
     tokens = _masked_words(value, trusted)
     return tuple(tokens), frozenset(_runs(tokens))
 
@@ -286,16 +343,18 @@ def injection_violations(subject: str, body: str, lead: Mapping[str, Any], allow
     allowed_own = allowed.text
     if match := instruction(own) or _INSTRUCTION_WORDS.search(own):
         found.append(Violation("injected_instruction", f"instruction-like text {match.group(0).strip()!r}"))
-    if match := _MARKUP.search(own):
+    lower = own.lower() if own.isascii() else None  # for the patterns' literal pre-checks (see _may_match)
+    if _may_match(lower, _MARKUP_MARKS) and (match := _MARKUP.search(own)):
         found.append(Violation("markup", f"markup {match.group(0).strip()!r} in a plain-text message"))
-    contacts = sorted({m.group(0).lower() for m in _EMAIL.finditer(own)} - allowed.emails)
+    contacts = sorted({m.group(0).lower() for m in _EMAIL.finditer(own)} - allowed.emails) if "@" in own else []
     contacts += sorted(_phones(own) - allowed.phones)
     if _OBFUSCATION_MARK.search(own):  # a cheap search first: the full pattern backtracks through every word
         contacts += [m.group(0) for m in _OBFUSCATED_CONTACT.finditer(own) if m.group(0) not in allowed_own]
-    contacts += [m.group(0) for m in _MESSENGER.finditer(own) if m.group(0).lower() not in allowed_own.lower()]
+    if _may_match(lower, _MESSENGER_MARKS):
+        contacts += [m.group(0) for m in _MESSENGER.finditer(own) if m.group(0).lower() not in allowed_own.lower()]
     if contacts:
         found.append(Violation("unsupported_contact", f"contact channel not in the spec: {contacts[0]!r}"))
-    if match := _OFFENSIVE.search(own):
+    if _may_match(lower, _OFFENSIVE_MARKS) and (match := _OFFENSIVE.search(own)):
         found.append(Violation("offensive_language", f"offensive word {match.group(0)!r}"))
     return found
 
@@ -352,10 +411,7 @@ MAX_OTHER_SCRIPT_SHARE = 0.5  # share of letters outside Latin script
 
 def _strip_texts(text: str, texts: Iterable[str]) -> str:
     """`text` without verbatim occurrences of the given texts (case and spacing ignored)."""
-    for fixed in sorted(texts, key=len, reverse=True):
-        if (pattern := _spaced_pattern(fixed, whole_words=False)) is not None:
-            text = pattern.sub(" ", text)
-    return text
+    return _replace_spaced(text, texts, " ", whole_words=False)
 
 
 def _tokens(text: str) -> list[str]:
