@@ -129,7 +129,7 @@ class _Profile:
     """What the checks compare of one message, computed once."""
 
     message: SentMessage
-    shingles: frozenset[tuple[str, ...]]
+    shingles: frozenset[int]  # the ids of its shingles (ConsistencyGate._shingle_ids)
     statements: tuple[Statement, ...]
 
 
@@ -151,7 +151,7 @@ def shingles(own_wording: str) -> frozenset[tuple[str, ...]]:
     return frozenset(zip(words, words[1:], words[2:]))
 
 
-def similarity(a: frozenset[tuple[str, ...]], b: frozenset[tuple[str, ...]]) -> float:
+def similarity(a: frozenset[Any], b: frozenset[Any]) -> float:
     return _jaccard(a, b) if a and b else 0.0
 
 
@@ -183,6 +183,9 @@ class ConsistencyGate:
         self.max_similarity = spec.consistency.max_similarity
         self.fixed_texts = fixed_texts(spec)
         self._by_key: dict[str, list[_Profile]] = {}
+        # Each distinct shingle once, with an id: a profile holds the ids. A large day keeps a profile for each of
+        # its ~100,000 messages, and the shingles themselves (tuples of words) took most of a gigabyte.
+        self._shingle_ids: dict[tuple[str, ...], int] = {}
         # The profiles `violations` made of the last drafts: `accept` takes the chosen one back instead of redoing it.
         self._recent: dict[SentMessage, _Profile] = {}
         for message in earlier:
@@ -192,7 +195,9 @@ class ConsistencyGate:
         names = (message.first_name, message.last_name, message.company)
         body = _own_wording(message.body, names, self.fixed_texts)
         # Similarity is the body's: a copied body under another subject still reads as a copy.
-        return _Profile(message, shingles(body), statements(f"{_own_wording(message.subject, names, ())}\n{body}"))
+        ids = self._shingle_ids
+        shingle_ids = frozenset(ids.setdefault(shingle, len(ids)) for shingle in shingles(body))
+        return _Profile(message, shingle_ids, statements(f"{_own_wording(message.subject, names, ())}\n{body}"))
 
     def _add(self, profile: _Profile) -> None:
         for key in profile.message.keys:

@@ -16,7 +16,7 @@ ledger row.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +38,36 @@ def send_id_for(campaign_id: str, lead_id: str) -> str:
     return "snd_" + hashlib.sha256(f"{campaign_id}|{lead_id}|first-touch".encode()).hexdigest()[:20]
 
 
+class Rows:
+    """Rows of one shape kept as columns, a list per field: a large day's 440,000 verdicts without a dict each
+    (which took about 600 bytes a row more). Iterating gives the rows as dicts again."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {}
+
+    def __iadd__(self, rows: Iterable[dict[str, Any]]) -> Rows:
+        for row in rows:
+            if not self.columns:
+                self.columns = {name: [] for name in row}
+            for name, value in row.items():
+                self.columns[name].append(value)
+        return self
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()), ()))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        names = list(self.columns)
+        return (dict(zip(names, values, strict=True)) for values in zip(*self.columns.values(), strict=True))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.columns)
+
+
 @dataclass
 class GateOutput:
-    drafts: list[dict[str, Any]] = field(default_factory=list)
-    results: list[dict[str, Any]] = field(default_factory=list)
+    drafts: Rows = field(default_factory=Rows)
+    results: Rows = field(default_factory=Rows)
     messages: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
@@ -49,8 +75,8 @@ class GateOutput:
 
     def frames(self) -> dict[str, pd.DataFrame]:
         return {
-            "drafts": pd.DataFrame(self.drafts),
-            "gate_results": pd.DataFrame(self.results),
+            "drafts": self.drafts.frame(),
+            "gate_results": self.results.frame(),
             "messages": pd.DataFrame(self.messages),
             "messages_quarantine": pd.DataFrame(self.quarantine),
         }
@@ -96,14 +122,15 @@ def _settle(
 ) -> list[dict[str, Any]] | None:
     """Record one round's drafts of a lead; the message if one passes, else the results to repair from."""
     results = _evaluate(drafts, lead, spec, history)
-    out.results += results
     passing = [(r, d) for r, d in zip(results, drafts, strict=True) if r["passed"]]
     if passing:
         best_result, best = max(passing, key=lambda pair: (pair[0]["agreement"], -pair[1]["candidate_index"]))
         best_result["selected"] = True
+        out.results += results
         out.messages.append(_message(gateway, lead, best))
         history.accept(lead, best["subject"], best["body"])
         return None
+    out.results += results
     return results
 
 
