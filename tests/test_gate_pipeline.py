@@ -174,8 +174,9 @@ def test_unparseable_candidates_are_repaired() -> None:
     lead_id = r.work.lead_id.iloc[0]
     gw = gateway(registry(0.0, 0.0), run_id="hand")
     out = run_gates(gw, r.spec, r.work[r.work.lead_id == lead_id], _hand_made(r, lead_id, [None, None]))
-    assert [res["violation_codes"] for res in out.results[:2]] == [["parse_error"], ["parse_error"]]
-    assert len(out.drafts) == 1 and out.drafts[0]["attempt"] == 1 and out.messages[0]["draft_id"] == out.drafts[0]["draft_id"]
+    assert [res["violation_codes"] for res in list(out.results)[:2]] == [["parse_error"], ["parse_error"]]
+    [repair] = out.drafts
+    assert repair["attempt"] == 1 and out.messages[0]["draft_id"] == repair["draft_id"]
     assert gw.ledger().stage.tolist() == ["repair"]
 
 
