@@ -230,14 +230,14 @@ class ConsistencyGate:
             self._recent.clear()
         self._recent[draft.message] = draft
         found: list[Violation] = []
+        email = _norm(draft.message.email)
         for profile in related:
             earlier = profile.message
-            who = "this person" if _norm(earlier.email) == _norm(draft.message.email) else f"a colleague at {earlier.company}"
             if self._same_day(earlier) and (score := similarity(draft.shingles, profile.shingles)) > self.max_similarity:
                 found.append(
                     Violation(
                         NEAR_DUPLICATE,
-                        f"{score:.0%} the same wording as the message to {who} going out today (lead {earlier.lead_id}); "
+                        f"{score:.0%} the same wording as the message to {_who(earlier, email)} going out today (lead {earlier.lead_id}); "
                         f"the limit is {self.max_similarity:.0%}",
                     )
                 )
@@ -247,7 +247,7 @@ class ConsistencyGate:
                     found.append(
                         Violation(
                             CONTRADICTS_EARLIER,
-                            f"says {new.text!r} where the message of {earlier.day} to {who} (lead {earlier.lead_id}) "
+                            f"says {new.text!r} where the message of {earlier.day} to {_who(earlier, email)} (lead {earlier.lead_id}) "
                             f"said {old.text!r}",
                         )
                     )
@@ -265,6 +265,11 @@ class ConsistencyGate:
         if not related:
             return None
         return {"messages": [{"day": str(p.message.day), "text": p.message.redacted} for p in related]}
+
+
+def _who(earlier: SentMessage, email: str) -> str:
+    """Who got `earlier`, as a finding names them to the draft's recipient (whose e-mail is `email`, normalised)."""
+    return "this person" if _norm(earlier.email) == email else f"a colleague at {earlier.company}"
 
 
 def message_for(lead: Any, subject: str, body: str, day: date, sent_day: date | None = None) -> SentMessage:
