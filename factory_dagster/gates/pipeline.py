@@ -185,10 +185,6 @@ def run_gates(
     history = ConsistencyGate(spec, gateway.run.partition_day) if history is None else history
     out = GateOutput()
     by_lead = _candidates_by_lead(drafts)
-    briefs = {
-        lead.lead_id: draft_brief(spec, lead.angle, lead.hook, list(lead.claims), lead.prompt_version)
-        for lead in work.itertuples()
-    }
     failing: dict[str, tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for lead in work.itertuples():
         candidates = by_lead.get(lead.lead_id)
@@ -219,7 +215,7 @@ def run_gates(
                     draft_request(
                         "repair",
                         REPAIR_PROMPT_VERSION,
-                        {**briefs[lead.lead_id], "task": "repair"},
+                        {**_brief(spec, lead), "task": "repair"},
                         lead,
                         attempt,
                         0,
@@ -232,7 +228,7 @@ def run_gates(
                     draft_request(
                         "escalate",
                         lead.prompt_version,
-                        briefs[lead.lead_id],
+                        _brief(spec, lead),
                         lead,
                         attempt,
                         0,
@@ -276,6 +272,11 @@ def run_gates(
             }
         )
     return out
+
+
+def _brief(spec: CampaignSpec, lead: Any) -> dict[str, Any]:
+    """The lead's drafting brief, made when a repair or an escalation needs it (not kept for every lead of a day)."""
+    return draft_brief(spec, lead.angle, lead.hook, list(lead.claims), lead.prompt_version)
 
 
 def _message(gateway: ModelGateway, lead: Any, draft: dict[str, Any]) -> dict[str, Any]:
