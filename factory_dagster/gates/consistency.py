@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cached_property
 from typing import Any
 
 import duckdb
@@ -118,9 +119,10 @@ class SentMessage:
         """Where the message is filed: its company, its company's domain and its recipient."""
         return recipient_keys(self.company, self.email)
 
-    @property
+    @cached_property
     def redacted(self) -> str:
-        """Subject and body with the recipient's own names replaced, so they can be shown to another lead's model."""
+        """Subject and body with the recipient's own names replaced, so they can be shown to another lead's model
+        (made once: every repair of a colleague's draft shows it again)."""
         return redact(f"{self.subject}\n{self.body}", (self.first_name, self.last_name))
 
 

@@ -83,15 +83,19 @@ _INSTRUCTION_PARTS = (
     r"\b(?:anweisungen|instrucciones|consignes)\b",
 )
 _INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _INSTRUCTION_PARTS), re.IGNORECASE | re.MULTILINE)
-# What every match of _INSTRUCTION contains, in lower case (a word the pattern puts after whitespace: with each
-# ASCII whitespace before it; ":" for the role markers and JSON keys). On ASCII text, where lower case is exactly
-# what IGNORECASE matches, looking for these first spares most drafts the pattern's 24 alternatives at every character.
-_ASCII_SPACES = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+# What every match of _INSTRUCTION contains, in lower case (" " + a word the pattern puts after whitespace, in the
+# text with its ASCII whitespace made spaces; ":" for the role markers and JSON keys). On ASCII text, where lower
+# case is exactly what IGNORECASE matches, looking for these first spares most drafts the pattern's 24 alternatives
+# at every character.
 _INSTRUCTION_MARKS = (
     *"ignor disregard forget override bypass instruction system a.i. artificial language llm chat gpt claude gemini".split(),
     *"llama assistant jailbr prompt developer anything < inst] ## : anweisungen instrucciones consignes".split(),
-    *(space + word for space in _ASCII_SPACES for word in ("ai", "bot", "mode")),
+    " ai",
+    " bot",
+    " mode",
 )
+# What \s matches in ASCII, made a space.
+_ASCII_SPACES = str.maketrans(dict.fromkeys("\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f", " "))
 # A single word that has no place in a cold email (kept apart: a name may contain it, e.g. "Disregardt").
 _INSTRUCTION_WORDS = re.compile(r"\bdisregard\b", re.IGNORECASE)
 _MARKUP = re.compile(
@@ -155,7 +159,7 @@ def words(text: str) -> list[str]:
 
 def instruction(text: str) -> re.Match[str] | None:
     """The first instruction-like text in `text` (what `_INSTRUCTION.search` finds), the full pattern only when needed."""
-    if not _may_match(text.lower() if text.isascii() else None, _INSTRUCTION_MARKS):
+    if not _may_match(text.lower().translate(_ASCII_SPACES) if text.isascii() else None, _INSTRUCTION_MARKS):
         return None
     return _INSTRUCTION.search(text)
 
@@ -163,7 +167,7 @@ def instruction(text: str) -> re.Match[str] | None:
 def _may_match(ascii_lower: str | None, marks: Iterable[str]) -> bool:
     """Whether a pattern whose every match contains one of `marks` (lower case) may match a text, given the text
     in lower case when it is ASCII (None: another text, which only the pattern can tell)."""
-    return ascii_lower is None or any(mark in ascii_lower for mark in marks)
+    return ascii_lower is None or any(map(ascii_lower.__contains__, marks))
 
 
 def _field(lead: Mapping[str, Any], name: str) -> str:

@@ -240,8 +240,11 @@ def _foreign_draft(brief: dict[str, Any], lead: dict[str, Any], language: str) -
     return {"subject": subject, "body": "\n\n".join(paragraphs)}
 
 
+_DIGITS = re.compile(r"\d+")
+
+
 def _masked(sentence: str) -> str:
-    return re.sub(r"\d+", "#", sentence)
+    return _DIGITS.sub("#", sentence)
 
 
 def _style(style: str, system: str) -> str:
