@@ -27,6 +27,13 @@ def _wait_until_waiting(url: str, thread: threading.Thread) -> None:
         time.sleep(0.02)
 
 
+def _first_build(con) -> None:
+    """The relations a first build leaves: a table, and the view the decision step reads over it."""
+    con.execute("CREATE SCHEMA intermediate")
+    con.execute("CREATE TABLE intermediate.base AS SELECT 'exp-1' AS experiment_id, 'champion' AS role, 'a' AS arm, 1 AS sends")
+    con.execute(VIEW)
+
+
 def _built(con, sends: int) -> None:
     """What dbt's table materialization does: the new table in place of the old, whose drop takes the view with it."""
     con.execute(
@@ -39,11 +46,7 @@ def _built(con, sends: int) -> None:
 
 def test_a_reader_waits_for_the_build_and_reads_the_relations_it_made(postgres_dsn, tmp_path) -> None:
     with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as build:
-        build.execute("CREATE SCHEMA intermediate")
-        build.execute(
-            "CREATE TABLE intermediate.base AS SELECT 'exp-1' AS experiment_id, 'champion' AS role, 'a' AS arm, 1 AS sends"
-        )
-        build.execute(VIEW)
+        _first_build(build)
         read: list[object] = []
 
         def reader() -> None:
@@ -63,11 +66,7 @@ def test_a_reader_waits_for_the_build_and_reads_the_relations_it_made(postgres_d
 def test_a_build_waits_for_a_transaction_that_read_the_relations_to_end(postgres_dsn, tmp_path) -> None:
     """Inside a transaction the shared lock lasts until it ends, as the transaction's locks on what it read do."""
     with connect(tmp_path / "unused.duckdb", url=postgres_dsn) as reader:
-        reader.execute("CREATE SCHEMA intermediate")
-        reader.execute(
-            "CREATE TABLE intermediate.base AS SELECT 'exp-1' AS experiment_id, 'champion' AS role, 'a' AS arm, 1 AS sends"
-        )
-        reader.execute(VIEW)
+        _first_build(reader)
         built = threading.Event()
 
         def build() -> None:
