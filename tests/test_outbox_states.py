@@ -4,6 +4,8 @@ the file transport through the outbox, and the mailbox pool's pacing and caps on
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 from datetime import timedelta
 from email.policy import SMTP
 from pathlib import Path
@@ -13,6 +15,7 @@ from helpers_db import CAMPAIGN, DAY, LEADS, OTHER_CAMPAIGN, SPEC, add_message, 
 
 from factory_dagster.delivery.cli import register
 from factory_dagster.delivery.config import Mailbox
+from factory_dagster.delivery.contact_gap import CONTACT_GAP_LOCK
 from factory_dagster.delivery.eml import FileTransport, OutgoingMessage, build_email
 from factory_dagster.delivery.mailboxes import MailboxPool, MailboxUsage
 from factory_dagster.delivery.outbox import pending_messages, plan_sends
@@ -32,7 +35,7 @@ from factory_dagster.delivery.states import (
 )
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse.dialect import insertion_order
-from factory_dagster.warehouse.store import connect
+from factory_dagster.warehouse.store import connect, exclusive
 
 RUN = run_for(DAY)
 
@@ -220,6 +223,38 @@ def test_on_postgresql_the_outbox_cli_leaves_claims_to_their_campaigns_send_stag
     with connect(paths.warehouse, url=postgres_dsn) as con:
         assert [moves(con, m["send_id"])[-1][1] for m in in_flight] == ["claimed", "claimed"]
     assert not paths.warehouse.exists()
+
+
+def test_on_postgresql_a_send_stage_plans_only_once_it_holds_the_contact_gap_lock(postgres_dsn: str, tmp_path: Path) -> None:
+    """Two campaigns' runs at once: while another campaign's stage holds the lock (here the test), this one waits before
+    planning, so it sees what the other queued meanwhile and leaves the shared recipient for after the gap."""
+    unused = tmp_path / "unused.duckdb"
+    with connect(unused, url=postgres_dsn) as con:
+        mine = add_message(con, LEADS[0], DAY)
+        theirs = add_message(con, LEADS[0], DAY, campaign_id=OTHER_CAMPAIGN)  # the same person, another campaign
+    setup = DeliverySetup(FileTransport(tmp_path / "outbox"), [Mailbox(SPEC.sender.email, SPEC.sender.name, None, None)])
+    results = []
+
+    def send() -> None:
+        with connect(unused, url=postgres_dsn) as con:
+            results.append(run_sends(con, SPEC, RUN, setup))
+
+    with connect(unused, url=postgres_dsn) as other:
+        with exclusive(other, CONTACT_GAP_LOCK):
+            stage = threading.Thread(target=send)
+            stage.start()
+            deadline = time.monotonic() + 30
+            while not other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchall()[0][0]:
+                assert time.monotonic() < deadline and stage.is_alive(), "the send stage waits for the lock"
+                time.sleep(0.02)
+            with transaction(other):
+                queued = QueuedSend(theirs["send_id"], theirs["lead_id"], theirs["message_id"], theirs["to_email"])
+                enqueue(other, [queued], run_for(DAY, campaign_id=OTHER_CAMPAIGN), "file", "the other campaign's stage")
+        stage.join(timeout=60)
+    (result,) = results
+    assert result.plan.held_by_contact_gap == 1 and result.report.sent == []
+    with connect(unused, url=postgres_dsn) as con:
+        assert state_of(con, mine["send_id"]) is None  # not queued: it waits for the gap
 
 
 def test_the_file_transport_goes_through_the_outbox_and_writes_the_same_bytes(con, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from factory_dagster.delivery.config import ConfigError
 CONTACT_GAP_ENV = "FACTORY_CONTACT_GAP_DAYS"
 DEFAULT_GAP_DAYS = 14
 MAX_GAP_DAYS = 365
+CONTACT_GAP_LOCK = "contact-gap"  # the send stages plan and queue in turn (store.exclusive): see delivery/stage.py
 
 
 def contact_gap_days(environ: Mapping[str, str]) -> int:

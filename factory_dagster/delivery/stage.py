@@ -28,7 +28,7 @@ from factory_dagster.delivery.config import (
     mailboxes_from_env,
     transport_name,
 )
-from factory_dagster.delivery.contact_gap import CONTACT_GAP_ENV, DEFAULT_GAP_DAYS, contact_gap_days
+from factory_dagster.delivery.contact_gap import CONTACT_GAP_ENV, CONTACT_GAP_LOCK, DEFAULT_GAP_DAYS, contact_gap_days
 from factory_dagster.delivery.eml import FileTransport, Transport
 from factory_dagster.delivery.errors import TransportUnusable
 from factory_dagster.delivery.mailboxes import MailboxPool
@@ -38,6 +38,7 @@ from factory_dagster.delivery.smtp import SmtpTransport
 from factory_dagster.delivery.states import QueuedSend, Recovery, enqueue, mailbox_usage, recover_claims, transaction
 from factory_dagster.models.gateway import RunContext
 from factory_dagster.review.sendable import review_required
+from factory_dagster.warehouse.store import exclusive
 
 
 @dataclass
@@ -88,10 +89,13 @@ def run_sends(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, run: RunContex
     """
     actor = f"send stage, run {run.run_id}"
     recovery = recover_claims(con, actor, run, campaign_id=run.campaign_id)
-    plan = plan_sends(con, spec, run.partition_day, require_review=setup.require_review, gap_days=setup.contact_gap_days)
-    batch = [QueuedSend(m.send_id, m.lead_id, m.message_id, m.to_email) for m in plan.batch.itertuples()]
-    with transaction(con):
-        queued = enqueue(con, batch, run, setup.transport.name, actor)
+    # Planning and queueing take turns across campaigns (on PostgreSQL their runs go at once): the contact gap reads
+    # the other campaigns' queued sends, so a second campaign's plan must see the first's queue, not plan beside it.
+    with exclusive(con, CONTACT_GAP_LOCK):
+        plan = plan_sends(con, spec, run.partition_day, require_review=setup.require_review, gap_days=setup.contact_gap_days)
+        batch = [QueuedSend(m.send_id, m.lead_id, m.message_id, m.to_email) for m in plan.batch.itertuples()]
+        with transaction(con):
+            queued = enqueue(con, batch, run, setup.transport.name, actor)
     result = StageResult(plan, recovery, queued)
     pool = MailboxPool(setup.mailboxes, mailbox_usage(con, run.partition_day), setup.clock, setup.sleep)
     job = SendJob(
