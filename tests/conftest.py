@@ -40,23 +40,24 @@ def pytest_configure(config: pytest.Config) -> None:
         ensure_manifest()
 
 
-# The slowest modules (seconds of one worker on 2 cores, make test of 2026-12-02), handed out first. `make test`
-# turns off pytest-xdist's own order (`--no-loadscope-reorder`), which puts the modules with the most tests first and
-# so left these, each a few long tests, to the end: one worker then ran the last of them alone.
+# The slowest modules (seconds of one worker on 2 cores, make test of 2026-12-02 at probe 0.25 s, each beside whatever
+# the other worker ran), handed out first. `make test` turns off pytest-xdist's own order (`--no-loadscope-reorder`),
+# which puts the modules with the most tests first and so left these, each a few long tests, to the end: one worker
+# then ran the last of them alone.
 SLOW_MODULES_FIRST = (
-    "test_dagster_postgres_instance.py",  # 65: a PostgreSQL-backed instance, the daemon and four runs
-    "test_line_postgres.py",  # 38
-    "test_line_integration.py",  # 31
-    "test_dbt_postgres_parity.py",  # 26
-    "test_commands_postgres.py",  # 25
-    "test_line_scenarios.py",  # 23
-    "test_junk_model.py",  # about 30: two days of the line against a junk model server
+    "test_dagster_postgres_instance.py",  # 95 (60 alone): a PostgreSQL-backed instance, the daemon and four runs
+    "test_line_postgres.py",  # 66 (45 alone)
+    "test_line_integration.py",  # 30
+    "test_line_scenarios.py",  # 26
+    "test_dbt_postgres_parity.py",  # 25
     "test_campaigns.py",  # 21
-    "test_importers.py",  # 18
-    "test_view_reuse.py",  # 18
+    "test_view_reuse.py",  # 19
+    "test_commands_postgres.py",  # 16
     "test_review_actions.py",  # 14
-    "test_dbt_project.py",  # 14
-    "test_outbox_kills.py",  # 14
+    "test_outbox.py",  # 12
+    "test_client.py",  # 11
+    "test_junk_model.py",  # 11
+    "test_importers.py",  # 10
 )
 
 
