@@ -2,6 +2,7 @@
 
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from datetime import date
 from typing import Any
 
@@ -22,7 +23,7 @@ from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.ledger import flush_ledger, write_ledger
 from factory_dagster.resources import FactoryResource, LineCheck, check_specs, line_asset, run_checks
-from factory_dagster.warehouse.store import fetch_one, insert_rows, replace_partition, transaction
+from factory_dagster.warehouse.store import exclusive, fetch_one, insert_rows, replace_partition, transaction
 
 
 def _messages_match_schema(con: duckdb.DuckDBPyConnection, spec: CampaignSpec, day: date) -> tuple[bool, Mapping[str, Any]]:
@@ -121,6 +122,22 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
     spec = factory.spec(context)
     gateway = factory.gateway(context, spec)
     day = gateway.run.partition_day
+    with ExitStack() as turn:
+        if factory.paths.warehouse_url:  # on PostgreSQL campaigns' runs go at once: their gates take turns
+            turn.enter_context(exclusive(turn.enter_context(factory.warehouse()), CONSISTENCY_LOCK))
+        return _gate_day(context, factory, spec, gateway, day)
+
+
+# The consistency check reads what other campaigns already told the same companies and people (`load_earlier`): a
+# gate running beside another campaign's would miss the messages that one stores meanwhile, and the blocking check
+# reading them back afterwards would fail the day. From reading the earlier messages to storing and checking its own,
+# a campaign's gate holds this warehouse lock (store.exclusive; a no-op on the DuckDB file, which has one writer).
+CONSISTENCY_LOCK = "consistency"
+
+
+def _gate_day(
+    context: dg.AssetExecutionContext, factory: FactoryResource, spec: CampaignSpec, gateway: ModelGateway, day: date
+) -> dg.MaterializeResult:
     with factory.warehouse() as con:
         work = unsent_work(con, day, spec.campaign_id)
         candidates = con.execute(
