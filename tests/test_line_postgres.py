@@ -28,6 +28,7 @@ from warehouse_copy import copy_warehouse
 from factory_dagster.campaign.runs import execute_campaign_day
 from factory_dagster.definitions import build_definitions
 from factory_dagster.demo import run_days
+from factory_dagster.gates.assets import CONSISTENCY_LOCK
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.learning.assets import dbt_marts
 from factory_dagster.learning.build_log import database_now, record_build
@@ -37,7 +38,7 @@ from factory_dagster.settings import Paths
 from factory_dagster.warehouse import postgres
 from factory_dagster.warehouse.contracts import RAW_TABLES
 from factory_dagster.warehouse.pg_connection import PgConnection
-from factory_dagster.warehouse.store import connect, exclusive
+from factory_dagster.warehouse.store import connect, exclusive, lock_key
 
 START = date(2026, 3, 2)
 HISTORY_DAYS = 2  # DuckDB's days before the compared ones: a week of outcomes is not needed, looks are
@@ -145,9 +146,13 @@ def test_each_station_wrote_the_same_values_on_both(lines: tuple[Paths, Paths], 
         assert new["n"].iloc[0] > 0, table
 
 
-def _waiting_for_advisory_locks(url: str) -> int:
+def _waiting_for_advisory_locks(url: str, key: int | None = None) -> int:
+    """How many sessions wait for an advisory lock (`key`: that one, which pg_locks shows as objid)."""
     with psycopg.connect(url) as con:
-        return con.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]
+        return con.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND (%(key)s::bigint IS NULL OR objid = %(key)s::bigint)",
+            {"key": key},
+        ).fetchone()[0]
 
 
 def test_a_campaign_run_waiting_for_the_dbt_build_reuses_a_build_that_started_after_it_asked(
@@ -203,8 +208,27 @@ def test_rerunning_a_day_on_postgresql_sends_nothing_twice_and_matches_duckdbs_r
                        (SELECT sum(cost_usd) FROM raw.llm_calls) AS cost"""
     before = query(pg, counts).iloc[0].to_dict()
     last = FIRST + timedelta(days=DAYS - 1)
-    for paths in (duck, pg):
-        run_line(paths, last, 1)
+    run_line(duck, last, 1)
+    # On PostgreSQL another campaign's gate holds the consistency lock meanwhile (here the test): the re-run's gate
+    # waits for it, so it reads what that gate stores before its own consistency check.
+    errors: list[BaseException] = []
+
+    def rerun() -> None:
+        try:
+            run_line(pg, last, 1)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    with connect(pg.warehouse, url=pg.warehouse_url) as con:  # opened before the run's own session (see above)
+        with exclusive(con, CONSISTENCY_LOCK):
+            thread = threading.Thread(target=rerun)
+            thread.start()
+            deadline = time.monotonic() + 120
+            while _waiting_for_advisory_locks(pg.warehouse_url, lock_key(CONSISTENCY_LOCK)) < 1:
+                assert time.monotonic() < deadline and thread.is_alive(), f"the re-run's gate waits for the lock {errors}"
+                time.sleep(0.1)
+        thread.join(timeout=300)
+    assert not errors, errors
     after = query(pg, counts).iloc[0].to_dict()
     # The same lead file: nothing new to send or to pay for (the re-run's model calls are cache hits, recorded free).
     assert after["sends"] == before["sends"] and after["cost"] == pytest.approx(before["cost"], abs=1e-12)

@@ -232,7 +232,7 @@ def exclusive(con: Connection, name: str) -> Iterator[None]:
     if isinstance(con, duckdb.DuckDBPyConnection):
         yield
         return
-    key = _lock_key(name)
+    key = lock_key(name)
     con.execute("SELECT pg_advisory_lock(?)", [key]).fetchall()
     try:
         yield
@@ -240,7 +240,8 @@ def exclusive(con: Connection, name: str) -> Iterator[None]:
         con.execute("SELECT pg_advisory_unlock(?)", [key]).fetchall()
 
 
-def _lock_key(name: str) -> int:
+def lock_key(name: str) -> int:
+    """The PostgreSQL advisory lock key of the warehouse lock `name` (pg_locks shows it as `objid`)."""
     return zlib.crc32(f"factory:{name}".encode())
 
 
@@ -264,7 +265,7 @@ def shared(con: Connection, name: str) -> Iterator[None]:
         return
     import psycopg
 
-    key = _lock_key(name)
+    key = lock_key(name)
     if _psycopg(con).info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         con.execute("SELECT pg_advisory_xact_lock_shared(?)", [key]).fetchall()
         yield
