@@ -14,21 +14,19 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import psycopg
 import pytest
-from postgres_server import new_database
+from postgres_server import new_database, wait_until_a_session_waits
 from warehouse_copy import copy_warehouse
 
 from factory_dagster.campaign.runs import execute_campaign_day
 from factory_dagster.definitions import build_definitions
 from factory_dagster.demo import run_days
-from factory_dagster.gates.assets import CONSISTENCY_LOCK
+from factory_dagster.gates.consistency import CONSISTENCY_LOCK
 from factory_dagster.intake.sample_leads import write_sample_file
 from factory_dagster.learning.assets import dbt_marts
 from factory_dagster.learning.build_log import database_now, record_build
@@ -146,15 +144,6 @@ def test_each_station_wrote_the_same_values_on_both(lines: tuple[Paths, Paths], 
         assert new["n"].iloc[0] > 0, table
 
 
-def _waiting_for_advisory_locks(url: str, key: int | None = None) -> int:
-    """How many sessions wait for an advisory lock (`key`: that one, which pg_locks shows as objid)."""
-    with psycopg.connect(url) as con:
-        return con.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND (%(key)s::bigint IS NULL OR objid = %(key)s::bigint)",
-            {"key": key},
-        ).fetchone()[0]
-
-
 def test_a_campaign_run_waiting_for_the_dbt_build_reuses_a_build_that_started_after_it_asked(
     lines: tuple[Paths, Paths], tmp_path: Path
 ) -> None:
@@ -176,10 +165,7 @@ def test_a_campaign_run_waiting_for_the_dbt_build_reuses_a_build_that_started_af
         with exclusive(con, "dbt-build"):
             run = threading.Thread(target=learn)
             run.start()
-            deadline = time.monotonic() + 120
-            while _waiting_for_advisory_locks(pg.warehouse_url) < 1:
-                assert time.monotonic() < deadline and run.is_alive(), "the run waits for the build lock"
-                time.sleep(0.1)
+            wait_until_a_session_waits(pg.warehouse_url, run, "the run waits for the build lock", 120)
             started_at = database_now(con)
             scope = ["--vars", json.dumps({"reconcile_campaign": "brightwave-close"})]
             build = invoke(["build", "--exclude", f"tag:{INTEGRITY_TAG}", *scope], pg.warehouse, tmp_path, pg.warehouse_url)
@@ -223,10 +209,8 @@ def test_rerunning_a_day_on_postgresql_sends_nothing_twice_and_matches_duckdbs_r
         with exclusive(con, CONSISTENCY_LOCK):
             thread = threading.Thread(target=rerun)
             thread.start()
-            deadline = time.monotonic() + 120
-            while _waiting_for_advisory_locks(pg.warehouse_url, lock_key(CONSISTENCY_LOCK)) < 1:
-                assert time.monotonic() < deadline and thread.is_alive(), f"the re-run's gate waits for the lock {errors}"
-                time.sleep(0.1)
+            waiting = f"the re-run's gate waits for the lock {errors}"
+            wait_until_a_session_waits(pg.warehouse_url, thread, waiting, 120, lock_key(CONSISTENCY_LOCK))
         thread.join(timeout=300)
     assert not errors, errors
     after = query(pg, counts).iloc[0].to_dict()

@@ -2,7 +2,6 @@
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack
 from datetime import date
 from typing import Any
 
@@ -17,7 +16,7 @@ from factory_dagster.drafting.work import clear_unsent, unsent_work
 from factory_dagster.gates.audit import audit_messages, audit_sample, hold_reason
 from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.gates.consistency import CODES as CONSISTENCY_CODES
-from factory_dagster.gates.consistency import load_earlier, stored_inconsistencies
+from factory_dagster.gates.consistency import CONSISTENCY_LOCK, load_earlier, stored_inconsistencies
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.gateway import ModelGateway
@@ -122,17 +121,8 @@ def messages(context: dg.AssetExecutionContext, factory: FactoryResource) -> dg.
     spec = factory.spec(context)
     gateway = factory.gateway(context, spec)
     day = gateway.run.partition_day
-    with ExitStack() as turn:
-        if factory.paths.warehouse_url:  # on PostgreSQL campaigns' runs go at once: their gates take turns
-            turn.enter_context(exclusive(turn.enter_context(factory.warehouse()), CONSISTENCY_LOCK))
+    with factory.warehouse() as con, exclusive(con, CONSISTENCY_LOCK):  # on PostgreSQL, campaigns' gates take turns
         return _gate_day(context, factory, spec, gateway, day)
-
-
-# The consistency check reads what other campaigns already told the same companies and people (`load_earlier`): a
-# gate running beside another campaign's would miss the messages that one stores meanwhile, and the blocking check
-# reading them back afterwards would fail the day. From reading the earlier messages to storing and checking its own,
-# a campaign's gate holds this warehouse lock (store.exclusive; a no-op on the DuckDB file, which has one writer).
-CONSISTENCY_LOCK = "consistency"
 
 
 def _gate_day(

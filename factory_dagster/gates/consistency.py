@@ -58,6 +58,11 @@ _SAME_STATEMENT = 0.6
 _MIN_STATEMENT_WORDS = 3
 REDACTED = "(name)"
 RECENT_PROFILES = 16  # more than one lead's drafts in a round
+# `load_earlier` reads what other campaigns already told the same companies and people: a gate running beside another
+# campaign's would miss the messages that one stores meanwhile, and the blocking check reading them back afterwards
+# would fail the day. From reading the earlier messages to storing and checking its own, a campaign's gate holds this
+# warehouse lock (store.exclusive; a no-op on the DuckDB file, which has one writer).
+CONSISTENCY_LOCK = "consistency"
 
 
 def _norm(text: str) -> str:

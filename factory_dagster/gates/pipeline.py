@@ -123,15 +123,16 @@ def _settle(
     """Record one round's drafts of a lead; the message if one passes, else the results to repair from."""
     results = _evaluate(drafts, lead, spec, history)
     passing = [(r, d) for r, d in zip(results, drafts, strict=True) if r["passed"]]
+    best = None
     if passing:
         best_result, best = max(passing, key=lambda pair: (pair[0]["agreement"], -pair[1]["candidate_index"]))
         best_result["selected"] = True
-        out.results += results
-        out.messages.append(_message(gateway, lead, best))
-        history.accept(lead, best["subject"], best["body"])
-        return None
-    out.results += results
-    return results
+    out.results += results  # after the selection: `Rows` copies the values
+    if best is None:
+        return results
+    out.messages.append(_message(gateway, lead, best))
+    history.accept(lead, best["subject"], best["body"])
+    return None
 
 
 def _context(
