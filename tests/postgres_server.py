@@ -10,6 +10,8 @@ Without PostgreSQL these tests fail with what to install (`make system-deps` ins
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,3 +60,14 @@ def postgres_dsn(postgres_server: pg_server.PostgresServer) -> Iterator[str]:
     """The DSN of a new empty database for one test, dropped afterwards."""
     with fresh_database(postgres_server) as dsn:
         yield dsn
+
+
+def wait_until_a_session_waits(url: str, thread: threading.Thread, what: str, timeout_s: float, key: int | None = None) -> None:
+    """Until a session of the server at `url` waits for an advisory lock (`key`: that one, which pg_locks shows as
+    objid), failing with `what` once `thread`, which should be the one waiting, has ended or `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    with psycopg.connect(url, autocommit=True) as con:
+        while not con.execute(f"{query} AND (%(key)s::bigint IS NULL OR objid = %(key)s::bigint)", {"key": key}).fetchone()[0]:
+            assert time.monotonic() < deadline and thread.is_alive(), what
+            time.sleep(0.05)

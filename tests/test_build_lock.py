@@ -5,26 +5,13 @@ and a station reading one meanwhile must wait, not fail or see "nothing built ye
 from __future__ import annotations
 
 import threading
-import time
 
-import psycopg
+from postgres_server import wait_until_a_session_waits
 
 from factory_dagster.improve.store import arm_count_rows
 from factory_dagster.warehouse.store import DBT_BUILD_LOCK, connect, exclusive
 
 VIEW = "CREATE VIEW intermediate.int_experiment_arm_counts AS SELECT experiment_id, role, arm, sends FROM intermediate.base"
-
-
-def _waiting_for_advisory_locks(url: str) -> int:
-    with psycopg.connect(url) as con:
-        return con.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]
-
-
-def _wait_until_waiting(url: str, thread: threading.Thread) -> None:
-    deadline = time.monotonic() + 30
-    while _waiting_for_advisory_locks(url) < 1:
-        assert time.monotonic() < deadline and thread.is_alive(), "the other session waits for the lock"
-        time.sleep(0.02)
 
 
 def _first_build(con) -> None:
@@ -57,7 +44,7 @@ def test_a_reader_waits_for_the_build_and_reads_the_relations_it_made(postgres_d
             _built(build, sends=2)  # the view is gone now
             thread = threading.Thread(target=reader)
             thread.start()
-            _wait_until_waiting(postgres_dsn, thread)
+            wait_until_a_session_waits(postgres_dsn, thread, "the other session waits for the lock", 30)
             build.execute(VIEW)
         thread.join(timeout=30)
     assert read == [[{"experiment_id": "exp-1", "role": "champion", "arm": "a", "sends": 2}]]  # not None: "never built"
@@ -77,7 +64,7 @@ def test_a_build_waits_for_a_transaction_that_read_the_relations_to_end(postgres
             assert arm_count_rows(reader, "exp-1")[0]["sends"] == 1
             thread = threading.Thread(target=build)
             thread.start()
-            _wait_until_waiting(postgres_dsn, thread)
+            wait_until_a_session_waits(postgres_dsn, thread, "the other session waits for the lock", 30)
             assert not built.is_set()
         thread.join(timeout=30)
         assert built.is_set()

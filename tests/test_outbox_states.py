@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import threading
-import time
 from datetime import timedelta
 from email.policy import SMTP
 from pathlib import Path
 
 import pytest
 from helpers_db import CAMPAIGN, DAY, LEADS, OTHER_CAMPAIGN, SPEC, add_message, query, run_for
+from postgres_server import wait_until_a_session_waits
 
 from factory_dagster.delivery.cli import register
 from factory_dagster.delivery.config import Mailbox
@@ -243,10 +243,7 @@ def test_on_postgresql_a_send_stage_plans_only_once_it_holds_the_contact_gap_loc
         with exclusive(other, CONTACT_GAP_LOCK):
             stage = threading.Thread(target=send)
             stage.start()
-            deadline = time.monotonic() + 30
-            while not other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchall()[0][0]:
-                assert time.monotonic() < deadline and stage.is_alive(), "the send stage waits for the lock"
-                time.sleep(0.02)
+            wait_until_a_session_waits(postgres_dsn, stage, "the send stage waits for the lock", 30)
             with transaction(other):
                 queued = QueuedSend(theirs["send_id"], theirs["lead_id"], theirs["message_id"], theirs["to_email"])
                 enqueue(other, [queued], run_for(DAY, campaign_id=OTHER_CAMPAIGN), "file", "the other campaign's stage")
