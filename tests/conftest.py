@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
-from postgres_server import postgres_dsn, postgres_server  # noqa: F401  (the real PostgreSQL fixtures)
+from postgres_server import (  # noqa: F401  (the real PostgreSQL fixtures)
+    postgres_dsn,
+    postgres_raw_schema_dsn,
+    postgres_raw_schema_template,
+    postgres_server,
+)
 from warehouse_engines import engine_con, engine_paths, engine_url  # noqa: F401  (a test's warehouse on both engines)
 
 # Never let a developer's own environment point the tests at their data.

@@ -48,12 +48,14 @@ LEADS_PER_DAY = 60
 def run_line(paths: Paths, start: date, days: int = DAYS) -> None:
     """The line's days, dbt included, on the warehouse `paths` names (each day's same sample leads)."""
     defs = build_definitions(paths)
-    instance = dg.DagsterInstance.ephemeral()
     results = []
-    for offset in range(days):
-        day = start + timedelta(days=offset)
-        write_sample_file(paths.campaign_inboxes(paths.default_campaign)[0], day, n=LEADS_PER_DAY, seed=(day - START).days)
-        results.append(execute_campaign_day(defs, instance, paths.default_campaign, day))
+    # Disposed where it was made: an instance left to the garbage collector closes its SQLite session from another
+    # thread (these runs also go on in threads of their own), which SQLite refuses with a traceback on stderr.
+    with dg.DagsterInstance.ephemeral() as instance:
+        for offset in range(days):
+            day = start + timedelta(days=offset)
+            write_sample_file(paths.campaign_inboxes(paths.default_campaign)[0], day, n=LEADS_PER_DAY, seed=(day - START).days)
+            results.append(execute_campaign_day(defs, instance, paths.default_campaign, day))
     failures = [
         f"{e.step_key}: {e.event_specific_data.error.to_string() if e.event_specific_data.error else ''}"
         for r in results
@@ -156,8 +158,8 @@ def test_a_campaign_run_waiting_for_the_dbt_build_reuses_a_build_that_started_af
 
     def learn() -> None:  # the learn stage alone of the second campaign's day
         defs = build_definitions(pg)
-        instance = dg.DagsterInstance.ephemeral()
-        results.append(execute_campaign_day(defs, instance, "brightwave_spend", day, asset_selection=list(dbt_marts.keys)))
+        with dg.DagsterInstance.ephemeral() as instance:  # disposed in this thread (see run_line)
+            results.append(execute_campaign_day(defs, instance, "brightwave_spend", day, asset_selection=list(dbt_marts.keys)))
 
     # The test's session is opened before the run's (one process shares a held session between its threads).
     with connect(pg.warehouse, url=pg.warehouse_url) as con:

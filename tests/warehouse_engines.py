@@ -25,8 +25,9 @@ ENGINES = ["duckdb", "postgres"]
 
 @pytest.fixture(params=ENGINES)
 def engine_url(request: pytest.FixtureRequest) -> str | None:
-    """None for the DuckDB file, else the URL of a fresh PostgreSQL database."""
-    return request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    """None for the DuckDB file, else the URL of a fresh PostgreSQL database holding the raw schema (as the store's
+    first connection leaves it; DuckDB's file gets it from that first connection too)."""
+    return request.getfixturevalue("postgres_raw_schema_dsn") if request.param == "postgres" else None
 
 
 @pytest.fixture
