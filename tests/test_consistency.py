@@ -344,3 +344,20 @@ def test_the_stored_messages_check_finds_a_duplicate_pair(tmp_path, engine_url) 
         add_message(con, ben, DAY)  # the same text as Anna's with the names swapped
         findings = stored_inconsistencies(con, SPEC, DAY)
         assert findings.code.tolist() == [NEAR_DUPLICATE]
+
+
+@pytest.mark.parametrize("leads_per_batch", [1, 3])
+def test_colleagues_gated_in_batches_get_the_verdicts_of_one_batch(leads_per_batch: int) -> None:
+    """Each colleague is checked against the messages accepted before it, whichever batch of leads it came in."""
+    work = _colleagues(4)
+    company = "Northwind Labs AB"
+    texts = [body("Anna", company), body("Anna", company, claim=CLAIM.replace("4 days", "5 days"))] * 2
+    whole = run_gates(gateway(registry(cheap=0.0, premium=0.0)), SPEC, work, _copies(work, texts))
+    codes = {code for r in whole.results for code in r["violation_codes"]}
+    assert {NEAR_DUPLICATE, CONTRADICTS_EARLIER} <= codes and whole.drafts  # both rules fired, repairs went out
+    batched = run_gates(
+        gateway(registry(cheap=0.0, premium=0.0)), SPEC, work, _copies(work, texts), leads_per_batch=leads_per_batch
+    )
+    for name, frame in batched.frames().items():
+        pd.testing.assert_frame_equal(frame, whole.frames()[name])
+    assert (batched.deferred, batched.postponed) == (whole.deferred, whole.postponed)

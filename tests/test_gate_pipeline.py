@@ -358,3 +358,19 @@ def test_the_repair_token_budget_stops_re_asking_and_quarantines_with_the_reason
     # Every lead still ends messaged or quarantined: the budget stops re-asks, it loses no lead.
     done = {m["lead_id"] for m in out.messages} | {q["lead_id"] for q in out.quarantine}
     assert done == set(work.lead_id)
+
+
+@pytest.mark.parametrize("leads_per_batch", [1, 7])
+def test_a_day_gated_in_batches_gets_the_verdicts_of_one_batch(leads_per_batch: int) -> None:
+    """The first round reads candidates a batch of leads at a time, repairs go out in batches: the same calls,
+    verdicts, messages and quarantines as one batch (tests/test_consistency.py: with colleagues' messages)."""
+    whole = Run(0.8, 0.8, repairs=2)
+    assert set(whole.extra_drafts.attempt) == {1, 2, 3} and not whole.quarantine.empty  # repairs, escalations, quarantines
+    gw = gateway(registry(0.8, 0.8), run_id="run-1")
+    candidates, _ = draft_candidates(gw, whole.spec, whole.work)  # the same calls before the gate's: the same call ids
+    batched = run_gates(gw, whole.spec, whole.work, candidates, leads_per_batch=leads_per_batch)
+    for name, frame in batched.frames().items():
+        expected = {"drafts": whole.extra_drafts, "gate_results": whole.results}.get(name)
+        expected = {"messages": whole.messages, "messages_quarantine": whole.quarantine}.get(name, expected)
+        pd.testing.assert_frame_equal(frame, expected)
+    assert (batched.deferred, batched.postponed) == (whole.out.deferred, whole.out.postponed)

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.controls.holds import hold_day
@@ -17,7 +18,7 @@ from factory_dagster.gates.audit import audit_messages, audit_sample, hold_reaso
 from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.gates.consistency import CODES as CONSISTENCY_CODES
 from factory_dagster.gates.consistency import CONSISTENCY_LOCK, load_earlier, stored_inconsistencies
-from factory_dagster.gates.pipeline import run_gates
+from factory_dagster.gates.pipeline import CandidateReader, run_gates
 from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.ledger import flush_ledger, write_ledger
@@ -130,19 +131,15 @@ def _gate_day(
 ) -> dg.MaterializeResult:
     with factory.warehouse() as con:
         work = unsent_work(con, day, spec.campaign_id)
-        candidates = con.execute(
-            f"SELECT {', '.join(CANDIDATE_COLUMNS)} FROM raw.drafts WHERE partition_day = ? AND campaign_id = ? AND attempt = 0",
-            [day, spec.campaign_id],
-        ).df()
         history = load_earlier(con, spec, day, work)
 
-    output = run_gates(gateway, spec, work, candidates, history, after_calls=ledger_writer(factory))
+    output = run_gates(gateway, spec, work, candidate_reader(factory, spec, day), history, after_calls=ledger_writer(factory))
     leads = len(work)
     frames = output.frames()
     frames["messages"] = frames["messages"].assign(spec_version=spec.spec_version)
     deferred, postponed = output.deferred, output.postponed
-    # The frames hold what is written; the candidates and the gate's row dicts are let go before the inserts copy it.
-    del work, candidates, history, output
+    # The frames hold what is written; the gate's row dicts are let go before the inserts copy it.
+    del work, history, output
     with factory.warehouse() as con:
         with transaction(con):
             clear_unsent(con, "drafts", day, spec.campaign_id, where="attempt > 0")
@@ -187,6 +184,21 @@ def _gate_day(
     if postponed:
         context.log.info(f"{len(postponed)} leads wait for tomorrow: every draft read like a colleague's message going out today")
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def candidate_reader(factory: FactoryResource, spec: CampaignSpec, day: date) -> CandidateReader:
+    """The day's candidate drafts of some leads, read from the warehouse when the gate comes to them."""
+
+    def read(lead_ids: list[str]) -> pd.DataFrame:
+        with factory.warehouse() as con:
+            return con.execute(
+                f"""SELECT {", ".join(CANDIDATE_COLUMNS)} FROM raw.drafts
+                    WHERE partition_day = $day AND campaign_id = $campaign AND attempt = 0
+                      AND lead_id IN (SELECT unnest($leads::VARCHAR[]))""",
+                {"day": day, "campaign": spec.campaign_id, "leads": lead_ids},
+            ).df()
+
+    return read
 
 
 def ledger_writer(factory: FactoryResource) -> Callable[[ModelGateway], None]:

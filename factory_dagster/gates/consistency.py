@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
@@ -136,7 +137,9 @@ class _Profile:
     """What the checks compare of one message, computed once."""
 
     message: SentMessage
-    shingles: frozenset[int]  # the ids of its shingles (ConsistencyGate._shingle_ids)
+    # The distinct ids of its shingles (ConsistencyGate._shingle_ids) as a tuple: a quarter of a frozenset's size, as
+    # fast to intersect with a set, and a large day keeps one for each of its ~100,000 messages.
+    shingles: tuple[int, ...]
     statements: tuple[Statement, ...]
 
 
@@ -158,13 +161,14 @@ def shingles(own_wording: str) -> frozenset[tuple[str, ...]]:
     return frozenset(zip(words, words[1:], words[2:]))
 
 
-def similarity(a: frozenset[Any], b: frozenset[Any]) -> float:
+def similarity(a: AbstractSet[Any], b: Collection[Any]) -> float:
     return _jaccard(a, b) if a and b else 0.0
 
 
-def _jaccard(a: frozenset[Any], b: frozenset[Any]) -> float:
-    """|a ∩ b| / |a ∪ b|, the union counted rather than built (a large company's drafts are compared thousands of times)."""
-    shared = len(a & b)
+def _jaccard(a: AbstractSet[Any], b: Collection[Any]) -> float:
+    """|a ∩ b| / |a ∪ b| of a set and distinct items (a tuple will do), the union counted rather than built (a large
+    company's drafts are compared thousands of times)."""
+    shared = len(a.intersection(b))
     return shared / (len(a) + len(b) - shared)
 
 
@@ -203,7 +207,7 @@ class ConsistencyGate:
         body = _own_wording(message.body, names, self.fixed_texts)
         # Similarity is the body's: a copied body under another subject still reads as a copy.
         ids = self._shingle_ids
-        shingle_ids = frozenset(ids.setdefault(shingle, len(ids)) for shingle in shingles(body))
+        shingle_ids = tuple(ids.setdefault(shingle, len(ids)) for shingle in shingles(body))
         return _Profile(message, shingle_ids, statements(f"{_own_wording(message.subject, names, ())}\n{body}"))
 
     def _add(self, profile: _Profile) -> None:
@@ -238,9 +242,10 @@ class ConsistencyGate:
         self._recent[draft.message] = draft
         found: list[Violation] = []
         email = _norm(draft.message.email)
+        own_shingles = frozenset(draft.shingles)
         for profile in related:
             earlier = profile.message
-            if self._same_day(earlier) and (score := similarity(draft.shingles, profile.shingles)) > self.max_similarity:
+            if self._same_day(earlier) and (score := similarity(own_shingles, profile.shingles)) > self.max_similarity:
                 found.append(
                     Violation(
                         NEAR_DUPLICATE,

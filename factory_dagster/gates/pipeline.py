@@ -170,31 +170,47 @@ def _candidates_by_lead(drafts: pd.DataFrame) -> dict[str, list[dict[str, Any]]]
     return by_lead
 
 
+# The candidate drafts (attempt 0) of the given leads, e.g. read from the warehouse.
+CandidateReader = Callable[[list[str]], pd.DataFrame]
+
+
+def _frame_reader(drafts: pd.DataFrame) -> CandidateReader:
+    return lambda lead_ids: drafts[drafts.lead_id.isin(lead_ids)]
+
+
 def run_gates(
     gateway: ModelGateway,
     spec: CampaignSpec,
     work: pd.DataFrame,
-    drafts: pd.DataFrame,
+    drafts: pd.DataFrame | CandidateReader,
     history: ConsistencyGate | None = None,
     after_calls: Callable[[ModelGateway], None] | None = None,
+    leads_per_batch: int = LEADS_PER_BATCH,
 ) -> GateOutput:
-    """Gate every lead of `work` given its candidate drafts, in rounds of repair and escalation.
+    """Gate every lead of `work` given its candidate drafts (a frame, or a reader of some leads' drafts), in rounds
+    of repair and escalation.
 
     `history` holds what the leads' companies were already told (none: a first day). `after_calls` runs after
     each batch of calls (the stage writes the gateway's ledger there, so a large day's calls are not all held).
+    The first round reads the candidates `leads_per_batch` leads at a time and keeps only the failing leads': a
+    large day's 300,000 candidates are never all in memory. Leads are still settled one after another in work
+    order, so the batch size changes no verdict.
     """
     history = ConsistencyGate(spec, gateway.run.partition_day) if history is None else history
+    read = _frame_reader(drafts) if isinstance(drafts, pd.DataFrame) else drafts
     out = GateOutput()
-    by_lead = _candidates_by_lead(drafts)
     failing: dict[str, tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]] = {}
-    for lead in work.itertuples():
-        candidates = by_lead.get(lead.lead_id)
-        if not candidates:
-            out.deferred.append(lead.lead_id)  # drafting deferred it (budget): it waits for another day
-            continue
-        results = _settle(lead, candidates, gateway, spec, history, out)
-        if results is not None:
-            failing[lead.lead_id] = (lead, results, candidates)
+    for start in range(0, len(work), leads_per_batch):
+        batch = list(work.iloc[start : start + leads_per_batch].itertuples())
+        by_lead = _candidates_by_lead(read([lead.lead_id for lead in batch]))
+        for lead in batch:
+            candidates = by_lead.get(lead.lead_id)
+            if not candidates:
+                out.deferred.append(lead.lead_id)  # drafting deferred it (budget): it waits for another day
+                continue
+            results = _settle(lead, candidates, gateway, spec, history, out)
+            if results is not None:
+                failing[lead.lead_id] = (lead, results, candidates)
     last_attempt = spec.drafting.max_repair_attempts + 1
     repair_tokens: dict[str, int] = {}
     attempts: dict[str, int] = {}
@@ -209,8 +225,8 @@ def run_gates(
         # Every request of a round shows what the companies were told when the round began; the round goes to the
         # gateway in batches, so that a large day's prompts are not all in memory at once.
         as_of = history.mark()
-        for start in range(0, len(round_leads), LEADS_PER_BATCH):
-            leads = round_leads[start : start + LEADS_PER_BATCH]
+        for start in range(0, len(round_leads), leads_per_batch):
+            leads = round_leads[start : start + leads_per_batch]
             if attempt < last_attempt:
                 requests = [
                     draft_request(
