@@ -18,7 +18,7 @@ from factory_dagster.gates.audit import audit_messages, audit_sample, hold_reaso
 from factory_dagster.gates.checks import stored_rows_check
 from factory_dagster.gates.consistency import CODES as CONSISTENCY_CODES
 from factory_dagster.gates.consistency import CONSISTENCY_LOCK, load_earlier, stored_inconsistencies
-from factory_dagster.gates.pipeline import CandidateReader, run_gates
+from factory_dagster.gates.pipeline import GATE_TABLES, CandidateReader, run_gates
 from factory_dagster.gates.schemas import message_failures
 from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.ledger import flush_ledger, write_ledger
@@ -135,18 +135,28 @@ def _gate_day(
 
     output = run_gates(gateway, spec, work, candidate_reader(factory, spec, day), history, after_calls=ledger_writer(factory))
     leads = len(work)
-    frames = output.frames()
-    frames["messages"] = frames["messages"].assign(spec_version=spec.spec_version)
     deferred, postponed = output.deferred, output.postponed
-    # The frames hold what is written; the gate's row dicts are let go before the inserts copy it.
-    del work, history, output
+    passed = output.results.columns.get("passed", [])
+    codes = Counter(code for found in output.results.columns.get("violation_codes", ()) for code in found)
+    counts = {
+        "leads": leads,
+        "messages": len(output.messages),
+        "quarantined": len(output.quarantine),
+        "draft_pass_rate": sum(passed) / len(passed) if passed else 0.0,
+        "repair_or_escalation_drafts": len(output.drafts),
+    }
+    del work, history, passed  # what the gate compared against is let go before the inserts copy its output
     with factory.warehouse() as con:
         with transaction(con):
             clear_unsent(con, "drafts", day, spec.campaign_id, where="attempt > 0")
             for table in ("gate_results", "messages", "messages_quarantine"):
                 clear_unsent(con, table, day, spec.campaign_id)
-            for table, rows in frames.items():
+            for table in GATE_TABLES:  # one table's frame at a time, its rows let go once written
+                rows = output.take(table)
+                if table == "messages":
+                    rows = rows.assign(spec_version=spec.spec_version)
                 insert_rows(con, table, gateway.run.stamp(rows))
+                del rows
             flush_ledger(con, gateway)
             if deferred:
                 record_incident(
@@ -162,14 +172,8 @@ def _gate_day(
             if floor_hold:
                 hold_day(con, gateway.run, floor_hold)
                 record_incident(con, gateway.run, "pass_rate_hold", "critical", floor_hold)
-        results = frames["gate_results"]
-        codes = Counter(code for found in results.get("violation_codes", ()) for code in found)
         metadata = {
-            "leads": leads,
-            "messages": len(frames["messages"]),
-            "quarantined": len(frames["messages_quarantine"]),
-            "draft_pass_rate": float(results.passed.mean()) if not results.empty else 0.0,
-            "repair_or_escalation_drafts": len(frames["drafts"]),
+            **counts,
             "leads_deferred_by_budget": len(deferred),
             "leads_postponed_near_duplicate": len(postponed),
             "held": floor_hold or "no",
@@ -177,7 +181,7 @@ def _gate_day(
             **gateway.usage(),
         }
         # The checks read the day's messages back and gate them again: without the gate's own copies alongside.
-        del frames, results, gateway
+        del output, gateway
         checks = run_checks(con, spec, day, *MESSAGE_CHECKS)
     if floor_hold:
         context.log.error(floor_hold)

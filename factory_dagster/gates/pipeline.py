@@ -74,12 +74,21 @@ class GateOutput:
     postponed: list[str] = field(default_factory=list)
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        return {
-            "drafts": self.drafts.frame(),
-            "gate_results": self.results.frame(),
-            "messages": pd.DataFrame(self.messages),
-            "messages_quarantine": pd.DataFrame(self.quarantine),
-        }
+        return {table: self._frame(table) for table in GATE_TABLES}
+
+    def take(self, table: str) -> pd.DataFrame:
+        """`table`'s frame, its rows let go here: a writer taking one table at a time holds one table's copy."""
+        frame = self._frame(table)
+        setattr(self, GATE_TABLES[table], Rows() if isinstance(getattr(self, GATE_TABLES[table]), Rows) else [])
+        return frame
+
+    def _frame(self, table: str) -> pd.DataFrame:
+        rows = getattr(self, GATE_TABLES[table])
+        return rows.frame() if isinstance(rows, Rows) else pd.DataFrame(rows)
+
+
+# The `raw` table of each of GateOutput's row lists.
+GATE_TABLES = {"drafts": "drafts", "gate_results": "results", "messages": "messages", "messages_quarantine": "quarantine"}
 
 
 def _evaluate(drafts: list[dict[str, Any]], lead: Any, spec: CampaignSpec, history: ConsistencyGate) -> list[dict[str, Any]]:
