@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -144,13 +144,32 @@ def _settle(
     return None
 
 
-def _context(
-    lead: Any, results: list[dict[str, Any]], history: ConsistencyGate, as_of: dict[str, int]
-) -> dict[str, dict[str, Any]]:
+class _Failing(NamedTuple):
+    """What the next round needs of a failing lead's last one: not its drafts and verdicts (a large day has tens of
+    thousands of failing leads, and their candidates and verdicts held hundreds of megabytes)."""
+
+    lead: Any
+    draft_to_fix: dict[str, Any]
+    inconsistent: bool  # a consistency rule is among what went wrong
+    codes: list[str]  # the drafts' distinct violation codes, sorted
+    details: tuple[str, ...]  # their distinct violation details, in order
+
+
+def _failing(lead: Any, results: list[dict[str, Any]], drafts: list[dict[str, Any]]) -> _Failing:
+    return _Failing(
+        lead,
+        _draft_to_fix(results, drafts),
+        any(set(r["violation_codes"]) & consistency.CODES for r in results),
+        sorted({c for r in results for c in r["violation_codes"]}),
+        tuple(dict.fromkeys(d for r in results for d in r["violation_details"])),
+    )
+
+
+def _context(failing: _Failing, history: ConsistencyGate, as_of: dict[str, int]) -> dict[str, dict[str, Any]]:
     """The colleague-messages block, when a consistency rule is among what went wrong (as of the round's start)."""
-    if not any(set(r["violation_codes"]) & consistency.CODES for r in results):
+    if not failing.inconsistent:
         return {}
-    reference = history.reference(lead, as_of)
+    reference = history.reference(failing.lead, as_of)
     return {COLLEAGUE_TAG: reference} if reference else {}
 
 
@@ -208,7 +227,7 @@ def run_gates(
     history = ConsistencyGate(spec, gateway.run.partition_day) if history is None else history
     read = _frame_reader(drafts) if isinstance(drafts, pd.DataFrame) else drafts
     out = GateOutput()
-    failing: dict[str, tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    failing: dict[str, _Failing] = {}
     for start in range(0, len(work), leads_per_batch):
         batch = list(work.iloc[start : start + leads_per_batch].itertuples())
         by_lead = _candidates_by_lead(read([lead.lead_id for lead in batch]))
@@ -219,11 +238,11 @@ def run_gates(
                 continue
             results = _settle(lead, candidates, gateway, spec, history, out)
             if results is not None:
-                failing[lead.lead_id] = (lead, results, candidates)
+                failing[lead.lead_id] = _failing(lead, results, candidates)
     last_attempt = spec.drafting.max_repair_attempts + 1
     repair_tokens: dict[str, int] = {}
     attempts: dict[str, int] = {}
-    over_budget: dict[str, tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    over_budget: dict[str, _Failing] = {}
     for attempt in range(1, last_attempt + 1):
         # A lead whose re-asks have used up its token budget is not asked again.
         for lead_id in [i for i in failing if repair_tokens.get(i, 0) >= spec.drafting.max_repair_tokens]:
@@ -241,31 +260,31 @@ def run_gates(
                     draft_request(
                         "repair",
                         REPAIR_PROMPT_VERSION,
-                        {**_brief(spec, lead), "task": "repair"},
-                        lead,
+                        {**_brief(spec, f.lead), "task": "repair"},
+                        f.lead,
                         attempt,
                         0,
-                        data={"draft_to_fix": _draft_to_fix(results, drafts), **_context(lead, results, history, as_of)},
+                        data={"draft_to_fix": f.draft_to_fix, **_context(f, history, as_of)},
                     )
-                    for lead, results, drafts in leads
+                    for f in leads
                 ]
             else:
                 requests = [
                     draft_request(
                         "escalate",
-                        lead.prompt_version,
-                        _brief(spec, lead),
-                        lead,
+                        f.lead.prompt_version,
+                        _brief(spec, f.lead),
+                        f.lead,
                         attempt,
                         0,
-                        data=_context(lead, results, history, as_of) or None,
+                        data=_context(f, history, as_of) or None,
                     )
-                    for lead, results, _ in leads
+                    for f in leads
                 ]
             answers = gateway.complete_many(requests)
             if after_calls is not None:
                 after_calls(gateway)
-            for (lead, _, _), request, answer in zip(leads, requests, answers, strict=True):
+            for lead, request, answer in zip((f.lead for f in leads), requests, answers, strict=True):
                 if answer.status == DEFERRED:
                     out.deferred.append(lead.lead_id)
                     del failing[lead.lead_id]
@@ -278,13 +297,12 @@ def run_gates(
                 if results is None:
                     del failing[lead.lead_id]
                 else:
-                    failing[lead.lead_id] = (lead, results, drafts_now)
-    for lead_id, (lead, results, _) in [*failing.items(), *over_budget.items()]:
-        codes = sorted({c for r in results for c in r["violation_codes"]})
+                    failing[lead.lead_id] = _failing(lead, results, drafts_now)
+    for lead_id, (lead, _, _, codes, details) in [*failing.items(), *over_budget.items()]:
         if codes == [consistency.NEAR_DUPLICATE]:
             out.postponed.append(lead_id)  # tomorrow no colleague's message goes out with it
             continue
-        reason = "; ".join(dict.fromkeys(d for r in results for d in r["violation_details"]))
+        reason = "; ".join(details)
         if lead_id in over_budget:
             codes = ["repair_budget_spent", *codes]
             reason = f"re-asks used {repair_tokens.get(lead_id, 0)} of {spec.drafting.max_repair_tokens} tokens; " + reason
