@@ -155,7 +155,8 @@ def _gate_day(
                 rows = output.take(table)
                 if table == "messages":
                     rows = rows.assign(spec_version=spec.spec_version)
-                insert_rows(con, table, gateway.run.stamp(rows))
+                rows = gateway.run.stamp(rows)  # `assign` copies: the unstamped frame goes before the insert runs
+                insert_rows(con, table, rows)
                 del rows
             flush_ledger(con, gateway)
             if deferred:
