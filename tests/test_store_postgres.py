@@ -7,9 +7,11 @@ throwaway PostgreSQL cluster (tests/postgres_server.py), and reads both back: th
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -391,6 +393,22 @@ def test_the_server_runs_as_a_non_root_user_on_loopback_only(postgres_server: pg
     with psycopg.connect(postgres_server.dsn()) as con:
         assert con.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
         assert con.execute("SHOW fsync").fetchone() == ("off",)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a system user: only root can, and only root needs one")
+def test_workers_creating_the_server_user_at_once_all_get_the_one_that_exists() -> None:
+    name = f"factory-t{os.getpid() % 100000}"
+    try:
+        with multiprocessing.get_context("fork").Pool(4) as pool:
+            uids = pool.map(_system_uid, [name] * 8)
+        assert set(uids) == {pwd.getpwnam(name).pw_uid}
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+        subprocess.run(["groupdel", name], capture_output=True, check=False)
+
+
+def _system_uid(name: str) -> int:
+    return pg_server.system_user(name).pw_uid
 
 
 def test_a_missing_postgresql_says_what_to_install(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ otherwise it runs as the current user. `stop` stops it, and removes a throwaway 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import glob
 import os
 import pwd
@@ -30,6 +31,7 @@ from pathlib import Path
 from factory_dagster.settings import Paths
 
 SERVER_USER = "factory-pg"  # the system user the server runs as when we are root
+USERADD_LOCK = Path(tempfile.gettempdir()) / "factory-pg-useradd.lock"  # see system_user
 SUPERUSER = "factory"  # the cluster's superuser role (trust authentication: no password)
 DATABASE = "factory"
 DEFAULT_PORT = 54320  # beside, not on, a system PostgreSQL's 5432
@@ -94,32 +96,39 @@ def _server_user() -> pwd.struct_passwd | None:
     """The user to run the server as: None for ourselves, else `factory-pg` (created when missing) when we are root."""
     if os.geteuid() != 0:
         return None
+    return system_user(SERVER_USER)
+
+
+def system_user(name: str, lock_file: Path = USERADD_LOCK) -> pwd.struct_passwd:
+    """The system user `name`, created (`useradd --system`) if missing.
+
+    Why the lock: two `useradd` at once (two xdist workers starting their servers) both succeed on Debian, each
+    picking its own uid, and the later one's /etc/passwd wins: the other process then runs initdb as a uid that no
+    longer exists ("could not look up effective user ID"). Everyone who creates the user here takes the lock and looks
+    again under it."""
     try:
-        return pwd.getpwnam(SERVER_USER)
+        return pwd.getpwnam(name)
     except KeyError:
         pass
-    result = subprocess.run(
-        [
-            "useradd",
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            SERVER_USER,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:  # another process (an xdist worker) may have created it at the same moment: exit 9, and that is fine
-        return pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        raise PostgresServerError(
-            f"PostgreSQL refuses to run as root and `useradd {SERVER_USER}` failed: {result.stderr.strip()}"
-        ) from None
+    with open(lock_file, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+        result = subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
+            + ["--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            raise PostgresServerError(
+                f"PostgreSQL refuses to run as root and `useradd {name}` failed: {result.stderr.strip()}"
+            ) from None
 
 
 def _run_as(
