@@ -125,6 +125,8 @@ def _draft(draft_id: str, lead_id: str, arm_id: str, candidate: int, attempt: in
         body="Hello",
         parse_error=None,
         created_at=_at(D1),
+        stage="draft",  # k1's stage and cost, as drafting writes them
+        cost_usd=0.001,
     )
 
 

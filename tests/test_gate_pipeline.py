@@ -77,8 +77,12 @@ def check_accounting(r: Run) -> None:
     # Every produced draft has exactly one gate result, and every result is of a produced draft.
     assert r.all_drafts.draft_id.is_unique
     assert sorted(r.results.draft_id) == sorted(r.all_drafts.draft_id)
-    # Every draft is one model call in the ledger.
-    assert sorted(r.gateway.ledger().call_id) == sorted(r.all_drafts.llm_call_id)
+    # Every draft is one model call in the ledger, and carries that call's stage and cost.
+    ledger = r.gateway.ledger()
+    assert sorted(ledger.call_id) == sorted(r.all_drafts.llm_call_id)
+    calls = ledger.set_index("call_id").loc[r.all_drafts.llm_call_id]
+    assert list(r.all_drafts.stage) == list(calls.stage) and list(r.all_drafts.cost_usd) == list(calls.cost_usd)
+    assert set(r.all_drafts.stage) <= {"draft", "repair", "escalate"}
     # Exactly one selected result per messaged lead, none for quarantined ones; the message is that draft.
     selected = r.results[r.results.selected]
     assert sorted(selected.lead_id) == sorted(messaged)

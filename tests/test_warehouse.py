@@ -17,7 +17,15 @@ from helpers_db import CAMPAIGN, DAY, LEADS, OTHER_CAMPAIGN, SPEC, add_leads, co
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.warehouse.contracts import RAW_TABLES
 from factory_dagster.warehouse.file_registry import file_sha256, register_file, registered_hashes
-from factory_dagster.warehouse.store import connect, fetch_one, hold, insert_rows, replace_partition, transaction
+from factory_dagster.warehouse.store import (
+    connect,
+    ensure_raw_schema,
+    fetch_one,
+    hold,
+    insert_rows,
+    replace_partition,
+    transaction,
+)
 
 
 @pytest.fixture
@@ -312,3 +320,35 @@ def test_connect_adds_columns_a_newer_contract_introduced(tmp_path: Path) -> Non
         assert count(con, "routing") == 1  # the old row is kept
         tables = {r[0] for r in query(con, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")}
     assert tables == set(RAW_TABLES)
+
+
+def test_a_warehouse_from_before_the_drafts_stage_and_cost_gets_them_from_the_calls_once(
+    tmp_path: Path, engine_url: str | None
+) -> None:
+    """drafts.stage and cost_usd are copied from each draft's raw.llm_calls row when a newer version first adds them
+    (a draft whose call is missing keeps nulls), on both engines; once: a later connection fills nothing."""
+    with connect(tmp_path / "warehouse.duckdb", url=engine_url) as con:
+        for column in ("stage", "cost_usd"):
+            con.execute(f"ALTER TABLE raw.drafts DROP COLUMN {column}")  # as a version from before wrote it
+        con.execute(
+            """INSERT INTO raw.llm_calls (call_id, run_id, partition_day, campaign_id, stage, provider, model, prompt_version,
+                                          tokens_in, tokens_out, cost_usd, latency_ms, status, mode, retries, reasks,
+                                          cache_hit, fallback_used, created_at)
+               VALUES ('k1', 'r', DATE '2026-01-01', 'c', 'draft', 'offline', 'cheap', 'p', 1, 1, 0.25, 0, 'ok', 'online',
+                       0, 0, false, false, TIMESTAMP '2026-01-01 09:00:00'),
+                      ('k2', 'r', DATE '2026-01-01', 'c', 'repair', 'offline', 'cheap', 'p', 1, 1, 0.5, 0, 'ok', 'online',
+                       0, 0, false, false, TIMESTAMP '2026-01-01 09:00:00')"""
+        )
+        con.execute(
+            """INSERT INTO raw.drafts (draft_id, partition_day, run_id, campaign_id, lead_id, arm_id, candidate_index,
+                                       attempt, model, prompt_version, llm_call_id, created_at)
+               VALUES ('d1', DATE '2026-01-01', 'r', 'c', 'l', 'a', 0, 0, 'cheap', 'p', 'k1', TIMESTAMP '2026-01-01 09:00:00'),
+                      ('d2', DATE '2026-01-01', 'r', 'c', 'l', 'a', 0, 1, 'cheap', 'p', 'k2', TIMESTAMP '2026-01-01 09:00:00'),
+                      ('d3', DATE '2026-01-01', 'r', 'c', 'l', 'a', 0, 2, 'cheap', 'p', 'gone', TIMESTAMP '2026-01-01 09:00:00')"""
+        )
+        ensure_raw_schema(con)  # what a newer version's first connection does
+        filled = "SELECT draft_id, stage, cost_usd FROM raw.drafts ORDER BY draft_id"
+        assert query(con, filled) == [("d1", "draft", 0.25), ("d2", "repair", 0.5), ("d3", None, None)]
+        con.execute("UPDATE raw.drafts SET stage = NULL WHERE draft_id = 'd1'")
+        ensure_raw_schema(con)
+        assert query(con, filled)[0] == ("d1", None, 0.25)

@@ -99,7 +99,8 @@ def draft_request(
 def draft_row(
     gateway: ModelGateway, lead: Any, request: CallRequest, result: CallResult, attempt: int, candidate: int
 ) -> dict[str, Any]:
-    """The `raw.drafts` row of one answer (kept even when it does not parse: it was paid for)."""
+    """The `raw.drafts` row of one answer (kept even when it does not parse: it was paid for), with its call's stage and
+    cost as the ledger records them (dbt's int_draft_jobs reads them here, not from raw.llm_calls)."""
     subject, body, error = parse_draft(result.text) if result.status in {"ok", "invalid"} else (None, None, _call_failure(result))
     return {
         "draft_id": draft_id(gateway.run.campaign_id, gateway.run.partition_day, lead.lead_id, attempt, candidate),
@@ -113,6 +114,8 @@ def draft_row(
         "subject": subject,
         "body": body,
         "parse_error": error,
+        "stage": request.stage,
+        "cost_usd": result.cost_usd,
     }
 
 

@@ -8,6 +8,8 @@ apply. dbt declares these tables as sources; change a column here and in
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 RAW_TABLES: dict[str, str] = {
     "intake_files": """
         kind VARCHAR NOT NULL,
@@ -135,6 +137,9 @@ RAW_TABLES: dict[str, str] = {
         part VARCHAR,
         PRIMARY KEY (campaign_id, lead_id)
     """,
+    # stage and cost_usd are the model call's (its raw.llm_calls row), written with the draft so that dbt's
+    # int_draft_jobs need not join every draft with its call (24M drafts and 25M calls at 10M events). Nullable: a
+    # newer contract added them; BACKFILLS fills them on warehouses from before.
     "drafts": """
         draft_id VARCHAR NOT NULL PRIMARY KEY,
         partition_day DATE NOT NULL,
@@ -150,7 +155,9 @@ RAW_TABLES: dict[str, str] = {
         subject VARCHAR,
         body VARCHAR,
         parse_error VARCHAR,
-        created_at TIMESTAMP NOT NULL
+        created_at TIMESTAMP NOT NULL,
+        stage VARCHAR,
+        cost_usd DOUBLE
     """,
     "gate_results": """
         draft_id VARCHAR NOT NULL PRIMARY KEY,
@@ -717,4 +724,23 @@ RAW_TABLES: dict[str, str] = {
         finished_at TIMESTAMP NOT NULL,
         success BOOLEAN NOT NULL
     """,
+}
+
+
+class Backfill(NamedTuple):
+    """A one-time fill of `columns` of a table, once a newer contract has added them to a table an older one created."""
+
+    columns: tuple[str, ...]
+    sql: str  # runs on DuckDB and PostgreSQL alike
+
+
+# Run in the transaction that adds any of the columns (warehouse/store.py, warehouse/postgres.py), so the rows written
+# before hold what today's writers write. A draft whose call is not in raw.llm_calls keeps nulls (dbt leaves it out,
+# as the inner join with the calls it replaces did).
+BACKFILLS: dict[str, Backfill] = {
+    "drafts": Backfill(
+        ("stage", "cost_usd"),
+        """UPDATE raw.drafts AS drafts SET stage = calls.stage, cost_usd = calls.cost_usd
+           FROM raw.llm_calls AS calls WHERE calls.call_id = drafts.llm_call_id""",
+    ),
 }

@@ -29,7 +29,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from factory_dagster.warehouse.contracts import RAW_TABLES
-from factory_dagster.warehouse.store import raw_columns
+from factory_dagster.warehouse.store import backfills, raw_columns
 
 SCALAR_TYPES = {
     "VARCHAR": "TEXT",
@@ -188,21 +188,20 @@ def connect_postgres(dsn: str, ensure_schema: bool = True, connect_timeout_s: in
 
 def ensure_raw_schema(con: psycopg.Connection) -> None:
     """Create the `raw` contract tables that do not exist yet, and add columns a newer contract introduced (nullable
-    there: old rows have no value), as the DuckDB store does; under an advisory lock, since many processes may try."""
+    there: old rows have no value, unless a `BACKFILLS` entry fills them, in the same transaction), as the DuckDB store
+    does; under an advisory lock, since many processes may try."""
     with con.transaction():
         con.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
         con.execute("CREATE SCHEMA IF NOT EXISTS raw")
         existing = raw_columns(con)
-        statements = []
+        statements, added = [], {}
         for name in RAW_TABLES:
             if name not in existing:
                 statements.append(postgres_ddl(name))
                 continue
-            statements += [
-                f'ALTER TABLE raw."{name}" ADD COLUMN IF NOT EXISTS "{c.name}" {c.postgres_type}'
-                for c in contract_columns(name)
-                if c.name not in existing[name]
-            ]
+            added[name] = [c for c in contract_columns(name) if c.name not in existing[name]]
+            statements += [f'ALTER TABLE raw."{name}" ADD COLUMN IF NOT EXISTS "{c.name}" {c.postgres_type}' for c in added[name]]
+        statements += backfills({name: [c.name for c in columns] for name, columns in added.items()})
         if statements:  # one round trip: a fresh warehouse has some fifty tables
             con.execute(";\n".join(statements))
 

@@ -19,7 +19,7 @@ import functools
 import re
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import date
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 import duckdb
 import pandas as pd
 
-from factory_dagster.warehouse.contracts import RAW_TABLES
+from factory_dagster.warehouse.contracts import BACKFILLS, RAW_TABLES
 from factory_dagster.warehouse.transactions import transaction  # noqa: F401  (the line imports it from here)
 
 if TYPE_CHECKING:
@@ -92,21 +92,35 @@ def raw_columns(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> dict[str
 
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> None:
     """Create the `raw` contract tables that do not exist yet, add columns a newer contract
-    introduced to tables an older version created (nullable there: old rows have no value), and
-    re-key tables whose contract's primary key changed (`_rekey`)."""
+    introduced to tables an older version created (nullable there: old rows have no value, unless
+    a `BACKFILLS` entry fills them, in the same transaction), and re-key tables whose contract's
+    primary key changed (`_rekey`)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return _postgres().ensure_raw_schema(_psycopg(con))
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
     existing = raw_columns(con)
+    added = {
+        name: {c: t for c, t in _column_definitions(columns).items() if c not in existing[name]}
+        for name, columns in RAW_TABLES.items()
+        if name in existing
+    }
     for name, columns in RAW_TABLES.items():
         if name not in existing:
             con.execute(f"CREATE TABLE raw.{name} ({columns})")
-            continue
-        for column, column_type in _column_definitions(columns).items():
-            if column not in existing[name]:
-                con.execute(f"ALTER TABLE raw.{name} ADD COLUMN {column} {column_type}")
+    if any(added.values()):
+        with transaction(con):
+            for name, columns in added.items():
+                for column, column_type in columns.items():
+                    con.execute(f"ALTER TABLE raw.{name} ADD COLUMN {column} {column_type}")
+            for sql in backfills(added):
+                con.execute(sql)
     for name, key in _stale_keys(con).items():
         _rekey(con, name, key)
+
+
+def backfills(added: Mapping[str, Iterable[str]]) -> list[str]:
+    """The `BACKFILLS` statements due once `added` (table -> the columns just added to it) are added."""
+    return [fill.sql for name, fill in BACKFILLS.items() if set(fill.columns) & set(added.get(name, ()))]
 
 
 def contract_key(columns: str) -> list[str]:

@@ -14,9 +14,11 @@
 with rounds as (
 
     -- Every stored draft with the stage and cost of the call that wrote it and whether it passed the gate (a draft has
-    -- at most one verdict: raw.gate_results' key). The verdict as a lookup in the drafts that passed, not a join: the
-    -- join kept every draft's columns in a hash table (24M drafts at 10M events, past an 8 GB memory limit); the
-    -- lookup keeps only the passing drafts' ids.
+    -- at most one verdict: raw.gate_results' key). The stage and cost are the call's, stored on the draft when it is
+    -- written (filled from raw.llm_calls on older warehouses; a draft whose call is not there has none and is left
+    -- out, as an inner join with the calls would leave it): no join of every draft with its call (24M drafts and 25M
+    -- calls at 10M events). The verdict as a lookup in the drafts that passed, not a join: the join kept every draft's
+    -- columns in a hash table (past an 8 GB memory limit at that size); the lookup keeps only the passing drafts' ids.
     select
         drafts.campaign_id,
         drafts.partition_day,
@@ -24,13 +26,11 @@ with rounds as (
         drafts.attempt,
         drafts.candidate_index,
         drafts.model,
-        calls.stage,
-        calls.cost_usd,
+        drafts.stage,
+        drafts.cost_usd,
         coalesce(drafts.draft_id in (select draft_id from {{ ref('stg_gate_results') }} where passed), false) as passed
     from {{ ref('stg_drafts') }} as drafts
-    inner join {{ ref('stg_llm_calls') }} as calls
-        on drafts.llm_call_id = calls.call_id
-    where calls.stage in ('draft', 'repair', 'escalate')
+    where drafts.stage in ('draft', 'repair', 'escalate')
 
 ),
 

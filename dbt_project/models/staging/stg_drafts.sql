@@ -13,5 +13,7 @@ select
     subject,
     body,
     parse_error,
-    cast(created_at as timestamp) as created_at
+    cast(created_at as timestamp) as created_at,
+    stage,
+    cast(cost_usd as double precision) as cost_usd
 from {{ source('raw', 'drafts') }}
