@@ -62,7 +62,7 @@ def test_the_second_build_reuses_the_views_and_runs_every_test(refresh) -> None:
     assert {second_status[v] for v in views} == {"reused"}
     assert {s for k, s in second_status.items() if k not in views} == {"success"}  # the tables are rebuilt
     assert second_checks == first_checks and len(first_checks) >= 20
-    view_tests = {c for c in first_checks if "stg_" in c or "experiment_results" in c}
+    view_tests = {c for c in first_checks if "stg_" in c or "int_send_outcomes" in c}
     assert view_tests <= second_checks and view_tests
 
 

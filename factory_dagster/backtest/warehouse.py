@@ -1,9 +1,8 @@
 """Export the line's own logged assignments from a warehouse as a backtest log.
 
 Every lead the assign stage placed is a row of `raw.assignments` with the propensity of its arm.
-Its reward is whether its send got a positive reply (`intermediate.int_send_outcomes`, the dbt table
-the marts count from, as of the learn stage's last build: the loop's preflight reads it in the decision step,
-right after its run's build). Two levels:
+Its reward is whether its send got a positive reply (`intermediate.int_send_outcomes`, the dbt model
+the marts count from). Two levels:
 
 - `angle` (default): the arm is the angle, the level the loop's allocation learns at; its propensity
   is the angle's share for the lead's population (loop or holdout, and its part of a split segment)

@@ -5,9 +5,9 @@
 -- first-round candidates that failed the gate from them (routing canaries are guarded on the
 -- gate, at once).
 --
--- A table, as int_send_outcomes (the other intermediate models are views): three readers (model_stage_quality, the
--- arm counts behind experiment_results, and its own row contract) would each recompute the join of
--- every draft with its call and verdict; built once per learn stage, it is read three times.
+-- A table, unlike the other intermediate models: three readers (model_stage_quality, the arm
+-- counts behind experiment_results, and its own row contract) would each recompute every
+-- draft's verdict and job; built once per learn stage, it is read three times.
 
 {{ config(materialized='table') }}
 

@@ -8,13 +8,9 @@
 -- slips is rolled back in days, not after the outcome window. Outcomes: only *mature* sends count, so a young send cannot look
 -- like a non-reply. A send is mature once `outcome_window_days` (var, default 7: outcomes arrive
 -- on days +1..+7) have passed between its day and the latest day any event occurred
--- (days_since_send of macros/send_outcomes.sql), so maturity needs no run date and a view built once stays
+-- (int_send_outcomes.days_since_send), so maturity needs no run date and a view built once stays
 -- right every day. A re-run of an old day after later days would see later data: the decision
 -- step never looks twice on a day, nor before its latest look.
---
--- Its sends' outcomes come from the send_outcomes macro rendered here, not from the int_send_outcomes table, which
--- holds what the last build saw: the decision step reads these counts between builds and must see the sends and
--- events that arrived since (and an experiment the moment it starts).
 
 {%- set window = var('outcome_window_days', 7) %}
 
@@ -110,8 +106,7 @@ experiment_sends as (
         sends.unsubscribed,
         sends.complained,
         sends.replied and not sends.positive_reply as negative_reply
-    from ({{ send_outcomes() | indent(4) }}
-    ) as sends
+    from {{ ref('int_send_outcomes') }} as sends
     inner join experiment_leads as leads
         on sends.campaign_id = leads.campaign_id
         and sends.lead_id = leads.lead_id
@@ -135,9 +130,9 @@ outcomes as (
 
 ),
 
--- The day the counts are as of: the latest day any event occurred, which maturity counts from (the sends'
--- partition_day + days_since_send; none without a send). Read from the events, not from the send outcomes above,
--- which join each send with its events.
+-- The day the counts are as of: the latest day any event occurred, which maturity counts from (int_send_outcomes'
+-- partition_day + days_since_send of every send; none without a send). Read from the events, not from
+-- int_send_outcomes: a view, whose every read joins each send with its events again.
 as_of as (
 
     select max(occurred_day) as latest_event_day

@@ -5,7 +5,7 @@
     failing rows still say what broke: one row per broken rule with the rule, its column(s), how
     many rows break it and up to three examples (duplicated keys, out-of-range or unexpected
     values). The column rules and the key are two reads of the model: for a view (whose query runs
-    at each read: experiment_results joins every send with its events) the columns they need are
+    at each read: int_send_outcomes joins every send with its events) the columns they need are
     kept in one `materialized` read; a table's columns are scanned twice, cheaper than a copy. -#}
 {% test row_contract(model, key=[], not_null=[], proportions=[], accepted_values={}) %}
 {%- if not (key or not_null or proportions or accepted_values) -%}
