@@ -152,7 +152,10 @@ def _populate(con: duckdb.DuckDBPyConnection) -> None:
         ("d14", "L5", 0, 0, "offline-cheap", "draft", 0.0015, True, True),
         ("d15", "L5", 1, 0, "offline-cheap", "draft", 0.0, True, False),  # a cache hit
     ]
-    drafts = [{**_draft(d, lead, "armA", cand, att, model), "llm_call_id": f"k{d}"} for d, lead, cand, att, model, *_ in rows]
+    drafts = [  # each with its call's stage and cost, as drafting writes them
+        {**_draft(d, lead, "armA", cand, att, model), "llm_call_id": f"k{d}", "stage": stage, "cost_usd": cost}
+        for d, lead, cand, att, model, stage, cost, *_ in rows
+    ]
     _insert(con, "drafts", drafts)
     _insert(con, "gate_results", [_gate(d, r[7], [] if r[7] else ["over_length"], r[8]) for d, r in zip(drafts, rows)])
     calls = [_llm_call(f"k{d}", "c1", D1, stage, model, 100, 50, cost) for d, _, _, _, model, stage, cost, *_ in rows]
