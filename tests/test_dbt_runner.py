@@ -3,6 +3,7 @@ between the daily tests and the weekly `integrity` ones."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -41,6 +42,22 @@ def test_build_in_process_then_another_process_can_write(tmp_path: Path, dbt_man
     assert probe.returncode == 0, probe.stderr
     with connect(paths.warehouse, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM marts.daily_kpis").fetchone() == (0,)
+
+
+def test_behaviour_flags_name_the_source_dbt_common_would_without_inspecting_the_stack(
+    tmp_path: Path, dbt_manifest: Path
+) -> None:
+    """Once the runner has run dbt, a flag's source is still the first calling module outside dbt-common's flags."""
+    from dbt_common.behavior_flags import BehaviorFlagRendered
+
+    paths = _empty_warehouse(tmp_path)
+    assert invoke(["run", "--select", "stg_leads"], paths.warehouse, paths.home / "dbt_target").success
+    flag = BehaviorFlagRendered({"name": "a_flag", "default": False, "description": "a flag of the test"}, {})
+    # dbt-common's own way: the modules of the stack's frames, as inspect finds them.
+    modules = (inspect.getmodule(frame.frame) for frame in inspect.stack())
+    expected = next(m.__name__ for m in modules if m is not None and m.__name__ != "dbt_common.behavior_flags")
+    assert flag._behavior_change_event.flag_source == expected == __name__  # noqa: SLF001
+    assert BehaviorFlagRendered._default_source.__module__ == "factory_dagster.learning.dbt_runner"  # noqa: SLF001
 
 
 def test_a_failing_test_is_reported_by_name(tmp_path: Path, dbt_manifest: Path) -> None:
