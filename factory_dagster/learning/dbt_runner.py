@@ -284,7 +284,7 @@ def _name_behavior_flag_sources_cheaply() -> None:
     """dbt-common (1.39) names each behaviour flag's source with `inspect.stack()`, for every flag of the adapter that
     every invocation registers. That reads the source line of each frame and, for a frame without a module file (the
     `<string>` methods of dataclasses, which Dagster's and pytest's deep stacks are full of), scans all of
-    `sys.modules`: about 50 ms a flag in the line's runs, 4% of the test suite's CPU. The name is the same."""
+    `sys.modules`: up to 80 ms a flag, 45 s of the test suite's worker time in all. The name is the same."""
     from dbt_common.behavior_flags import BehaviorFlagRendered
 
     BehaviorFlagRendered._default_source = staticmethod(_calling_module)  # noqa: SLF001
