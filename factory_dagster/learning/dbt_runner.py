@@ -13,6 +13,7 @@ password as `DBT_ENV_SECRET_FACTORY_PG_PASSWORD`, which dbt masks in its logs.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import sys
@@ -280,6 +281,7 @@ def _calling_module() -> str:
     return "Unknown"
 
 
+@functools.cache  # once per process: parse() runs before every dbt invocation
 def _name_behavior_flag_sources_cheaply() -> None:
     """dbt-common (1.39) names each behaviour flag's source with `inspect.stack()`, for every flag of the adapter that
     every invocation registers. That reads the source line of each frame and, for a frame without a module file (the
