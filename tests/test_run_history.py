@@ -116,3 +116,23 @@ def test_the_demo_keeps_dagster_yaml_current_but_not_a_persons(tmp_path: Path, m
     config.write_text(own)
     prepare_dagster_home(paths).dispose()
     assert config.read_text() == own
+
+
+def test_a_table_is_looked_up_in_the_file_until_it_is_there_then_remembered(tmp_path: Path) -> None:
+    """Dagster asks before every asset check event whether the index has a table; the answer is the file's."""
+    storage = PooledSqliteStorage.from_local(str(tmp_path)).event_log_storage
+    index = storage.path_for_shard("index")
+    assert storage.has_table("asset_check_executions")
+    assert not storage.has_table("added_later")
+    engine = sa.create_engine(f"sqlite:///{index}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE added_later (id INTEGER)"))
+        assert storage.has_table("added_later")  # asked again: not there before
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE asset_check_executions"))
+    finally:
+        engine.dispose()
+    assert storage.has_table("asset_check_executions")  # remembered: a table, once there, is not asked for again
+    storage.wipe()
+    storage.dispose()
