@@ -37,6 +37,9 @@ def test_build_in_process_then_another_process_can_write(tmp_path: Path, dbt_man
     statuses = {event["data"]["node_info"]["unique_id"]: event["data"]["node_info"]["node_status"] for event in run.results}
     assert statuses["model.factory.daily_kpis"] == "success"
     assert not any(INTEGRITY_TAG in uid for uid in statuses)
+    # The project's table materialization, not dbt-duckdb's (tests/test_duckdb_table_materialization.py).
+    ran = paths.home / "dbt_target" / "run" / "factory" / "models" / "marts" / "daily_kpis.sql"
+    assert 'create or replace table "warehouse"."marts"."daily_kpis"' in ran.read_text()
     # dbt-duckdb keeps its handle open between invocations unless the runner closes it.
     probe = subprocess.run([sys.executable, "-c", OPEN_FOR_WRITE, str(paths.warehouse)], capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr
