@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -28,6 +29,7 @@ from factory_dagster.improve.evidence import Evidence, days_to_planned_sample, g
 from factory_dagster.improve.experiments import AUTO_APPROVER, Experiment, propose
 from factory_dagster.improve.hooks import hook_problems, hook_version_id
 from factory_dagster.improve.metrics import GUARDRAIL_RULES, PRIMARY_METRIC
+from factory_dagster.improve.proposal_assets import READS
 from factory_dagster.improve.proposals import (
     SPEC_AUTHOR,
     open_proposals_table,
@@ -49,6 +51,7 @@ from factory_dagster.models.prompts import (
     remember,
 )
 from factory_dagster.warehouse import postgres
+from factory_dagster.warehouse.pg_connection import PgConnection
 from factory_dagster.warehouse.store import connect, insert_rows
 
 DAY = date(2026, 3, 2)
@@ -372,6 +375,32 @@ def test_the_premium_model_writes_a_challenger_from_the_marts(evidence: Target) 
         {"stage": "improve", "prompt_version": "hook-v1", "status": "ok"},
     ]
     assert gw.ledger().cost_usd.sum() > 0
+
+
+def test_the_proposals_read_no_dbt_relation_their_asset_does_not_declare(
+    evidence_warehouse: Path, tmp_path: Path, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`experiment_proposals` names the dbt relations it reads as its deps (the UI's lineage, and the keys Dagster looks
+    up for the provenance of each materialization), not the whole build. Every query of a day's proposals is recorded
+    on PostgreSQL, where each passes through the store's connection: what it reads must be among those deps."""
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(evidence_warehouse, copy)
+    with connect(copy, read_only=True) as source, postgres.connect_postgres(postgres_dsn) as target:
+        copy_warehouse(source, target)
+    queries: list[str] = []
+    execute = PgConnection.execute
+
+    def recording(self: PgConnection, sql: str, params: object = None) -> object:
+        queries.append(sql)
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(PgConnection, "execute", recording)
+    report, _ = propose_on(Target(copy, postgres_dsn), spec_with(prompt_versions=["draft-v1"]), PROPOSAL_DAY)
+    assert report.proposed, report.notes
+    read = {found for sql in queries for found in re.findall(r"\b(marts|intermediate|staging)\.(\w+)", sql)}
+    declared = {tuple(key.path) for key in READS}
+    assert read <= declared, read - declared
+    assert {("intermediate", "int_send_outcomes"), ("marts", "gate_metrics"), ("marts", "gate_violations")} <= read
 
 
 def test_a_junk_premium_answer_makes_no_proposal_and_no_crash(evidence: Target) -> None:
