@@ -20,6 +20,11 @@ from factory_dagster.settings import DBT_PROJECT_DIR
 MACRO = DBT_PROJECT_DIR / "macros" / "table_on_duckdb.sql"
 
 
+def warehouse(project: Path) -> str:
+    """The project's DuckDB file (beside the project folder, as its profile says)."""
+    return str(project.parent / "check.duckdb")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A dbt project with the materialization and one table model over `src.numbers`, on a DuckDB file."""
@@ -39,19 +44,18 @@ def project(tmp_path: Path) -> Path:
             }
         )
     )
-    warehouse = tmp_path / "check.duckdb"
     (root / "profiles.yml").write_text(
         yaml.safe_dump(
             {
                 "materialization_check": {
                     "target": "dev",
-                    "outputs": {"dev": {"type": "duckdb", "path": str(warehouse), "threads": 1}},
+                    "outputs": {"dev": {"type": "duckdb", "path": warehouse(root), "threads": 1}},
                 }
             }
         )
     )
     (root / "models" / "numbers.sql").write_text("select n, n * n as square from src.numbers\n")
-    with duckdb.connect(str(warehouse)) as con:
+    with duckdb.connect(warehouse(root)) as con:
         con.execute("CREATE SCHEMA src; CREATE TABLE src.numbers AS SELECT * FROM range(1, 4) AS t(n)")
     return root
 
@@ -85,14 +89,14 @@ def dbt_run(project: Path) -> tuple[bool, str]:
 
 
 def relations(project: Path) -> dict[str, str]:
-    with duckdb.connect(str(project.parent / "check.duckdb"), read_only=True) as con:
+    with duckdb.connect(warehouse(project), read_only=True) as con:
         return dict(
             con.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'").fetchall()
         )
 
 
 def rows(project: Path) -> list[tuple[int, int]]:
-    with duckdb.connect(str(project.parent / "check.duckdb"), read_only=True) as con:
+    with duckdb.connect(warehouse(project), read_only=True) as con:
         return con.execute("SELECT n, square FROM main.numbers ORDER BY n").fetchall()
 
 
@@ -101,11 +105,11 @@ def test_a_rebuild_replaces_the_rows_and_a_failed_query_keeps_the_old_table(proj
     assert rows(project) == [(1, 1), (2, 4), (3, 9)]
     ran = (project / "target" / "run" / "materialization_check" / "models" / "numbers.sql").read_text()
     assert "create or replace table" in ran  # the project's materialization, not dbt-duckdb's
-    with duckdb.connect(str(project.parent / "check.duckdb")) as con:
+    with duckdb.connect(warehouse(project)) as con:
         con.execute("INSERT INTO src.numbers VALUES (4)")
     assert dbt_run(project)[0]
     assert rows(project) == [(1, 1), (2, 4), (3, 9), (4, 16)]
-    with duckdb.connect(str(project.parent / "check.duckdb")) as con:
+    with duckdb.connect(warehouse(project)) as con:
         con.execute("DROP TABLE src.numbers")
     ok, errors = dbt_run(project)
     assert not ok and "numbers" in errors
@@ -114,7 +118,7 @@ def test_a_rebuild_replaces_the_rows_and_a_failed_query_keeps_the_old_table(proj
 
 
 def test_a_view_of_the_same_name_becomes_the_table(project: Path) -> None:
-    with duckdb.connect(str(project.parent / "check.duckdb")) as con:
+    with duckdb.connect(warehouse(project)) as con:
         con.execute("CREATE VIEW main.numbers AS SELECT 0 AS n, 0 AS square")
     assert dbt_run(project)[0]
     assert relations(project) == {"numbers": "BASE TABLE"}
