@@ -56,6 +56,9 @@ LEADS_PER_DAY = 4
 CAMPAIGN_KEYS = ["brightwave_close", "brightwave_spend", "third_campaign"]
 KILLED_DAY = START + timedelta(days=1)
 WAIT_SECONDS = 240
+# The watcher must see the run hold its slot while its first step runs, and the slot still held within
+# FREE_SLOTS_AFTER_RUN_END_SECONDS of the run's failure; runs finishing and a slot being freed are waited for slowly.
+FAST_POLL_SECONDS, SLOW_POLL_SECONDS = 0.2, 1.0
 CODE_SERVER_ATTEMPTS = 3
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 
@@ -267,14 +270,22 @@ def connection_peak(dsn: str) -> Iterator[list[int]]:
         sampler.join(timeout=10)
 
 
-def wait_for(condition: Callable[[], object], what: str, deployment: Deployment, timeout_s: float = WAIT_SECONDS) -> object:
+def wait_for(
+    condition: Callable[[], object],
+    what: str,
+    deployment: Deployment,
+    timeout_s: float = WAIT_SECONDS,
+    interval_s: float = SLOW_POLL_SECONDS,
+) -> object:
+    """Poll `condition` until it is true. Each poll is a few new connections to the instance's database (Dagster's
+    storage opens one per query), so only what must be caught within a step polls fast."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         assert deployment.daemon.poll() is None, f"dagster-daemon exited with {deployment.daemon.returncode}"
-        time.sleep(0.2)
+        time.sleep(interval_s)
     raise AssertionError(f"waited {timeout_s:.0f}s for {what}")
 
 
@@ -358,11 +369,22 @@ def backfill(deployment: Deployment) -> Iterator[Backfill]:
 
         def kill_when_it_holds_a_slot() -> None:
             try:
-                wait_for(lambda: holds_slot(instance, killed_run.run_id), "the run to hold a slot", deployment)
+                wait_for(
+                    lambda: holds_slot(instance, killed_run.run_id),
+                    "the run to hold a slot",
+                    deployment,
+                    interval_s=FAST_POLL_SECONDS,
+                )
                 pid = worker_pid(instance, killed_run.run_id)
                 assert pid is not None, "no worker pid recorded"
                 os.kill(pid, signal.SIGKILL)
-                wait_for(lambda: instance.get_run_by_id(killed_run.run_id).is_finished, "the run to be failed", deployment, 60)
+                wait_for(
+                    lambda: instance.get_run_by_id(killed_run.run_id).is_finished,
+                    "the run to be failed",
+                    deployment,
+                    60,
+                    FAST_POLL_SECONDS,
+                )
                 held.append(holds_slot(instance, killed_run.run_id))  # before monitoring's delay has passed
                 killed.set()
             except AssertionError as exc:  # reported by the test that reads it
