@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+import scratch_space
 from postgres_server import (  # noqa: F401  (the real PostgreSQL fixtures)
     postgres_dsn,
     postgres_raw_schema_dsn,
@@ -12,6 +14,8 @@ from postgres_server import (  # noqa: F401  (the real PostgreSQL fixtures)
     postgres_server,
 )
 from warehouse_engines import engine_con, engine_paths, engine_url  # noqa: F401  (a test's warehouse on both engines)
+
+SCRATCH = pytest.StashKey[Path | None]()
 
 # Never let a developer's own environment point the tests at their data.
 for _name in ("FACTORY_HOME", "FACTORY_WAREHOUSE", "FACTORY_LEADS_INBOX", "FACTORY_SPEC", "OPENAI_API_KEY", "FACTORY_TRANSPORT"):
@@ -37,12 +41,25 @@ for _name in [
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, parse the dbt project once in the controller, before the workers start,
-    so that two workers never write dbt_project/target at the same time."""
-    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+    """In the process that starts the session: the scratch folder (tests/scratch_space.py), and under pytest-xdist
+    the dbt project parsed once, before the workers start, so that two workers never write dbt_project/target at
+    the same time."""
+    if hasattr(config, "workerinput"):
+        return
+    config.stash[SCRATCH] = scratch_space.choose()
+    if getattr(config.option, "numprocesses", None):
         from factory_dagster.learning.dbt_project import ensure_manifest
 
         ensure_manifest()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    folder = None if hasattr(config, "workerinput") else config.stash.get(SCRATCH, None)
+    if folder is not None:
+        kept = scratch_space.release(folder, passed=exitstatus == pytest.ExitCode.OK)
+        if kept:
+            config.get_terminal_writer().line(kept)
 
 
 # The slowest modules (seconds of one worker on 2 cores, make test of 2026-12-02 at probe 0.25 s, each beside whatever
