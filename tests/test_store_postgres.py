@@ -7,12 +7,13 @@ throwaway PostgreSQL cluster (tests/postgres_server.py), and reads both back: th
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -396,19 +397,33 @@ def test_the_server_runs_as_a_non_root_user_on_loopback_only(postgres_server: pg
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creates a system user: only root can, and only root needs one")
-def test_workers_creating_the_server_user_at_once_all_get_the_one_that_exists() -> None:
+def test_workers_creating_the_server_user_at_once_all_get_the_one_that_exists(tmp_path: Path) -> None:
     name = f"factory-t{os.getpid() % 100000}"
+    # Interpreters of their own, as xdist's workers are. A pool forked from this multi-threaded process hung once in
+    # make test until the test's timeout (a fork copies locks other threads hold; a new interpreter has none). Each
+    # waits, imported, for the same go before it asks, so that their `useradd`s overlap: without the lock in
+    # pg_server.system_user they come back with two uids.
+    ask = (
+        "import sys, time; from pathlib import Path; from factory_dagster.warehouse.pg_server import system_user\n"
+        "while not Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
+        "print(system_user(sys.argv[1]).pw_uid)"
+    )
+    go = tmp_path / "go"
     try:
-        with multiprocessing.get_context("fork").Pool(4) as pool:
-            uids = pool.map(_system_uid, [name] * 8)
-        assert set(uids) == {pwd.getpwnam(name).pw_uid}
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", ask, name, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(8)
+        ]
+        time.sleep(1.0)  # the interpreters start and import (about 0.2 s each)
+        go.touch()
+        answers = [worker.communicate(timeout=60) for worker in workers]
+        assert [worker.returncode for worker in workers] == [0] * 8, [err for _, err in answers]
+        assert {int(out) for out, _ in answers} == {pwd.getpwnam(name).pw_uid}
     finally:
         subprocess.run(["userdel", name], capture_output=True, check=False)
         subprocess.run(["groupdel", name], capture_output=True, check=False)
-
-
-def _system_uid(name: str) -> int:
-    return pg_server.system_user(name).pw_uid
 
 
 def test_a_missing_postgresql_says_what_to_install(tmp_path: Path) -> None:
