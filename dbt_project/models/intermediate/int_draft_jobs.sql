@@ -81,7 +81,10 @@ one_round_jobs as (
 attempts as (
 
     -- The days of more than one round, read again (a small share of the drafts: joined with their lead's day before
-    -- their verdicts are looked up), one row per round: a lead's candidates of one attempt at one stage.
+    -- their verdicts are looked up), one row per round: a lead's candidates of one attempt at one stage. Read again
+    -- rather than from `rounds`: a CTE read twice is kept whole, every draft with its verdict (at 10M events the
+    -- query's peak memory went from 5.5-6.6 GB to 9.7 GB, no faster). Their verdicts are joined whole, not through
+    -- the passing ids, because these drafts are few: the join builds its table on them.
     select
         drafts.campaign_id,
         drafts.partition_day,
