@@ -82,16 +82,11 @@ def _line_days(paths: Paths) -> None:
     (paths.events_inbox / f"crm_bookings_{last_day}_late.csv").write_text(
         f"event_id,send_id,event_type,occurred_at\nevt_parity_late,{send_id},booked,{last_day}T10:00:00Z\n"
     )
-    for offset in range(DAYS, DAYS + OUTCOME_WINDOW_DAYS):
-        observed = execute_campaign_day(
-            defs,
-            instance,
-            paths.default_campaign,
-            START + timedelta(days=offset),
-            run_config=QUIET_RUN_CONFIG,
-            asset_selection=[outcome_events.key],
-        )
-        assert observed.success, offset
+    # One observe run on that day lets out every event of the week (the market holds back none of a day it passed).
+    observed = execute_campaign_day(
+        defs, instance, paths.default_campaign, last_day, run_config=QUIET_RUN_CONFIG, asset_selection=[outcome_events.key]
+    )
+    assert observed.success
     for offset in range(CONTENT_DAYS):
         lines = run_content_day(
             defs, instance, START + timedelta(days=offset), QUIET_RUN_CONFIG, review=lambda d: review_as_operator(paths, d)
