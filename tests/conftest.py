@@ -41,16 +41,12 @@ for _name in [
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """In the process that starts the session: the scratch folder (tests/scratch_space.py), and under pytest-xdist
-    the dbt project parsed once, before the workers start, so that two workers never write dbt_project/target at
-    the same time."""
+    """In the process that starts the session: the scratch folder (tests/scratch_space.py). The dbt project is parsed
+    by the first worker that imports the definitions; the other waits for it (`ensure_manifest`'s lock), instead of
+    this process importing Dagster and dbt and parsing before any worker starts."""
     if hasattr(config, "workerinput"):
         return
     config.stash[SCRATCH] = scratch_space.choose()
-    if getattr(config.option, "numprocesses", None):
-        from factory_dagster.learning.dbt_project import ensure_manifest
-
-        ensure_manifest()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

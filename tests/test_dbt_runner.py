@@ -7,6 +7,9 @@ import inspect
 import json
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import dagster as dg
 import pytest
 
 from factory_dagster.definitions import build_definitions
+from factory_dagster.learning import dbt_project
 from factory_dagster.learning.assets import dbt_marts
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG
 from factory_dagster.learning.dbt_runner import invoke
@@ -45,6 +49,33 @@ def test_build_in_process_then_another_process_can_write(tmp_path: Path, dbt_man
     assert probe.returncode == 0, probe.stderr
     with connect(paths.warehouse, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM marts.daily_kpis").fetchone() == (0,)
+
+
+def test_processes_starting_together_parse_the_project_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever finds the manifest missing parses under the lock; the others wait, then find it current."""
+    target = tmp_path / "target"
+    parses = []
+
+    def slow_parse(warehouse: Path) -> Path:
+        parses.append(warehouse)
+        time.sleep(0.3)  # the others arrive meanwhile
+        (target / "manifest.json").write_text("{}")
+        return target / "manifest.json"
+
+    monkeypatch.setattr(dbt_project, "PARSE_TARGET", target)
+    monkeypatch.setattr(dbt_project, "MANIFEST_PATH", target / "manifest.json")
+    monkeypatch.setattr(dbt_project, "newest_project_file", lambda: 0.0)
+    monkeypatch.setattr(dbt_project, "write_manifest", slow_parse)
+    start = threading.Barrier(4)
+
+    def starting_process() -> Path:  # each opens the lock file itself, as another process would
+        start.wait()
+        return dbt_project.ensure_manifest()
+
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda _: starting_process(), range(4)))
+    assert found == [target / "manifest.json"] * 4
+    assert len(parses) == 1
 
 
 def test_behaviour_flags_name_the_source_dbt_common_would_without_inspecting_the_stack(
