@@ -48,7 +48,7 @@ from factory_dagster.warehouse.pg_copy import CopyTargetNotEmptyError, copy_raw
 from factory_dagster.warehouse.postgres import connect_postgres
 from factory_dagster.warehouse.store import connect
 
-DAYS = 3
+DAYS = 2
 LEADS_PER_DAY = 30
 CONTENT_DAYS = 2
 OUTCOME_WINDOW_DAYS = 7  # dbt var outcome_window_days: a send is mature once this many days have passed
