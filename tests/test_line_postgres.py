@@ -3,9 +3,10 @@ beside the same days on the DuckDB file: the offline models are deterministic, s
 
 One setting (`Paths.warehouse_url`, FACTORY_WAREHOUSE_URL) moves the warehouse; the DuckDB file is never created.
 The days run the job as it ships, the learn stage's dbt build included (dbt-postgres on PostgreSQL). A fresh
-warehouse's first days have little performance to learn from, so both warehouses start from the same few days that
-DuckDB built (copied into PostgreSQL, tests/warehouse_copy.py, with the data folder): the stations' reads of the marts
-(improve, plan, assign) then have rows to read on both. A fresh PostgreSQL warehouse's first day is run by
+warehouse's first day has no performance to learn from, so both warehouses start from the same first day that DuckDB
+built (copied into PostgreSQL, tests/warehouse_copy.py, with the data folder): the stations' reads of the marts
+(improve, plan, assign) then have rows to read on both, and the checks below that each station wrote rows on the
+compared days (looks, allocations and plans included) hold. A fresh PostgreSQL warehouse's first day is run by
 tests/test_dagster_postgres_instance.py.
 """
 
@@ -39,7 +40,7 @@ from factory_dagster.warehouse.pg_connection import PgConnection
 from factory_dagster.warehouse.store import connect, exclusive, lock_key
 
 START = date(2026, 3, 2)
-HISTORY_DAYS = 2  # DuckDB's days before the compared ones: a week of outcomes is not needed, looks are
+HISTORY_DAYS = 1  # DuckDB's days before the compared ones: a week of outcomes is not needed, a day with sends is
 FIRST = START + timedelta(days=HISTORY_DAYS)  # the first day run on both warehouses
 DAYS = 2
 LEADS_PER_DAY = 30  # enough for every station to write rows on both; the days cost what their dbt builds cost
