@@ -8,7 +8,6 @@ map to `prior_days/<table>` keys, which keeps the asset graph acyclic.
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator
 
+from factory_dagster import file_lock
 from factory_dagster.learning.dbt_runner import MANIFEST_PATH, PARSE_TARGET, newest_project_file, write_manifest
 from factory_dagster.settings import Paths
 
@@ -36,9 +36,7 @@ def ensure_manifest() -> Path:
     Processes that start together on a fresh checkout (the test workers, a webserver and a daemon) take turns on a
     lock file: the first parses, the others wait and then find the manifest current instead of each parsing again."""
     if not _manifest_is_current():
-        PARSE_TARGET.mkdir(parents=True, exist_ok=True)
-        with open(PARSE_TARGET / PARSE_LOCK_NAME, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock.exclusive(PARSE_TARGET / PARSE_LOCK_NAME):
             if not _manifest_is_current():
                 write_manifest(Paths.from_env().warehouse)
     return MANIFEST_PATH

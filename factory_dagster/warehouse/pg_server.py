@@ -15,7 +15,6 @@ otherwise it runs as the current user. `stop` stops it, and removes a throwaway 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import glob
 import os
 import pwd
@@ -28,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory_dagster import file_lock
 from factory_dagster.settings import Paths
 
 SERVER_USER = "factory-pg"  # the system user the server runs as when we are root
@@ -110,8 +110,7 @@ def system_user(name: str, lock_file: Path = USERADD_LOCK) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
     except KeyError:
         pass
-    with open(lock_file, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock.exclusive(lock_file):
         try:
             return pwd.getpwnam(name)
         except KeyError:
