@@ -405,6 +405,7 @@ def test_workers_creating_the_server_user_at_once_all_get_the_one_that_exists(tm
     # pg_server.system_user they come back with two uids.
     ask = (
         "import sys, time; from pathlib import Path; from factory_dagster.warehouse.pg_server import system_user\n"
+        "Path(sys.argv[3]).touch()\n"
         "while not Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
         "print(system_user(sys.argv[1]).pw_uid)"
     )
@@ -412,11 +413,17 @@ def test_workers_creating_the_server_user_at_once_all_get_the_one_that_exists(tm
     try:
         workers = [
             subprocess.Popen(
-                [sys.executable, "-c", ask, name, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                [sys.executable, "-c", ask, name, str(go), str(tmp_path / f"ready-{n}")],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
-            for _ in range(8)
+            for n in range(8)
         ]
-        time.sleep(1.0)  # the interpreters start and import (about 0.2 s each)
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("ready-*"))) < len(workers):  # every one imported and waiting
+            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "an interpreter did not start"
+            time.sleep(0.01)
         go.touch()
         answers = [worker.communicate(timeout=60) for worker in workers]
         assert [worker.returncode for worker in workers] == [0] * 8, [err for _, err in answers]
