@@ -50,12 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    config = session.config
-    folder = None if hasattr(config, "workerinput") else config.stash.get(SCRATCH, None)
+    folder = session.config.stash.get(SCRATCH, None)  # set in the starting process only (pytest_configure)
     if folder is not None:
         kept = scratch_space.release(folder, passed=exitstatus == pytest.ExitCode.OK)
         if kept:
-            config.get_terminal_writer().line(kept)
+            session.config.get_terminal_writer().line(kept)
 
 
 # The slowest modules (seconds of one worker on 2 cores, make test of 2026-12-02 at probe 0.25 s, each beside whatever
