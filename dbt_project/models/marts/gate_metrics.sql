@@ -5,59 +5,43 @@
 -- campaign, day, model, prompt version and attempt (the gate copies them, as gate_violations
 -- reads them), so no draft is joined with its verdict (24.5M of each at 10M events).
 
+{%- set grain = 'campaign_id, partition_day, model, prompt_version, attempt' %}
+
 with drafts as (
 
-    select
-        campaign_id,
-        partition_day as day,
-        model,
-        prompt_version,
-        attempt,
-        count(*) as drafts
+    select {{ grain }}, count(*) as drafts
     from {{ ref('stg_drafts') }}
-    group by campaign_id, partition_day, model, prompt_version, attempt
+    group by {{ grain }}
 
 ),
 
 verdicts as (
 
-    select
-        campaign_id,
-        partition_day as day,
-        model,
-        prompt_version,
-        attempt,
-        count(*) filter (where passed) as passed,
-        count(*) filter (where selected) as selected
+    select {{ grain }}, count(*) filter (where passed) as passed, count(*) filter (where selected) as selected
     from {{ ref('stg_gate_results') }}
-    group by campaign_id, partition_day, model, prompt_version, attempt
+    group by {{ grain }}
 
 ),
 
 per_group as (
 
     select
-        drafts.campaign_id,
-        drafts.day,
-        drafts.model,
-        drafts.prompt_version,
-        drafts.attempt,
+        campaign_id,
+        partition_day,
+        model,
+        prompt_version,
+        attempt,
         drafts.drafts,
         coalesce(verdicts.passed, 0) as passed,
         coalesce(verdicts.selected, 0) as selected
     from drafts
-    left join verdicts
-        on drafts.campaign_id = verdicts.campaign_id
-        and drafts.day = verdicts.day
-        and drafts.model = verdicts.model
-        and drafts.prompt_version = verdicts.prompt_version
-        and drafts.attempt = verdicts.attempt
+    left join verdicts using ({{ grain }})
 
 )
 
 select
     campaign_id,
-    day,
+    partition_day as day,
     model,
     prompt_version,
     attempt,
