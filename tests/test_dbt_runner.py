@@ -147,7 +147,10 @@ def test_the_daily_build_checks_exclude_integrity_tests(dbt_manifest: Path) -> N
     integrity = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "test" and INTEGRITY_TAG in n["tags"]}
     daily = {spec.name for spec in dbt_marts.check_specs}
     assert daily and not daily & integrity
-    # The row rules of every mart (and of int_send_outcomes) are still checked every day, in one test per model.
+    # The row rules of every mart (and of int_experiment_arms) are still checked every day, in one test per model.
+    # experiment_results' rows are int_experiment_arms' rows with counts grouped per arm: checked there; int_send_outcomes'
+    # are stg_sends' with their arms and events, and what can break them is checked on its inputs.
+    assert "assert_each_send_has_its_arms_one_definition" in daily
     contracts = [
         node
         for node in manifest["nodes"].values()
@@ -159,13 +162,13 @@ def test_the_daily_build_checks_exclude_integrity_tests(dbt_manifest: Path) -> N
     names = [model["name"] for model in contracted]
     assert len(names) == len(set(names)), names
     marts = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["schema"] == "marts"}
-    assert marts | {"int_send_outcomes"} <= set(names), sorted(marts - set(names))
+    wanted = marts - {"experiment_results"} | {"int_experiment_arms"}
+    assert wanted <= set(names), sorted(wanted - set(names))
     for test, model in zip(contracts, contracted, strict=True):
         if model["schema"] != "staging":  # a staging view's key is raw's: the weekly tests check it
             assert test["test_metadata"]["kwargs"]["key"], f"{model['name']} has no key"
-    for model in ("int_send_outcomes", "anomalies"):
-        (test,) = [t for t in contracts if t["attached_node"] == f"model.factory.{model}"]
-        assert "campaign_id" in test["test_metadata"]["kwargs"]["not_null"], model
+    (test,) = [t for t in contracts if t["attached_node"] == "model.factory.anomalies"]
+    assert "campaign_id" in test["test_metadata"]["kwargs"]["not_null"]
 
 
 def test_every_daily_test_is_an_asset_check_on_the_model_it_guards(dbt_manifest: Path) -> None:
@@ -181,6 +184,7 @@ def test_every_daily_test_is_an_asset_check_on_the_model_it_guards(dbt_manifest:
     assert checks["assert_daily_kpis_match_raw"] == dg.AssetKey(["marts", "daily_kpis"])
     assert checks["assert_segment_arm_performance_sends_match_raw"] == dg.AssetKey(["marts", "segment_arm_performance"])
     assert checks["assert_events_belong_to_a_send_of_their_campaign"] == dg.AssetKey(["staging", "stg_events"])
+    assert checks["assert_each_send_has_its_arms_one_definition"] == dg.AssetKey(["staging", "stg_sends"])
 
 
 @pytest.fixture
@@ -271,9 +275,9 @@ def test_row_contract_checks_accepted_values_and_names_the_strays(tmp_path: Path
     )
 
 
-def test_a_row_contract_on_a_view_reads_it_once_and_still_names_each_broken_rule(tmp_path: Path, dbt_manifest: Path) -> None:
-    """int_send_outcomes is a view: its key and column rules come from one materialized read of it, with the same
-    failing rows. An arm defined twice duplicates its send; a send whose arm has no assignment has no arm prompt."""
+def test_a_send_whose_arm_is_defined_twice_or_not_at_all_fails_the_build_by_name(tmp_path: Path, dbt_manifest: Path) -> None:
+    """int_send_outcomes gives each send its arm's prompt version and model from the assignments: an arm defined twice
+    would duplicate its sends there, one without assignments would leave them without. Both fail the daily build."""
     paths = _empty_warehouse(tmp_path)
     with connect(paths.warehouse) as con:
         for lead, prompt in (("l1", "v1"), ("l2", "v2")):
@@ -295,11 +299,42 @@ def test_a_row_contract_on_a_view_reads_it_once_and_still_names_each_broken_rule
     target = paths.home / "dbt_target"
     run = invoke(["build", "--select", "+int_send_outcomes", "--exclude", f"tag:{INTEGRITY_TAG}"], paths.warehouse, target)
     assert not run.success
-    (failure,) = [f for f in run.failures if f.startswith("row_contract_int_send_outcomes ")]
-    assert "(fail, 3 failing rows)" in failure, failure
-    assert "rule=duplicate_key, columns=send_id, bad_rows=2, examples=(send_id=s1)" in failure
-    assert "rule=not_null, columns=arm_prompt_version, bad_rows=1" in failure
-    assert "rule=not_null, columns=arm_model, bad_rows=1" in failure
+    (failure,) = [f for f in run.failures if f.startswith("assert_each_send_has_its_arms_one_definition ")]
+    assert "(fail, 2 failing rows)" in failure, failure
+    assert "send_id=s1, campaign_id=c, arm_id=arm-a, prompt_versions=2, models=1" in failure, failure
+    assert "send_id=s2, campaign_id=c, arm_id=arm-b, prompt_versions=0, models=0" in failure, failure
+
+
+def test_the_experiment_arms_contract_names_an_arm_listed_twice_and_a_broken_look(tmp_path: Path, dbt_manifest: Path) -> None:
+    """marts.experiment_results shows int_experiment_arms' rows: an experiment listing its control again as a challenger
+    and a look out of range fail the daily build there, by rule."""
+    paths = _empty_warehouse(tmp_path)
+    with connect(paths.warehouse) as con:
+        con.execute(
+            """INSERT INTO raw.experiments (experiment_id, campaign_id, run_id, partition_day, design_key, kind, state,
+                   hypothesis, control, challengers, target_segments, primary_metric, guardrails_json, max_traffic_share,
+                   base_rate, mde, alpha, power, planned_sample_size, stopping_rule_json, motivating_figures_json,
+                   proposed_by, proposed_at, updated_at)
+               VALUES ('exp1', 'c', 'r', DATE '2026-01-01', 'k', 'prompt_version', 'running', 'h', 'v1', ['v2', 'v1'],
+                   ['seg'], 'positive_reply', '{}', 0.2, 0.03, 0.5, 0.05, 0.8, 100, '{}', '{}', 'p', now(), now())"""
+        )
+        con.execute(
+            """INSERT INTO raw.experiment_looks (experiment_id, campaign_id, partition_day, run_id, arm, role, assigned,
+                   mature_sends, primary_events, posterior_mean, interval_low, interval_high, p_better, guardrails_json,
+                   days_running, decision, reasons, rule_version, looked_at)
+               VALUES ('exp1', 'c', DATE '2026-01-02', 'r', 'v2', 'challenger', 10, 5, 1, 0.1, 0.05, 0.2, 1.5, '{}', 1,
+                   'maybe', 'x', '1', now())"""
+        )
+    run = invoke(
+        ["build", "--select", "+experiment_results", "--exclude", f"tag:{INTEGRITY_TAG}"],
+        paths.warehouse,
+        paths.home / "dbt_target",
+    )
+    assert not run.success
+    (failure,) = [f for f in run.failures if f.startswith("row_contract_int_experiment_arms ")]
+    assert "rule=duplicate_key, columns=experiment_id, arm, bad_rows=2, examples=(experiment_id=exp1, arm=v1)" in failure, failure
+    assert "rule=proportion, columns=p_better, bad_rows=1, examples=1.5" in failure, failure
+    assert "rule=accepted_values, columns=decision, bad_rows=1, examples=maybe" in failure, failure
 
 
 def test_a_model_error_is_reported_in_dbts_words(tmp_path: Path, dbt_manifest: Path) -> None:

@@ -14,35 +14,11 @@
 
 {%- set window = var('outcome_window_days', 7) %}
 
-with experiments as (
+with arms as (
 
-    -- Only experiments that ever ran have traffic; a view, so one started today shows at once.
-    -- A content piece's variant test counts impressions, not leads: marts.content_variant_performance.
-    select experiment_id, campaign_id, kind, state, control, challengers, planned_sample_size
-    from {{ source('raw', 'experiments') }}
-    where state in ('running', 'promoted', 'retired', 'rolled_back') and kind != 'content_variants'
-
-),
-
-arms as (
-
-    select experiment_id, campaign_id, kind, state, planned_sample_size, control as arm, 'control' as role
-    from experiments
-    union all
-    select experiment_id, campaign_id, kind, state, planned_sample_size, unnest(challengers) as arm, 'challenger' as role
-    from experiments
-
-),
-
-period as (
-
-    select
-        experiment_id,
-        min(coalesce(partition_day, cast(occurred_at as date))) filter (where to_state = 'running') as started_day,
-        min(coalesce(partition_day, cast(occurred_at as date)))
-            filter (where to_state in ('promoted', 'retired', 'rolled_back')) as concluded_day
-    from {{ source('raw', 'experiment_events') }}
-    group by experiment_id
+    -- Who the arms are (int_experiment_arms): one row per experiment that ever ran and arm.
+    select experiment_id, campaign_id, kind, state, arm, role, planned_sample_size, started_day, concluded_day
+    from {{ ref('int_experiment_arms') }}
 
 ),
 
@@ -142,15 +118,7 @@ as_of as (
 )
 
 select
-    arms.experiment_id,
-    arms.campaign_id,
-    arms.kind,
-    arms.state,
-    arms.arm,
-    arms.role,
-    arms.planned_sample_size,
-    period.started_day,
-    period.concluded_day,
+    arms.*,
     assigned.first_assigned_day,
     assigned.last_assigned_day,
     as_of.latest_event_day,
@@ -166,8 +134,6 @@ select
     cast(coalesce(gate.first_round_drafts, 0) as bigint) as first_round_drafts,
     cast(coalesce(gate.first_round_failures, 0) as bigint) as first_round_failures
 from arms
-left join period
-    on arms.experiment_id = period.experiment_id
 left join assigned
     on arms.experiment_id = assigned.experiment_id
     and arms.arm = assigned.arm

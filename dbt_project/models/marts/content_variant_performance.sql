@@ -46,11 +46,7 @@ experiments as (
 latest_look as (
 
     select experiment_id, arm as variant_id, posterior_mean, p_better
-    from (
-        select *, max(partition_day) over (partition by experiment_id) as latest_look_day
-        from {{ source('raw', 'experiment_looks') }}
-    ) as looks
-    where partition_day = latest_look_day
+    from {{ latest_experiment_looks() }} as looks
 
 )
 
