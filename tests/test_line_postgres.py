@@ -227,7 +227,7 @@ def test_the_learn_stage_builds_the_same_marts_on_postgresql(lines: tuple[Paths,
     duck, pg = lines
     kpis = "SELECT day, leads_in, leads_accepted, drafts, sends FROM marts.daily_kpis ORDER BY day"
     on_pg, on_duck = query(pg, kpis), query(duck, kpis)
-    # A day's dbt build runs before its own drafts and sends, so the last day counts its leads only; the history
-    # day's sends, copied into PostgreSQL as raw rows, are counted by PostgreSQL's own build.
+    # The history day's sends, copied into PostgreSQL as raw rows, are counted by PostgreSQL's own builds (a day's
+    # build runs before its own sends, so the compared day's show only after a later build).
     assert len(on_pg) == HISTORY_DAYS + DAYS and on_pg["sends"].iloc[HISTORY_DAYS - 1] > 0
     pd.testing.assert_frame_equal(on_pg.astype(str), on_duck.astype(str))
