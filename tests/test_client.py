@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 from factory_dagster.campaign.spec import load_spec
 from factory_dagster.drafting.draft import draft_brief
 from factory_dagster.models import local_server
-from factory_dagster.models.client import CallOutcome, ChatClient, Endpoint, estimate_request_tokens
+from factory_dagster.models.client import CallOutcome, ChatClient, Endpoint, estimate_request_tokens, tls_context
 from factory_dagster.models.local_server import JUNK_BODY, WRONG_SCHEMA_CONTENT, Faults, LocalOpenAIServer, serving
 from factory_dagster.models.offline import estimate_tokens
 from factory_dagster.models.prompts import build_messages
@@ -476,3 +477,10 @@ def test_the_tpm_limiter_paces_by_estimated_tokens(server):
     # a one-second bucket holds two requests; the third and fourth wait 0.5 s each
     # (server-side timestamps: the first request also paid for a new connection, hence the slack)
     assert starts[1] - starts[0] < 0.3 and starts[3] - starts[0] >= 0.8
+
+
+def test_every_client_shares_one_tls_context_that_verifies_the_server():
+    """Built once per process (reading the CA store costs about 0.1 s a client), and as strict as openai's default."""
+    context = tls_context()
+    assert tls_context() is context
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname

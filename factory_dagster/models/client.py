@@ -29,9 +29,11 @@ or use it as `async with ChatClient() as client:`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +51,17 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 _MAX_ERROR_CHARS = 500
 _MAX_LISTED_ERRORS = 8
 _OPENAI_HOST = "api.openai.com"
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings every model endpoint's HTTP client in this process shares.
+
+    Why: an openai client builds its own by reading the system's CA store, about 0.1 s each, and the line makes a
+    client per stage and endpoint. The same verification as the client's default: the system's CA store, or
+    SSL_CERT_FILE / SSL_CERT_DIR as the process started with them.
+    """
+    return ssl.create_default_context()
 
 
 @dataclass(frozen=True)
@@ -230,7 +243,11 @@ class ChatClient:
         client = self._clients.get(key)
         if client is None:
             client = openai.AsyncOpenAI(
-                base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=self.timeout_s, max_retries=0
+                base_url=endpoint.base_url,
+                api_key=endpoint.api_key,
+                timeout=self.timeout_s,
+                max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(verify=tls_context()),
             )
             self._clients[key] = client
         return client

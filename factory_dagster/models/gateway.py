@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from factory_dagster.models.batch import BatchRequest, run_batch
 from factory_dagster.models.budget import Budget, estimate_input_tokens, worst_case_cost
 from factory_dagster.models.cache import CachedAnswer, cache_key
-from factory_dagster.models.client import CallOutcome, ChatClient, Endpoint
+from factory_dagster.models.client import CallOutcome, ChatClient, Endpoint, tls_context
 from factory_dagster.models.offline import OfflineModel, estimate_tokens
 from factory_dagster.models.registry import ModelEntry, ModelRegistry
 from factory_dagster.models.resilience import RetryPolicy
@@ -393,6 +393,7 @@ class ModelGateway:
             api_key=self.environ[first.api_key_env],
             base_url=first.base_url or self.environ.get("OPENAI_BASE_URL"),
             timeout=self.settings.timeout_s,
+            http_client=openai.DefaultHttpxClient(verify=tls_context()),
         ) as client:
             run = run_batch(
                 client,
