@@ -80,12 +80,24 @@ def _column_definitions(columns: str) -> dict[str, str]:
     return definitions
 
 
+@functools.cache
+def contract_columns() -> dict[str, dict[str, str]]:
+    """Each `raw` contract's columns, name -> type, parsed once per process (every write connection checks them)."""
+    return {name: _column_definitions(columns) for name, columns in RAW_TABLES.items()}
+
+
 def raw_columns(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> dict[str, set[str]]:
-    """The columns of each table in the `raw` schema as the warehouse has them (either engine)."""
+    """The columns of each table in the `raw` schema as the warehouse has them (either engine).
+
+    On DuckDB from `duckdb_columns()`: its `information_schema` view over the same catalog takes twice as long, and
+    every write connection asks."""
+    query = (
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'raw'"
+        if isinstance(con, duckdb.DuckDBPyConnection)
+        else "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw'"
+    )
     existing: dict[str, set[str]] = {}
-    for table, column in con.execute(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'raw'"
-    ).fetchall():
+    for table, column in con.execute(query).fetchall():
         existing.setdefault(table, set()).add(column)
     return existing
 
@@ -100,8 +112,8 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection | psycopg.Connection) -> No
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
     existing = raw_columns(con)
     added = {
-        name: {c: t for c, t in _column_definitions(columns).items() if c not in existing[name]}
-        for name, columns in RAW_TABLES.items()
+        name: {c: t for c, t in columns.items() if c not in existing[name]}
+        for name, columns in contract_columns().items()
         if name in existing
     }
     for name, columns in RAW_TABLES.items():
@@ -132,6 +144,11 @@ def contract_key(columns: str) -> list[str]:
     return [inline.group(1)] if inline else []
 
 
+@functools.cache
+def _contract_keys() -> dict[str, list[str]]:
+    return {name: contract_key(columns) for name, columns in RAW_TABLES.items()}
+
+
 def _stale_keys(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     """Tables whose primary key in the warehouse differs from their contract's (an older version made them)."""
     keys = {
@@ -141,7 +158,7 @@ def _stale_keys(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
                WHERE schema_name = 'raw' AND constraint_type = 'PRIMARY KEY'"""
         ).fetchall()
     }
-    wanted = {name: contract_key(columns) for name, columns in RAW_TABLES.items()}
+    wanted = _contract_keys()
     return {name: key for name, key in wanted.items() if key and name in keys and keys[name] != key}
 
 
@@ -151,7 +168,7 @@ def _rekey(con: duckdb.DuckDBPyConnection, name: str, key: list[str]) -> None:
     Why: a newer contract widened the key (e.g. `leads` from lead_id to campaign_id + lead_id when a
     person became able to be a lead of several campaigns); the old rows satisfy the wider key.
     """
-    columns = ", ".join(_column_definitions(RAW_TABLES[name]))
+    columns = ", ".join(contract_columns()[name])
     with transaction(con):
         con.execute(f"CREATE TABLE raw._rekey_{name} ({RAW_TABLES[name]})")
         con.execute(f"INSERT INTO raw._rekey_{name} ({columns}) SELECT {columns} FROM raw.{name}")
