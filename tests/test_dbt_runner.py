@@ -17,10 +17,10 @@ import dagster as dg
 import pytest
 
 from factory_dagster.definitions import build_definitions
-from factory_dagster.learning import dbt_project
+from factory_dagster.learning import dbt_project, dbt_runner
 from factory_dagster.learning.assets import dbt_marts
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG
-from factory_dagster.learning.dbt_runner import invoke
+from factory_dagster.learning.dbt_runner import duckdb_target, invoke, postgres_target
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse.store import connect
 
@@ -76,6 +76,29 @@ def test_processes_starting_together_parse_the_project_once(tmp_path: Path, monk
         found = list(pool.map(lambda _: starting_process(), range(4)))
     assert found == [target / "manifest.json"] * 4
     assert len(parses) == 1
+
+
+def test_a_new_data_folder_parses_from_the_shared_parse_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dbt keeps its parse state per target and database name, not per warehouse path: a process parsing for another
+    data folder reads the state instead of every project file again."""
+    monkeypatch.setattr(dbt_runner, "_MANIFESTS", {})  # as a new process: nothing parsed in memory
+
+    def files_parsed(target: Path) -> int:
+        return json.loads((target / "perf_info.json").read_text())["parsed_path_count"]
+
+    dbt_runner.parse(tmp_path / "one" / "warehouse.duckdb", tmp_path / "one_target")
+    dbt_runner._MANIFESTS.clear()
+    manifest = dbt_runner.parse(tmp_path / "two" / "warehouse.duckdb", tmp_path / "two_target")
+    assert files_parsed(tmp_path / "two_target") == 0
+    assert {node.database for node in manifest.nodes.values() if node.resource_type == "model"} == {"warehouse"}
+
+
+def test_a_parse_reads_the_database_name_and_neither_the_address_nor_the_password(tmp_path: Path) -> None:
+    environ = postgres_target("postgresql://ann:s3cret@db.example:6543/sales").parse_environ
+    assert environ["FACTORY_PG_DATABASE"] == "sales" and environ["DBT_ENV_SECRET_FACTORY_PG_PASSWORD"] == ""
+    assert not {"s3cret", "db.example", "6543", "ann"} & set(environ.values())
+    one, two = duckdb_target(tmp_path / "one" / "sales.duckdb"), duckdb_target(tmp_path / "two" / "sales.duckdb")
+    assert one.parse_environ == two.parse_environ and one.parse_state_name == "local-sales.msgpack"
 
 
 def test_behaviour_flags_name_the_source_dbt_common_would_without_inspecting_the_stack(

@@ -4,7 +4,8 @@ A `dbt build` subprocess pays for an interpreter, dbt's imports and a parse befo
 first query: about as long as the build itself at demo scale. Here dbt is imported once,
 the parsed manifest is reused by every build of the process, and the structured result
 events are collected in memory for the Dagster wiring to turn into materializations and
-check results.
+check results. A process's first parse starts from dbt's partial-parse state that earlier parses of the same target
+and database name left in `dbt_project/target/parse_state/` (`Target.parse_environ`): about 1 s instead of 4.
 
 The same project builds on the DuckDB file (profiles.yml output `local`, the default) or on a PostgreSQL warehouse
 (output `postgres`) when a warehouse URL is given: the URL's parts reach the profile as environment variables, the
@@ -16,8 +17,11 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import re
+import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +35,10 @@ from factory_dagster.warehouse.store import connect
 
 PARSE_TARGET = DBT_PROJECT_DIR / "target"
 MANIFEST_PATH = PARSE_TARGET / "manifest.json"
+PARSE_STATE_CACHE = PARSE_TARGET / "parse_state"  # dbt's partial-parse state, one file per target and database
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+# What a parse's profile reads instead of the warehouse's own address (`parse_environ`).
+PARSE_ONLY_FOLDER, PARSE_ONLY_HOST, PARSE_ONLY_USER = "/factory-parse-only", "parse-only.invalid", "factory"
 RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult"})
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 SAMPLE_ROWS = 8  # failing rows of a test shown in its failure: enough to name what broke, short enough to read
@@ -99,6 +107,25 @@ class Target:
     @property
     def args(self) -> list[str]:
         return ["--target", self.name] if self.on_postgres else []
+
+    @property
+    def parse_environ(self) -> dict[str, str]:
+        """The profile a parse reads: this target's database name, and a fixed address and user.
+
+        Why: dbt keeps a parse's state for the next one only while the profile's connection details are the same, and
+        the parsed nodes carry nothing of them but the database name (the build reads the real ones again). With the
+        warehouse's own path in the profile, every data folder, and so every new process on one, parsed the whole
+        project again: about 4 s, where a partial parse from the shared state takes 1 s. No password is needed.
+        """
+        if not self.on_postgres:
+            return {"FACTORY_WAREHOUSE": f"{PARSE_ONLY_FOLDER}/{self.database}.duckdb"}
+        fixed = {"FACTORY_PG_HOST": PARSE_ONLY_HOST, "FACTORY_PG_PORT": "5432", "FACTORY_PG_USER": PARSE_ONLY_USER}
+        return {**self.environ, **fixed, "FACTORY_PG_SSLMODE": "prefer", "DBT_ENV_SECRET_FACTORY_PG_PASSWORD": ""}
+
+    @property
+    def parse_state_name(self) -> str:
+        """The shared parse state's file name for this target and database."""
+        return re.sub(r"[^\w.-]", "_", f"{self.name}-{self.database}") + ".msgpack"
 
 
 def duckdb_target(warehouse: Path | str) -> Target:
@@ -185,12 +212,28 @@ def parse(warehouse: Path | str, target_path: Path, warehouse_url: str | None = 
 
         if len(_MANIFESTS) >= 4:  # a long-lived process (the tests) keeps only recent ones
             _MANIFESTS.pop(next(iter(_MANIFESTS)))
-        with _environment(target.environ):
+        _copy_quietly(PARSE_STATE_CACHE / target.parse_state_name, target_path / PARTIAL_PARSE_FILE)
+        with _environment(target.parse_environ):
             outcome = dbtRunner().invoke(["parse", "--quiet", *_project_args(target_path), *target.args])
         if not outcome.success:
             raise DbtError(f"dbt could not parse {DBT_PROJECT_DIR}: {outcome.exception}")
+        _copy_quietly(target_path / PARTIAL_PARSE_FILE, PARSE_STATE_CACHE / target.parse_state_name)
         _MANIFESTS[key] = outcome.result
     return _MANIFESTS[key]
+
+
+def _copy_quietly(source: Path, destination: Path) -> None:
+    """Copy dbt's parse state in one step (a reader never sees half a file); without it, or where the folder cannot
+    be written (an installed, read-only project), dbt parses the whole project instead, as it would have."""
+    if not source.exists():
+        return
+    partial = destination.with_name(f".{destination.name}.{os.getpid()}-{threading.get_ident()}")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, partial)
+        os.replace(partial, destination)
+    except OSError:
+        partial.unlink(missing_ok=True)
 
 
 def write_manifest(warehouse: Path | str) -> Path:
