@@ -1,13 +1,14 @@
 """The whole daily line, materialized in-process through Dagster on a temporary DuckDB.
 
 One module-scoped run of two days (observe → learn → intake → plan → assign →
-draft → gate → send) backs most assertions; the re-run, kill-switch and bad-input
-tests then run further days on the same warehouse.
+draft → gate → send) backs most assertions; the re-run test runs the second day again, and one
+more day, with the kill switch on and a broken lead file in the inbox, backs the kill-switch and
+bad-input tests.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -167,34 +168,50 @@ def test_rerunning_a_day_sends_nothing_twice_and_costs_nothing(line):
     assert query(paths, "SELECT count(*) - count(DISTINCT event_id) AS dupes FROM raw.events").dupes[0] == 0
 
 
-def test_kill_switch_holds_every_send_and_says_why(line):
+@pytest.fixture(scope="module")
+def held_day(line) -> tuple[date, Path, Path, dg.ExecuteInProcessResult]:
+    """One more day with the kill switch on, and a lead file without the required columns beside the day's export."""
+    from factory_dagster.intake.sample_leads import write_sample_file
+
     paths, defs, instance = line
     day = START + timedelta(days=DAYS)
+    good = write_sample_file(paths.leads_inbox, day, n=50)
+    bad = paths.leads_inbox / "crm_export_broken.csv"
+    bad.write_text("email,first_name\nx@y.example,Ann\n", encoding="utf-8")
     with connect(paths.warehouse) as con:
         set_kill_switch(con, True, "test-operator", "checking the hold")
     try:
-        Path(paths.leads_inbox).mkdir(parents=True, exist_ok=True)
-        from factory_dagster.intake.sample_leads import write_sample_file
-
-        write_sample_file(paths.leads_inbox, day, n=50)
-        assert run_day(defs, instance, day).success
-        assert query(paths, "SELECT count(*) AS n FROM raw.sends WHERE partition_day = ?", [day]).n[0] == 0
-        held = query(paths, "SELECT detail FROM raw.incidents WHERE kind = 'sends_held' AND partition_day = ?", [day])
-        assert "test-operator" in held.detail[0] and "checking the hold" in held.detail[0]
+        return day, good, bad, run_day(defs, instance, day)
     finally:
         with connect(paths.warehouse) as con:
             set_kill_switch(con, False, "test-operator", "done")
 
 
-def test_a_broken_lead_file_is_rejected_by_name_and_the_line_goes_on(line):
-    paths, defs, instance = line
-    bad = paths.leads_inbox / "crm_export_broken.csv"
-    bad.write_text("email,first_name\nx@y.example,Ann\n", encoding="utf-8")
-    assert run_day(defs, instance, START + timedelta(days=DAYS + 1)).success
+def test_kill_switch_holds_every_send_and_says_why(line, held_day):
+    paths, _, _ = line
+    day, _, _, result = held_day
+    assert result.success
+    assert query(paths, "SELECT count(*) AS n FROM raw.sends WHERE partition_day = ?", [day]).n[0] == 0
+    held = query(paths, "SELECT detail FROM raw.incidents WHERE kind = 'sends_held' AND partition_day = ?", [day])
+    assert "test-operator" in held.detail[0] and "checking the hold" in held.detail[0]
+
+
+def test_a_broken_lead_file_is_rejected_by_name_and_the_line_goes_on(line, held_day):
+    paths, _, _ = line
+    _, good, bad, result = held_day
+    assert result.success
     rejected = query(paths, "SELECT status, error FROM raw.intake_files WHERE file_path = ?", [str(bad)])
     assert rejected.status[0] == "rejected"
     assert "crm_export_broken.csv" in rejected.error[0] and "company" in rejected.error[0]
     assert query(paths, "SELECT count(*) AS n FROM raw.incidents WHERE kind = 'lead_file_rejected'").n[0] == 1
+    # The day's export beside it went through intake as any day's: each of its rows accepted or quarantined once.
+    stored = query(
+        paths,
+        """SELECT source_row FROM raw.leads WHERE source_file = ?
+           UNION ALL SELECT source_row FROM raw.leads_quarantine WHERE source_file = ?""",
+        [str(good), str(good)],
+    )
+    assert sorted(stored.source_row) == sorted(read_lead_file(good).source_row)
 
 
 def test_every_day_is_audited_by_the_premium_judge(line):
