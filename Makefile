@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-COMPILED := $(VENV)/.compiled-stamp
 
 .PHONY: setup system-deps run test ui bench lint clean
 
@@ -53,13 +52,7 @@ system-deps:
 # Bytecode is written even where PYTHONDONTWRITEBYTECODE is set (as on some CI images): the tests start many Python
 # processes (xdist workers, dbt, Dagster's code server, daemon and run workers, the CLI), and without .pyc files each
 # of them compiles Dagster, dbt and pandas from source again, about 5 s of CPU apiece.
-# The tests start many Python processes at once (two workers, a code server, the daemon, CLI calls): on a fresh
-# environment each compiled the same modules' bytecode at the same time. Compiled once, on every core, before them.
-$(COMPILED): $(STAMP)
-	-$(BIN)/python -m compileall -q -j 0 -x '/tests?/' "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null 2>&1
-	touch $(COMPILED)
-
-test: setup system-deps $(COMPILED)
+test: setup system-deps
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 ui: setup
