@@ -63,10 +63,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # then ran the last of them alone.
 SLOW_MODULES_FIRST = (
     "test_dagster_postgres_instance.py",  # 69 on 2026-12-03 at probe 0.33 (55 alone): an instance, the daemon, 3 runs
-    "test_line_postgres.py",  # 66 (45 alone)
+    "test_line_postgres.py",  # 66 (45 alone); 70 alone on 2026-12-04 with the dbt parity tests moved in
     "test_line_integration.py",  # 30
     "test_line_scenarios.py",  # 26
-    "test_dbt_postgres_parity.py",  # 25
     "test_campaigns.py",  # 21
     "test_view_reuse.py",  # 19
     "test_commands_postgres.py",  # 16
