@@ -223,7 +223,8 @@ def test_a_campaign_run_waiting_for_the_dbt_build_reuses_a_build_that_started_af
 
 
 def test_rerunning_a_day_on_postgresql_sends_nothing_twice_and_matches_duckdbs_rerun(lines: tuple[Paths, Paths]) -> None:
-    """Last in the module: it adds a re-run to the shared days."""
+    """It adds a re-run to the shared days, so it comes after the tests that compare them (the parity tests below
+    copy the DuckDB days after it)."""
     duck, pg = lines
     counts = """SELECT (SELECT count(*) FROM raw.sends) AS sends, (SELECT count(*) FROM raw.llm_calls) AS calls,
                        (SELECT sum(cost_usd) FROM raw.llm_calls) AS cost"""
