@@ -25,18 +25,20 @@ run: setup
 
 # The IMAP tests run a real dovecot (Debian's dovecot-imapd), started by their fixture on its own port and config;
 # the report test opens the report in Debian's headless chromium; the PostgreSQL warehouse tests start throwaway
-# clusters of Debian's postgresql (tests/postgres_server.py; its server programs live in /usr/lib/postgresql/<ver>/bin).
+# clusters of Debian's postgresql (tests/postgres_server.py; its server programs live in /usr/lib/postgresql/<ver>/bin);
+# the production instance's test reaches Dagster's database through Debian's pgbouncer (tests/pgbouncer_server.py).
 # Each is installed with apt only when missing (so this is instant afterwards); while apt runs, a policy-rc.d (unless
-# the machine has one) keeps dovecot and postgresql from starting system services on ports 143/993 and 5432. Without
-# root or apt it says what to install and fails: the tests never skip.
+# the machine has one) keeps dovecot, postgresql and pgbouncer from starting system services on ports 143/993, 5432
+# and 6432. Without root or apt it says what to install and fails: the tests never skip.
 system-deps:
 	@missing=; \
 	command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
-		echo "make test needs$$missing (dovecot with IMAP for the IMAP tests, chromium for the report test, postgresql for the PostgreSQL warehouse tests): as root," \
+		echo "make test needs$$missing (dovecot with IMAP for the IMAP tests, chromium for the report test, postgresql for the PostgreSQL warehouse tests, pgbouncer for the production instance's test): as root," \
 			"apt-get install$$missing (Debian/Ubuntu), or the same from your system's packages; then run make test again" >&2; \
 		exit 1; \
 	fi; \

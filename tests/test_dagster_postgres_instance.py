@@ -4,7 +4,8 @@ Why end to end: deploy/dagster.production.yaml is only worth what the pinned Dag
 throwaway PostgreSQL cluster holds the instance; one code server (`dagster api grpc`) serves the code location that
 workspace.yaml names, and `dagster-daemon run` and every CLI call reach it over gRPC. Runs go in through Dagster's
 own CLI, as an operator's would, and each is a process of its own that the code server started for the daemon. The
-instance's file is the production file with the test cluster in its environment variables, a run limit below the
+instance's file is the production file with the test cluster in its environment variables (every Dagster process
+reaches it through PgBouncer in session mode, as docs/deployment.md advises), a run limit below the
 number of runs (so the queue has to hold one back), and monitoring intervals of seconds. The campaigns' warehouse is
 a PostgreSQL database of the same cluster, as parallel runs need: the DuckDB file has one writer.
 """
@@ -33,6 +34,7 @@ import yaml
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 from helpers_line import START
+from pgbouncer_server import POOL_SIZE, pooler
 from postgres_server import new_database
 
 from factory_dagster.campaign.runs import register_campaigns
@@ -186,12 +188,13 @@ def deployment(postgres_server: pg_server.PostgresServer, tmp_path_factory, dbt_
         "FACTORY_WAREHOUSE_URL": postgres_server.dsn(warehouse),
         "PYTHONPATH": str(PROJECT_ROOT),
         "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": str(postgres_server.port),
         "DAGSTER_PG_DB": database,
         "DAGSTER_PG_USER": pg_server.SUPERUSER,
         "DAGSTER_PG_PASSWORD": "",  # the test cluster trusts loopback
     }
     with contextlib.ExitStack() as stack:
+        # Dagster's processes reach its database through PgBouncer, as docs/deployment.md advises (pgbouncer_server).
+        environment["DAGSTER_PG_PORT"] = str(stack.enter_context(pooler(postgres_server)).port)
         port, server = _start_code_server(stack, environment, workspace, root)
         # The pool's limit is set by name, as docs/deployment.md says for the PostgreSQL warehouse (this also creates
         # the instance's tables).
@@ -445,8 +448,13 @@ def test_the_daemon_runs_queued_campaign_runs_in_parallel_within_the_run_limit(
     assert not list(deployment.factory_home.rglob("*.duckdb"))
     # Dagster's connections to its database stayed far below the server's max_connections (pg_server: 50).
     assert 0 < max(backfill.connection_peak) <= 25, max(backfill.connection_peak)
+    # Thousands of Dagster's client sessions (one per query) shared the few server connections PgBouncer kept open:
+    # without it the server started about 3,900 sessions for this module (docs/deployment.md).
+    with psycopg.connect(deployment.database_dsn) as con:
+        (sessions,) = con.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    assert sessions <= 2 * POOL_SIZE + 10, sessions
     print(
-        f"{len(runs)} runs and a killed one through the queue in {time.monotonic() - started:.1f}s, at most {max(backfill.connection_peak)} connections"
+        f"{len(runs)} runs and a killed one through the queue in {time.monotonic() - started:.1f}s, at most {max(backfill.connection_peak)} connections, {sessions} server sessions"
     )
 
 

@@ -1,0 +1,113 @@
+"""A real PgBouncer in front of the test cluster, in session mode, as docs/deployment.md advises for Dagster's database.
+
+Why: dagster-postgres opens a connection per query outside the webserver (its engines use SQLAlchemy's NullPool), so
+without a pooler every query of the daemon, the code server and each run worker makes the server start a backend
+process. In session mode PgBouncer hands each short client session a server connection it keeps open, and resets it
+(`DISCARD ALL`) when the client leaves. Transaction mode would also pool, but Dagster's webserver sets its
+`statement_timeout` with a session-level SET, which transaction mode does not keep (dagster#33416).
+
+Debian's `pgbouncer` (installed by `make system-deps`) refuses to run as root: as root it runs as the cluster's own
+system user (`-u`), like the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from factory_dagster.warehouse import pg_server
+
+CANDIDATES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")  # Debian's; off a non-root user's PATH
+POOL_SIZE = 10  # server connections per database and user: far below the cluster's max_connections (50)
+START_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class Pooler:
+    """A running PgBouncer: its port on 127.0.0.1 and its log."""
+
+    port: int
+    log_file: Path
+
+
+def find_pgbouncer() -> str:
+    found = shutil.which("pgbouncer") or next((c for c in CANDIDATES if os.access(c, os.X_OK)), None)
+    if found is None:
+        raise pg_server.PostgresServerError(
+            "PgBouncer was not found: run `make system-deps` as root, or install Debian's `pgbouncer`"
+        )
+    return found
+
+
+def config(server: pg_server.PostgresServer, port: int, folder: Path) -> str:
+    """pgbouncer.ini: every database of `server`, session pooling, the cluster's trusted superuser."""
+    return "\n".join(
+        [
+            "[databases]",
+            f"* = host=127.0.0.1 port={server.port}",
+            "[pgbouncer]",
+            "listen_addr = 127.0.0.1",
+            f"listen_port = {port}",
+            "unix_socket_dir =",
+            "auth_type = trust",
+            f"auth_file = {folder / 'userlist.txt'}",
+            "pool_mode = session",
+            f"default_pool_size = {POOL_SIZE}",
+            "max_client_conn = 200",
+            f"logfile = {folder / 'pgbouncer.log'}",
+            # libpq clients (psycopg2 under SQLAlchemy) may send these at startup; PgBouncer would refuse them.
+            "ignore_startup_parameters = extra_float_digits,options",
+            "",
+        ]
+    )
+
+
+def _listens(port: int, process: subprocess.Popen, log_file: Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
+            raise pg_server.PostgresServerError(f"pgbouncer exited with {process.returncode}:\n{log[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise pg_server.PostgresServerError(f"pgbouncer did not listen on port {port} within {START_SECONDS}s")
+
+
+@contextlib.contextmanager
+def pooler(server: pg_server.PostgresServer) -> Iterator[Pooler]:
+    """PgBouncer on a free port in front of `server`, stopped (SIGTERM) and its folder removed when the block ends.
+
+    Its folder is a new one in the temporary directory, as the cluster's is: a test's own tmp_path is private to root,
+    and the pooler's user must read its files there."""
+    binary = find_pgbouncer()
+    folder = Path(tempfile.mkdtemp(prefix="factory-pgbouncer-"))
+    port = pg_server.free_port()
+    (folder / "userlist.txt").write_text(f'"{pg_server.SUPERUSER}" ""\n', encoding="utf-8")
+    (folder / "pgbouncer.ini").write_text(config(server, port, folder), encoding="utf-8")
+    command = [binary, str(folder / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        user = pg_server.system_user(pg_server.SERVER_USER)
+        for path in (folder, *folder.iterdir()):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        command[1:1] = ["-u", user.pw_name]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        _listens(port, process, folder / "pgbouncer.log")
+        yield Pooler(port, folder / "pgbouncer.log")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
