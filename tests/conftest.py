@@ -62,7 +62,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # which puts the modules with the most tests first and so left these, each a few long tests, to the end: one worker
 # then ran the last of them alone.
 SLOW_MODULES_FIRST = (
-    "test_dagster_postgres_instance.py",  # 69 on 2026-12-03 at probe 0.33 (55 alone): an instance, the daemon, 3 runs
+    "test_dagster_postgres_instance.py",  # 47 on 2026-12-04 at probe 0.28 (39 alone, PgBouncer): the daemon, 3 runs
     "test_line_postgres.py",  # 66 (45 alone); 70 alone on 2026-12-04 with the dbt parity tests moved in
     "test_line_integration.py",  # 30
     "test_line_scenarios.py",  # 26
