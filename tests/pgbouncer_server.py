@@ -3,8 +3,8 @@
 Why: dagster-postgres opens a connection per query outside the webserver (its engines use SQLAlchemy's NullPool), so
 without a pooler every query of the daemon, the code server and each run worker makes the server start a backend
 process. In session mode PgBouncer hands each short client session a server connection it keeps open, and resets it
-(`DISCARD ALL`) when the client leaves. Transaction mode would also pool, but Dagster's webserver sets its
-`statement_timeout` with a session-level SET, which transaction mode does not keep (dagster#33416).
+(`DISCARD ALL`) when the client leaves. Transaction mode would also pool, but it does not support session-level SET,
+and Dagster's webserver sets its `statement_timeout` that way on its pooled connection (dagster#33416).
 
 Debian's `pgbouncer` (installed by `make system-deps`) refuses to run as root: as root it runs as the cluster's own
 system user (`-u`), like the server.
@@ -20,7 +20,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from factory_dagster.warehouse import pg_server
@@ -28,14 +27,6 @@ from factory_dagster.warehouse import pg_server
 CANDIDATES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")  # Debian's; off a non-root user's PATH
 POOL_SIZE = 10  # server connections per database and user: far below the cluster's max_connections (50)
 START_SECONDS = 20
-
-
-@dataclass(frozen=True)
-class Pooler:
-    """A running PgBouncer: its port on 127.0.0.1 and its log."""
-
-    port: int
-    log_file: Path
 
 
 def find_pgbouncer() -> str:
@@ -83,8 +74,8 @@ def _listens(port: int, process: subprocess.Popen, log_file: Path) -> None:
 
 
 @contextlib.contextmanager
-def pooler(server: pg_server.PostgresServer) -> Iterator[Pooler]:
-    """PgBouncer on a free port in front of `server`, stopped (SIGTERM) and its folder removed when the block ends.
+def pooler(server: pg_server.PostgresServer) -> Iterator[int]:
+    """PgBouncer on a free 127.0.0.1 port (yielded) in front of `server`; stopped and its folder removed afterwards.
 
     Its folder is a new one in the temporary directory, as the cluster's is: a test's own tmp_path is private to root,
     and the pooler's user must read its files there."""
@@ -102,12 +93,8 @@ def pooler(server: pg_server.PostgresServer) -> Iterator[Pooler]:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         _listens(port, process, folder / "pgbouncer.log")
-        yield Pooler(port, folder / "pgbouncer.log")
+        yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        process.terminate()  # PgBouncer's immediate shutdown: it closes every connection and exits
+        process.wait(timeout=10)
         shutil.rmtree(folder, ignore_errors=True)
