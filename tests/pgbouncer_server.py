@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from factory_dagster.warehouse import pg_server
 CANDIDATES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")  # Debian's; off a non-root user's PATH
 POOL_SIZE = 10  # server connections per database and user: far below the cluster's max_connections (50)
 START_SECONDS = 20
+START_ATTEMPTS = 3  # a free port can be taken by another process before PgBouncer binds it
 
 
 def find_pgbouncer() -> str:
@@ -38,7 +38,7 @@ def find_pgbouncer() -> str:
     return found
 
 
-def config(server: pg_server.PostgresServer, port: int, folder: Path) -> str:
+def config(server: pg_server.PostgresServer, port: int, folder: Path, log_file: Path) -> str:
     """pgbouncer.ini: every database of `server`, session pooling, the cluster's trusted superuser."""
     return "\n".join(
         [
@@ -53,7 +53,7 @@ def config(server: pg_server.PostgresServer, port: int, folder: Path) -> str:
             "pool_mode = session",
             f"default_pool_size = {POOL_SIZE}",
             "max_client_conn = 200",
-            f"logfile = {folder / 'pgbouncer.log'}",
+            f"logfile = {log_file}",
             # libpq clients (psycopg2 under SQLAlchemy) may send these at startup; PgBouncer would refuse them.
             "ignore_startup_parameters = extra_float_digits,options",
             "",
@@ -61,16 +61,17 @@ def config(server: pg_server.PostgresServer, port: int, folder: Path) -> str:
     )
 
 
-def _listens(port: int, process: subprocess.Popen, log_file: Path) -> None:
+def _listening(port: int, process: subprocess.Popen, log_file: Path) -> bool:
+    """Wait until PgBouncer logs that it listens on `port` (a connection alone could reach another process that took
+    the port first). False when it exited first, as it does when the port was taken: the caller tries another."""
     deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
-            raise pg_server.PostgresServerError(f"pgbouncer exited with {process.returncode}:\n{log[-2000:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
+    while process.poll() is None:
+        if log_file.exists() and f"listening on 127.0.0.1:{port}" in log_file.read_text(encoding="utf-8"):
+            return True
+        if time.monotonic() > deadline:
+            raise pg_server.PostgresServerError(f"pgbouncer did not listen on port {port} within {START_SECONDS}s")
         time.sleep(0.1)
-    raise pg_server.PostgresServerError(f"pgbouncer did not listen on port {port} within {START_SECONDS}s")
+    return False
 
 
 @contextlib.contextmanager
@@ -80,21 +81,28 @@ def pooler(server: pg_server.PostgresServer) -> Iterator[int]:
     Its folder is a new one in the temporary directory, as the cluster's is: a test's own tmp_path is private to root,
     and the pooler's user must read its files there."""
     binary = find_pgbouncer()
+    user = pg_server.system_user(pg_server.SERVER_USER) if os.geteuid() == 0 else None
     folder = Path(tempfile.mkdtemp(prefix="factory-pgbouncer-"))
-    port = pg_server.free_port()
-    (folder / "userlist.txt").write_text(f'"{pg_server.SUPERUSER}" ""\n', encoding="utf-8")
-    (folder / "pgbouncer.ini").write_text(config(server, port, folder), encoding="utf-8")
-    command = [binary, str(folder / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        user = pg_server.system_user(pg_server.SERVER_USER)
-        for path in (folder, *folder.iterdir()):
-            os.chown(path, user.pw_uid, user.pw_gid)
-        command[1:1] = ["-u", user.pw_name]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        _listens(port, process, folder / "pgbouncer.log")
-        yield port
+        for _ in range(START_ATTEMPTS):
+            port = pg_server.free_port()
+            log_file = folder / f"pgbouncer_{port}.log"
+            (folder / "userlist.txt").write_text(f'"{pg_server.SUPERUSER}" ""\n', encoding="utf-8")
+            (folder / "pgbouncer.ini").write_text(config(server, port, folder, log_file), encoding="utf-8")
+            command = [binary, str(folder / "pgbouncer.ini")]
+            if user is not None:
+                for path in (folder, *folder.iterdir()):
+                    os.chown(path, user.pw_uid, user.pw_gid)
+                command[1:1] = ["-u", user.pw_name]
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            try:
+                if _listening(port, process, log_file):
+                    yield port
+                    return
+            finally:
+                process.terminate()  # PgBouncer's immediate shutdown: it closes every connection and exits
+                process.wait(timeout=10)
+        log = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
+        raise pg_server.PostgresServerError(f"pgbouncer exited before listening, {START_ATTEMPTS} times:\n{log[-2000:]}")
     finally:
-        process.terminate()  # PgBouncer's immediate shutdown: it closes every connection and exits
-        process.wait(timeout=10)
         shutil.rmtree(folder, ignore_errors=True)
