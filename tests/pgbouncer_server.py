@@ -81,13 +81,13 @@ def pooler(server: pg_server.PostgresServer) -> Iterator[int]:
     Its folder is a new one in the temporary directory, as the cluster's is: a test's own tmp_path is private to root,
     and the pooler's user must read its files there."""
     binary = find_pgbouncer()
-    user = pg_server.system_user(pg_server.SERVER_USER) if os.geteuid() == 0 else None
+    user = pg_server.server_user()
     folder = Path(tempfile.mkdtemp(prefix="factory-pgbouncer-"))
     try:
+        (folder / "userlist.txt").write_text(f'"{pg_server.SUPERUSER}" ""\n', encoding="utf-8")
         for _ in range(START_ATTEMPTS):
             port = pg_server.free_port()
             log_file = folder / f"pgbouncer_{port}.log"
-            (folder / "userlist.txt").write_text(f'"{pg_server.SUPERUSER}" ""\n', encoding="utf-8")
             (folder / "pgbouncer.ini").write_text(config(server, port, folder, log_file), encoding="utf-8")
             command = [binary, str(folder / "pgbouncer.ini")]
             if user is not None:

@@ -58,6 +58,13 @@ def fresh_database(server: pg_server.PostgresServer, template: str | None = None
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def server_sessions(dsn: str) -> int:
+    """How many sessions the server has started for the database of `dsn` since it was created (pg_stat_database)."""
+    with psycopg.connect(dsn) as con:
+        (sessions,) = con.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    return sessions
+
+
 @pytest.fixture
 def postgres_dsn(postgres_server: pg_server.PostgresServer) -> Iterator[str]:
     """The DSN of a new empty database for one test, dropped afterwards."""

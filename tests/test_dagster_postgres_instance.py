@@ -36,7 +36,7 @@ from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 from dagster._grpc.client import DagsterGrpcClient
 from helpers_line import START
 from pgbouncer_server import POOL_SIZE, pooler
-from postgres_server import new_database
+from postgres_server import new_database, server_sessions
 
 from factory_dagster.campaign.runs import register_campaigns
 from factory_dagster.intake.sample_leads import write_sample_file
@@ -473,8 +473,7 @@ def test_the_daemon_runs_queued_campaign_runs_in_parallel_within_the_run_limit(
     assert 0 < max(backfill.connection_peak) <= 25, max(backfill.connection_peak)
     # Thousands of Dagster's client sessions (one per query) shared the few server connections PgBouncer kept open:
     # without it the server started about 3,900 sessions for this module (docs/deployment.md).
-    with psycopg.connect(deployment.database_dsn) as con:
-        (sessions,) = con.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    sessions = server_sessions(deployment.database_dsn)
     assert sessions <= 2 * POOL_SIZE + 10, sessions
     print(
         f"{len(runs)} runs and a killed one through the queue in {time.monotonic() - started:.1f}s, at most {max(backfill.connection_peak)} connections, {sessions} server sessions"

@@ -92,7 +92,7 @@ def find_bin_dir(candidates: list[Path] | None = None) -> Path:
     raise PostgresServerError(INSTALL_HINT)
 
 
-def _server_user() -> pwd.struct_passwd | None:
+def server_user() -> pwd.struct_passwd | None:
     """The user to run the server as: None for ourselves, else `factory-pg` (created when missing) when we are root."""
     if os.geteuid() != 0:
         return None
@@ -205,7 +205,7 @@ def start(folder: Path | str | None = None, port: int | None = None, fast: bool 
     """Start a cluster in `folder` (a new temporary one when None), creating it there on first use, and wait until it
     accepts connections; the database `factory` exists afterwards. `port` None takes a free one."""
     bin_dir = find_bin_dir()
-    user = _server_user()
+    user = server_user()
     if folder is None:  # not under pytest's 0700 tmp folders: the server user must be able to reach it
         folder = Path(tempfile.mkdtemp(prefix="factory-pg-"))
     folder = Path(folder).resolve()
@@ -268,7 +268,7 @@ def running(folder: Path | str) -> PostgresServer | None:
 
 def stop(server: PostgresServer, remove: bool = False) -> None:
     """Stop the cluster (immediately when it is thrown away) and, with `remove`, delete its folder."""
-    user = _server_user()
+    user = server_user()
     mode = "immediate" if remove else "fast"
     result = _pg_ctl(server, user, "stop", "--wait", "--timeout", "60", "--mode", mode, "--silent")
     if result.returncode != 0 and (server.data_dir / "postmaster.pid").exists():
