@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import json
 import os
@@ -402,5 +403,18 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 2)
 
 
+def run() -> None:
+    """The `factory` command itself: `main`, then an exit without the interpreter's last garbage collections.
+
+    Why: at exit CPython collects the whole heap once more while it tears the modules down; after a 14-day demo that
+    walked and freed some 600,000 objects in reference cycles for 1.6-1.9 s of a process with nothing left to do
+    (0.1 s with them frozen). `gc.freeze()` takes every object out of the collector's reach; the operating system
+    takes the memory back. Exit handlers still run (logging flushes its files) and every warehouse write is committed
+    by then. Tests call `main`, so their process keeps collecting."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
