@@ -50,11 +50,12 @@ from factory_dagster.gates.schemas import message_failures
 from factory_dagster.intake.sample_leads import generate_leads
 from factory_dagster.intake.validation import validate_leads
 from factory_dagster.models import offline
-from factory_dagster.models.gateway import CallRequest, ModelGateway, RunContext
+from factory_dagster.models.gateway import CallRequest, ModelGateway
 from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.registry import ModelRegistry, load_registry
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanAnswer, parse_plan, plan_brief
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_SPEC_PATH
 
 N_LEADS = 3_400  # × 3 candidates: 10,200 drafts at each level

@@ -19,10 +19,11 @@ from types import SimpleNamespace
 from factory_dagster.campaign.spec import load_spec
 from factory_dagster.drafting.draft import draft_brief, draft_request
 from factory_dagster.intake.sample_leads import generate_leads
-from factory_dagster.models.gateway import GatewaySettings, ModelGateway, RunContext
+from factory_dagster.models.gateway import GatewaySettings, ModelGateway
 from factory_dagster.models.local_server import Faults, fetch_stats, serving_in_subprocess
 from factory_dagster.models.registry import ModelRegistry, load_registry
 from factory_dagster.models.routing import resolve_routes
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_SPEC_PATH
 
 DRAFTS = 5000

@@ -20,12 +20,13 @@ from typing import Any
 import pandas as pd
 
 from factory_dagster.campaign.spec import load_spec
-from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.replies.classify import ClassifySettings, classify_replies
 from factory_dagster.replies.labelled import load_labelled, split
 from factory_dagster.replies.metrics import classification_scores
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_SPEC_PATH
 
 DAY = date(2026, 3, 16)

@@ -26,11 +26,12 @@ from factory_dagster.campaign.spec import CampaignSpec, SpecError, load_spec
 from factory_dagster.gates.audit import audit_reserve_usd
 from factory_dagster.models.budget import Budget
 from factory_dagster.models.cache import CachedAnswer, lookup
-from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.ledger import spent_today
 from factory_dagster.models.registry import ModelRegistry, load_registry
 from factory_dagster.models.routing import Route, RoutedSpec, resolve_routes, with_served_models
 from factory_dagster.partitions import CAMPAIGN_DAYS, DAILY, ONE_DAY_PER_RUN, key_parts
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_MODEL_REGISTRY_PATH, Paths
 from factory_dagster.warehouse.store import connect, hold
 

@@ -19,7 +19,7 @@ from factory_dagster.assignment.policy import POLICY_VERSION, arm_id
 from factory_dagster.campaign.spec import load_spec
 from factory_dagster.gates.pipeline import send_id_for
 from factory_dagster.intake.validation import lead_id_for
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_SPEC_PATH
 from factory_dagster.warehouse.store import insert_rows
 

@@ -15,11 +15,12 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec, load_spec
 from factory_dagster.drafting.draft import draft_brief
-from factory_dagster.models.gateway import CallRequest, ModelGateway, RunContext
+from factory_dagster.models.gateway import CallRequest, ModelGateway
 from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.registry import ModelRegistry
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, parse_plan, plan_brief
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_SPEC_PATH
 
 DAY = dt.date(2026, 3, 2)

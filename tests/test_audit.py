@@ -37,7 +37,7 @@ from factory_dagster.gates.audit import (
 )
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.models.budget import Budget
-from factory_dagster.models.gateway import CallRequest, GatewaySettings, ModelGateway, RunContext
+from factory_dagster.models.gateway import CallRequest, GatewaySettings, ModelGateway
 from factory_dagster.models.local_server import Faults, serving
 from factory_dagster.models.offline import JUDGE_STRICTNESS, OfflineModel
 from factory_dagster.models.offline_judge import judge
@@ -46,6 +46,7 @@ from factory_dagster.models.registry import load_registry
 from factory_dagster.models.resilience import RetryPolicy
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, parse_plan, plan_brief
+from factory_dagster.run_context import RunContext
 
 # Offline premium drafts and judges (the shipped example spec routes them to gpt-4o, whose stand-in it is).
 SPEC = example_spec().model_copy(update={"routing": {**OFFLINE_ROUTING, "draft": "offline-premium", "audit": "offline-premium"}})

@@ -24,7 +24,7 @@ from factory_dagster.content.spec import load_content_spec
 from factory_dagster.improve import store
 from factory_dagster.improve.decisions import start_approved
 from factory_dagster.models import prompts
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import PROJECT_ROOT
 
 SPEC = load_content_spec(PROJECT_ROOT / "campaigns" / "content_brightwave.yaml")

@@ -16,10 +16,11 @@ from factory_dagster.content.edits import EditLessons, PhraseCount, edit_lessons
 from factory_dagster.content.review import edit, reject, store_pieces
 from factory_dagster.content.spec import load_content_spec
 from factory_dagster.content.stages import guidance_lines, write_briefs, write_variants
-from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.offline_content import content_brief_answer, content_variants_answer, removed_phrases
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.routing import resolve_routes
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import PROJECT_ROOT
 from factory_dagster.warehouse.store import connect
 

@@ -16,7 +16,7 @@ from factory_dagster.content.engagement import (
     import_ga4,
     import_linkedin,
 )
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.store import connect
 
 DAY = date(2024, 3, 4)

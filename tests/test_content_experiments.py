@@ -30,7 +30,7 @@ from factory_dagster.content.prior import empty_prior
 from factory_dagster.content.review import store_pieces
 from factory_dagster.content.spec import load_content_spec
 from factory_dagster.improve import store
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import PROJECT_ROOT
 from factory_dagster.warehouse.store import connect, insert_rows
 

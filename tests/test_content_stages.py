@@ -33,13 +33,14 @@ from factory_dagster.content.stages import (
     write_variants,
 )
 from factory_dagster.models.budget import Budget
-from factory_dagster.models.gateway import GatewaySettings, ModelGateway, RunContext
+from factory_dagster.models.gateway import GatewaySettings, ModelGateway
 from factory_dagster.models.local_server import Faults, serving
 from factory_dagster.models.offline_content import CONTENT_DEFECT_TYPES, DEFECT_CODES, content_variants_answer
 from factory_dagster.models.prompts import CONTENT_BRIEF_PROMPT_VERSION, SOURCE_TAG
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.resilience import RetryPolicy
 from factory_dagster.models.routing import RoutingTable, StageRouting, load_routing_table, resolve_routes
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import PROJECT_ROOT
 
 SPEC = load_content_spec(PROJECT_ROOT / "campaigns" / "content_brightwave.yaml")

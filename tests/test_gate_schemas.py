@@ -22,8 +22,9 @@ from factory_dagster.gates.schemas import (
     subject_bound,
 )
 from factory_dagster.intake.validation import FAILURE_CASE_COLUMNS
-from factory_dagster.models.gateway import CallResult, RunContext
+from factory_dagster.models.gateway import CallResult
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.store import ensure_raw_schema, insert_rows
 
 

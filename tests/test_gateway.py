@@ -17,12 +17,13 @@ from factory_dagster.drafting.draft import draft_candidates
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.models import cache
 from factory_dagster.models.budget import Budget
-from factory_dagster.models.gateway import DEFERRED, GatewaySettings, ModelGateway, RunContext
+from factory_dagster.models.gateway import DEFERRED, GatewaySettings, ModelGateway
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.models.local_server import Faults, serving
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.resilience import RetryPolicy
 from factory_dagster.models.routing import RoutingTable, StageRouting, load_routing_table, resolve_routes
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.store import connect
 
 KEY = "local-test-key"

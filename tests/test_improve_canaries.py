@@ -25,10 +25,11 @@ from factory_dagster.improve.experiments import auto_approval, transition
 from factory_dagster.improve.metrics import PRIMARY_METRIC
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG
 from factory_dagster.learning.dbt_runner import invoke
-from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.local_server import serving
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.routing import resolve_routes, stage_model
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.store import connect
 
 REGISTRY = load_registry()

@@ -25,12 +25,13 @@ from factory_dagster.drafting.draft import draft_candidates
 from factory_dagster.gates.assets import pass_rate_hold_reason
 from factory_dagster.gates.pipeline import run_gates
 from factory_dagster.models.client import ChatClient, Endpoint
-from factory_dagster.models.gateway import GatewaySettings, ModelGateway, RunContext
+from factory_dagster.models.gateway import GatewaySettings, ModelGateway
 from factory_dagster.models.local_server import Faults, serving
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.resilience import RetryPolicy
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.planning.plan import PlanAnswer
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_SPEC_PATH, Paths
 from factory_dagster.warehouse.store import connect
 

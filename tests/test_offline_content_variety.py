@@ -17,10 +17,11 @@ import pytest
 from factory_dagster.content.gates import check_piece
 from factory_dagster.content.spec import load_content_spec
 from factory_dagster.content.stages import write_briefs, write_variants
-from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.offline_content import FRAMES, _figure, _readers, content_variants_answer
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.routing import resolve_routes
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import PROJECT_ROOT
 
 SPEC = load_content_spec(PROJECT_ROOT / "campaigns" / "content_brightwave.yaml")

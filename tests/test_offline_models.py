@@ -15,7 +15,7 @@ from helpers_logic import DAY, brief_for, example_spec, gateway, make_leads, reg
 from factory_dagster.drafting.draft import lead_payload, parse_draft
 from factory_dagster.gates.rules import check_draft, word_count
 from factory_dagster.improve.proposals import PromptAnswer
-from factory_dagster.models.gateway import CallRequest, RunContext
+from factory_dagster.models.gateway import CallRequest
 from factory_dagster.models.offline import DEFECT_TYPES, OfflineModel, _draft, estimate_tokens
 from factory_dagster.models.prompts import (
     DRAFT_REQUIRED_RULES,
@@ -27,6 +27,7 @@ from factory_dagster.models.prompts import (
     prompt,
 )
 from factory_dagster.models.registry import TIERS, ModelRegistry, load_registry
+from factory_dagster.run_context import RunContext
 
 # The violation code(s) each defect must raise, and the codes it may raise besides.
 PRIMARY: dict[str, set[str]] = {

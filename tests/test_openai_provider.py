@@ -12,12 +12,13 @@ from factory_dagster.campaign.runs import execute_campaign_day
 from factory_dagster.campaign.spec import SpecError, load_spec
 from factory_dagster.definitions import build_definitions
 from factory_dagster.intake.sample_leads import write_sample_file
-from factory_dagster.models.gateway import CallRequest, ModelGateway, RunContext
+from factory_dagster.models.gateway import CallRequest, ModelGateway
 from factory_dagster.models.local_server import serving
 from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.registry import ModelRegistry, load_registry
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, PlanAnswer, parse_plan, plan_brief, plan_violations
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_SPEC_PATH, Paths
 from factory_dagster.warehouse.store import connect
 

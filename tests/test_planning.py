@@ -11,7 +11,7 @@ import pytest
 from helpers_logic import example_spec, gateway, offline_plan, registry
 
 from factory_dagster.gates.schemas import plan_failures
-from factory_dagster.models.gateway import CallRequest, GatewaySettings, ModelGateway, RunContext
+from factory_dagster.models.gateway import CallRequest, GatewaySettings, ModelGateway
 from factory_dagster.models.local_server import Faults, serving
 from factory_dagster.models.prompts import build_messages
 from factory_dagster.models.registry import load_registry
@@ -36,6 +36,7 @@ from factory_dagster.planning.plan import (
     plan_problems,
     plan_violations,
 )
+from factory_dagster.run_context import RunContext
 
 
 @pytest.fixture(scope="module")

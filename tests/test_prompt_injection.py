@@ -39,11 +39,12 @@ from factory_dagster.gates.rules import check_draft
 from factory_dagster.intake.reading import read_lead_file
 from factory_dagster.intake.sample_leads import generate_leads
 from factory_dagster.intake.validation import validate_leads
-from factory_dagster.models.gateway import CallRequest, ModelGateway, RunContext
+from factory_dagster.models.gateway import CallRequest, ModelGateway
 from factory_dagster.models.offline import INJECTION_RATE_FACTOR, OfflineModel, _draft, planted_payload
 from factory_dagster.models.prompts import build_messages, parse_tagged_json
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, parse_plan, plan_brief
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_SPEC_PATH
 
 CORPUS = Path(__file__).parent / "data" / "hostile_leads.csv"

@@ -12,13 +12,14 @@ from datetime import date
 import pytest
 
 from factory_dagster.campaign.spec import load_spec
-from factory_dagster.models.gateway import GatewaySettings, ModelGateway, RunContext
+from factory_dagster.models.gateway import GatewaySettings, ModelGateway
 from factory_dagster.models.local_server import Faults, serving
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.resilience import RetryPolicy
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.replies.classify import ClassifySettings, classify_replies
 from factory_dagster.replies.labelled import load_labelled
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import DEFAULT_SPEC_PATH
 
 KEY = "local-test-key"

@@ -17,7 +17,7 @@ from factory_dagster.feedback.reply_classes import (
 )
 from factory_dagster.feedback.suppression import suppress_from_events
 from factory_dagster.models.budget import Budget
-from factory_dagster.models.gateway import utcnow
+from factory_dagster.run_context import utcnow
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 TEXTS = {

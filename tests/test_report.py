@@ -19,11 +19,11 @@ from scipy.stats import binomtest
 from warehouse_copy import copy_warehouse
 from warehouse_engines import ENGINES
 
-from factory_dagster.report import write_report
 from factory_dagster.report.cli import register
 from factory_dagster.report.data import OUTCOME_WINDOW_DAYS, ReportData, ReportInputError, load_report_data
 from factory_dagster.report.figures import MIN_EVENTS, key_figures, lift_with_interval, summary_markdown, wilson_interval
 from factory_dagster.report.plots import HOLDOUT_BAND, MAX_ARMS, PLOTS, traffic_shares
+from factory_dagster.report.write import write_report
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse import postgres
 from factory_dagster.warehouse.store import connect

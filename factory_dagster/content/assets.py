@@ -37,10 +37,10 @@ from factory_dagster.content.sources import mark_used, pending_sources, sources_
 from factory_dagster.content.spec import ContentSpec, load_content_spec
 from factory_dagster.content.stages import audit_pieces, write_briefs, write_variants
 from factory_dagster.improve.decisions import start_approved
-from factory_dagster.models.gateway import RunContext
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.partitions import DAILY
 from factory_dagster.resources import FactoryResource, day_asset, partition_day
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.store import transaction
 
 AUDIT_SAMPLE = 0.1  # of the passed variants, beside every flagged one

@@ -35,7 +35,6 @@ from factory_dagster.improve.allocation import stable_unit
 from factory_dagster.improve.decisions import decide_running
 from factory_dagster.improve.experiments import OPEN_STATES, Experiment, propose
 from factory_dagster.improve.stats import ArmCounts, Count
-from factory_dagster.models.gateway import RunContext
 from factory_dagster.models.ledger import utcnow
 from factory_dagster.models.prompts import (
     CONTENT_VARIANTS_PROMPT_VERSION,
@@ -45,6 +44,7 @@ from factory_dagster.models.prompts import (
     prompt,
     remember,
 )
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 KIND = "prompt_version"

@@ -47,7 +47,7 @@ import duckdb
 import pandas as pd
 
 from factory_dagster.feedback.events import EVENT_TYPES, decode_utf8, parse_csv
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
 

@@ -53,8 +53,8 @@ from factory_dagster.improve import store
 from factory_dagster.improve.decisions import decide_running, look_rows
 from factory_dagster.improve.experiments import Experiment, conclude, propose, transition
 from factory_dagster.improve.stats import ArmCounts, Count, Decision, StoppingRule, seed_for
-from factory_dagster.models.gateway import RunContext
 from factory_dagster.models.ledger import utcnow
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 KIND = "content_variants"

@@ -39,8 +39,8 @@ from factory_dagster.content.gates import GATE_VERDICTS, check_piece, hook_of
 from factory_dagster.content.publish import JSON_NAME
 from factory_dagster.content.spec import ContentSpec
 from factory_dagster.gates.rules import Violation
-from factory_dagster.models.gateway import utcnow
 from factory_dagster.review.analysis import text_diff, word_edit_distance
+from factory_dagster.run_context import utcnow
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 ACTIONS = ("approve", "edit", "reject", "auto_approve")

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 
 from factory_dagster.feedback.events import decode_utf8
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.file_registry import inbox_files, register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import transaction
 

@@ -202,7 +202,7 @@ class ContentSpec(_Strict):
     def topic(self, name: str) -> Topic:
         return next(t for t in self.topics if t.name == name)
 
-    # What `models.routing.resolve_routes` and `models.gateway.RunContext` read of a line's spec.
+    # What `models.routing.resolve_routes` and `run_context.RunContext` read of a line's spec.
     @property
     def campaign_id(self) -> str:
         """The id ledger rows carry (`raw.llm_calls.campaign_id`): the content line's own id."""

@@ -11,7 +11,7 @@ from datetime import date
 
 import duckdb
 
-from factory_dagster.models.gateway import RunContext, utcnow
+from factory_dagster.run_context import RunContext, utcnow
 
 
 def hold_day(con: duckdb.DuckDBPyConnection, run: RunContext, reason: str) -> None:

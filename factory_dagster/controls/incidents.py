@@ -6,7 +6,7 @@ import hashlib
 
 import duckdb
 
-from factory_dagster.models.gateway import RunContext, utcnow
+from factory_dagster.run_context import RunContext, utcnow
 
 
 def record_incident(con: duckdb.DuckDBPyConnection, run: RunContext, kind: str, severity: str, detail: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from factory_dagster.models.gateway import utcnow
+from factory_dagster.run_context import utcnow
 from factory_dagster.warehouse.dialect import insertion_order
 from factory_dagster.warehouse.store import fetch_one
 

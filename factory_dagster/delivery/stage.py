@@ -36,8 +36,8 @@ from factory_dagster.delivery.outbox import SendPlan, plan_sends
 from factory_dagster.delivery.sender import SendJob, SendReport, send_queued
 from factory_dagster.delivery.smtp import SmtpTransport
 from factory_dagster.delivery.states import QueuedSend, Recovery, enqueue, mailbox_usage, recover_claims, transaction
-from factory_dagster.models.gateway import RunContext
 from factory_dagster.review.sendable import review_required
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.store import exclusive
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Protocol
 
 import duckdb
@@ -35,6 +35,7 @@ import duckdb
 from factory_dagster.delivery.eml import message_id_for
 from factory_dagster.delivery.mailboxes import MailboxUsage
 from factory_dagster.review.sendable import effective_messages, sha256_hex_sql
+from factory_dagster.run_context import utcnow
 from factory_dagster.warehouse.dialect import is_postgres
 from factory_dagster.warehouse.transactions import transaction
 
@@ -79,11 +80,6 @@ class Change:
 class Recovery:
     uncertain: list[str]
     requeued: list[str]
-
-
-def utcnow() -> datetime:
-    """Naive UTC, as the warehouse's TIMESTAMP columns store it."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # --- moves ------------------------------------------------------------------------------------------

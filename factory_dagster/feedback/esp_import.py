@@ -35,8 +35,8 @@ import pandas as pd
 from factory_dagster.feedback.esp_events import MAPPERS, MappedEvent
 from factory_dagster.feedback.events import QUARANTINE_COLUMNS, EventFileError, validate_events
 from factory_dagster.feedback.sent import send_campaigns, stamp_by_send
-from factory_dagster.models.gateway import RunContext, utcnow
 from factory_dagster.receiver.inbox import EVENT_FILE_FORMAT, ONECLICK, PROVIDERS
+from factory_dagster.run_context import RunContext, utcnow
 from factory_dagster.warehouse.file_registry import (
     inbox_files,
     one_import_at_a_time,

@@ -14,7 +14,7 @@ import duckdb
 
 from factory_dagster.feedback.events import EventFileError, read_event_file, validate_events
 from factory_dagster.feedback.sent import send_campaigns, stamp_by_send
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.file_registry import (
     inbox_files,
     one_import_at_a_time,

@@ -30,9 +30,10 @@ import duckdb
 import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
-from factory_dagster.models.gateway import ModelGateway, RunContext, utcnow
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.replies.classify import ClassifySettings, classify_replies
 from factory_dagster.replies.events import events_for_replies
+from factory_dagster.run_context import RunContext, utcnow
 from factory_dagster.warehouse.store import insert_rows
 from factory_dagster.warehouse.suppressed import suppressed_sql
 

@@ -38,9 +38,9 @@ import pandas as pd
 
 from factory_dagster.delivery.eml import MESSAGE_ID_DOMAIN
 from factory_dagster.feedback.sent import send_campaigns, stamp_by_send
-from factory_dagster.models.gateway import RunContext
 from factory_dagster.receiver.inbound import html_to_text
 from factory_dagster.receiver.inbox import RECEIVED_AT_HEADER, RECEIVED_VIA_HEADER
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.file_registry import (
     inbox_files,
     one_import_at_a_time,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.run_context import RunContext
 
 
 def send_campaigns(con: duckdb.DuckDBPyConnection) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from factory_dagster.models.gateway import RunContext, utcnow
+from factory_dagster.run_context import RunContext, utcnow
 from factory_dagster.warehouse.file_registry import (
     inbox_files,
     one_import_at_a_time,

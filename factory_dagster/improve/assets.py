@@ -6,8 +6,8 @@ import pandas as pd
 from factory_dagster.improve.decisions import StepOutcome, run_decision_step
 from factory_dagster.improve.preflight import preflight_promotion
 from factory_dagster.improve.versions import current_version
-from factory_dagster.models.gateway import utcnow
 from factory_dagster.resources import FactoryResource, line_asset
+from factory_dagster.run_context import utcnow
 
 # The counts it decides on; a key of the dbt build, so the step runs after the day's marts.
 ARM_COUNTS = dg.AssetKey(["intermediate", "int_experiment_arm_counts"])

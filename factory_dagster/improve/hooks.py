@@ -32,8 +32,9 @@ from factory_dagster.improve.evidence import Evidence, design_experiment, messag
 from factory_dagster.improve.experiments import OPEN_STATES, Experiment
 from factory_dagster.improve.premium import ask_premium, parse_answer
 from factory_dagster.improve.versions import PLAN_HOOK
-from factory_dagster.models.gateway import ModelGateway, utcnow
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.prompts import HOOK_PROMPT_VERSION
+from factory_dagster.run_context import utcnow
 
 HOOK_MAX_CHARS = 200
 HOOK_MIN_CHARS = 20

@@ -12,8 +12,8 @@ import dagster as dg
 from factory_dagster.improve.experiments import IllegalTransition
 from factory_dagster.improve.store import UnknownExperiment, decide_by_person
 from factory_dagster.improve.versions import UnknownVersion, rollback
-from factory_dagster.models.gateway import utcnow
 from factory_dagster.resources import POOL, FactoryResource
+from factory_dagster.run_context import utcnow
 
 
 class PersonDecision(Enum):

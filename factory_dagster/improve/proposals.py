@@ -67,7 +67,7 @@ from factory_dagster.improve.store import (
     save_proposed,
     write_transition,
 )
-from factory_dagster.models.gateway import ModelGateway, RunContext, utcnow
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.ledger import write_ledger
 from factory_dagster.models.prompts import (
     DRAFT_PROMPT_MAX_CHARS,
@@ -81,6 +81,7 @@ from factory_dagster.models.prompts import (
 )
 from factory_dagster.models.registry import ModelRegistry
 from factory_dagster.models.routing import stage_model
+from factory_dagster.run_context import RunContext, utcnow
 from factory_dagster.warehouse.store import insert_rows, transaction
 
 # The premium model writes only from enough mature, answered messages: fewer say nothing.

@@ -27,7 +27,7 @@ from factory_dagster.learning.marts import table_exists
 from factory_dagster.warehouse.store import insert_rows, reads_dbt_relations, transaction
 
 if TYPE_CHECKING:  # the model gateway (and the openai client it imports) is not needed to store experiments
-    from factory_dagster.models.gateway import RunContext
+    from factory_dagster.run_context import RunContext
 
 # A rejected design is not proposed again for this long: people said no, and asking again the next
 # morning would only wear down their attention.

@@ -15,7 +15,7 @@ import duckdb
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.intake.reading import LeadFileError, list_lead_files, read_lead_file
 from factory_dagster.intake.validation import validate_leads
-from factory_dagster.models.gateway import RunContext
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.file_registry import register_file, reject_file, unregistered_files
 from factory_dagster.warehouse.store import insert_rows, transaction
 

@@ -12,8 +12,8 @@ import dagster as dg
 from factory_dagster.controls.incidents import record_incident
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG
 from factory_dagster.learning.dbt_runner import invoke
-from factory_dagster.models.gateway import RunContext
 from factory_dagster.resources import POOL, FactoryResource
+from factory_dagster.run_context import RunContext
 
 
 @dg.op(pool=POOL)

@@ -23,7 +23,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from itertools import groupby
 
 import openai
@@ -38,6 +37,7 @@ from factory_dagster.models.offline import OfflineModel, estimate_tokens
 from factory_dagster.models.registry import ModelEntry, ModelRegistry
 from factory_dagster.models.resilience import RetryPolicy
 from factory_dagster.models.routing import Route
+from factory_dagster.run_context import RunContext, utcnow
 
 DEFERRED = "deferred"
 # What `usage` totals over every call of a gateway.
@@ -51,26 +51,6 @@ USAGE_TOTALS = (
     "tokens_out",
     "cost_usd",
 )
-
-
-def utcnow() -> datetime:
-    """Naive UTC, as DuckDB TIMESTAMP columns store it."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """The ids every ledger row carries."""
-
-    run_id: str
-    partition_day: date
-    campaign_id: str
-
-    def stamp(self, rows: pd.DataFrame, time_column: str = "created_at") -> pd.DataFrame:
-        """The rows with this run's ids and a timestamp, ready for a `raw` table."""
-        return rows.assign(
-            run_id=self.run_id, partition_day=self.partition_day, campaign_id=self.campaign_id, **{time_column: utcnow()}
-        )
 
 
 @dataclass(frozen=True)

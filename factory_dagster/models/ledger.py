@@ -6,8 +6,9 @@ import duckdb
 import pandas as pd
 
 from factory_dagster.models import cache
-from factory_dagster.models.gateway import ModelGateway, RunContext, utcnow
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.prompts import prompt
+from factory_dagster.run_context import RunContext, utcnow
 from factory_dagster.warehouse.store import insert_rows
 
 

@@ -23,8 +23,8 @@ import pandas as pd
 
 from factory_dagster.campaign.spec import CampaignSpec
 from factory_dagster.controls.incidents import record_incident
-from factory_dagster.models.gateway import RunContext
 from factory_dagster.planning.plan import PLAN_PROMPT_VERSION, plan_problems
+from factory_dagster.run_context import RunContext
 from factory_dagster.warehouse.store import fetch_one, replace_partition
 
 MODEL, LAST_ACCEPTED, SPEC_ONLY = "model", "last_accepted", "spec_only"

@@ -26,11 +26,12 @@ from factory_dagster.campaign.spec import load_spec
 from factory_dagster.feedback.events import decode_utf8, parse_csv
 from factory_dagster.models.budget import Budget
 from factory_dagster.models.cache import CachedAnswer, lookup
-from factory_dagster.models.gateway import ModelGateway, RunContext
+from factory_dagster.models.gateway import ModelGateway
 from factory_dagster.models.ledger import spent_today, write_ledger
 from factory_dagster.models.registry import load_registry
 from factory_dagster.models.routing import resolve_routes
 from factory_dagster.replies.classify import OUTPUT_COLUMNS, ClassifySettings, classify_replies
+from factory_dagster.run_context import RunContext
 from factory_dagster.settings import Paths
 from factory_dagster.warehouse.store import open_warehouse, warehouse_name
 

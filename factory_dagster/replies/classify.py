@@ -28,10 +28,11 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from factory_dagster.models.gateway import DEFERRED, CallRequest, CallResult, ModelGateway, RunContext
+from factory_dagster.models.gateway import DEFERRED, CallRequest, CallResult, ModelGateway
 from factory_dagster.models.prompts import CLASSIFY_PROMPT_VERSION, REPLY_TAG, build_messages
 from factory_dagster.replies.rules import decide
 from factory_dagster.replies.text import clean_reply
+from factory_dagster.run_context import RunContext
 
 REPLY_CLASSES: tuple[str, ...] = ("positive", "question", "not_now", "negative", "unsubscribe", "out_of_office", "auto_reply")
 ReplyClass = Literal["positive", "question", "not_now", "negative", "unsubscribe", "out_of_office", "auto_reply"]

@@ -26,9 +26,9 @@ from factory_dagster.campaign.spec import Angle, CampaignSpec
 from factory_dagster.drafting.work import UNSENT
 from factory_dagster.gates.consistency import load_earlier
 from factory_dagster.gates.rules import Violation, check_draft
-from factory_dagster.models.gateway import utcnow
 from factory_dagster.review.analysis import EditAnalysis, analyse_edit
 from factory_dagster.review.sendable import HELD_MESSAGE_IDS, approved_message_ids, effective_messages, text_sha256
+from factory_dagster.run_context import utcnow
 from factory_dagster.warehouse.dialect import is_postgres
 from factory_dagster.warehouse.store import insert_rows, transaction
 from factory_dagster.warehouse.suppressed import suppressed_sql

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from factory_dagster.controls.incidents import record_incident
-from factory_dagster.models.gateway import RunContext, utcnow
+from factory_dagster.run_context import RunContext, utcnow
 from factory_dagster.warehouse.store import exclusive, transaction
 
 Importer = TypeVar("Importer", bound=Callable[..., Any])
