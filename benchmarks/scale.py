@@ -288,8 +288,9 @@ def run_day(leads: int = LEADS, timeout_s: float = DAY_TIMEOUT_S, keep: Path | N
 def marts_worker(warehouse: Path, target: Path, out: Path) -> int:
     """In the child: the learn stage's build (its selection, in-process dbt), first whole, then as a later day runs it."""
     from factory_dagster.learning import view_reuse
-    from factory_dagster.learning.dbt_project import INTEGRITY_TAG, ensure_manifest
+    from factory_dagster.learning.dbt_project import INTEGRITY_TAG
     from factory_dagster.learning.dbt_runner import invoke
+    from factory_dagster.learning.manifest import ensure_manifest
 
     manifest = json.loads(ensure_manifest().read_text())
     views = view_reuse.view_nodes(manifest)

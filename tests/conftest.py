@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from postgres_server import (  # noqa: F401  (the real PostgreSQL fixtures)
 from warehouse_engines import engine_con, engine_paths, engine_url  # noqa: F401  (a test's warehouse on both engines)
 
 SCRATCH = pytest.StashKey[Path | None]()
+PARSING = pytest.StashKey[subprocess.Popen | None]()
 
 # Never let a developer's own environment point the tests at their data.
 for _name in ("FACTORY_HOME", "FACTORY_WAREHOUSE", "FACTORY_LEADS_INBOX", "FACTORY_SPEC", "OPENAI_API_KEY", "FACTORY_TRANSPORT"):
@@ -41,15 +43,22 @@ for _name in [
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """In the process that starts the session: the scratch folder (tests/scratch_space.py). The dbt project is parsed
-    by the first worker that imports the definitions; the other waits for it (`ensure_manifest`'s lock), instead of
-    this process importing Dagster and dbt and parsing before any worker starts."""
+    """In the process that starts the session: the scratch folder (tests/scratch_space.py), and on a fresh checkout
+    the dbt project's parse in a process of its own (`manifest.parse_in_background`), started before the workers: it
+    runs while they import the test modules, and the first worker to need the manifest waits on its lock instead of
+    parsing while the other waits idle for it. This process imports neither Dagster nor dbt for it."""
     if hasattr(config, "workerinput"):
         return
     config.stash[SCRATCH] = scratch_space.choose()
+    from factory_dagster.learning.manifest import parse_in_background
+
+    config.stash[PARSING] = parse_in_background()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    parsing = session.config.stash.get(PARSING, None)
+    if parsing is not None:
+        parsing.wait()
     folder = session.config.stash.get(SCRATCH, None)  # set in the starting process only (pytest_configure)
     if folder is not None:
         kept = scratch_space.release(folder, passed=exitstatus == pytest.ExitCode.OK)
@@ -85,6 +94,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def dbt_manifest():
     """Parse the dbt project once per session (a few seconds) and share the manifest."""
-    from factory_dagster.learning.dbt_project import ensure_manifest
+    from factory_dagster.learning.manifest import ensure_manifest
 
     return ensure_manifest()

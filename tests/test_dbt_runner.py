@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from factory_dagster.definitions import build_definitions
-from factory_dagster.learning import dbt_project, dbt_runner
+from factory_dagster.learning import dbt_runner, manifest
 from factory_dagster.learning.assets import dbt_marts
 from factory_dagster.learning.dbt_project import INTEGRITY_TAG
 from factory_dagster.learning.dbt_runner import duckdb_target, invoke, postgres_target
@@ -62,20 +62,40 @@ def test_processes_starting_together_parse_the_project_once(tmp_path: Path, monk
         (target / "manifest.json").write_text("{}")
         return target / "manifest.json"
 
-    monkeypatch.setattr(dbt_project, "PARSE_TARGET", target)
-    monkeypatch.setattr(dbt_project, "MANIFEST_PATH", target / "manifest.json")
-    monkeypatch.setattr(dbt_project, "newest_project_file", lambda: 0.0)
-    monkeypatch.setattr(dbt_project, "write_manifest", slow_parse)
+    monkeypatch.setattr(manifest, "PARSE_TARGET", target)
+    monkeypatch.setattr(manifest, "MANIFEST_PATH", target / "manifest.json")
+    monkeypatch.setattr(manifest, "newest_project_file", lambda: 0.0)
+    monkeypatch.setattr(dbt_runner, "write_manifest", slow_parse)
     start = threading.Barrier(4)
 
     def starting_process() -> Path:  # each opens the lock file itself, as another process would
         start.wait()
-        return dbt_project.ensure_manifest()
+        return manifest.ensure_manifest()
 
     with ThreadPoolExecutor(4) as pool:
         found = list(pool.map(lambda _: starting_process(), range(4)))
     assert found == [target / "manifest.json"] * 4
     assert len(parses) == 1
+
+
+def test_a_stale_manifest_is_parsed_in_a_process_of_its_own_and_a_current_one_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dbt_manifest: Path
+) -> None:
+    """`parse_in_background` looks at the manifest here; the process it starts runs `ensure_manifest` on the real
+    project, whose manifest the session has already parsed: it finds it current and ends at once, without an error."""
+    monkeypatch.setattr(manifest, "MANIFEST_PATH", tmp_path / "manifest.json")  # missing here: stale
+    started = manifest.parse_in_background()
+    assert started is not None
+    assert started.wait(timeout=60) == 0
+    monkeypatch.setattr(manifest, "MANIFEST_PATH", dbt_manifest)
+    assert manifest.parse_in_background() is None
+
+
+def test_the_background_parse_and_its_starter_load_neither_dagster_nor_dbt() -> None:
+    """The point of the background parse is to run beside the caller's own imports: its module must be light."""
+    probe = "import sys, factory_dagster.learning.manifest; print(sorted({'dagster', 'dbt'} & sys.modules.keys()))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stderr
 
 
 def test_a_new_data_folder_parses_from_the_shared_parse_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,9 @@ from factory_dagster.controls.incidents import record_incident
 from factory_dagster.controls.kill_switch import kill_switch_state, set_kill_switch
 from factory_dagster.learning import view_reuse
 from factory_dagster.learning.build_log import Build, covering_build, database_now, record_build
-from factory_dagster.learning.dbt_project import INTEGRITY_TAG, FactoryDbtTranslator, ensure_manifest, prior_day_specs
+from factory_dagster.learning.dbt_project import INTEGRITY_TAG, FactoryDbtTranslator, prior_day_specs
 from factory_dagster.learning.dbt_runner import DbtRun, invoke
+from factory_dagster.learning.manifest import ensure_manifest
 from factory_dagster.learning.marts import halt_reason
 from factory_dagster.partitions import CAMPAIGN_DAYS, ONE_DAY_PER_RUN
 from factory_dagster.resources import POOL, FactoryResource, line_asset, partition_day

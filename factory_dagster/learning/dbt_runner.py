@@ -30,11 +30,10 @@ from typing import Any
 
 import duckdb
 
+from factory_dagster.learning.manifest import MANIFEST_PATH, PARSE_TARGET, newest_project_file
 from factory_dagster.settings import DBT_PROJECT_DIR
 from factory_dagster.warehouse.store import connect
 
-PARSE_TARGET = DBT_PROJECT_DIR / "target"
-MANIFEST_PATH = PARSE_TARGET / "manifest.json"
 PARSE_STATE_CACHE = PARSE_TARGET / "parse_state"  # dbt's partial-parse state, one file per target and database
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 # What a parse's profile reads instead of the warehouse's own address (`parse_environ`).
@@ -42,7 +41,6 @@ PARSE_ONLY_FOLDER, PARSE_ONLY_HOST, PARSE_ONLY_USER = "/factory-parse-only", "pa
 RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult"})
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 SAMPLE_ROWS = 8  # failing rows of a test shown in its failure: enough to name what broke, short enough to read
-_PROJECT_SUFFIXES = {".sql", ".yml", ".yaml"}
 POSTGRES_TARGET = "postgres"  # the profiles.yml output of the PostgreSQL warehouse (`local` is the DuckDB file)
 
 
@@ -80,15 +78,6 @@ class DbtRun:
     def describe_failure(self) -> str:
         """What an operator needs to act on: dbt's own error, else the failing nodes and why."""
         return self.error or "; ".join(self.failures + self.node_errors) or "dbt reported failure without a failing node"
-
-
-def newest_project_file() -> float:
-    """The last change to the project's SQL and YAML: a newer one means the manifest is stale."""
-    return max(
-        p.stat().st_mtime
-        for p in DBT_PROJECT_DIR.rglob("*")
-        if p.suffix in _PROJECT_SUFFIXES and "target" not in p.relative_to(DBT_PROJECT_DIR).parts
-    )
 
 
 @dataclass(frozen=True)
