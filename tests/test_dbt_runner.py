@@ -113,12 +113,37 @@ def test_a_new_data_folder_parses_from_the_shared_parse_state(tmp_path: Path, mo
     assert {node.database for node in manifest.nodes.values() if node.resource_type == "model"} == {"warehouse"}
 
 
-def test_a_parse_reads_the_database_name_and_neither_the_address_nor_the_password(tmp_path: Path) -> None:
-    environ = postgres_target("postgresql://ann:s3cret@db.example:6543/sales").parse_environ
-    assert environ["FACTORY_PG_DATABASE"] == "sales" and environ["DBT_ENV_SECRET_FACTORY_PG_PASSWORD"] == ""
-    assert not {"s3cret", "db.example", "6543", "ann"} & set(environ.values())
+def test_a_parse_reads_neither_the_address_nor_the_password_and_on_postgresql_not_the_database(tmp_path: Path) -> None:
+    sales, other = postgres_target("postgresql://ann:s3cret@db.example:6543/sales"), postgres_target("postgresql:///other")
+    environ = sales.parse_environ
+    assert environ["DBT_ENV_SECRET_FACTORY_PG_PASSWORD"] == ""
+    assert not {"s3cret", "db.example", "6543", "ann", "sales"} & set(environ.values())
+    assert environ == other.parse_environ and sales.parse_state_name == other.parse_state_name
     one, two = duckdb_target(tmp_path / "one" / "sales.duckdb"), duckdb_target(tmp_path / "two" / "sales.duckdb")
     assert one.parse_environ == two.parse_environ and one.parse_state_name == "local-sales.msgpack"
+
+
+def test_a_new_postgresql_database_parses_from_the_shared_state_and_its_nodes_name_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every PostgreSQL database parses from one shared state (a parse needs no server); the parsed nodes then carry
+    the build's own database, in their relation names too, which dbt-postgres puts in every `ref` and `source`."""
+    monkeypatch.setattr(dbt_runner, "_MANIFESTS", {})
+
+    def files_parsed(target: Path) -> int:
+        return json.loads((target / "perf_info.json").read_text())["parsed_path_count"]
+
+    dbt_runner.parse(tmp_path / "unused.duckdb", tmp_path / "sales_target", "postgresql://ann@127.0.0.1:1/sales")
+    manifest = dbt_runner.parse(tmp_path / "unused.duckdb", tmp_path / "other_target", "postgresql://ann@127.0.0.1:1/other")
+    assert files_parsed(tmp_path / "other_target") == 0
+    model = manifest.nodes["model.factory.daily_kpis"]
+    assert (model.database, model.relation_name) == ("other", '"other"."marts"."daily_kpis"')
+    source = next(s for s in manifest.sources.values() if s.name == "sends")
+    assert (source.database, source.relation_name) == ("other", '"other"."raw"."sends"')
+    graph = manifest.flat_graph["nodes"]["model.factory.daily_kpis"]
+    assert graph["database"] == "other" and graph["relation_name"] == '"other"."marts"."daily_kpis"'
+    sales = dbt_runner._MANIFESTS[("postgres", "sales", dbt_runner.newest_project_file())]
+    assert sales.nodes["model.factory.daily_kpis"].relation_name == '"sales"."marts"."daily_kpis"'
 
 
 def test_behaviour_flags_name_the_source_dbt_common_would_without_inspecting_the_stack(

@@ -5,7 +5,7 @@ first query: about as long as the build itself at demo scale. Here dbt is import
 the parsed manifest is reused by every build of the process, and the structured result
 events are collected in memory for the Dagster wiring to turn into materializations and
 check results. A process's first parse starts from dbt's partial-parse state that earlier parses of the same target
-and database name left in `dbt_project/target/parse_state/` (`Target.parse_environ`): about 1 s instead of 4.
+left in `dbt_project/target/parse_state/` (`Target.parse_environ`): about 1 s instead of 4.
 
 The same project builds on the DuckDB file (profiles.yml output `local`, the default) or on a PostgreSQL warehouse
 (output `postgres`) when a warehouse URL is given: the URL's parts reach the profile as environment variables, the
@@ -38,6 +38,7 @@ PARSE_STATE_CACHE = PARSE_TARGET / "parse_state"  # dbt's partial-parse state, o
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 # What a parse's profile reads instead of the warehouse's own address (`parse_environ`).
 PARSE_ONLY_FOLDER, PARSE_ONLY_HOST, PARSE_ONLY_USER = "/factory-parse-only", "parse-only.invalid", "factory"
+PARSE_ONLY_DATABASE = "factory_parse_only"  # a PostgreSQL parse's database name, replaced in the parsed nodes
 RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult"})
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 SAMPLE_ROWS = 8  # failing rows of a test shown in its failure: enough to name what broke, short enough to read
@@ -98,23 +99,36 @@ class Target:
         return ["--target", self.name] if self.on_postgres else []
 
     @property
+    def parse_database(self) -> str:
+        """The database name a parse gives the nodes: the DuckDB file's own (the manifest Dagster reads shows it), a
+        fixed one on PostgreSQL, replaced by the real one after the parse (`_on_database`)."""
+        return PARSE_ONLY_DATABASE if self.on_postgres else self.database
+
+    @property
     def parse_environ(self) -> dict[str, str]:
-        """The profile a parse reads: this target's database name, and a fixed address and user.
+        """The profile a parse reads: `parse_database`, and a fixed address and user.
 
         Why: dbt keeps a parse's state for the next one only while the profile's connection details are the same, and
         the parsed nodes carry nothing of them but the database name (the build reads the real ones again). With the
         warehouse's own path in the profile, every data folder, and so every new process on one, parsed the whole
-        project again: about 4 s, where a partial parse from the shared state takes 1 s. No password is needed.
+        project again: about 4 s, where a partial parse from the shared state takes 1 s. No password is needed. On
+        PostgreSQL even the database name is fixed: each new database (every test makes its own) parsed in full too.
         """
         if not self.on_postgres:
             return {"FACTORY_WAREHOUSE": f"{PARSE_ONLY_FOLDER}/{self.database}.duckdb"}
         fixed = {"FACTORY_PG_HOST": PARSE_ONLY_HOST, "FACTORY_PG_PORT": "5432", "FACTORY_PG_USER": PARSE_ONLY_USER}
-        return {**self.environ, **fixed, "FACTORY_PG_SSLMODE": "prefer", "DBT_ENV_SECRET_FACTORY_PG_PASSWORD": ""}
+        return {
+            **self.environ,
+            **fixed,
+            "FACTORY_PG_DATABASE": self.parse_database,
+            "FACTORY_PG_SSLMODE": "prefer",
+            "DBT_ENV_SECRET_FACTORY_PG_PASSWORD": "",
+        }
 
     @property
     def parse_state_name(self) -> str:
-        """The shared parse state's file name for this target and database."""
-        return re.sub(r"[^\w.-]", "_", f"{self.name}-{self.database}") + ".msgpack"
+        """The shared parse state's file name for this target and its parse's database."""
+        return re.sub(r"[^\w.-]", "_", f"{self.name}-{self.parse_database}") + ".msgpack"
 
 
 def duckdb_target(warehouse: Path | str) -> Target:
@@ -207,8 +221,28 @@ def parse(warehouse: Path | str, target_path: Path, warehouse_url: str | None = 
         if not outcome.success:
             raise DbtError(f"dbt could not parse {DBT_PROJECT_DIR}: {outcome.exception}")
         _copy_quietly(target_path / PARTIAL_PARSE_FILE, PARSE_STATE_CACHE / target.parse_state_name)
-        _MANIFESTS[key] = outcome.result
+        _MANIFESTS[key] = _on_database(outcome.result, target.parse_database, target.database)
     return _MANIFESTS[key]
+
+
+def _on_database(manifest: Any, parsed: str, database: str) -> Any:
+    """The manifest with the nodes a parse gave the database `parsed` on `database` instead: their database and the
+    relation name dbt rendered from it at parse time (`"db"."schema"."name"`), and dbt's flat graph rebuilt from them.
+    The build renders every `ref` and `source` from these; dbt-postgres names the database in each."""
+    if parsed == database:
+        return manifest
+    prefix = f'"{parsed}".'
+    for nodes in (manifest.nodes, manifest.sources, getattr(manifest, "unit_tests", {}), getattr(manifest, "functions", {})):
+        for node in nodes.values():
+            if getattr(node, "database", None) != parsed:
+                continue
+            node.database = database
+            relation = getattr(node, "relation_name", None)
+            if relation and relation.startswith(prefix):
+                node.relation_name = f'"{database}".{relation[len(prefix) :]}'
+    if manifest.flat_graph:
+        manifest.build_flat_graph()
+    return manifest
 
 
 def _copy_quietly(source: Path, destination: Path) -> None:
