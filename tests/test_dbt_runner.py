@@ -108,9 +108,9 @@ def test_a_new_data_folder_parses_from_the_shared_parse_state(tmp_path: Path, mo
 
     dbt_runner.parse(tmp_path / "one" / "warehouse.duckdb", tmp_path / "one_target")
     dbt_runner._MANIFESTS.clear()
-    manifest = dbt_runner.parse(tmp_path / "two" / "warehouse.duckdb", tmp_path / "two_target")
+    parsed = dbt_runner.parse(tmp_path / "two" / "warehouse.duckdb", tmp_path / "two_target")
     assert files_parsed(tmp_path / "two_target") == 0
-    assert {node.database for node in manifest.nodes.values() if node.resource_type == "model"} == {"warehouse"}
+    assert {node.database for node in parsed.nodes.values() if node.resource_type == "model"} == {"warehouse"}
 
 
 def test_a_parse_reads_neither_the_address_nor_the_password_and_on_postgresql_not_the_database(tmp_path: Path) -> None:
@@ -134,13 +134,13 @@ def test_a_new_postgresql_database_parses_from_the_shared_state_and_its_nodes_na
         return json.loads((target / "perf_info.json").read_text())["parsed_path_count"]
 
     dbt_runner.parse(tmp_path / "unused.duckdb", tmp_path / "sales_target", "postgresql://ann@127.0.0.1:1/sales")
-    manifest = dbt_runner.parse(tmp_path / "unused.duckdb", tmp_path / "other_target", "postgresql://ann@127.0.0.1:1/other")
+    parsed = dbt_runner.parse(tmp_path / "unused.duckdb", tmp_path / "other_target", "postgresql://ann@127.0.0.1:1/other")
     assert files_parsed(tmp_path / "other_target") == 0
-    model = manifest.nodes["model.factory.daily_kpis"]
+    model = parsed.nodes["model.factory.daily_kpis"]
     assert (model.database, model.relation_name) == ("other", '"other"."marts"."daily_kpis"')
-    source = next(s for s in manifest.sources.values() if s.name == "sends")
+    source = next(s for s in parsed.sources.values() if s.name == "sends")
     assert (source.database, source.relation_name) == ("other", '"other"."raw"."sends"')
-    graph = manifest.flat_graph["nodes"]["model.factory.daily_kpis"]
+    graph = parsed.flat_graph["nodes"]["model.factory.daily_kpis"]
     assert graph["database"] == "other" and graph["relation_name"] == '"other"."marts"."daily_kpis"'
     sales = dbt_runner._MANIFESTS[("postgres", "sales", dbt_runner.newest_project_file())]
     assert sales.nodes["model.factory.daily_kpis"].relation_name == '"sales"."marts"."daily_kpis"'
@@ -178,21 +178,21 @@ def test_a_failing_test_is_reported_by_name(tmp_path: Path, dbt_manifest: Path) 
 
 def test_integrity_tests_only_repeat_constraints_raw_enforces(tmp_path: Path, dbt_manifest: Path) -> None:
     """A test may leave the daily build only if raw's DDL already guarantees what it checks."""
-    manifest = json.loads(dbt_manifest.read_text())
+    project = json.loads(dbt_manifest.read_text())
     paths = _empty_warehouse(tmp_path)
     with connect(paths.warehouse, read_only=True) as con:
         rows = con.execute(
             "SELECT table_name, constraint_type, constraint_column_names FROM duckdb_constraints() WHERE schema_name = 'raw'"
         ).fetchall()
     enforced = {(table, kind, tuple(columns)) for table, kind, columns in rows}
-    tagged = [node for node in manifest["nodes"].values() if node["resource_type"] == "test" and INTEGRITY_TAG in node["tags"]]
+    tagged = [node for node in project["nodes"].values() if node["resource_type"] == "test" and INTEGRITY_TAG in node["tags"]]
     assert len(tagged) >= 30
     for test in tagged:
         (parent,) = test["depends_on"]["nodes"]
-        parent_node = manifest["sources"].get(parent) or manifest["nodes"][parent]
+        parent_node = project["sources"].get(parent) or project["nodes"][parent]
         if parent_node["resource_type"] == "model":  # a staging view: passes raw's table through
             (source,) = parent_node["depends_on"]["nodes"]
-            parent_node = manifest["sources"][source]
+            parent_node = project["sources"][source]
         table = parent_node["name"]
         kind = test["test_metadata"]["name"]
         kwargs = test["test_metadata"]["kwargs"]
@@ -211,8 +211,8 @@ def test_integrity_tests_only_repeat_constraints_raw_enforces(tmp_path: Path, db
 
 
 def test_the_daily_build_checks_exclude_integrity_tests(dbt_manifest: Path) -> None:
-    manifest = json.loads(dbt_manifest.read_text())
-    integrity = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "test" and INTEGRITY_TAG in n["tags"]}
+    project = json.loads(dbt_manifest.read_text())
+    integrity = {n["name"] for n in project["nodes"].values() if n["resource_type"] == "test" and INTEGRITY_TAG in n["tags"]}
     daily = {spec.name for spec in dbt_marts.check_specs}
     assert daily and not daily & integrity
     # The row rules of every mart (and of int_experiment_arms) are still checked every day, in one test per model.
@@ -221,15 +221,15 @@ def test_the_daily_build_checks_exclude_integrity_tests(dbt_manifest: Path) -> N
     assert "assert_each_send_has_its_arms_one_definition" in daily
     contracts = [
         node
-        for node in manifest["nodes"].values()
+        for node in project["nodes"].values()
         if node["resource_type"] == "test"
         and node.get("test_metadata", {}).get("name") == "row_contract"
         and node["name"] in daily
     ]
-    contracted = [manifest["nodes"][test["attached_node"]] for test in contracts]
+    contracted = [project["nodes"][test["attached_node"]] for test in contracts]
     names = [model["name"] for model in contracted]
     assert len(names) == len(set(names)), names
-    marts = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["schema"] == "marts"}
+    marts = {n["name"] for n in project["nodes"].values() if n["resource_type"] == "model" and n["schema"] == "marts"}
     wanted = marts - {"experiment_results"} | {"int_experiment_arms"}
     assert wanted <= set(names), sorted(wanted - set(names))
     for test, model in zip(contracts, contracted, strict=True):

@@ -34,7 +34,7 @@ from factory_dagster.learning.manifest import MANIFEST_PATH, PARSE_TARGET, newes
 from factory_dagster.settings import DBT_PROJECT_DIR
 from factory_dagster.warehouse.store import connect
 
-PARSE_STATE_CACHE = PARSE_TARGET / "parse_state"  # dbt's partial-parse state, one file per target and database
+PARSE_STATE_CACHE = PARSE_TARGET / "parse_state"  # dbt's partial-parse state, one per target and parse database
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 # What a parse's profile reads instead of the warehouse's own address (`parse_environ`).
 PARSE_ONLY_FOLDER, PARSE_ONLY_HOST, PARSE_ONLY_USER = "/factory-parse-only", "parse-only.invalid", "factory"
