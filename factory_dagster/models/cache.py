@@ -21,12 +21,12 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import pandas as pd
 
+from factory_dagster.run_context import utcnow
 from factory_dagster.warehouse.store import insert_rows
 
 TABLE = "llm_cache"
@@ -94,7 +94,7 @@ def store(con: duckdb.DuckDBPyConnection, entries: Iterable[tuple[str, str, str,
     must be the model the key was computed for and agree with `answer.model`.
     """
     rows: dict[str, dict[str, Any]] = {}
-    created_at = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as DuckDB TIMESTAMP columns store it
+    created_at = utcnow()
     for key, model, prompt_version, answer in entries:
         if answer.model != model:
             raise ValueError(f"cache entry {key}: answer.model '{answer.model}' differs from the key's model '{model}'")
